@@ -43,13 +43,9 @@ export default tseslint.config(
     files: ["local-backend/**/*.ts", "e2e/**/*.ts", "bench/**/*.ts", "*.ts"],
     languageOptions: { globals: globals.node },
   },
+  ...convexPlugin.configs.recommended,
   {
-    // The flat-config form of @convex-dev/eslint-plugin's "recommended" set.
     files: ["convex/**/*.ts"],
-    plugins: { "@convex-dev": convexPlugin },
-    rules: {
-      ...convexPlugin.configs.recommended.overrides[0].rules,
-      "@convex-dev/no-collect-in-query": "error",
-    },
+    rules: { "@convex-dev/no-collect-in-query": "error" },
   },
 );

@@ -13,6 +13,14 @@ import type {
   FilterApi,
   FunctionReference,
 } from "convex/server";
+import type * as lib_sessions from "../lib/sessions.js";
+import type * as limits from "../limits.js";
+import type * as messages from "../messages.js";
+import type * as model_messages from "../model/messages.js";
+import type * as model_text from "../model/text.js";
+import type * as model_users from "../model/users.js";
+import type * as sessions from "../sessions.js";
+import type * as users from "../users.js";
 
 /**
  * A utility for referencing Convex functions in your app's API.
@@ -22,7 +30,16 @@ import type {
  * const myFunctionReference = api.myModule.myFunction;
  * ```
  */
-declare const fullApi: ApiFromModules<{}>;
+declare const fullApi: ApiFromModules<{
+  "lib/sessions": typeof lib_sessions;
+  limits: typeof limits;
+  messages: typeof messages;
+  "model/messages": typeof model_messages;
+  "model/text": typeof model_text;
+  "model/users": typeof model_users;
+  sessions: typeof sessions;
+  users: typeof users;
+}>;
 export declare const api: FilterApi<
   typeof fullApi,
   FunctionReference<any, "public">

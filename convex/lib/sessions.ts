@@ -1,0 +1,186 @@
+/**
+ * Function builders that identify the caller by a session id: a secret the
+ * browser makes once with `crypto.randomUUID()` and sends as the `sessionId`
+ * argument (convex-helpers `SessionIdArg`; `useSessionQuery` and
+ * `useSessionMutation` add it on the client). Handlers see the caller as
+ * `ctx.session` and `ctx.user`.
+ *
+ * The session id is a bearer secret, handled only here:
+ * - it must be a lowercase UUID v4 (122 random bits), or the call fails with
+ *   `ConvexError({ code: "INVALID_SESSION" })`. The shape check refuses short
+ *   or hand-picked ids; it cannot prove a well-formed id was drawn at random.
+ * - it is hashed with SHA-256 and only the hash is stored and looked up
+ *   (`sessions.by_tokenHash`). Neither the id nor its hash is returned,
+ *   logged or put in an error here. `ctx.session` holds the hash, so handlers
+ *   return only what their `returns` validator lets through.
+ *
+ * A query cannot write, so in `queryWithSession` both are null until the
+ * browser's first mutation. `mutationWithSession` creates the session and an
+ * anonymous user on first use, so there both are always documents:
+ *
+ * ```ts
+ * export const setName = mutationWithSession({
+ *   args: { name: v.string() },
+ *   returns: v.null(),
+ *   handler: async (ctx, { name }) => {
+ *     await setUserName(ctx, ctx.user._id, name);
+ *     return null;
+ *   },
+ * });
+ * ```
+ */
+import {
+  customMutation,
+  customQuery,
+} from "convex-helpers/server/customFunctions";
+import { SessionIdArg, type SessionId } from "convex-helpers/server/sessions";
+import { ConvexError } from "convex/values";
+import type { Doc } from "../_generated/dataModel";
+import {
+  mutation,
+  query,
+  type MutationCtx,
+  type QueryCtx,
+} from "../_generated/server";
+import type { ErrorData } from "../limits";
+import { createAnonymousUser } from "../model/users";
+
+/** What `crypto.randomUUID()` returns: version nibble 4, variant 8 to b. */
+const SESSION_ID_PATTERN =
+  /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/**
+ * How stale `lastSeenAt` may get before a mutation rewrites it. Every session
+ * query reads the session document, so each write re-runs that browser's
+ * subscriptions: once an hour, not once per call.
+ */
+const LAST_SEEN_RESOLUTION_MS = 60 * 60 * 1000;
+
+/**
+ * A public query that takes the caller's `sessionId`.
+ *
+ * Adds `ctx.session` (`Doc<"sessions">`) and `ctx.user` (`Doc<"users">`),
+ * both null when this session has not made its first mutation yet.
+ *
+ * ```ts
+ * export const me = queryWithSession({
+ *   args: {},
+ *   returns: v.union(vProfile, v.null()),
+ *   handler: (ctx) => (ctx.user === null ? null : toProfile(ctx.user)),
+ * });
+ * ```
+ *
+ * @throws ConvexError INVALID_SESSION when `sessionId` is not a lowercase
+ *   UUID v4.
+ */
+export const queryWithSession = customQuery(query, {
+  args: SessionIdArg,
+  input: async (ctx, { sessionId }) => {
+    const session = await findSession(ctx, await hashSessionId(sessionId));
+    const user = session === null ? null : await getSessionUser(ctx, session);
+    return { ctx: { session, user }, args: {} };
+  },
+});
+
+/**
+ * A public mutation that takes the caller's `sessionId`.
+ *
+ * Adds `ctx.session` (`Doc<"sessions">`) and `ctx.user` (`Doc<"users">`),
+ * never null: an unknown session id gets a new session and a new anonymous
+ * user ("User NNNN"), which roll back with everything else if the handler
+ * throws. Refreshes `session.lastSeenAt` at most once an hour.
+ *
+ * ```ts
+ * export const send = mutationWithSession({
+ *   args: { body: v.string() },
+ *   returns: v.id("messages"),
+ *   handler: (ctx, { body }) => sendMessage(ctx, ctx.user._id, body),
+ * });
+ * ```
+ *
+ * @throws ConvexError INVALID_SESSION when `sessionId` is not a lowercase
+ *   UUID v4.
+ */
+export const mutationWithSession = customMutation(mutation, {
+  args: SessionIdArg,
+  input: async (ctx, { sessionId }) => {
+    const tokenHash = await hashSessionId(sessionId);
+    const existing = await findSession(ctx, tokenHash);
+    const session =
+      existing === null
+        ? await createSession(ctx, tokenHash)
+        : await markSeen(ctx, existing);
+    const user = await getSessionUser(ctx, session);
+    return { ctx: { session, user }, args: {} };
+  },
+});
+
+/**
+ * Refuses anything but a lowercase UUID v4, then returns its lowercase hex
+ * SHA-256. No salt or stretching: the input has 122 random bits, so it cannot
+ * be recovered by guessing, and equal ids must give equal hashes for lookup.
+ */
+async function hashSessionId(sessionId: SessionId): Promise<string> {
+  if (!SESSION_ID_PATTERN.test(sessionId)) {
+    throw new ConvexError<ErrorData>({
+      code: "INVALID_SESSION",
+      message:
+        "The session id must be a lowercase UUID v4, as crypto.randomUUID() makes.",
+    });
+  }
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(sessionId),
+  );
+  return Array.from(new Uint8Array(digest), (byte) =>
+    byte.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+async function findSession(
+  ctx: QueryCtx,
+  tokenHash: string,
+): Promise<Doc<"sessions"> | null> {
+  return await ctx.db
+    .query("sessions")
+    .withIndex("by_tokenHash", (q) => q.eq("tokenHash", tokenHash))
+    .unique();
+}
+
+async function createSession(
+  ctx: MutationCtx,
+  tokenHash: string,
+): Promise<Doc<"sessions">> {
+  const userId = await createAnonymousUser(ctx);
+  const id = await ctx.db.insert("sessions", {
+    tokenHash,
+    userId,
+    lastSeenAt: Date.now(),
+  });
+  return (await ctx.db.get("sessions", id))!;
+}
+
+async function markSeen(
+  ctx: MutationCtx,
+  session: Doc<"sessions">,
+): Promise<Doc<"sessions">> {
+  const now = Date.now();
+  if (now - session.lastSeenAt < LAST_SEEN_RESOLUTION_MS) {
+    return session;
+  }
+  await ctx.db.patch("sessions", session._id, { lastSeenAt: now });
+  return { ...session, lastSeenAt: now };
+}
+
+async function getSessionUser(
+  ctx: QueryCtx,
+  session: Doc<"sessions">,
+): Promise<Doc<"users">> {
+  const user = await ctx.db.get("users", session.userId);
+  if (user === null) {
+    throw new Error(
+      `Session ${session._id} points at user ${session.userId}, which does not exist; delete the session with its user.`,
+    );
+  }
+  return user;
+}

@@ -1,0 +1,94 @@
+/**
+ * Messages: `sendMessage` validates and stores a body; `listMessages` reads
+ * one page newest first and resolves author names at read time, so a rename
+ * shows on old messages too.
+ */
+import type { PaginationOptions, PaginationResult } from "convex/server";
+import { ConvexError, v, type Infer } from "convex/values";
+import type { Id } from "../_generated/dataModel";
+import type { MutationCtx, QueryCtx } from "../_generated/server";
+import { MESSAGE_MAX_CHARS, type ErrorData } from "../limits";
+import { messageFields, userFields } from "../schema";
+import { isLongerThan } from "./text";
+
+/** A message as the chat shows it to one viewer. */
+export const vListedMessage = v.object({
+  _id: v.id("messages"),
+  _creationTime: v.number(),
+  body: messageFields.body,
+  author: v.object({ _id: v.id("users"), name: userFields.name }),
+  isMine: v.boolean(),
+});
+
+/**
+ * Stores a message after trimming its body.
+ *
+ * @throws ConvexError MESSAGE_EMPTY or MESSAGE_TOO_LONG.
+ */
+export async function sendMessage(
+  ctx: MutationCtx,
+  author: Id<"users">,
+  rawBody: string,
+): Promise<Id<"messages">> {
+  const body = rawBody.trim();
+  if (body === "") {
+    throw new ConvexError<ErrorData>({
+      code: "MESSAGE_EMPTY",
+      message: "A message cannot be empty.",
+    });
+  }
+  if (isLongerThan(body, MESSAGE_MAX_CHARS)) {
+    throw new ConvexError<ErrorData>({
+      code: "MESSAGE_TOO_LONG",
+      max: MESSAGE_MAX_CHARS,
+      message: `A message can be at most ${MESSAGE_MAX_CHARS} characters long.`,
+    });
+  }
+  return await ctx.db.insert("messages", { author, body });
+}
+
+/**
+ * One page of messages, newest first. Each distinct author on the page is
+ * read once, and all of them in parallel.
+ *
+ * @param viewer The caller's user, or null before their first mutation.
+ */
+export async function listMessages(
+  ctx: QueryCtx,
+  viewer: Id<"users"> | null,
+  paginationOpts: PaginationOptions,
+): Promise<PaginationResult<Infer<typeof vListedMessage>>> {
+  const result = await ctx.db
+    .query("messages")
+    .order("desc")
+    .paginate(paginationOpts);
+  const authorNames = new Map<Id<"users">, Promise<string>>();
+  const authorName = (id: Id<"users">) => {
+    let name = authorNames.get(id);
+    if (name === undefined) {
+      name = readAuthorName(ctx, id);
+      authorNames.set(id, name);
+    }
+    return name;
+  };
+  const page = await Promise.all(
+    result.page.map(async (message) => ({
+      _id: message._id,
+      _creationTime: message._creationTime,
+      body: message.body,
+      author: { _id: message.author, name: await authorName(message.author) },
+      isMine: message.author === viewer,
+    })),
+  );
+  return { ...result, page };
+}
+
+async function readAuthorName(ctx: QueryCtx, id: Id<"users">): Promise<string> {
+  const user = await ctx.db.get("users", id);
+  if (user === null) {
+    throw new Error(
+      `Message author ${id} does not exist; users must not be deleted while they have messages.`,
+    );
+  }
+  return user.name;
+}

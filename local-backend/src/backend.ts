@@ -1,0 +1,218 @@
+/**
+ * Wires the embedded backend together: storage, the function runtime, the
+ * subscription hub and the HTTP + WebSocket servers, plus reloading when the
+ * functions folder changes.
+ *
+ * Usage:
+ *   const backend = await startBackend({ functions: "convex", data: ".convex-local", port: 0 });
+ *   const client = new ConvexClient(backend.url, { webSocketConstructor: WebSocket });
+ *   await backend.close();
+ */
+import type http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { createApiServer } from "./http.ts";
+import { FunctionRunner } from "./runtime/functionRunner.ts";
+import {
+  createIsolate,
+  type Isolate,
+  type LogLevel,
+} from "./runtime/isolate.ts";
+import { buildFunctions, watchFunctions } from "./runtime/loader.ts";
+import { createSyscalls } from "./runtime/syscalls.ts";
+import { Database } from "./storage/database.ts";
+import { SubscriptionHub } from "./sync/subscriptions.ts";
+
+export type BackendOptions = {
+  /** The app's Convex functions folder. Default "convex". */
+  functions?: string;
+  /** Where the SQLite database lives. Default ".convex-local". */
+  data?: string;
+  /** Deployment (cloud) port; 0 picks a free one. Default 3210. */
+  port?: number;
+  /** HTTP actions (site) port; 0 picks a free one; null disables it. Default 3211. */
+  sitePort?: number | null;
+  /** Interface to listen on. Default "127.0.0.1"; anything else exposes the backend. */
+  host?: string;
+  /** Reload when files in the functions folder change. Default true. */
+  watch?: boolean;
+  /** Where the backend's own messages and the functions' log lines go. Default console. */
+  logger?: BackendLogger;
+};
+
+export type BackendLogger = {
+  info(line: string): void;
+  error(line: string): void;
+};
+
+export type Backend = {
+  /** The deployment URL: pass it to ConvexClient / VITE_CONVEX_URL. */
+  url: string;
+  /** The HTTP actions URL (CONVEX_SITE_URL), or null when disabled. */
+  siteUrl: string | null;
+  port: number;
+  /** Rebuilds and reloads the functions now; resolves false (and keeps the old ones) on failure. */
+  reload(): Promise<boolean>;
+  close(): Promise<void>;
+};
+
+/** A start-up problem with a one-line, actionable message (CLI prints just that). */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StartupError";
+  }
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+
+export async function startBackend(
+  options: BackendOptions = {},
+): Promise<Backend> {
+  const functionsDir = path.resolve(options.functions ?? "convex");
+  const dataDir = path.resolve(options.data ?? ".convex-local");
+  const host = options.host ?? "127.0.0.1";
+  const logger = options.logger ?? {
+    info: (l) => console.log(l),
+    error: (l) => console.error(l),
+  };
+
+  let db: Database;
+  try {
+    db = Database.open(dataDir);
+  } catch (error) {
+    throw new StartupError((error as Error).message);
+  }
+  const cleanup: (() => void | Promise<void>)[] = [() => db.close()];
+  const fail = async (error: unknown): Promise<never> => {
+    for (const step of cleanup.reverse()) await step();
+    throw error instanceof StartupError
+      ? error
+      : new StartupError((error as Error).message);
+  };
+
+  const runner = new FunctionRunner(db, {
+    onRun: ({ udfType, path: fnPath, logLines, uncaughtError }) => {
+      // The browser console's format (convex 1.48 `logging.ts`): "[CONVEX Q(messages:list)] [LOG] …".
+      const prefix = `[CONVEX ${udfType[0].toUpperCase()}(${fnPath})]`;
+      for (const line of logLines) logger.info(`${prefix} ${line}`);
+      if (uncaughtError !== undefined)
+        logger.error(`${prefix} ${uncaughtError}`);
+    },
+  });
+  const convex = createSyscalls({ db, nested: runner.nested });
+  const siteUrl: string | null = null;
+  let url = "";
+  const load = async (): Promise<Isolate> => {
+    const bundle = await buildFunctions(functionsDir);
+    const isolate = createIsolate(bundle, {
+      convex,
+      env:
+        siteUrl === null
+          ? { CONVEX_CLOUD_URL: url }
+          : { CONVEX_CLOUD_URL: url, CONVEX_SITE_URL: siteUrl },
+      onStrayLog: (level: LogLevel, line: string) =>
+        logger.info(`[${level}] ${line}`),
+    });
+    db.setSchema(isolate.schema);
+    return isolate;
+  };
+
+  const hub = new SubscriptionHub(db, runner);
+  cleanup.push(() => hub.close());
+  const api = createApiServer({
+    hub,
+    runner,
+    instanceName: "local-backend",
+    loopbackOnly: LOOPBACK.has(host),
+  });
+  const closeSockets = () => api.closeSockets();
+  let port: number;
+  try {
+    port = await listen(api.server, options.port ?? 3210, host, "--port");
+  } catch (error) {
+    return fail(error);
+  }
+  cleanup.push(() => closeServer(api.server, closeSockets));
+  const urlHost = host.includes(":") ? `[${host}]` : host;
+  url = `http://${urlHost}:${port}`;
+
+  try {
+    runner.setIsolate(await load());
+  } catch (error) {
+    return fail(error);
+  }
+
+  let reloading: Promise<boolean> = Promise.resolve(true);
+  const reload = (): Promise<boolean> => {
+    reloading = reloading.then(async () => {
+      try {
+        runner.setIsolate(await load());
+        hub.invalidateAll();
+        logger.info("Reloaded functions");
+        return true;
+      } catch (error) {
+        logger.error(
+          `${(error as Error).message}\nStill serving the last good build.`,
+        );
+        return false;
+      }
+    });
+    return reloading;
+  };
+  if (options.watch ?? true) {
+    const stop = watchFunctions(functionsDir, () => void reload());
+    cleanup.push(stop);
+  }
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    siteUrl,
+    port,
+    reload,
+    close() {
+      closing ??= (async () => {
+        for (const step of cleanup.reverse()) await step();
+      })();
+      return closing;
+    },
+  };
+}
+
+function listen(
+  server: http.Server,
+  port: number,
+  host: string,
+  flag: string,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException) => {
+      reject(
+        new StartupError(
+          error.code === "EADDRINUSE"
+            ? `Port ${port} is in use on ${host}; stop the other process or pass ${flag} <port>`
+            : error.code === "EACCES"
+              ? `Not allowed to listen on ${host}:${port}; pass ${flag} with a port above 1023`
+              : `Cannot listen on ${host}:${port}: ${error.message}`,
+        ),
+      );
+    };
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(
+  server: http.Server,
+  closeSockets: () => void,
+): Promise<void> {
+  closeSockets();
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

@@ -1,0 +1,340 @@
+/**
+ * The backend's HTTP surface on the deployment ("cloud") port:
+ * - `GET /instance_name`, which the Convex CLI probes to find a local backend;
+ * - `POST /api/query|mutation|action`, the `ConvexHttpClient` API (convex 1.48
+ *   `http_client.ts`), with CORS for pages served from other origins;
+ * - the WebSocket upgrade on `/api/<client version>/sync`.
+ *
+ * When bound to loopback, requests must name a loopback host in `Host`, so a web
+ * page cannot reach the backend through DNS rebinding (as Vite's dev server
+ * checks its WebSocket upgrades).
+ */
+import http from "node:http";
+import { WebSocketServer, type WebSocket } from "ws";
+import type { JSONValue } from "convex/values";
+import type {
+  FunctionOutcome,
+  FunctionRunner,
+} from "./runtime/functionRunner.ts";
+import { SyncSession } from "./sync/syncSession.ts";
+import type { SubscriptionHub } from "./sync/subscriptions.ts";
+
+/** Convex's function argument limit (16 MiB) plus room for the envelope. */
+const MAX_BODY_BYTES = 17 * 1024 * 1024;
+/** convex 1.48 `http_client.ts` `STATUS_CODE_UDF_FAILED`. */
+const STATUS_UDF_FAILED = 560;
+const SYNC_PATH = /^\/api\/[^/]+\/sync$/;
+const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);
+
+export type HttpServerOptions = {
+  hub: SubscriptionHub;
+  runner: FunctionRunner;
+  instanceName: string;
+  /** Enforce loopback `Host` headers (when listening on a loopback address). */
+  loopbackOnly: boolean;
+};
+
+export type ApiServer = {
+  server: http.Server;
+  /** Closes every sync socket with "going away"; clients reconnect to the next backend. */
+  closeSockets(): void;
+};
+
+export function createApiServer(options: HttpServerOptions): ApiServer {
+  const { hub, runner } = options;
+  const sockets = new Set<WebSocket>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_BODY_BYTES,
+    perMessageDeflate: false,
+  });
+
+  const server = http.createServer((req, res) => {
+    handleRequest(req, res).catch((error: unknown) => {
+      console.error("local backend: request failed:", error);
+      if (!res.headersSent)
+        sendJson(
+          res,
+          500,
+          { code: "InternalServerError", message: "Internal server error" },
+          req,
+        );
+      else res.destroy();
+    });
+  });
+
+  async function handleRequest(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<void> {
+    if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
+      sendJson(
+        res,
+        403,
+        {
+          code: "Forbidden",
+          message: "Host header must name localhost or 127.0.0.1",
+        },
+        req,
+      );
+      return;
+    }
+    const pathname = normalizePath(req.url ?? "/");
+    if (req.method === "OPTIONS") {
+      res.writeHead(204, {
+        ...corsHeaders(req),
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers":
+          "Content-Type, Convex-Client, Authorization",
+        "Access-Control-Max-Age": "86400",
+      });
+      res.end();
+      return;
+    }
+    if (req.method === "GET" && pathname === "/instance_name") {
+      res.writeHead(200, {
+        "Content-Type": "text/plain; charset=utf-8",
+        ...corsHeaders(req),
+      });
+      res.end(options.instanceName);
+      return;
+    }
+    const route = /^\/api\/(query|mutation|action)$/.exec(pathname);
+    if (route === null) {
+      sendJson(
+        res,
+        404,
+        { code: "NotFound", message: `No route for ${req.method} ${pathname}` },
+        req,
+      );
+      return;
+    }
+    if (req.method !== "POST") {
+      sendJson(
+        res,
+        405,
+        { code: "MethodNotAllowed", message: `Use POST for ${pathname}` },
+        req,
+      );
+      return;
+    }
+    if (typeof req.headers.authorization === "string") {
+      sendJson(
+        res,
+        401,
+        {
+          code: "Unauthenticated",
+          message:
+            "The local backend does not support authentication tokens yet; send requests without an Authorization header",
+        },
+        req,
+      );
+      return;
+    }
+    let body: { path?: unknown; args?: unknown; format?: unknown };
+    try {
+      body = JSON.parse(await readBody(req)) as typeof body;
+    } catch (error) {
+      const tooLarge = error instanceof BodyTooLargeError;
+      sendJson(
+        res,
+        tooLarge ? 413 : 400,
+        {
+          code: tooLarge ? "PayloadTooLarge" : "BadJsonBody",
+          message: tooLarge
+            ? `Request body is larger than ${MAX_BODY_BYTES} bytes`
+            : "Request body is not valid JSON",
+        },
+        req,
+      );
+      return;
+    }
+    if (
+      typeof body !== "object" ||
+      body === null ||
+      typeof body.path !== "string"
+    ) {
+      sendJson(
+        res,
+        400,
+        {
+          code: "BadRequest",
+          message: 'Request body must be {"path": string, "args": [object]}',
+        },
+        req,
+      );
+      return;
+    }
+    if (
+      body.format !== undefined &&
+      body.format !== "convex_encoded_json" &&
+      body.format !== "json"
+    ) {
+      sendJson(
+        res,
+        400,
+        {
+          code: "BadRequest",
+          message: `Unsupported format ${JSON.stringify(body.format)}`,
+        },
+        req,
+      );
+      return;
+    }
+    // The real backend accepts args as `[obj]` or `obj` (`UdfArgsJson`).
+    const args = (body.args ?? {}) as JSONValue;
+    const kind = route[1] as "query" | "mutation" | "action";
+    const outcome: FunctionOutcome =
+      kind === "query"
+        ? await runner.runQuery({ path: body.path, args })
+        : kind === "mutation"
+          ? await runner.runMutation({ path: body.path, args })
+          : await runner.runAction({ path: body.path, args });
+    if (outcome.status === "success") {
+      sendJson(
+        res,
+        200,
+        { status: "success", value: outcome.value, logLines: outcome.logLines },
+        req,
+      );
+    } else {
+      sendJson(
+        res,
+        STATUS_UDF_FAILED,
+        {
+          status: "error",
+          errorMessage: outcome.errorMessage,
+          ...(outcome.errorData !== undefined
+            ? { errorData: outcome.errorData }
+            : {}),
+          logLines: outcome.logLines,
+        },
+        req,
+      );
+    }
+  }
+
+  server.on("upgrade", (req, socket, head) => {
+    const pathname = normalizePath(req.url ?? "/");
+    const refuse = (status: number, reason: string) => {
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n${reason}\n`,
+      );
+    };
+    if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
+      refuse(403, "Host header must name localhost or 127.0.0.1");
+      return;
+    }
+    if (!SYNC_PATH.test(pathname)) {
+      refuse(
+        404,
+        `No WebSocket endpoint at ${pathname}; the sync endpoint is /api/<version>/sync`,
+      );
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(ws);
+      const session = new SyncSession(hub, {
+        send: (message) => {
+          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
+        },
+        close: (code, reason) => ws.close(code, reason),
+      });
+      ws.on("message", (data, isBinary) => {
+        if (isBinary) {
+          ws.close(
+            4000,
+            "Binary frames are not part of the Convex sync protocol",
+          );
+          session.dispose();
+          return;
+        }
+        try {
+          session.receive(
+            Buffer.isBuffer(data)
+              ? data.toString("utf8")
+              : Buffer.concat(
+                  Array.isArray(data) ? data : [Buffer.from(data)],
+                ).toString("utf8"),
+          );
+        } catch (error) {
+          console.error("local backend: sync message failed:", error);
+          ws.close(1011, "InternalServerError");
+          session.dispose();
+        }
+      });
+      ws.on("close", () => {
+        sockets.delete(ws);
+        session.dispose();
+      });
+      ws.on("error", () => {
+        sockets.delete(ws);
+        session.dispose();
+      });
+    });
+  });
+
+  return {
+    server,
+    closeSockets() {
+      for (const ws of sockets) ws.close(1001, "Backend shutting down");
+      wss.close();
+    },
+  };
+}
+
+/** "//api//1.48.0/sync?x" → "/api/1.48.0/sync" (a trailing slash in the deployment URL doubles them). */
+function normalizePath(url: string): string {
+  const pathname = url.split("?")[0].replace(/\/{2,}/g, "/");
+  return pathname.length > 1 ? pathname.replace(/\/$/, "") : pathname;
+}
+
+function isLoopbackHost(host: string | undefined): boolean {
+  if (host === undefined) return false;
+  const name = host.startsWith("[")
+    ? host.slice(0, host.indexOf("]") + 1)
+    : host.split(":")[0];
+  return LOOPBACK_HOSTS.has(name.toLowerCase());
+}
+
+function corsHeaders(req: http.IncomingMessage): Record<string, string> {
+  const origin = req.headers.origin;
+  return origin === undefined
+    ? {}
+    : { "Access-Control-Allow-Origin": origin, Vary: "Origin" };
+}
+
+function sendJson(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  req: http.IncomingMessage,
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "Content-Type": "application/json",
+    "Content-Length": Buffer.byteLength(text),
+    ...corsHeaders(req),
+  });
+  res.end(text);
+}
+
+class BodyTooLargeError extends Error {}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new BodyTooLargeError());
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}

@@ -1,0 +1,585 @@
+/**
+ * Runs the app's queries, mutations and actions: resolves a function path,
+ * enforces visibility and function type, validates arguments and return values,
+ * runs the function in the isolate with its transaction, and turns the outcome
+ * (value, ConvexError data, uncaught error, log lines) into protocol data.
+ *
+ * Concurrency: every query and mutation runs on one serial executor, so each
+ * sees one consistent snapshot and commits are trivially serializable (as
+ * convex-test's `TransactionManager`). A subscription update runs its whole batch
+ * of queries in one executor slot so a Transition never mixes two snapshots.
+ * Actions run outside the executor; their `runQuery` / `runMutation` calls queue
+ * on it like client requests.
+ *
+ * Usage:
+ *   const runner = new FunctionRunner(db);
+ *   runner.setIsolate(isolate);
+ *   const outcome = await runner.runMutation({ path: "messages:send", args });
+ */
+import { randomBytes } from "node:crypto";
+import { jsonToConvex, type JSONValue, type Value } from "convex/values";
+import type { Database } from "../storage/database.ts";
+import type { Isolate, RegisteredFunction } from "./isolate.ts";
+import {
+  type NestedCalls,
+  type RequestContext,
+  requestStorage,
+  SyscallConvexError,
+  type UdfType,
+} from "./syscalls.ts";
+import { Transaction } from "./transaction.ts";
+import { validateArgs, validateReturns } from "./validators.ts";
+
+/** Wall-clock limit for one query or mutation. Convex limits user code to 1 s of
+ *  CPU; a wall clock is what we can enforce here without a second thread. */
+export const FUNCTION_TIMEOUT_MS = 10_000;
+
+export type FunctionSuccess = {
+  status: "success";
+  value: JSONValue;
+  logLines: string[];
+};
+export type FunctionFailure = {
+  status: "error";
+  errorMessage: string;
+  /** Present only for ConvexError, as Convex JSON (convex 1.48 `protocol.ts`). */
+  errorData?: JSONValue;
+  logLines: string[];
+};
+export type FunctionOutcome = FunctionSuccess | FunctionFailure;
+
+export type QueryOutcome = FunctionOutcome & {
+  /** The journal to send with this result (the page's end cursor, or null). */
+  journal: string | null;
+  readTables: ReadonlySet<string>;
+  ts: bigint;
+};
+
+export type MutationOutcome = FunctionOutcome & { ts: bigint | null };
+
+export type QueryRequest = {
+  path: string;
+  args: JSONValue;
+  journal?: string | null;
+};
+export type MutationRequest = {
+  path: string;
+  args: JSONValue;
+  /** The client session and request id, for exactly-once execution across reconnects. */
+  dedupe?: { sessionId: string; requestId: number } | undefined;
+};
+
+type Visibility = "public" | "any";
+
+/** What a finished top-level function reports, for the backend's own log. */
+export type FunctionRunEvent = {
+  udfType: UdfType;
+  path: string;
+  logLines: readonly string[];
+  /** An uncaught error with its stack; absent on success and for expected
+   *  failures (bad arguments echo values, which may be secrets). */
+  uncaughtError?: string;
+};
+
+/** One function at a time, in arrival order. */
+class SerialExecutor {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(task);
+    this.#tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+export class FunctionRunner {
+  readonly #db: Database;
+  readonly #executor = new SerialExecutor();
+  readonly #onRun: (event: FunctionRunEvent) => void;
+  #isolate: Isolate | null = null;
+
+  constructor(
+    db: Database,
+    options: { onRun?: (event: FunctionRunEvent) => void } = {},
+  ) {
+    this.#db = db;
+    this.#onRun = options.onRun ?? (() => undefined);
+  }
+
+  setIsolate(isolate: Isolate): void {
+    this.#isolate = isolate;
+  }
+
+  /** Calls from inside functions (`ctx.runQuery` and friends), for the syscall layer. */
+  readonly nested: NestedCalls = {
+    runInTransaction: (parent, udfType, path, args) =>
+      this.#runNested(parent, udfType, path, args),
+    runFromAction: (parent, udfType, path, args) =>
+      this.#runFromAction(parent, udfType, path, args),
+  };
+
+  runQuery(
+    request: QueryRequest,
+    visibility: Visibility = "public",
+  ): Promise<QueryOutcome> {
+    return this.#executor.run(() => this.#query(request, visibility));
+  }
+
+  /**
+   * Runs `task` alone on the executor: no commit can happen until it settles,
+   * so every query it runs through `runQuery` sees the same snapshot, `db.lastTs`.
+   * Sync sessions pick the queries to re-run inside the slot, so that nothing
+   * committed after they looked can slip into a Transition unnoticed.
+   */
+  exclusive<T>(
+    task: (
+      runQuery: (request: QueryRequest) => Promise<QueryOutcome>,
+    ) => Promise<T>,
+  ): Promise<T> {
+    return this.#executor.run(() =>
+      task((request) => this.#query(request, "public")),
+    );
+  }
+
+  runMutation(
+    request: MutationRequest,
+    visibility: Visibility = "public",
+  ): Promise<MutationOutcome> {
+    return this.#executor.run(() => this.#mutation(request, visibility));
+  }
+
+  async runAction(
+    request: { path: string; args: JSONValue },
+    visibility: Visibility = "public",
+  ): Promise<FunctionOutcome> {
+    const context = newRequest("action", request.path, null);
+    try {
+      const { fn, path, args } = this.#prepare(
+        request.path,
+        request.args,
+        "action",
+        visibility,
+      );
+      context.path = path;
+      const result = await requestStorage.run(context, () =>
+        fn.invokeAction!(context.requestId, JSON.stringify([args])),
+      );
+      return this.#report(context, this.#finish(context, fn, result));
+    } catch (error) {
+      return this.#report(context, this.#failure(context, error), error);
+    }
+  }
+
+  async #query(
+    request: QueryRequest,
+    visibility: Visibility,
+  ): Promise<QueryOutcome> {
+    const tx = new Transaction(this.#db, { readOnly: true });
+    const context = newRequest(
+      "query",
+      request.path,
+      tx,
+      request.journal ?? null,
+    );
+    let outcome: FunctionOutcome;
+    try {
+      const { fn, path, args } = this.#prepare(
+        request.path,
+        request.args,
+        "query",
+        visibility,
+      );
+      context.path = path;
+      const result = await this.#invokeWithTimeout(context, () =>
+        fn.invokeQuery!(JSON.stringify([args])),
+      );
+      outcome = this.#report(context, this.#finish(context, fn, result));
+    } catch (error) {
+      outcome = this.#report(context, this.#failure(context, error), error);
+    } finally {
+      tx.close();
+    }
+    // A failed run keeps the journal it was given, so a retry pages the same way.
+    const journal =
+      context.journal.produced !== null
+        ? JSON.stringify({ end: context.journal.produced })
+        : outcome.status === "error"
+          ? (request.journal ?? null)
+          : null;
+    return {
+      ...outcome,
+      journal,
+      readTables: tx.readTables,
+      ts: this.#db.lastTs,
+    };
+  }
+
+  async #mutation(
+    request: MutationRequest,
+    visibility: Visibility,
+  ): Promise<MutationOutcome> {
+    if (request.dedupe !== undefined) {
+      const stored = this.#db.findSessionRequest(
+        request.dedupe.sessionId,
+        request.dedupe.requestId,
+      );
+      if (stored !== null) {
+        return {
+          ...(JSON.parse(stored.outcome) as FunctionSuccess),
+          ts: stored.ts,
+        };
+      }
+    }
+    const tx = new Transaction(this.#db, { readOnly: false });
+    const context = newRequest("mutation", request.path, tx);
+    try {
+      const { fn, path, args } = this.#prepare(
+        request.path,
+        request.args,
+        "mutation",
+        visibility,
+      );
+      context.path = path;
+      const result = await this.#invokeWithTimeout(context, () =>
+        fn.invokeMutation!(JSON.stringify([args])),
+      );
+      const outcome = this.#report(context, this.#finish(context, fn, result));
+      if (outcome.status === "error") return { ...outcome, ts: null };
+      // The de-duplication record commits with the writes, so a retry after a
+      // crash or a dropped socket can never run the mutation a second time.
+      const record =
+        request.dedupe === undefined
+          ? undefined
+          : { ...request.dedupe, outcome: JSON.stringify(outcome) };
+      const commit = this.#db.commit(tx.pendingWrites(), record);
+      return { ...outcome, ts: commit.ts };
+    } catch (error) {
+      return {
+        ...this.#report(context, this.#failure(context, error), error),
+        ts: null,
+      };
+    } finally {
+      tx.close();
+    }
+  }
+
+  async #runNested(
+    parent: RequestContext,
+    udfType: "query" | "mutation" | "snapshotQuery",
+    path: string,
+    argsJson: JSONValue,
+  ): Promise<JSONValue> {
+    const kind = udfType === "mutation" ? "mutation" : "query";
+    if (kind === "mutation" && parent.udfType === "query") {
+      throw new Error(
+        "Queries cannot call ctx.runMutation: only mutations and actions can",
+      );
+    }
+    const tx = parent.tx!;
+    const {
+      fn,
+      path: canonical,
+      args,
+    } = this.#prepare(path, argsJson, kind, "any");
+    const child: RequestContext = {
+      ...parent,
+      udfType: kind,
+      path: canonical,
+      streams: new Map(),
+      nextStreamId: 0,
+    };
+    const invoke = () =>
+      requestStorage.run(child, () =>
+        kind === "mutation"
+          ? fn.invokeMutation!(JSON.stringify([args]))
+          : fn.invokeQuery!(JSON.stringify([args])),
+      );
+    tx.pushLayer(kind);
+    let keep = false;
+    try {
+      const result =
+        udfType === "snapshotQuery"
+          ? await tx.withCommittedSnapshot(invoke)
+          : await invoke();
+      const outcome = this.#finish(child, fn, result);
+      if (outcome.status === "error") throw new Error(outcome.errorMessage);
+      keep = true;
+      return outcome.value;
+    } catch (error) {
+      throw asSyscallError(error);
+    } finally {
+      tx.popLayer(kind, keep);
+    }
+  }
+
+  async #runFromAction(
+    parent: RequestContext,
+    udfType: UdfType,
+    path: string,
+    args: JSONValue,
+  ): Promise<JSONValue> {
+    const outcome =
+      udfType === "query"
+        ? await this.runQuery({ path, args }, "any")
+        : udfType === "mutation"
+          ? await this.runMutation({ path, args }, "any")
+          : await this.runAction({ path, args }, "any");
+    parent.logLines.push(...outcome.logLines);
+    if (outcome.status === "success") return outcome.value;
+    if (outcome.errorData !== undefined)
+      throw new SyscallConvexError(outcome.errorMessage, outcome.errorData);
+    throw new Error(outcome.errorMessage);
+  }
+
+  /** Finds the function and checks its visibility, type and arguments. */
+  #prepare(
+    udfPath: string,
+    argsJson: JSONValue,
+    kind: UdfType,
+    visibility: Visibility,
+  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    const { module, exportName, canonical } = canonicalizeUdfPath(udfPath);
+    const notFound = new ExpectedError(
+      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+    );
+    const exports = this.#isolate?.modules[module];
+    const fn = exports?.[exportName] as RegisteredFunction | undefined;
+    if (
+      fn === undefined ||
+      fn === null ||
+      (typeof fn !== "function" && typeof fn !== "object")
+    )
+      throw notFound;
+    const actual = fn.isQuery
+      ? "query"
+      : fn.isMutation
+        ? "mutation"
+        : fn.isAction
+          ? "action"
+          : null;
+    if (actual === null) throw notFound;
+    if (visibility === "public" && fn.isPublic !== true) throw notFound;
+    if (actual !== kind) {
+      throw new ExpectedError(
+        `Trying to execute ${canonical} as ${capitalize(kind)}, but it is defined as ${capitalize(actual)}.`,
+      );
+    }
+    const args = Array.isArray(argsJson) ? argsJson[0] : argsJson;
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw new ExpectedError(
+        `ArgumentValidationError: Arguments to ${canonical} must be an object, got ${JSON.stringify(args ?? null)}.`,
+      );
+    }
+    let decoded: Value;
+    try {
+      decoded = jsonToConvex(args);
+    } catch (error) {
+      throw new ExpectedError(
+        `ArgumentValidationError: ${(error as Error).message}`,
+      );
+    }
+    const argsError = validateArgs(
+      fn.exportArgs?.() ?? '{"type":"any"}',
+      decoded,
+      {
+        tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+      },
+    );
+    if (argsError !== null) throw new ExpectedError(argsError);
+    return { fn, path: canonical, args };
+  }
+
+  #finish(
+    context: RequestContext,
+    fn: RegisteredFunction,
+    resultJson: string,
+  ): FunctionOutcome {
+    const value = JSON.parse(resultJson) as JSONValue;
+    const returnsError = validateReturns(
+      fn.exportReturns?.() ?? "null",
+      jsonToConvex(value),
+      {
+        tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+      },
+    );
+    if (returnsError !== null) {
+      return {
+        status: "error",
+        errorMessage: serverError(context, returnsError),
+        logLines: context.logLines,
+      };
+    }
+    return { status: "success", value, logLines: context.logLines };
+  }
+
+  #failure(context: RequestContext, error: unknown): FunctionFailure {
+    const e = error as {
+      name?: string;
+      message?: string;
+      stack?: string;
+      data?: unknown;
+    } | null;
+    if (error instanceof ExpectedError) {
+      return {
+        status: "error",
+        errorMessage: serverError(context, error.message),
+        logLines: context.logLines,
+      };
+    }
+    if (e !== null && typeof e === "object" && Symbol.for("ConvexError") in e) {
+      // The library already serialized the data (convex 1.48 `serializeConvexErrorData`).
+      const errorData =
+        typeof e.data === "string" ? (JSON.parse(e.data) as JSONValue) : null;
+      return {
+        status: "error",
+        errorMessage: serverError(
+          context,
+          `Uncaught ConvexError: ${e.message ?? ""}`,
+        ),
+        errorData,
+        logLines: context.logLines,
+      };
+    }
+    const described =
+      e?.stack !== undefined && this.#isolate !== null
+        ? this.#isolate.formatStack(e.stack)
+        : `${e?.name ?? "Error"}: ${e?.message ?? String(error)}`;
+    return {
+      status: "error",
+      errorMessage: serverError(context, `Uncaught ${described}`),
+      logLines: context.logLines,
+    };
+  }
+
+  #report<T extends FunctionOutcome>(
+    context: RequestContext,
+    outcome: T,
+    thrown?: unknown,
+  ): T {
+    const uncaught =
+      outcome.status === "error" &&
+      thrown !== undefined &&
+      !(thrown instanceof ExpectedError);
+    if (context.logLines.length > 0 || uncaught) {
+      this.#onRun({
+        udfType: context.udfType,
+        path: context.path,
+        logLines: context.logLines,
+        ...(uncaught
+          ? {
+              uncaughtError: outcome.errorMessage
+                .split("\n")
+                .slice(1)
+                .join("\n"),
+            }
+          : {}),
+      });
+    }
+    return outcome;
+  }
+
+  async #invokeWithTimeout(
+    context: RequestContext,
+    invoke: () => Promise<string>,
+  ): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        context.tx?.close();
+        reject(
+          new ExpectedError(
+            `Function execution timed out (maximum duration: ${FUNCTION_TIMEOUT_MS / 1000}s)`,
+          ),
+        );
+      }, FUNCTION_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([requestStorage.run(context, invoke), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** A failure we describe ourselves (no stack): bad arguments, unknown function, timeout. */
+class ExpectedError extends Error {}
+
+function newRequest(
+  udfType: UdfType,
+  path: string,
+  tx: Transaction | null,
+  journal: string | null = null,
+): RequestContext {
+  return {
+    udfType,
+    path,
+    requestId: randomBytes(8).toString("hex"),
+    tx,
+    nowMs: Date.now(),
+    logLines: [],
+    journal: {
+      endCursor: parseJournal(journal),
+      produced: null,
+      paginated: false,
+    },
+    streams: new Map(),
+    nextStreamId: 0,
+  };
+}
+
+/** Journals are ours to define (the client treats them as opaque); unreadable ones count as empty. */
+function parseJournal(journal: string | null): string | null {
+  if (journal === null) return null;
+  try {
+    const parsed = JSON.parse(journal) as { end?: unknown };
+    return typeof parsed.end === "string" ? parsed.end : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The dev-deployment error text of the real backend: "[Request ID: …] Server Error" then the cause. */
+function serverError(context: RequestContext, detail: string): string {
+  return `[Request ID: ${context.requestId}] Server Error\n${detail}`;
+}
+
+function asSyscallError(error: unknown): Error {
+  const e = error as { message?: string; data?: unknown } | null;
+  if (
+    e !== null &&
+    typeof e === "object" &&
+    Symbol.for("ConvexError") in e &&
+    typeof e.data === "string"
+  ) {
+    return new SyscallConvexError(
+      e.message ?? "",
+      JSON.parse(e.data) as JSONValue,
+    );
+  }
+  return error instanceof Error
+    ? error
+    : new Error(e?.message ?? String(error));
+}
+
+function capitalize(text: string): string {
+  return text[0].toUpperCase() + text.slice(1);
+}
+
+/**
+ * Canonical function paths as the real backend's `udf_path.canonicalize()`:
+ * "messages:list", "dir/file.js:fn" → "dir/file:fn", "dir/file" → "dir/file:default".
+ * Only query paths arrive canonical from the client; mutations and actions
+ * arrive as the caller wrote them (convex 1.48 `client.ts`).
+ */
+export function canonicalizeUdfPath(udfPath: string): {
+  module: string;
+  exportName: string;
+  canonical: string;
+} {
+  const colon = udfPath.lastIndexOf(":");
+  let module = colon === -1 ? udfPath : udfPath.slice(0, colon);
+  const exportName = colon === -1 ? "default" : udfPath.slice(colon + 1);
+  if (module.endsWith(".js")) module = module.slice(0, -3);
+  module = module.replace(/^\/+/, "");
+  return { module, exportName, canonical: `${module}:${exportName}` };
+}

@@ -1,0 +1,297 @@
+/**
+ * The sandbox the app's functions run in: a `node:vm` context standing in for
+ * Convex's V8 isolate.
+ *
+ * The bundle sees only web-platform globals plus `globalThis.Convex`, not Node
+ * (no `require`, `process` beyond `process.env`, `Buffer`), so code that would
+ * fail on real Convex fails here too. Inside queries and mutations `Date` is
+ * frozen at the function's start and timers and `fetch` throw, as in Convex;
+ * actions run freely. `console.*` becomes the function's log lines.
+ * A reload builds a fresh context: no module state leaks between builds.
+ *
+ * Usage:
+ *   const isolate = createIsolate(bundle, { convex: syscalls, env, onStrayLog });
+ *   isolate.modules["messages"].list.invokeQuery(argsJson);
+ */
+import { SourceMap } from "node:module";
+import { inspect } from "node:util";
+import vm from "node:vm";
+import type { SchemaJson } from "../storage/database.ts";
+import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
+
+/** convex-backend caps log lines per function execution (isolate `MAX_LOG_LINES`). */
+const MAX_LOG_LINES = 256;
+const MAX_LOG_LINE_CHARS = 32_768;
+
+export type LogLevel = "LOG" | "INFO" | "WARN" | "ERROR" | "DEBUG";
+
+export type Bundle = {
+  /** An IIFE script that assigns `globalThis.__convexModules` and `__convexSchema`. */
+  code: string;
+  /** The esbuild source map (JSON), used to point stack frames at the app's sources. */
+  sourceMap: string;
+  /** Absolute path the bundle is attributed to in stack traces. */
+  filename: string;
+  /** Directory stack-frame paths are shown relative to (the project root). */
+  sourceRoot: string;
+};
+
+export type ModuleExports = Record<string, unknown>;
+
+export type Isolate = {
+  modules: Record<string, ModuleExports>;
+  schema: SchemaJson | null;
+  /** Rewrites bundle positions in an error's stack to the app's source files. */
+  formatStack(stack: string): string;
+};
+
+/** The contract of `convex/server` registered functions (convex 1.48 `registration_impl.ts`). */
+export type RegisteredFunction = {
+  isQuery?: boolean;
+  isMutation?: boolean;
+  isAction?: boolean;
+  isHttp?: boolean;
+  isPublic?: boolean;
+  isInternal?: boolean;
+  invokeQuery?(argsJson: string): Promise<string>;
+  invokeMutation?(argsJson: string): Promise<string>;
+  invokeAction?(requestId: string, argsJson: string): Promise<string>;
+  exportArgs?(): string;
+  exportReturns?(): string;
+};
+
+export class ModuleLoadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ModuleLoadError";
+  }
+}
+
+export function createIsolate(
+  bundle: Bundle,
+  options: {
+    convex: ConvexGlobal;
+    env: Record<string, string>;
+    /** Where console output goes when no function is running (module top level). */
+    onStrayLog: (level: LogLevel, line: string) => void;
+  },
+): Isolate {
+  const sourceMap = new SourceMap(
+    JSON.parse(bundle.sourceMap) as ConstructorParameters<typeof SourceMap>[0],
+  );
+  const formatStack = (stack: string) => mapStack(stack, bundle, sourceMap);
+
+  const host = {
+    now(): number {
+      const request = currentRequest();
+      return request !== undefined && request.udfType !== "action"
+        ? request.nowMs
+        : Date.now();
+    },
+    log(level: LogLevel, args: unknown[]): void {
+      let line = args
+        .map((arg) =>
+          typeof arg === "string"
+            ? arg
+            : inspect(arg, { depth: 4, breakLength: Infinity }),
+        )
+        .join(" ");
+      if (line.length > MAX_LOG_LINE_CHARS)
+        line = `${line.slice(0, MAX_LOG_LINE_CHARS)} (truncated)`;
+      const request = currentRequest();
+      if (request === undefined) {
+        options.onStrayLog(level, line);
+      } else if (request.logLines.length < MAX_LOG_LINES) {
+        request.logLines.push(`[${level}] ${line}`);
+      } else if (request.logLines.length === MAX_LOG_LINES) {
+        request.logLines.push(
+          `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
+        );
+      }
+    },
+    /** Timers and fetch would make queries and mutations non-deterministic; Convex forbids them there. */
+    assertAction(what: string): void {
+      const request = currentRequest();
+      if (request !== undefined && request.udfType !== "action") {
+        throw new Error(
+          `Can't use ${what} in queries and mutations. Please consider using an action.`,
+        );
+      }
+    },
+  };
+
+  const context = vm.createContext(
+    {
+      Convex: options.convex,
+      process: Object.freeze({ env: Object.freeze({ ...options.env }) }),
+      crypto: globalThis.crypto,
+      TextEncoder,
+      TextDecoder,
+      URL,
+      URLSearchParams,
+      atob,
+      btoa,
+      structuredClone,
+      Blob,
+      File,
+      FormData,
+      Headers,
+      Request,
+      Response,
+      AbortController,
+      AbortSignal,
+      Event,
+      EventTarget,
+      ReadableStream,
+      WritableStream,
+      TransformStream,
+      queueMicrotask,
+      __host: host,
+      __hostTimers: {
+        setTimeout,
+        clearTimeout,
+        setInterval,
+        clearInterval,
+        fetch,
+      },
+    },
+    {
+      name: "convex-functions",
+      codeGeneration: { strings: false, wasm: true },
+    },
+  );
+  vm.runInContext(PRELUDE, context, { filename: "local-backend:prelude" });
+
+  try {
+    new vm.Script(bundle.code, { filename: bundle.filename }).runInContext(
+      context,
+    );
+  } catch (error) {
+    const e = error as { stack?: string; message?: string };
+    throw new ModuleLoadError(
+      `Failed to load the functions: ${formatStack(e.stack ?? String(e.message ?? error))}`,
+    );
+  }
+  const globals = context as {
+    __convexModules?: Record<string, ModuleExports>;
+    __convexSchema?: { export(): string };
+  };
+  const schemaDefinition = globals.__convexSchema;
+  let schema: SchemaJson | null = null;
+  if (schemaDefinition !== undefined) {
+    if (typeof schemaDefinition.export !== "function") {
+      throw new ModuleLoadError(
+        "schema.ts must `export default defineSchema({...})`",
+      );
+    }
+    schema = JSON.parse(schemaDefinition.export()) as SchemaJson;
+  }
+  return { modules: globals.__convexModules ?? {}, schema, formatStack };
+}
+
+/**
+ * Runs in the context before the bundle. `Date` keeps its prototype, so
+ * `instanceof Date` and subclasses still work; only "now" changes.
+ */
+const PRELUDE = `
+"use strict";
+(() => {
+  const host = globalThis.__host;
+  const timers = globalThis.__hostTimers;
+  delete globalThis.__host;
+  delete globalThis.__hostTimers;
+
+  const RealDate = globalThis.Date;
+  function Date(...args) {
+    if (new.target === undefined) return new RealDate(host.now()).toString();
+    return Reflect.construct(RealDate, args.length === 0 ? [host.now()] : args, new.target);
+  }
+  Object.setPrototypeOf(Date, RealDate);
+  Date.prototype = RealDate.prototype;
+  Object.defineProperty(RealDate.prototype, "constructor", { value: Date, writable: true, configurable: true });
+  Date.now = () => host.now();
+  globalThis.Date = Date;
+
+  const counters = new Map();
+  const timersByLabel = new Map();
+  const log = (level) => (...args) => host.log(level, args);
+  globalThis.console = {
+    log: log("LOG"),
+    info: log("INFO"),
+    warn: log("WARN"),
+    error: log("ERROR"),
+    debug: log("DEBUG"),
+    trace: (...args) => host.log("ERROR", [...args, new Error().stack.split("\\n").slice(2).join("\\n")]),
+    assert: (condition, ...args) => { if (!condition) host.log("ERROR", ["Assertion failed", ...args]); },
+    count: (label = "default") => {
+      const n = (counters.get(label) ?? 0) + 1;
+      counters.set(label, n);
+      host.log("INFO", [label + ": " + n]);
+    },
+    countReset: (label = "default") => counters.delete(label),
+    time: (label = "default") => timersByLabel.set(label, host.now()),
+    timeLog: (label = "default", ...args) => host.log("INFO", [label + ": " + (host.now() - (timersByLabel.get(label) ?? host.now())) + "ms", ...args]),
+    timeEnd: (label = "default") => {
+      host.log("INFO", [label + ": " + (host.now() - (timersByLabel.get(label) ?? host.now())) + "ms"]);
+      timersByLabel.delete(label);
+    },
+    table: (data) => host.log("LOG", [data]),
+  };
+
+  const actionOnly = (name, fn) => function (...args) {
+    host.assertAction(name);
+    return fn(...args);
+  };
+  globalThis.setTimeout = actionOnly("setTimeout", timers.setTimeout);
+  globalThis.clearTimeout = actionOnly("clearTimeout", timers.clearTimeout);
+  globalThis.setInterval = actionOnly("setInterval", timers.setInterval);
+  globalThis.clearInterval = actionOnly("clearInterval", timers.clearInterval);
+  globalThis.fetch = actionOnly("fetch()", timers.fetch);
+})();
+`;
+
+/** Rewrites `bundle.js:line:col` frames to `convex/file.ts:line:col` and drops host frames. */
+function mapStack(stack: string, bundle: Bundle, sourceMap: SourceMap): string {
+  const lines = stack.split("\n");
+  const frame = new RegExp(
+    `(\\(|at )${escapeRegExp(bundle.filename)}:(\\d+):(\\d+)`,
+  );
+  const out: string[] = [];
+  for (const line of lines) {
+    if (!/^\s+at /.test(line)) {
+      out.push(line);
+      continue;
+    }
+    const match = frame.exec(line);
+    if (match === null) continue;
+    const entry = sourceMap.findEntry(
+      Number(match[2]) - 1,
+      Number(match[3]) - 1,
+    ) as {
+      originalSource?: string;
+      originalLine?: number;
+      originalColumn?: number;
+    };
+    if (entry.originalSource === undefined) continue;
+    if (entry.originalSource.includes("node_modules")) continue;
+    const source = relativeSource(entry.originalSource, bundle.sourceRoot);
+    out.push(
+      line.replace(
+        match[0],
+        `${match[1]}${source}:${entry.originalLine! + 1}:${entry.originalColumn! + 1}`,
+      ),
+    );
+  }
+  return out.join("\n");
+}
+
+function relativeSource(source: string, root: string): string {
+  const path = source.replace(/^file:\/\//, "");
+  return path.startsWith(root)
+    ? path.slice(root.length).replace(/^\//, "")
+    : path;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

@@ -1,0 +1,339 @@
+/**
+ * `globalThis.Convex`: the syscall interface the real `convex/server` library
+ * calls (convex 1.48 `server/impl/syscall.ts`; catalogue in the spec, §3.3).
+ *
+ * The library passes no request handle, so the running function's state comes
+ * from an AsyncLocalStorage (`requestStorage`), which follows its awaits. Every
+ * argument and result is a JSON string; values inside are Convex JSON.
+ * An op we do not implement fails loudly with its name, never silently.
+ *
+ * Usage:
+ *   const convexGlobal = createSyscalls({ db, nested });
+ *   requestStorage.run(request, () => fn.invokeQuery(argsJson));
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import {
+  convexToJson,
+  jsonToConvex,
+  type JSONValue,
+  type Value,
+} from "convex/values";
+import type { Database } from "../storage/database.ts";
+import type { Doc } from "../storage/memoryTables.ts";
+import type { SerializedQuery, Transaction } from "./transaction.ts";
+
+/** The convex 1.48 library version every syscall carries; the backend is pinned to it. */
+export const SUPPORTED_LIBRARY_VERSION = "1.48.0";
+
+export type UdfType = "query" | "mutation" | "action";
+
+/**
+ * The state of one running function (top-level or nested).
+ * - `tx`: the transaction for queries and mutations; null in actions
+ * - `paginated`: set by the first `paginate()`; a second one fails (one per function in Convex)
+ * - `journal`: the end cursor the subscription's journal pinned (queries only), and the
+ *   continue cursor this run produced, which becomes the next journal
+ */
+export type RequestContext = {
+  udfType: UdfType;
+  path: string;
+  requestId: string;
+  tx: Transaction | null;
+  /** `Date.now()` inside queries and mutations: fixed for the whole run, as in Convex. */
+  nowMs: number;
+  logLines: string[];
+  journal: {
+    endCursor: string | null;
+    produced: string | null;
+    paginated: boolean;
+  };
+  streams: Map<number, Iterator<Doc>>;
+  nextStreamId: number;
+};
+
+export const requestStorage = new AsyncLocalStorage<RequestContext>();
+
+export function currentRequest(): RequestContext | undefined {
+  return requestStorage.getStore();
+}
+
+/** Calls into other functions, provided by the function runner. */
+export type NestedCalls = {
+  /** `ctx.runQuery` / `ctx.runMutation` inside a query or mutation: same transaction. */
+  runInTransaction(
+    parent: RequestContext,
+    udfType: "query" | "mutation" | "snapshotQuery",
+    path: string,
+    args: JSONValue,
+  ): Promise<JSONValue>;
+  /** `ctx.runQuery` / `runMutation` / `runAction` inside an action: a new transaction each. */
+  runFromAction(
+    parent: RequestContext,
+    udfType: UdfType,
+    path: string,
+    args: JSONValue,
+  ): Promise<JSONValue>;
+};
+
+export type ConvexGlobal = {
+  syscall(op: string, jsonArgs: string): string;
+  asyncSyscall(op: string, jsonArgs: string): Promise<string>;
+  jsSyscall(op: string, args: Record<string, unknown>): unknown;
+};
+
+/** An error whose `data` the library re-throws as a ConvexError (`performAsyncSyscall`). */
+export class SyscallConvexError extends Error {
+  constructor(
+    message: string,
+    readonly data: JSONValue,
+  ) {
+    super(message);
+  }
+}
+
+/** Syscall arguments: JSON from the library, checked where each op reads them. */
+type Args = Record<string, unknown>;
+
+export function createSyscalls(host: {
+  db: Database;
+  nested: NestedCalls;
+}): ConvexGlobal {
+  const sync = (op: string, args: Args): unknown => {
+    const request = requireRequest(op);
+    switch (op) {
+      case "1.0/queryStream": {
+        const tx = requireTx(request, op);
+        const queryId = request.nextStreamId++;
+        request.streams.set(queryId, tx.stream(args.query as SerializedQuery));
+        return { queryId };
+      }
+      case "1.0/queryCleanup":
+        return { cleanedUp: request.streams.delete(args.queryId as number) };
+      case "1.0/db/normalizeId":
+        return {
+          id: requireTx(request, op).normalizeId(
+            args.table as string,
+            args.idString as string,
+          ),
+        };
+      case "1.0/getSnapshotTs":
+        return convexToJson(host.db.lastTs);
+      default:
+        throw unsupported(op);
+    }
+  };
+
+  const async = async (op: string, args: Args): Promise<unknown> => {
+    const request = requireRequest(op);
+    switch (op) {
+      case "1.0/get": {
+        const doc = requireTx(request, op).get(
+          args.id as string,
+          args.table as string | undefined,
+        );
+        return doc === null ? null : convexToJson(doc);
+      }
+      case "1.0/insert": {
+        const value = jsonToConvex(args.value as JSONValue) as Record<
+          string,
+          Value
+        >;
+        return {
+          _id: requireTx(request, op).insert(args.table as string, value),
+        };
+      }
+      case "1.0/shallowMerge":
+        requireTx(request, op).patch(
+          args.id as string,
+          decodePatch(args.value as JSONValue),
+          args.table as string | undefined,
+        );
+        return {};
+      case "1.0/replace": {
+        const value = jsonToConvex(args.value as JSONValue) as Record<
+          string,
+          Value
+        >;
+        requireTx(request, op).replace(
+          args.id as string,
+          value,
+          args.table as string | undefined,
+        );
+        return {};
+      }
+      case "1.0/remove":
+        requireTx(request, op).delete(
+          args.id as string,
+          args.table as string | undefined,
+        );
+        return {};
+      case "1.0/queryStreamNext": {
+        const stream = request.streams.get(args.queryId as number);
+        if (stream === undefined)
+          throw new Error(`Query ${String(args.queryId)} is closed or unknown`);
+        const next = stream.next();
+        if (next.done === true) {
+          request.streams.delete(args.queryId as number);
+          return { value: null, done: true };
+        }
+        return { value: convexToJson(next.value), done: false };
+      }
+      case "1.0/queryPage":
+        return queryPage(request, args);
+      case "1.0/count":
+        return requireTx(request, op).count(args.table as string);
+      case "1.0/runUdf": {
+        requireTx(request, op);
+        const udfType = args.udfType as "query" | "mutation" | "snapshotQuery";
+        return host.nested.runInTransaction(
+          request,
+          udfType,
+          functionName(args),
+          args.args as JSONValue,
+        );
+      }
+      case "1.0/actions/query":
+      case "1.0/actions/mutation":
+      case "1.0/actions/action": {
+        if (request.udfType !== "action")
+          throw new Error(`${op} can only be called from an action`);
+        const udfType = op.slice("1.0/actions/".length) as UdfType;
+        return host.nested.runFromAction(
+          request,
+          udfType,
+          functionName(args),
+          args.args as JSONValue,
+        );
+      }
+      case "1.0/getUserIdentity":
+        // Authentication is not implemented yet: every caller is anonymous.
+        return null;
+      case "1.0/getFunctionMetadata":
+        return { name: request.path, componentPath: "" };
+      case "1.0/getDeploymentMetadata":
+        return { name: "local", region: null, class: "local" };
+      case "1.0/getRequestMetadata":
+        return {
+          ip: null,
+          userAgent: null,
+          requestId: request.requestId,
+          scheduledFunctionId: null,
+          authToken: null,
+        };
+      case "1.0/getTransactionMetrics":
+        throw new Error(
+          "getTransactionMetrics() is not supported by the local backend yet",
+        );
+      default:
+        throw unsupported(op);
+    }
+  };
+
+  return {
+    syscall(op, jsonArgs) {
+      return JSON.stringify(sync(op, JSON.parse(jsonArgs) as Args) ?? null);
+    },
+    async asyncSyscall(op, jsonArgs) {
+      return JSON.stringify(
+        (await async(op, JSON.parse(jsonArgs) as Args)) ?? null,
+      );
+    },
+    jsSyscall(op) {
+      throw unsupported(op);
+    },
+  };
+}
+
+function queryPage(request: RequestContext, args: Args): unknown {
+  const tx = requireTx(request, "1.0/queryPage");
+  if (request.journal.paginated) {
+    throw new Error(
+      "This query or mutation function ran multiple paginated queries. Convex only supports a single paginated query in each function.",
+    );
+  }
+  request.journal.paginated = true;
+  const result = tx.page({
+    query: args.query as SerializedQuery,
+    cursor: (args.cursor as string | null) ?? null,
+    endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
+    pageSize: args.pageSize as number,
+    maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
+  });
+  request.journal.produced = result.continueCursor;
+  return { ...result, page: result.page.map((doc) => convexToJson(doc)) };
+}
+
+/** `db.patch` values: top-level `{"$undefined": null}` removes a field (convex `patchValueToJson`). */
+function decodePatch(json: JSONValue): Record<string, Value | undefined> {
+  const result: Record<string, Value | undefined> = {};
+  for (const [field, value] of Object.entries(
+    json as Record<string, JSONValue>,
+  )) {
+    const isUndefined =
+      value !== null &&
+      typeof value === "object" &&
+      !Array.isArray(value) &&
+      Object.keys(value).length === 1 &&
+      "$undefined" in value;
+    result[field] = isUndefined ? undefined : jsonToConvex(value);
+  }
+  return result;
+}
+
+/** The function a nested call names; only `{name}` addresses exist without components. */
+function functionName(args: Args): string {
+  if (typeof args.name === "string") return args.name;
+  if (args.reference !== undefined) {
+    throw new Error("Components are not supported by the local backend yet");
+  }
+  throw new Error(
+    "Function handles are not supported by the local backend yet",
+  );
+}
+
+function requireRequest(op: string): RequestContext {
+  const request = requestStorage.getStore();
+  if (request === undefined) {
+    throw new Error(
+      `Syscall ${op} was made outside of a running Convex function (at module load time?)`,
+    );
+  }
+  return request;
+}
+
+function requireTx(request: RequestContext, op: string): Transaction {
+  if (request.tx === null) {
+    throw new Error(
+      `${op} is a database call, which actions cannot make: use ctx.runQuery or ctx.runMutation`,
+    );
+  }
+  return request.tx;
+}
+
+function unsupported(op: string): Error {
+  const known: Record<string, string> = {
+    "1.0/schedule": "the scheduler (ctx.scheduler)",
+    "1.0/actions/schedule": "the scheduler (ctx.scheduler)",
+    "1.0/cancel_job": "the scheduler (ctx.scheduler.cancel)",
+    "1.0/actions/cancel_job": "the scheduler (ctx.scheduler.cancel)",
+    "1.0/storageGetUrl": "file storage",
+    "1.0/storageGetMetadata": "file storage",
+    "1.0/storageGenerateUploadUrl": "file storage",
+    "1.0/storageDelete": "file storage",
+    "1.0/storageStore": "file storage",
+    "1.0/storageGet": "file storage",
+    "storage/storeBlob": "file storage",
+    "storage/getBlob": "file storage",
+    "1.0/actions/vectorSearch": "vector search",
+    "1.0/signJwt": "ctx.auth.signJwt",
+    "1.0/createFunctionHandle": "function handles",
+    "1.0/createServiceToken": "Convex-hosted services",
+    "1.0/getServiceUrl": "Convex-hosted services",
+  };
+  const feature = known[op];
+  return new Error(
+    feature === undefined
+      ? `Unknown syscall "${op}": the local backend supports convex ${SUPPORTED_LIBRARY_VERSION}; is a different convex version installed?`
+      : `The local backend does not support ${feature} yet (syscall ${op})`,
+  );
+}

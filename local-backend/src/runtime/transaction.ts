@@ -1,0 +1,598 @@
+/**
+ * One query or mutation's view of the database: reads of committed state with
+ * this transaction's own writes layered on top, the query engine (index scans,
+ * filters, limits, pagination) and the read set used for invalidation.
+ *
+ * Writes live in a stack of layers, one per nested `ctx.runMutation` /
+ * `ctx.runQuery`, as in convex-test's `DatabaseFake`: a nested call that fails
+ * drops only its own layer. Nothing reaches committed state until
+ * `Database.commit(tx.pendingWrites())`.
+ *
+ * Transactions are not concurrent: the executor runs one function at a time, so
+ * committed state cannot change under an open transaction (serializable by
+ * construction).
+ */
+import {
+  convexToJson,
+  jsonToConvex,
+  type JSONValue,
+  type Value,
+} from "convex/values";
+import { filterMatches } from "../query/filter.ts";
+import {
+  boundsToKeyRange,
+  compareKeys,
+  compileIndexRange,
+  type IndexKey,
+  indexKey,
+  indexedFieldsWithSuffix,
+  type IndexRangeExpr,
+  type KeyRange,
+  keyInRange,
+} from "../query/indexRange.ts";
+import {
+  BY_CREATION_TIME,
+  type Doc,
+  FULL_RANGE,
+  type Order,
+} from "../storage/memoryTables.ts";
+import type { Database, PendingWrite } from "../storage/database.ts";
+import { encodeId, newInternalId } from "../values/ids.ts";
+
+/** convex 1.48 `query_impl.ts` serialized query. */
+export type SerializedQuery = {
+  source:
+    | { type: "FullTableScan"; tableName: string; order: Order | null }
+    | {
+        type: "IndexRange";
+        indexName: string;
+        range: IndexRangeExpr[];
+        order: Order | null;
+      }
+    | { type: "Search"; indexName: string; filters: unknown[] };
+  operators: ({ filter: JSONValue } | { limit: number })[];
+};
+
+export type PageRequest = {
+  query: SerializedQuery;
+  cursor: string | null;
+  endCursor: string | null;
+  pageSize: number;
+  maximumRowsRead: number | null;
+};
+
+export type PageResult = {
+  page: Doc[];
+  isDone: boolean;
+  continueCursor: string;
+  splitCursor: string | null;
+  pageStatus: "SplitRecommended" | "SplitRequired" | null;
+};
+
+/** Field names the library never sends but a forged syscall could (convex-backend
+ *  rejects user fields that start with "_" at the top level). */
+const SYSTEM_FIELDS = new Set(["_id", "_creationTime"]);
+const MAX_DOCUMENT_BYTES = 1 << 20;
+
+export class Transaction {
+  /** Tables this transaction read; a commit to any of them invalidates a query that ran here. */
+  readonly readTables = new Set<string>();
+  readonly #db: Database;
+  readonly #readOnly: boolean;
+  readonly #layers: Map<string, PendingWrite>[] = [
+    new Map<string, PendingWrite>(),
+  ];
+  /** How many of the open nested calls are queries; they may not write even inside a mutation. */
+  #nestedQueries = 0;
+  /** While > 0, reads see committed state only (`runQuery(..., {useStaleSnapshot})`). */
+  #hideWrites = 0;
+  #closed = false;
+
+  constructor(db: Database, options: { readOnly: boolean }) {
+    this.#db = db;
+    this.#readOnly = options.readOnly;
+  }
+
+  get readOnly(): boolean {
+    return this.#readOnly;
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  // ---- nesting -----------------------------------------------------------
+
+  /** Starts a nested call; a nested query gets a read-only view of the same transaction. */
+  pushLayer(kind: "query" | "mutation"): void {
+    this.#layers.push(new Map());
+    if (kind === "query") this.#nestedQueries++;
+  }
+
+  /** Ends the innermost nested call, folding its writes into its parent unless it failed. */
+  popLayer(kind: "query" | "mutation", keep: boolean): void {
+    const top = this.#layers.pop();
+    if (top === undefined || this.#layers.length === 0) {
+      throw new Error("popLayer without a matching pushLayer");
+    }
+    if (kind === "query") this.#nestedQueries--;
+    if (keep) {
+      const parent = this.#layers[this.#layers.length - 1];
+      for (const [id, write] of top) parent.set(id, write);
+    }
+  }
+
+  withCommittedSnapshot<T>(fn: () => Promise<T>): Promise<T> {
+    this.#hideWrites++;
+    return fn().finally(() => this.#hideWrites--);
+  }
+
+  pendingWrites(): Map<string, PendingWrite> {
+    if (this.#layers.length !== 1) {
+      throw new Error("pendingWrites called inside a nested call");
+    }
+    return this.#layers[0];
+  }
+
+  // ---- documents ---------------------------------------------------------
+
+  get(id: string, tableName?: string): Doc | null {
+    this.#check();
+    const table = this.#db.tableOfId(id);
+    if (table === undefined) return null;
+    if (tableName !== undefined && table.name !== tableName) return null;
+    this.readTables.add(table.name);
+    const pending = this.#pending(id);
+    if (pending !== undefined) return pending.doc;
+    return table.docs.get(id) ?? null;
+  }
+
+  insert(tableName: string, value: Record<string, Value>): string {
+    this.#checkWrite();
+    if (tableName.startsWith("_")) {
+      throw new Error(
+        `System tables (prefixed with '_') are read-only: cannot insert into "${tableName}"`,
+      );
+    }
+    checkUserFields(value);
+    const table = this.#db.tableForWrite(tableName);
+    const id = encodeId(table.number, newInternalId());
+    const doc = {
+      ...value,
+      _id: id,
+      _creationTime: this.#db.nextCreationTime(),
+    } as Doc;
+    this.#write(tableName, doc);
+    return id;
+  }
+
+  /** `db.patch`: shallow merge; a top-level `undefined` removes the field. */
+  patch(
+    id: string,
+    value: Record<string, Value | undefined>,
+    tableName?: string,
+  ): void {
+    this.#checkWrite();
+    const { table, doc } = this.#existing(id, tableName, "Update");
+    const next: Record<string, Value> = { ...doc };
+    for (const [field, fieldValue] of Object.entries(value)) {
+      if (SYSTEM_FIELDS.has(field)) {
+        if (fieldValue !== undefined && !sameValue(fieldValue, doc[field])) {
+          throw new Error(
+            `Cannot change system field "${field}" of document ${id}`,
+          );
+        }
+        continue;
+      }
+      if (fieldValue === undefined) delete next[field];
+      else next[field] = fieldValue;
+    }
+    checkUserFields(withoutSystemFields(next));
+    this.#write(table, next as Doc);
+  }
+
+  replace(id: string, value: Record<string, Value>, tableName?: string): void {
+    this.#checkWrite();
+    const { table, doc } = this.#existing(id, tableName, "Replace");
+    for (const field of SYSTEM_FIELDS) {
+      if (field in value && !sameValue(value[field], doc[field])) {
+        throw new Error(
+          `Cannot change system field "${field}" of document ${id}`,
+        );
+      }
+    }
+    const fields = withoutSystemFields(value);
+    checkUserFields(fields);
+    this.#write(table, {
+      ...fields,
+      _id: doc._id,
+      _creationTime: doc._creationTime,
+    });
+  }
+
+  delete(id: string, tableName?: string): void {
+    this.#checkWrite();
+    const { table } = this.#existing(id, tableName, "Delete");
+    this.#layers[this.#layers.length - 1].set(id, { table, doc: null });
+  }
+
+  normalizeId(tableName: string, idString: string): string | null {
+    return this.#db.isIdOfTable(tableName, idString) ? idString : null;
+  }
+
+  count(tableName: string): number {
+    this.#check();
+    this.readTables.add(tableName);
+    const table = this.#db.table(tableName);
+    let count = table?.docs.size ?? 0;
+    for (const [id, write] of this.#pendingFor(tableName)) {
+      const committed = table?.docs.has(id) ?? false;
+      if (committed && write === null) count--;
+      if (!committed && write !== null) count++;
+    }
+    return count;
+  }
+
+  // ---- queries -----------------------------------------------------------
+
+  /** The documents a query yields, lazily, after its filters and limits. */
+  *stream(query: SerializedQuery): Generator<Doc> {
+    let remaining = Infinity;
+    const limits = query.operators.filter(
+      (op): op is { limit: number } => "limit" in op,
+    );
+    const filters = query.operators.filter(
+      (op): op is { filter: JSONValue } => "filter" in op,
+    );
+    for (const { limit } of limits) remaining = Math.min(remaining, limit);
+    if (remaining <= 0) return;
+    for (const { doc } of this.#scan(query)) {
+      if (!filters.every(({ filter }) => filterMatches(filter, doc))) continue;
+      yield doc;
+      if (--remaining <= 0) return;
+    }
+  }
+
+  /**
+   * `paginate()`: the rows after `cursor`, up to `pageSize` matches, or, when an
+   * end cursor is given (by the caller or by the subscription's journal), every
+   * row up to and including it, so a re-run page keeps its boundary while rows
+   * are inserted (convex-backend `query_journal.rs`).
+   */
+  page(request: PageRequest): PageResult {
+    const { query, pageSize, maximumRowsRead } = request;
+    if (query.operators.some((op) => "limit" in op)) {
+      throw new Error("paginate() cannot be combined with take() or a limit");
+    }
+    const indexName = sourceIndexName(query);
+    const after =
+      request.cursor === null
+        ? undefined
+        : decodeCursor(request.cursor, indexName);
+    if (after === "end") {
+      return {
+        page: [],
+        isDone: true,
+        continueCursor: encodeEndCursor(indexName),
+        splitCursor: null,
+        pageStatus: null,
+      };
+    }
+    const end =
+      request.endCursor === null
+        ? undefined
+        : decodeCursor(request.endCursor, indexName);
+    const order =
+      query.source.type === "Search" ? "asc" : (query.source.order ?? "asc");
+    const filters = query.operators.filter(
+      (op): op is { filter: JSONValue } => "filter" in op,
+    );
+    const page: Doc[] = [];
+    const pageKeys: IndexKey[] = [];
+    let scanned = 0;
+    for (const { key, doc } of this.#scan(query, after)) {
+      if (end !== undefined && end !== "end") {
+        const c = compareKeys(key, end);
+        if (order === "asc" ? c > 0 : c < 0) {
+          return pageResult(
+            indexName,
+            page,
+            pageKeys,
+            request.endCursor!,
+            false,
+          );
+        }
+      }
+      scanned++;
+      if (filters.every(({ filter }) => filterMatches(filter, doc))) {
+        page.push(doc);
+        pageKeys.push(key);
+      }
+      if (end === undefined && page.length >= pageSize) {
+        return pageResult(
+          indexName,
+          page,
+          pageKeys,
+          encodeCursor(indexName, key),
+          false,
+        );
+      }
+      if (maximumRowsRead !== null && scanned >= maximumRowsRead) {
+        const cursor = encodeCursor(indexName, key);
+        return {
+          ...pageResult(indexName, page, pageKeys, cursor, false),
+          splitCursor: cursor,
+          pageStatus: "SplitRequired",
+        };
+      }
+    }
+    if (end !== undefined && end !== "end") {
+      return pageResult(indexName, page, pageKeys, request.endCursor!, false);
+    }
+    return pageResult(
+      indexName,
+      page,
+      pageKeys,
+      encodeEndCursor(indexName),
+      true,
+    );
+  }
+
+  /** Rows of the query's index range in order, committed rows merged with pending writes. */
+  *#scan(
+    query: SerializedQuery,
+    after?: IndexKey,
+  ): Generator<{ key: IndexKey; doc: Doc }> {
+    this.#check();
+    const { tableName, indexName, keyFields, range, order } =
+      this.#resolveSource(query);
+    this.readTables.add(tableName);
+    const table = this.#db.table(tableName);
+    const pending = this.#pendingFor(tableName);
+    const inRange = (key: IndexKey) =>
+      keyInRange(key, range) &&
+      (after === undefined ||
+        (order === "asc"
+          ? compareKeys(key, after) > 0
+          : compareKeys(key, after) < 0));
+    const added: { key: IndexKey; doc: Doc }[] = [];
+    for (const doc of pending.values()) {
+      if (doc === null) continue;
+      const key = indexKey(doc, keyFields);
+      if (inRange(key)) added.push({ key, doc });
+    }
+    const direction = order === "asc" ? 1 : -1;
+    added.sort((a, b) => direction * compareKeys(a.key, b.key));
+    let next = 0;
+    const index = table?.indexes.get(indexName);
+    if (index !== undefined) {
+      for (const entry of index.scan(range, order, after)) {
+        if (pending.has(entry.id)) continue;
+        while (
+          next < added.length &&
+          direction * compareKeys(added[next].key, entry.key) < 0
+        ) {
+          yield added[next++];
+        }
+        yield { key: entry.key, doc: table!.docs.get(entry.id)! };
+      }
+    }
+    while (next < added.length) yield added[next++];
+  }
+
+  #resolveSource(query: SerializedQuery): {
+    tableName: string;
+    indexName: string;
+    keyFields: string[];
+    range: KeyRange;
+    order: Order;
+  } {
+    const source = query.source;
+    switch (source.type) {
+      case "FullTableScan":
+        return {
+          tableName: source.tableName,
+          indexName: BY_CREATION_TIME,
+          keyFields: indexedFieldsWithSuffix(["_creationTime"]),
+          range: FULL_RANGE,
+          order: source.order ?? "asc",
+        };
+      case "IndexRange": {
+        const dot = source.indexName.indexOf(".");
+        const tableName = source.indexName.slice(0, dot);
+        const indexName = source.indexName.slice(dot + 1);
+        const fields =
+          dot <= 0 ? undefined : this.#db.indexFields(tableName, indexName);
+        if (fields === undefined) {
+          throw new Error(`Index ${source.indexName} not found.`);
+        }
+        const bounds = compileIndexRange(
+          source.indexName,
+          fields,
+          source.range,
+        );
+        return {
+          tableName,
+          indexName,
+          keyFields: indexedFieldsWithSuffix(fields),
+          range: boundsToKeyRange(bounds),
+          order: source.order ?? "asc",
+        };
+      }
+      case "Search":
+        throw new Error(
+          `Text search (withSearchIndex on ${source.indexName}) is not supported by the local backend yet`,
+        );
+      default:
+        source satisfies never;
+        throw new Error(`Unknown query source ${JSON.stringify(source)}`);
+    }
+  }
+
+  #existing(
+    id: string,
+    tableName: string | undefined,
+    op: "Update" | "Replace" | "Delete",
+  ): { table: string; doc: Doc } {
+    const doc = this.get(id, tableName);
+    if (doc === null) {
+      throw new Error(`${op} on nonexistent document ID ${id}`);
+    }
+    return { table: this.#db.tableOfId(id)!.name, doc };
+  }
+
+  #write(tableName: string, doc: Doc): void {
+    if (tableName.startsWith("_")) {
+      throw new Error(
+        `System tables (prefixed with '_') are read-only: cannot write to "${tableName}"`,
+      );
+    }
+    const bytes = JSON.stringify(convexToJson(doc)).length;
+    if (bytes > MAX_DOCUMENT_BYTES) {
+      throw new Error(
+        `Document is too large (${bytes} bytes; the limit is ${MAX_DOCUMENT_BYTES} bytes)`,
+      );
+    }
+    this.#db.validateDocument(tableName, doc);
+    this.#layers[this.#layers.length - 1].set(doc._id, {
+      table: tableName,
+      doc,
+    });
+  }
+
+  #pending(id: string): PendingWrite | undefined {
+    if (this.#hideWrites > 0) return undefined;
+    for (let i = this.#layers.length - 1; i >= 0; i--) {
+      const write = this.#layers[i].get(id);
+      if (write !== undefined) return write;
+    }
+    return undefined;
+  }
+
+  /** This transaction's latest write to each document of a table (null = deleted). */
+  #pendingFor(tableName: string): Map<string, Doc | null> {
+    const result = new Map<string, Doc | null>();
+    if (this.#hideWrites > 0) return result;
+    for (const layer of this.#layers) {
+      for (const [id, write] of layer) {
+        if (write.table === tableName) result.set(id, write.doc);
+      }
+    }
+    return result;
+  }
+
+  #check(): void {
+    if (this.#closed) {
+      throw new Error(
+        "This transaction has already finished (the function timed out or returned)",
+      );
+    }
+  }
+
+  #checkWrite(): void {
+    this.#check();
+    if (this.#readOnly || this.#nestedQueries > 0) {
+      throw new Error(
+        "Queries cannot write to the database: use a mutation to insert, patch, replace or delete documents",
+      );
+    }
+  }
+}
+
+function pageResult(
+  indexName: string,
+  page: Doc[],
+  keys: IndexKey[],
+  continueCursor: string,
+  isDone: boolean,
+): PageResult {
+  // The client splits a page that grew past twice its size at this cursor
+  // (convex 1.48 `paginated_query_client.ts`), keeping both halves gapless.
+  const splitCursor =
+    keys.length >= 2
+      ? encodeCursor(indexName, keys[Math.floor(keys.length / 2) - 1])
+      : null;
+  return { page, isDone, continueCursor, splitCursor, pageStatus: null };
+}
+
+function sourceIndexName(query: SerializedQuery): string {
+  const source = query.source;
+  return source.type === "FullTableScan"
+    ? `${source.tableName}.${BY_CREATION_TIME}`
+    : source.indexName;
+}
+
+// ---- cursors ---------------------------------------------------------------
+// A cursor is JSON `{i: indexName, k: key}` (or `{i, end: true}` past the last
+// row). It names its index so that a cursor from another query is refused with
+// "InvalidCursor", which makes `usePaginatedQuery` start over (convex 1.48
+// `use_paginated_query.ts`).
+
+function encodeCursor(indexName: string, key: IndexKey): string {
+  return JSON.stringify({
+    i: indexName,
+    k: key.map((v) =>
+      v === undefined ? { $undefined: null } : convexToJson(v),
+    ),
+  });
+}
+
+function encodeEndCursor(indexName: string): string {
+  return JSON.stringify({ i: indexName, end: true });
+}
+
+function decodeCursor(cursor: string, indexName: string): IndexKey | "end" {
+  let parsed: { i?: unknown; k?: unknown; end?: unknown };
+  try {
+    parsed = JSON.parse(cursor) as typeof parsed;
+  } catch {
+    throw invalidCursor("it is not a cursor this backend issued");
+  }
+  if (parsed.i !== indexName) {
+    throw invalidCursor(
+      `it belongs to a query on ${String(parsed.i)}, not ${indexName}`,
+    );
+  }
+  if (parsed.end === true) return "end";
+  if (!Array.isArray(parsed.k)) throw invalidCursor("it is malformed");
+  return parsed.k.map((v: JSONValue) =>
+    v !== null &&
+    typeof v === "object" &&
+    !Array.isArray(v) &&
+    "$undefined" in v
+      ? undefined
+      : jsonToConvex(v),
+  );
+}
+
+function invalidCursor(reason: string): Error {
+  return new Error(
+    `InvalidCursor: this cursor cannot be used with this query because ${reason}`,
+  );
+}
+
+// ---- values ----------------------------------------------------------------
+
+function withoutSystemFields(
+  value: Record<string, Value>,
+): Record<string, Value> {
+  const { _id: _ignoredId, _creationTime: _ignoredTime, ...fields } = value;
+  return fields;
+}
+
+function checkUserFields(value: Record<string, Value | undefined>): void {
+  for (const field of Object.keys(value)) {
+    if (field.startsWith("_")) {
+      throw new Error(
+        `Field name "${field}" is reserved: top-level fields starting with "_" are system fields`,
+      );
+    }
+  }
+}
+
+function sameValue(a: Value, b: Value | undefined): boolean {
+  return (
+    b !== undefined &&
+    JSON.stringify(convexToJson(a)) === JSON.stringify(convexToJson(b))
+  );
+}

@@ -1,0 +1,310 @@
+/**
+ * The database: committed documents in memory (memoryTables.ts), written through
+ * to SQLite (sqliteStore.ts), with the table-number registry, the schema, and
+ * the clocks for commit timestamps and `_creationTime`.
+ *
+ * `commit()` is the only place committed state changes. It runs synchronously:
+ * SQLite first (fsynced), then memory, then the commit listeners that drive
+ * subscription invalidation.
+ *
+ * Usage:
+ *   const db = Database.open(dataDir);
+ *   db.setSchema(schemaJson);                 // after each successful build
+ *   const { ts } = db.commit(tx.pendingWrites(), sessionRequest);
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { convexToJson, type JSONValue, jsonToConvex } from "convex/values";
+import type { ValidatorJSON } from "convex/values";
+import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
+import { validateValue } from "../runtime/validators.ts";
+import { indexedFieldsWithSuffix } from "../query/indexRange.ts";
+import {
+  BY_CREATION_TIME,
+  BY_ID,
+  type Doc,
+  type IndexDefinition,
+  Table,
+} from "./memoryTables.ts";
+import {
+  type DocumentWrite,
+  type SessionRequestRecord,
+  SqliteStore,
+  type StoredTable,
+} from "./sqliteStore.ts";
+
+/** What `schema.export()` of convex/server returns (convex 1.48 `SchemaDefinition.export`). */
+export type SchemaJson = {
+  tables: {
+    tableName: string;
+    indexes: { indexDescriptor: string; fields: string[] }[];
+    searchIndexes?: unknown[];
+    vectorIndexes?: unknown[];
+    documentType: ValidatorJSON;
+  }[];
+  schemaValidation: boolean;
+};
+
+/** System tables have fixed numbers below the user range (convex-backend reserves 1..10000). */
+const SYSTEM_TABLES: Record<string, number> = {
+  _scheduled_functions: 1,
+  _storage: 2,
+};
+
+export type PendingWrite = { table: string; doc: Doc | null };
+
+export type CommitResult = { ts: bigint; tables: Set<string> };
+
+export type CommitListener = (result: CommitResult) => void;
+
+export class SchemaViolationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SchemaViolationError";
+  }
+}
+
+export class Database {
+  readonly #store: SqliteStore;
+  readonly #tablesByName = new Map<string, Table>();
+  readonly #tablesByNumber = new Map<number, Table>();
+  /** Tables named by a transaction but not yet written to SQLite. A table is
+   *  persisted with the first commit after it was named; a rolled-back
+   *  transaction only leaves an empty table behind, as in Convex. */
+  readonly #unpersistedTables: StoredTable[] = [];
+  readonly #listeners = new Set<CommitListener>();
+  #schema: SchemaJson | null = null;
+  #lastTs: bigint;
+  #lastCreationTime = 0;
+  #nextTableNumber = FIRST_USER_TABLE_NUMBER;
+
+  private constructor(store: SqliteStore) {
+    this.#store = store;
+    const loaded = store.load();
+    this.#lastTs = loaded.lastTs;
+    for (const { name, number } of loaded.tables) {
+      this.#addTable(name, number);
+    }
+    for (const stored of loaded.documents) {
+      const table = this.#tablesByNumber.get(stored.tableNumber);
+      if (table === undefined) {
+        throw new Error(
+          `Document ${stored.id} names unknown table number ${stored.tableNumber}`,
+        );
+      }
+      const doc = jsonToConvex(JSON.parse(stored.json) as JSONValue) as Doc;
+      table.docs.set(doc._id, doc);
+      this.#lastCreationTime = Math.max(
+        this.#lastCreationTime,
+        doc._creationTime,
+      );
+    }
+    for (const table of this.#tablesByName.values())
+      table.setIndexes(this.#indexesFor(table.name));
+    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
+      if (!this.#tablesByName.has(name)) this.#addTable(name, number);
+    }
+  }
+
+  /** Opens the database in `dataDir`, creating the directory and file if needed. */
+  static open(dataDir: string): Database {
+    fs.mkdirSync(dataDir, { recursive: true });
+    return new Database(SqliteStore.open(path.join(dataDir, "db.sqlite3")));
+  }
+
+  close(): void {
+    this.#store.close();
+  }
+
+  get lastTs(): bigint {
+    return this.#lastTs;
+  }
+
+  get schema(): SchemaJson | null {
+    return this.#schema;
+  }
+
+  onCommit(listener: CommitListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Installs a new schema: rebuilds indexes and, when schema validation is on,
+   * checks every existing document first. A violation leaves the old schema in
+   * place and throws, as the real backend refuses such a push.
+   */
+  setSchema(schema: SchemaJson | null): void {
+    if (schema !== null && schema.schemaValidation) {
+      for (const tableSchema of schema.tables) {
+        const table = this.#tablesByName.get(tableSchema.tableName);
+        if (table === undefined) continue;
+        for (const doc of table.docs.values()) {
+          const error = this.#validateAgainst(tableSchema.documentType, doc);
+          if (error !== null) {
+            throw new SchemaViolationError(
+              `Schema validation failed: document ${doc._id} in table "${tableSchema.tableName}" does not match the schema: ${error}`,
+            );
+          }
+        }
+      }
+    }
+    this.#schema = schema;
+    for (const table of this.#tablesByName.values()) {
+      table.setIndexes(this.#indexesFor(table.name));
+    }
+  }
+
+  table(name: string): Table | undefined {
+    return this.#tablesByName.get(name);
+  }
+
+  /** The table for `name`, registering a new user table if there is none yet. */
+  tableForWrite(name: string): Table {
+    const existing = this.#tablesByName.get(name);
+    if (existing !== undefined) return existing;
+    const number = this.#nextTableNumber;
+    const table = this.#addTable(name, number);
+    table.setIndexes(this.#indexesFor(name));
+    this.#unpersistedTables.push({ name, number });
+    return table;
+  }
+
+  /** The table an ID belongs to, or undefined for malformed IDs and unknown tables. */
+  tableOfId(id: string): Table | undefined {
+    const decoded = decodeId(id);
+    return decoded === null
+      ? undefined
+      : this.#tablesByNumber.get(decoded.tableNumber);
+  }
+
+  isIdOfTable(tableName: string, id: string): boolean {
+    return this.tableOfId(id)?.name === tableName;
+  }
+
+  /**
+   * The fields an index was declared with (`["_creationTime"]` and `["_id"]` for
+   * the built-in ones), or undefined when the table has no such index.
+   */
+  indexFields(tableName: string, indexName: string): string[] | undefined {
+    if (indexName === BY_ID) return ["_id"];
+    if (indexName === BY_CREATION_TIME) return ["_creationTime"];
+    return this.#schemaTable(tableName)?.indexes.find(
+      (i) => i.indexDescriptor === indexName,
+    )?.fields;
+  }
+
+  /** A strictly increasing `_creationTime` in milliseconds. */
+  nextCreationTime(): number {
+    // 0.001 ms is above the float64 spacing at today's epoch (~0.00024 ms), so
+    // the sum is always strictly greater (convex-test nudges the same way).
+    const next = Math.max(Date.now(), this.#lastCreationTime + 0.001);
+    this.#lastCreationTime = next;
+    return next;
+  }
+
+  /** Moves the clock forward so that future commits are later than `ts`
+   *  (a client that saw a later timestamp than ours, e.g. after a data reset). */
+  advanceClockPast(ts: bigint): void {
+    if (ts > this.#lastTs) this.#lastTs = ts;
+  }
+
+  /** Checks a document against the schema; throws the error the caller should see. */
+  validateDocument(tableName: string, doc: Doc): void {
+    if (this.#schema === null || !this.#schema.schemaValidation) return;
+    const tableSchema = this.#schemaTable(tableName);
+    if (tableSchema === undefined) return;
+    const error = this.#validateAgainst(tableSchema.documentType, doc);
+    if (error !== null) {
+      throw new SchemaViolationError(
+        `Failed to insert or update a document in table "${tableName}" because it does not match the schema: ${error}`,
+      );
+    }
+  }
+
+  findSessionRequest(
+    sessionId: string,
+    requestId: number,
+  ): { outcome: string; ts: bigint } | null {
+    return this.#store.findSessionRequest(sessionId, requestId);
+  }
+
+  /**
+   * Commits a transaction's writes (and the de-duplication record of the
+   * mutation that made them) durably, then applies them in memory and tells
+   * the listeners which tables changed.
+   */
+  commit(
+    writes: Map<string, PendingWrite>,
+    sessionRequest?: SessionRequestRecord,
+  ): CommitResult {
+    const ts = this.#nextTs();
+    const documentWrites: DocumentWrite[] = [];
+    const tables = new Set<string>();
+    for (const [id, write] of writes) {
+      const table = this.tableForWrite(write.table);
+      tables.add(write.table);
+      documentWrites.push({
+        id,
+        tableNumber: table.number,
+        json:
+          write.doc === null ? null : JSON.stringify(convexToJson(write.doc)),
+      });
+    }
+    this.#store.commit({
+      ts,
+      newTables: this.#unpersistedTables,
+      writes: documentWrites,
+      sessionRequest,
+    });
+    this.#unpersistedTables.length = 0;
+    this.#lastTs = ts;
+    for (const [id, write] of writes) {
+      const table = this.#tablesByName.get(write.table)!;
+      if (write.doc === null) table.delete(id);
+      else table.put(write.doc);
+    }
+    const result = { ts, tables };
+    for (const listener of this.#listeners) listener(result);
+    return result;
+  }
+
+  #nextTs(): bigint {
+    const now = BigInt(Date.now()) * 1_000_000n;
+    return now > this.#lastTs ? now : this.#lastTs + 1n;
+  }
+
+  #addTable(name: string, number: number): Table {
+    const table = new Table(name, number);
+    this.#tablesByName.set(name, table);
+    this.#tablesByNumber.set(number, table);
+    if (number >= this.#nextTableNumber) this.#nextTableNumber = number + 1;
+    return table;
+  }
+
+  #schemaTable(tableName: string): SchemaJson["tables"][number] | undefined {
+    return this.#schema?.tables.find((t) => t.tableName === tableName);
+  }
+
+  #indexesFor(tableName: string): IndexDefinition[] {
+    const declared = [
+      { name: BY_ID, fields: ["_id"] },
+      { name: BY_CREATION_TIME, fields: ["_creationTime"] },
+      ...(this.#schemaTable(tableName)?.indexes ?? []).map((i) => ({
+        name: i.indexDescriptor,
+        fields: i.fields,
+      })),
+    ];
+    return declared.map(({ name, fields }) => ({
+      name,
+      keyFields: indexedFieldsWithSuffix(fields),
+    }));
+  }
+
+  #validateAgainst(documentType: ValidatorJSON, doc: Doc): string | null {
+    const { _id: _ignoredId, _creationTime: _ignoredTime, ...fields } = doc;
+    return validateValue(documentType, fields, {
+      tableNameOfId: (id) => this.tableOfId(id)?.name ?? null,
+    });
+  }
+}

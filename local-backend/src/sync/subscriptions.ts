@@ -1,0 +1,87 @@
+/**
+ * Subscriptions across all sockets: which sync sessions a commit or a reload
+ * invalidates, and a per-snapshot cache of query results shared by sessions.
+ *
+ * Invalidation is per table: a query that read table T re-runs after any commit
+ * that wrote T. The real backend tracks index-key intervals instead
+ * (convex-backend `database/src/subscription.rs`); per table is coarser but never
+ * misses a change. Many clients subscribed to the same query with the same
+ * arguments and journal re-run it once per commit: the cache is keyed by the
+ * snapshot timestamp, so it never serves a result from another snapshot.
+ */
+import type { Database } from "../storage/database.ts";
+import type {
+  FunctionRunner,
+  QueryOutcome,
+  QueryRequest,
+} from "../runtime/functionRunner.ts";
+
+export interface Subscriber {
+  /** Tables written by a commit; the subscriber re-runs the queries that read any of them. */
+  invalidate(tables: ReadonlySet<string>): void;
+  /** The functions changed (a reload): every query must re-run. */
+  invalidateAll(): void;
+}
+
+export class SubscriptionHub {
+  readonly runner: FunctionRunner;
+  readonly db: Database;
+  readonly #subscribers = new Set<Subscriber>();
+  #cacheTs = -1n;
+  #cache = new Map<string, QueryOutcome>();
+  readonly #unlisten: () => void;
+
+  constructor(db: Database, runner: FunctionRunner) {
+    this.db = db;
+    this.runner = runner;
+    this.#unlisten = db.onCommit(({ tables }) => {
+      for (const subscriber of this.#subscribers) subscriber.invalidate(tables);
+    });
+  }
+
+  add(subscriber: Subscriber): () => void {
+    this.#subscribers.add(subscriber);
+    return () => this.#subscribers.delete(subscriber);
+  }
+
+  get size(): number {
+    return this.#subscribers.size;
+  }
+
+  /** After a reload: forget cached results and re-run everything. */
+  invalidateAll(): void {
+    this.#cache.clear();
+    for (const subscriber of this.#subscribers) subscriber.invalidateAll();
+  }
+
+  /**
+   * Runs a query at the current snapshot, reusing the result when another
+   * session already ran the same query at the same snapshot. Must be called
+   * inside `runner.exclusive`, which keeps the snapshot fixed.
+   */
+  async runCached(
+    runQuery: (request: QueryRequest) => Promise<QueryOutcome>,
+    request: QueryRequest,
+  ): Promise<QueryOutcome> {
+    if (this.db.lastTs !== this.#cacheTs) {
+      this.#cache.clear();
+      this.#cacheTs = this.db.lastTs;
+    }
+    const key = JSON.stringify([
+      request.path,
+      request.args,
+      request.journal ?? null,
+    ]);
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) return cached;
+    const outcome = await runQuery(request);
+    this.#cache.set(key, outcome);
+    return outcome;
+  }
+
+  close(): void {
+    this.#unlisten();
+    this.#subscribers.clear();
+    this.#cache.clear();
+  }
+}

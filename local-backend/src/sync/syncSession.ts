@@ -1,0 +1,439 @@
+/**
+ * One sync session per WebSocket: the server side of convex 1.48's
+ * `BaseConvexClient` protocol (spec §1).
+ *
+ * Versions. The client holds a `StateVersion {querySet, identity, ts}` and
+ * throws unless each Transition starts exactly there (`remote_query_set.ts`).
+ * - `#sent`: the endVersion of the last Transition sent; the next one starts
+ *   here. Starts at {0, 0, 0}, as the client's does on every new socket.
+ * - `#receivedQuerySet`: the newVersion of the last ModifyQuerySet received;
+ *   `baseVersion` of the next must equal it. Reaches `#sent` once an update
+ *   has applied those modifications.
+ * - `#receivedIdentity`: the same for Authenticate.
+ * - ts only moves forward: every update runs at the latest committed snapshot.
+ *
+ * Updates. Incoming query-set changes, commits that touch a subscribed query's
+ * tables, auth changes and mutation completions all call `#scheduleUpdate()`.
+ * One update runs at a time; requests that arrive meanwhile fold into the next
+ * pass. Each pass picks its work and runs its queries inside one executor slot,
+ * so the Transition it sends is one consistent snapshot.
+ *
+ * Mutations from one socket run one at a time in arrival order. Each success
+ * is answered with MutationResponse and then, on this socket, a Transition
+ * whose ts is at least the commit's: the client resolves `await mutation()` only
+ * on that Transition (convex 1.48 `request_manager.ts` `removeCompleted`).
+ */
+import { createHash } from "node:crypto";
+import type { JSONValue } from "convex/values";
+import type { QueryOutcome } from "../runtime/functionRunner.ts";
+import { decodeTs, encodeTs } from "../values/wire.ts";
+import type { SubscriptionHub, Subscriber } from "./subscriptions.ts";
+import {
+  type AddQuery,
+  type ClientMessage,
+  parseClientMessage,
+  ProtocolError,
+  type QueryId,
+  type RemoveQuery,
+  type ServerMessage,
+  type StateModification,
+} from "./protocol.ts";
+
+/** The real sync worker pings after 15 s of quiet; the client gives up after 60 s. */
+export const PING_INTERVAL_MS = 15_000;
+
+export type SessionTransport = {
+  send(message: ServerMessage): void;
+  /** Closes the socket; the client reconnects (never used for FatalError). */
+  close(code: number, reason: string): void;
+};
+
+type QuerySubscription = {
+  queryId: QueryId;
+  udfPath: string;
+  args: JSONValue;
+  /** The latest journal sent to the client; the next run continues from it. */
+  journal: string | null;
+  /** Tables the last run read; a commit to one of them re-runs the query. */
+  readTables: ReadonlySet<string>;
+  /** Hash of the last result sent, to leave unchanged results out.
+   *  - undefined: never sent (just added)
+   *  - set when a QueryUpdated/QueryFailed for it is sent */
+  resultHash: string | undefined;
+};
+
+export class SyncSession implements Subscriber {
+  readonly #hub: SubscriptionHub;
+  readonly #transport: SessionTransport;
+  readonly #unsubscribe: () => void;
+  #clientSessionId: string | null = null;
+  #sent = { querySet: 0, identity: 0, ts: 0n };
+  #receivedQuerySet = 0;
+  #receivedIdentity = 0;
+  #knownQueryIds = new Set<QueryId>();
+  readonly #queries = new Map<QueryId, QuerySubscription>();
+  #pendingModifications: (AddQuery | RemoveQuery)[] = [];
+  #dirty = new Set<QueryId>();
+  #rerunAll = false;
+  /** Commit ts a Transition must reach for mutations answered on this socket; 0 when none is owed. */
+  #owedTs = 0n;
+  #updating = false;
+  #updateRequested = false;
+  #mutations: Promise<void> = Promise.resolve();
+  #lastSendAt = Date.now();
+  readonly #pingTimer: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(hub: SubscriptionHub, transport: SessionTransport) {
+    this.#hub = hub;
+    this.#transport = transport;
+    this.#unsubscribe = hub.add(this);
+    this.#pingTimer = setInterval(() => {
+      if (Date.now() - this.#lastSendAt >= PING_INTERVAL_MS)
+        this.#send({ type: "Ping" });
+    }, PING_INTERVAL_MS / 3);
+    this.#pingTimer.unref();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Handles one text frame; a malformed one closes this socket only. */
+  receive(frame: string): void {
+    if (this.#closed) return;
+    let message: ClientMessage;
+    try {
+      message = parseClientMessage(frame);
+      this.#handle(message);
+    } catch (error) {
+      if (error instanceof ProtocolError) {
+        this.#fail(error.message);
+        return;
+      }
+      throw error;
+    }
+  }
+
+  dispose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#pingTimer);
+    this.#unsubscribe();
+  }
+
+  invalidate(tables: ReadonlySet<string>): void {
+    let any = false;
+    for (const query of this.#queries.values()) {
+      for (const table of query.readTables) {
+        if (tables.has(table)) {
+          this.#dirty.add(query.queryId);
+          any = true;
+          break;
+        }
+      }
+    }
+    if (any) this.#scheduleUpdate();
+  }
+
+  invalidateAll(): void {
+    this.#rerunAll = true;
+    this.#scheduleUpdate();
+  }
+
+  #handle(message: ClientMessage): void {
+    switch (message.type) {
+      case "Connect":
+        this.#clientSessionId = message.sessionId;
+        // A client that saw a later timestamp (data reset, clock change) must
+        // not see time go backwards; move our clock instead of failing.
+        if (message.maxObservedTimestamp !== undefined) {
+          this.#hub.db.advanceClockPast(decodeTs(message.maxObservedTimestamp));
+        }
+        return;
+      case "ModifyQuerySet": {
+        if (
+          message.baseVersion !== this.#receivedQuerySet ||
+          message.newVersion <= message.baseVersion
+        ) {
+          throw new ProtocolError(
+            `ModifyQuerySet from version ${message.baseVersion} to ${message.newVersion}, but the query set is at version ${this.#receivedQuerySet}`,
+          );
+        }
+        for (const modification of message.modifications) {
+          if (modification.type === "Add") {
+            if (this.#knownQueryIds.has(modification.queryId)) {
+              throw new ProtocolError(
+                `Query ${modification.queryId} was added twice`,
+              );
+            }
+            this.#knownQueryIds.add(modification.queryId);
+          } else {
+            if (!this.#knownQueryIds.delete(modification.queryId)) {
+              throw new ProtocolError(
+                `Query ${modification.queryId} was removed but never added`,
+              );
+            }
+          }
+        }
+        this.#receivedQuerySet = message.newVersion;
+        this.#pendingModifications.push(...message.modifications);
+        this.#scheduleUpdate();
+        return;
+      }
+      case "Mutation": {
+        const { requestId, udfPath, args } = message;
+        this.#mutations = this.#mutations.then(() =>
+          this.#runMutation(requestId, udfPath, args),
+        );
+        return;
+      }
+      case "Action": {
+        void this.#runAction(message.requestId, message.udfPath, message.args);
+        return;
+      }
+      case "Authenticate": {
+        if (message.baseVersion !== this.#receivedIdentity) {
+          throw new ProtocolError(
+            `Authenticate from identity version ${message.baseVersion}, but the identity is at version ${this.#receivedIdentity}`,
+          );
+        }
+        if (message.tokenType !== "None") {
+          this.#send({
+            type: "AuthError",
+            error: `The local backend does not support ${message.tokenType === "User" ? "user" : "admin"} authentication tokens yet`,
+            baseVersion: this.#sent.identity,
+            authUpdateAttempted: true,
+          });
+          this.#transport.close(1000, "AuthError");
+          this.dispose();
+          return;
+        }
+        this.#receivedIdentity = message.baseVersion + 1;
+        this.#rerunAll = true;
+        this.#scheduleUpdate();
+        return;
+      }
+      case "Event":
+        return;
+      default:
+        message satisfies never;
+    }
+  }
+
+  async #runMutation(
+    requestId: number,
+    udfPath: string,
+    args: JSONValue[],
+  ): Promise<void> {
+    const dedupe =
+      this.#clientSessionId === null
+        ? undefined
+        : { sessionId: this.#clientSessionId, requestId };
+    const outcome = await this.#hub.runner.runMutation({
+      path: udfPath,
+      args,
+      dedupe,
+    });
+    if (this.#closed) return;
+    if (outcome.status === "success") {
+      this.#send({
+        type: "MutationResponse",
+        requestId,
+        success: true,
+        result: outcome.value,
+        ts: encodeTs(outcome.ts!),
+        logLines: outcome.logLines,
+      });
+      if (outcome.ts! > this.#owedTs) this.#owedTs = outcome.ts!;
+      this.#scheduleUpdate();
+    } else {
+      this.#send({
+        type: "MutationResponse",
+        requestId,
+        success: false,
+        result: outcome.errorMessage,
+        logLines: outcome.logLines,
+        ...(outcome.errorData !== undefined
+          ? { errorData: outcome.errorData }
+          : {}),
+      });
+    }
+  }
+
+  async #runAction(
+    requestId: number,
+    udfPath: string,
+    args: JSONValue[],
+  ): Promise<void> {
+    const outcome = await this.#hub.runner.runAction({ path: udfPath, args });
+    if (this.#closed) return;
+    this.#send(
+      outcome.status === "success"
+        ? {
+            type: "ActionResponse",
+            requestId,
+            success: true,
+            result: outcome.value,
+            logLines: outcome.logLines,
+          }
+        : {
+            type: "ActionResponse",
+            requestId,
+            success: false,
+            result: outcome.errorMessage,
+            logLines: outcome.logLines,
+            ...(outcome.errorData !== undefined
+              ? { errorData: outcome.errorData }
+              : {}),
+          },
+    );
+    // Actions may have run mutations; the real worker schedules an update after each action.
+    this.#scheduleUpdate();
+  }
+
+  #scheduleUpdate(): void {
+    if (this.#closed) return;
+    this.#updateRequested = true;
+    if (this.#updating) return;
+    this.#updating = true;
+    void this.#updateLoop();
+  }
+
+  async #updateLoop(): Promise<void> {
+    try {
+      while (this.#updateRequested && !this.#closed) {
+        this.#updateRequested = false;
+        await this.#updateOnce();
+      }
+    } catch (error) {
+      // A bug in our own update path: drop this socket (the client resyncs on
+      // reconnect) rather than leave it with a stale view or crash the process.
+      console.error("local backend: sync update failed:", error);
+      this.#fail("InternalServerError: sync update failed");
+    } finally {
+      this.#updating = false;
+    }
+  }
+
+  async #updateOnce(): Promise<void> {
+    const modifications: StateModification[] = [];
+    const { querySet, identity, ts, results } =
+      await this.#hub.runner.exclusive(async (runQuery) => {
+        // Everything below is picked inside the slot: no commit can land between
+        // choosing what to re-run and running it.
+        const target = {
+          querySet: this.#receivedQuerySet,
+          identity: this.#receivedIdentity,
+          ts: this.#hub.db.lastTs,
+        };
+        for (const modification of this.#pendingModifications) {
+          if (modification.type === "Add") {
+            this.#queries.set(modification.queryId, {
+              queryId: modification.queryId,
+              udfPath: modification.udfPath,
+              args: modification.args,
+              journal: modification.journal ?? null,
+              readTables: new Set(),
+              resultHash: undefined,
+            });
+            this.#dirty.add(modification.queryId);
+          } else {
+            this.#queries.delete(modification.queryId);
+            this.#dirty.delete(modification.queryId);
+            modifications.push({
+              type: "QueryRemoved",
+              queryId: modification.queryId,
+            });
+          }
+        }
+        this.#pendingModifications = [];
+        if (this.#rerunAll) {
+          for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
+          this.#rerunAll = false;
+        }
+        const toRun = [...this.#dirty].map((queryId) =>
+          this.#queries.get(queryId)!,
+        );
+        this.#dirty.clear();
+        const results: [QuerySubscription, QueryOutcome][] = [];
+        for (const query of toRun) {
+          const outcome = await this.#hub.runCached(runQuery, {
+            path: query.udfPath,
+            args: query.args,
+            journal: query.journal,
+          });
+          results.push([query, outcome]);
+        }
+        return { ...target, results };
+      });
+    if (this.#closed) return;
+    for (const [query, outcome] of results) {
+      query.readTables = outcome.readTables;
+      query.journal = outcome.journal;
+      const modification = toModification(query.queryId, outcome);
+      const hash = createHash("sha256")
+        .update(JSON.stringify({ ...modification, queryId: 0 }))
+        .digest("base64");
+      if (hash === query.resultHash) continue;
+      query.resultHash = hash;
+      modifications.push(modification);
+    }
+    const advancesVersion =
+      querySet !== this.#sent.querySet || identity !== this.#sent.identity;
+    if (modifications.length === 0 && !advancesVersion && this.#owedTs === 0n)
+      return;
+    const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
+    const end = { querySet, identity, ts: endTs };
+    this.#send({
+      type: "Transition",
+      startVersion: {
+        querySet: this.#sent.querySet,
+        identity: this.#sent.identity,
+        ts: encodeTs(this.#sent.ts),
+      },
+      endVersion: { querySet, identity, ts: encodeTs(endTs) },
+      modifications,
+    });
+    this.#sent = end;
+    if (this.#owedTs <= endTs) this.#owedTs = 0n;
+  }
+
+  #send(message: ServerMessage): void {
+    if (this.#closed) return;
+    this.#lastSendAt = Date.now();
+    this.#transport.send(message);
+  }
+
+  #fail(reason: string): void {
+    // Close codes other than 1000/1001/1005/4040 make the client log the reason
+    // and reconnect with backoff; FatalError would stop it for good.
+    this.#transport.close(4000, reason.slice(0, 120));
+    this.dispose();
+  }
+}
+
+function toModification(
+  queryId: QueryId,
+  outcome: QueryOutcome,
+): StateModification {
+  if (outcome.status === "success") {
+    return {
+      type: "QueryUpdated",
+      queryId,
+      value: outcome.value,
+      logLines: outcome.logLines,
+      journal: outcome.journal,
+    };
+  }
+  return {
+    type: "QueryFailed",
+    queryId,
+    errorMessage: outcome.errorMessage,
+    logLines: outcome.logLines,
+    ...(outcome.errorData !== undefined
+      ? { errorData: outcome.errorData }
+      : {}),
+    journal: outcome.journal,
+  };
+}

@@ -1,0 +1,177 @@
+/**
+ * Convex document IDs in the real backend's format (convex-backend
+ * `crates/value/src/id_v6.rs` and `base32.rs`), so apps that store, compare or
+ * pattern-match IDs see the same strings as in production.
+ *
+ * Binary layout: VInt(tableNumber) ++ internalId (16 bytes) ++ footer, where
+ * footer = fletcher16(everything before it) XOR version 0, written as two
+ * little-endian bytes. The text form is lowercase Crockford base32 without
+ * padding, 31 to 37 characters; user tables (10001 and up) give 32.
+ *
+ * Usage:
+ *   const id = encodeId(FIRST_USER_TABLE_NUMBER, newInternalId());
+ *   const parts = decodeId(id); // { tableNumber, internalId } or null
+ */
+import { randomBytes } from "node:crypto";
+
+/** Table numbers up to 10000 are reserved for system tables (`NUM_RESERVED_SYSTEM_TABLE_NUMBERS`). */
+export const FIRST_USER_TABLE_NUMBER = 10001;
+
+export const INTERNAL_ID_LENGTH = 16;
+
+const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
+const MAX_TABLE_NUMBER = 0xffff_ffff;
+const MAX_VINT_BYTES = 5;
+const FOOTER_LENGTH = 2;
+const VERSION = 0;
+
+const DECODE_TABLE: ReadonlyMap<string, number> = new Map(
+  [...ALPHABET].map((char, index) => [char, index]),
+);
+
+function base32EncodedLength(byteLength: number): number {
+  const lastChunk = [0, 2, 4, 5, 7][byteLength % 5];
+  return Math.floor(byteLength / 5) * 8 + lastChunk;
+}
+
+const MIN_ID_LENGTH = base32EncodedLength(
+  1 + INTERNAL_ID_LENGTH + FOOTER_LENGTH,
+);
+const MAX_ID_LENGTH = base32EncodedLength(
+  MAX_VINT_BYTES + INTERNAL_ID_LENGTH + FOOTER_LENGTH,
+);
+
+// Same bit order as convex-backend `base32::encode`: each 5-byte block becomes
+// eight 5-bit groups, most significant bits first; the zero-padded tail of
+// the last block is cut off rather than padded with '='.
+function base32Encode(data: Uint8Array): string {
+  let out = "";
+  for (let start = 0; start < data.length; start += 5) {
+    const block = new Uint8Array(5);
+    block.set(data.subarray(start, start + 5));
+    const groups = [
+      block[0] >> 3,
+      ((block[0] & 0b111) << 2) | (block[1] >> 6),
+      (block[1] >> 1) & 0b11111,
+      ((block[1] & 0b1) << 4) | (block[2] >> 4),
+      ((block[2] & 0b1111) << 1) | (block[3] >> 7),
+      (block[3] >> 2) & 0b11111,
+      ((block[3] & 0b11) << 3) | (block[4] >> 5),
+      block[4] & 0b11111,
+    ];
+    for (const group of groups) out += ALPHABET[group];
+  }
+  return out.slice(0, base32EncodedLength(data.length));
+}
+
+// Mirrors convex-backend `base32::decode`: it refuses any character outside
+// the lowercase alphabet (no case folding, no i/l/o/u aliases) and ignores the
+// unused low bits of the last character; `decodeId` adds the canonical check.
+function base32Decode(text: string): Uint8Array | null {
+  const outLength = Math.floor((text.length * 5) / 8);
+  const out = new Uint8Array(Math.ceil(text.length / 8) * 5);
+  let pos = 0;
+  for (let start = 0; start < text.length; start += 8) {
+    const idx = new Array<number>(8).fill(0);
+    for (let i = 0; i < 8 && start + i < text.length; i++) {
+      const value = DECODE_TABLE.get(text[start + i]);
+      if (value === undefined) return null;
+      idx[i] = value;
+    }
+    out[pos++] = (idx[0] << 3) | (idx[1] >> 2);
+    out[pos++] = (idx[1] << 6) | (idx[2] << 1) | (idx[3] >> 4);
+    out[pos++] = (idx[3] << 4) | (idx[4] >> 1);
+    out[pos++] = (idx[4] << 7) | (idx[5] << 2) | (idx[6] >> 3);
+    out[pos++] = (idx[6] << 5) | idx[7];
+  }
+  return out.subarray(0, outLength);
+}
+
+function vintEncode(n: number): number[] {
+  const out: number[] = [];
+  let rest = n;
+  while (rest >= 0x80) {
+    out.push((rest & 0x7f) | 0x80);
+    rest = Math.floor(rest / 128);
+  }
+  out.push(rest);
+  return out;
+}
+
+// Like convex-backend `vint_decode`: at most five bytes, and bits past 32 are
+// dropped (Rust's `u32 << 28` discards them), so `>>> 0` keeps the same value.
+function vintDecode(
+  buf: Uint8Array,
+): { value: number; bytesRead: number } | null {
+  let value = 0;
+  for (let i = 0; i < MAX_VINT_BYTES; i++) {
+    if (i >= buf.length) return null;
+    const byte = buf[i];
+    value = (value | ((byte & 0x7f) << (i * 7))) >>> 0;
+    if (byte < 0x80) return { value, bytesRead: i + 1 };
+  }
+  return null;
+}
+
+function fletcher16(buf: Uint8Array): number {
+  let c0 = 0;
+  let c1 = 0;
+  for (const byte of buf) {
+    c0 = (c0 + byte) & 0xff;
+    c1 = (c1 + c0) & 0xff;
+  }
+  return (c1 << 8) | c0;
+}
+
+export function encodeId(tableNumber: number, internalId: Uint8Array): string {
+  if (
+    !Number.isInteger(tableNumber) ||
+    tableNumber < 1 ||
+    tableNumber > MAX_TABLE_NUMBER
+  ) {
+    throw new Error(
+      `Invalid table number ${tableNumber}: expected an integer from 1 to ${MAX_TABLE_NUMBER}`,
+    );
+  }
+  if (internalId.length !== INTERNAL_ID_LENGTH) {
+    throw new Error(
+      `Invalid internal ID: expected ${INTERNAL_ID_LENGTH} bytes, got ${internalId.length}`,
+    );
+  }
+  const body = [...vintEncode(tableNumber), ...internalId];
+  const footer = fletcher16(Uint8Array.from(body)) ^ VERSION;
+  return base32Encode(Uint8Array.from([...body, footer & 0xff, footer >> 8]));
+}
+
+/**
+ * Parses an ID string, or returns null when it is not a well-formed ID. The
+ * checks run in convex-backend `DocumentIdV6::decode` order: length first (so a
+ * huge string fails fast), then base32, table number, footer, and that no byte
+ * is left over. One check is stricter than the backend: the string must be the
+ * canonical encoding. The backend also accepts a trailing character that only
+ * carries padding bits (`id + "0"`), which would name the same document under a
+ * second string and miss every string-keyed lookup here.
+ */
+export function decodeId(
+  id: string,
+): { tableNumber: number; internalId: Uint8Array } | null {
+  if (id.length < MIN_ID_LENGTH || id.length > MAX_ID_LENGTH) return null;
+  const buf = base32Decode(id);
+  if (buf === null) return null;
+  const vint = vintDecode(buf);
+  if (vint === null || vint.value === 0) return null;
+  let pos = vint.bytesRead;
+  if (pos + INTERNAL_ID_LENGTH + FOOTER_LENGTH > buf.length) return null;
+  const internalId = buf.slice(pos, pos + INTERNAL_ID_LENGTH);
+  pos += INTERNAL_ID_LENGTH;
+  const expectedFooter = fletcher16(buf.subarray(0, pos)) ^ VERSION;
+  const footer = buf[pos] | (buf[pos + 1] << 8);
+  pos += FOOTER_LENGTH;
+  if (footer !== expectedFooter || pos !== buf.length) return null;
+  if (base32Encode(buf) !== id) return null;
+  return { tableNumber: vint.value, internalId };
+}
+
+export function newInternalId(): Uint8Array {
+  return new Uint8Array(randomBytes(INTERNAL_ID_LENGTH));
+}

@@ -1,0 +1,35 @@
+import { useState } from "react";
+import { useSessionQuery } from "convex-helpers/react/sessions";
+import { api } from "../convex/_generated/api";
+import type { Id } from "../convex/_generated/dataModel";
+import { Composer } from "./components/Composer";
+import { ConnectionStatus } from "./components/ConnectionStatus";
+import { MessageList } from "./components/MessageList";
+import { NameField } from "./components/NameField";
+import { useStartSession } from "./hooks/useStartSession";
+import { START_FAILED } from "./lib/errors";
+
+export function App() {
+  const startFailed = useStartSession();
+  const me = useSessionQuery(api.users.me);
+  const [sentId, setSentId] = useState<Id<"messages"> | null>(null);
+
+  return (
+    <div className="app">
+      <header className="app-header">
+        <h1 className="app-title">Chat</h1>
+        <NameField me={me} />
+        <ConnectionStatus />
+      </header>
+      {startFailed && (
+        <p role="alert" className="banner">
+          {START_FAILED}
+        </p>
+      )}
+      <main className="chat">
+        <MessageList sentId={sentId} />
+        <Composer onSent={setSentId} />
+      </main>
+    </div>
+  );
+}

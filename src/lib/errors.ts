@@ -1,0 +1,149 @@
+/**
+ * Plain words for every refusal the chat can show, in one place.
+ *
+ * The server refuses with a `ConvexError` whose data is an `ErrorData` from
+ * `convex/limits.ts`; its `message` is only a fallback, the UI words its own.
+ * The client pre-checks here return the same codes, so a refusal reads the same
+ * whichever side caught it; the server stays the authority and the pre-checks
+ * only save a round trip. Lengths are counted as the server counts them
+ * (`convex/model/text.ts`: user-perceived characters).
+ *
+ * Usage: `setError(sendErrorText(error, body))` in a mutation's catch.
+ */
+import { ConvexError } from "convex/values";
+import {
+  MESSAGE_MAX_CHARS,
+  NAME_MAX_CHARS,
+  type ErrorCode,
+  type ErrorData,
+} from "../../convex/limits";
+import { countCharacters, isLongerThan } from "../../convex/model/text";
+
+type WithoutMessage<T> = T extends unknown ? Omit<T, "message"> : never;
+
+/** An `ErrorData` without the server's fallback words. */
+export type Refusal = WithoutMessage<ErrorData>;
+
+const GENERIC_SEND = "Couldn't send. Check your connection and try again.";
+const GENERIC_RENAME =
+  "Couldn't save your name. Check your connection and try again.";
+export const START_FAILED =
+  "Couldn't start your chat session. Reload the page to try again.";
+
+const NUMBER = new Intl.NumberFormat("en-US");
+
+export function formatCount(n: number): string {
+  return NUMBER.format(n);
+}
+
+/**
+ * @param body For MESSAGE_TOO_LONG: the text that was refused, to say how
+ *   long it was.
+ */
+export function describeRefusal(refusal: Refusal, body?: string): string {
+  switch (refusal.code) {
+    case "MESSAGE_EMPTY":
+      return "Type a message first.";
+    case "MESSAGE_TOO_LONG": {
+      const limit = `Messages can be at most ${formatCount(refusal.max)} characters`;
+      return body === undefined
+        ? `${limit}.`
+        : `${limit} (this one has ${formatCount(countCharacters(body))}).`;
+    }
+    case "NAME_EMPTY":
+      return "Type a name first.";
+    case "NAME_TOO_LONG":
+      return `Names can be at most ${formatCount(refusal.max)} characters.`;
+    case "NAME_INVALID_CHARACTERS":
+      return "Names can't contain control characters.";
+    case "INVALID_SESSION":
+      return "Your chat session has ended. Reload the page to start a new one.";
+    default:
+      refusal satisfies never;
+      throw new Error(`No words for refusal ${JSON.stringify(refusal)}`);
+  }
+}
+
+/** `body` is the trimmed text about to be sent. */
+export function checkMessage(body: string): Refusal | null {
+  if (body === "") return { code: "MESSAGE_EMPTY" };
+  if (isLongerThan(body, MESSAGE_MAX_CHARS)) {
+    return { code: "MESSAGE_TOO_LONG", max: MESSAGE_MAX_CHARS };
+  }
+  return null;
+}
+
+/**
+ * `name` is the trimmed text about to be saved. Checks a subset of the
+ * server's rules (control characters, not bidi controls), in the same order.
+ */
+export function checkName(name: string): Refusal | null {
+  if (name === "") return { code: "NAME_EMPTY" };
+  if (/\p{Cc}/u.test(name)) return { code: "NAME_INVALID_CHARACTERS" };
+  if (isLongerThan(name, NAME_MAX_CHARS)) {
+    return { code: "NAME_TOO_LONG", max: NAME_MAX_CHARS };
+  }
+  return null;
+}
+
+/** `body` is the trimmed text that was sent. */
+export function sendErrorText(error: unknown, body: string): string {
+  const refusal = refusalOf(error);
+  return refusal
+    ? describeRefusal(refusal, body)
+    : (serverWords(error) ?? GENERIC_SEND);
+}
+
+export function renameErrorText(error: unknown): string {
+  const refusal = refusalOf(error);
+  return refusal
+    ? describeRefusal(refusal)
+    : (serverWords(error) ?? GENERIC_RENAME);
+}
+
+export function isRefusal(error: unknown, code: ErrorCode): boolean {
+  return refusalOf(error)?.code === code;
+}
+
+/** The refusal in a `ConvexError`, or null for any other failure. */
+export function refusalOf(error: unknown): Refusal | null {
+  const data = convexErrorData(error);
+  if (data === null) return null;
+  switch (data.code) {
+    case "INVALID_SESSION":
+      return { code: "INVALID_SESSION" };
+    case "NAME_EMPTY":
+      return { code: "NAME_EMPTY" };
+    case "NAME_TOO_LONG":
+      return { code: "NAME_TOO_LONG", max: numberOr(data.max, NAME_MAX_CHARS) };
+    case "NAME_INVALID_CHARACTERS":
+      return { code: "NAME_INVALID_CHARACTERS" };
+    case "MESSAGE_EMPTY":
+      return { code: "MESSAGE_EMPTY" };
+    case "MESSAGE_TOO_LONG":
+      return {
+        code: "MESSAGE_TOO_LONG",
+        max: numberOr(data.max, MESSAGE_MAX_CHARS),
+      };
+    default:
+      return null;
+  }
+}
+
+/** A `ConvexError` with a code this build doesn't know may still explain itself. */
+function serverWords(error: unknown): string | null {
+  const message = convexErrorData(error)?.message;
+  return typeof message === "string" && message !== "" ? message : null;
+}
+
+function convexErrorData(error: unknown): Record<string, unknown> | null {
+  if (!(error instanceof ConvexError)) return null;
+  const data: unknown = error.data;
+  return typeof data === "object" && data !== null
+    ? (data as Record<string, unknown>)
+    : null;
+}
+
+function numberOr(value: unknown, fallback: number): number {
+  return typeof value === "number" ? value : fallback;
+}

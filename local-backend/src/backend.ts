@@ -11,7 +11,7 @@
 import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { createApiServer } from "./http.ts";
+import { createApiServer, createSiteServer } from "./http.ts";
 import { FunctionRunner } from "./runtime/functionRunner.ts";
 import {
   createIsolate,
@@ -101,7 +101,7 @@ export async function startBackend(
     },
   });
   const convex = createSyscalls({ db, nested: runner.nested });
-  const siteUrl: string | null = null;
+  let siteUrl: string | null = null;
   let url = "";
   const load = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
@@ -136,6 +136,17 @@ export async function startBackend(
   cleanup.push(() => closeServer(api.server, closeSockets));
   const urlHost = host.includes(":") ? `[${host}]` : host;
   url = `http://${urlHost}:${port}`;
+  const sitePort = options.sitePort === undefined ? 3211 : options.sitePort;
+  if (sitePort !== null) {
+    const site = createSiteServer({ runner, loopbackOnly: LOOPBACK.has(host) });
+    try {
+      const actualSitePort = await listen(site, sitePort, host, "--site-port");
+      siteUrl = `http://${urlHost}:${actualSitePort}`;
+    } catch (error) {
+      return fail(error);
+    }
+    cleanup.push(() => closeServer(site, () => undefined));
+  }
 
   try {
     runner.setIsolate(await load());

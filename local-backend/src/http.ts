@@ -283,6 +283,57 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
   };
 }
 
+/**
+ * The site origin (`CONVEX_SITE_URL`): HTTP actions routed by `convex/http.ts`.
+ * Requests and responses are the web platform's, as on Convex.
+ */
+export function createSiteServer(options: {
+  runner: FunctionRunner;
+  loopbackOnly: boolean;
+}): http.Server {
+  return http.createServer((req, res) => {
+    const serve = async () => {
+      if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
+        res
+          .writeHead(403, { "Content-Type": "text/plain" })
+          .end("Host header must name localhost or 127.0.0.1\n");
+        return;
+      }
+      const hasBody = req.method !== "GET" && req.method !== "HEAD";
+      const body = hasBody ? await readBody(req) : undefined;
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (typeof value === "string") headers.set(name, value);
+        else if (Array.isArray(value))
+          for (const v of value) headers.append(name, v);
+      }
+      const request = new Request(
+        `http://${req.headers.host ?? "127.0.0.1"}${req.url ?? "/"}`,
+        {
+          method: req.method ?? "GET",
+          headers,
+          ...(body !== undefined ? { body } : {}),
+        },
+      );
+      const response = await options.runner.runHttpAction(request);
+      res.writeHead(response.status, Object.fromEntries(response.headers));
+      res.end(Buffer.from(await response.arrayBuffer()));
+    };
+    serve().catch((error: unknown) => {
+      if (error instanceof BodyTooLargeError) {
+        if (!res.headersSent) res.writeHead(413).end();
+        return;
+      }
+      console.error("local backend: HTTP action failed:", error);
+      if (!res.headersSent)
+        res
+          .writeHead(500, { "Content-Type": "text/plain" })
+          .end("Internal server error\n");
+      else res.destroy();
+    });
+  });
+}
+
 /** "//api//1.48.0/sync?x" → "/api/1.48.0/sync" (a trailing slash in the deployment URL doubles them). */
 function normalizePath(url: string): string {
   const pathname = url.split("?")[0].replace(/\/{2,}/g, "/");

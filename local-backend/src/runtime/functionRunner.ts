@@ -170,6 +170,50 @@ export class FunctionRunner {
     }
   }
 
+  /**
+   * Serves an HTTP action from the router that `convex/http.ts` exports
+   * (convex 1.48 `HttpRouter.lookup`), as the site origin does on Convex.
+   */
+  async runHttpAction(request: Request): Promise<Response> {
+    const router = this.#isolate?.modules.http?.default as
+      HttpRouterLike | undefined;
+    if (router?.isRouter !== true) {
+      return new Response(
+        "No HTTP actions are defined: convex/http.ts does not export a router",
+        { status: 404 },
+      );
+    }
+    const { pathname } = new URL(request.url);
+    const match = router.lookup(pathname, request.method);
+    if (match === null) {
+      return new Response("No matching routes found", { status: 404 });
+    }
+    const [endpoint, , routePath] = match;
+    const context = newRequest(
+      "action",
+      `${request.method} ${routePath}`,
+      null,
+    );
+    try {
+      const response = await requestStorage.run(context, () =>
+        endpoint.invokeHttpAction(request),
+      );
+      this.#report(context, {
+        status: "success",
+        value: null,
+        logLines: context.logLines,
+      });
+      return response;
+    } catch (error) {
+      const failure = this.#report(
+        context,
+        this.#failure(context, error),
+        error,
+      );
+      return new Response(failure.errorMessage, { status: 500 });
+    }
+  }
+
   async #query(
     request: QueryRequest,
     visibility: Visibility,
@@ -500,6 +544,20 @@ export class FunctionRunner {
     }
   }
 }
+
+type HttpRouterLike = {
+  isRouter?: boolean;
+  lookup(
+    path: string,
+    method: string,
+  ):
+    | readonly [
+        { invokeHttpAction(request: Request): Promise<Response> },
+        string,
+        string,
+      ]
+    | null;
+};
 
 /** A failure we describe ourselves (no stack): bad arguments, unknown function, timeout. */
 class ExpectedError extends Error {}

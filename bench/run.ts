@@ -1,0 +1,255 @@
+/**
+ * `npm run bench`: latency and memory of the embedded backend running the chat's
+ * real functions, driven by the real `ConvexClient` over loopback WebSockets.
+ *
+ * Cases (each labelled with its size):
+ * - mutation round trip: `await client.mutation(messages.send)`, which resolves
+ *   only after the Transition that makes the write visible to the sender;
+ * - subscription update: from the start of a send until each of N subscribed
+ *   clients' `messages.list` subscription shows the new message (ConvexHttpClient
+ *   stands apart: it measures one-shot query latency);
+ * - memory: backend process RSS and heap after inserting M messages.
+ *
+ * Usage: npm run bench [-- --quick]
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { api } from "../convex/_generated/api.js";
+import WebSocket from "ws";
+import { spawn, type ChildProcess } from "node:child_process";
+import { formatSummary, summarize } from "./stats.ts";
+
+const QUICK = process.argv.includes("--quick");
+const ROUNDS = QUICK ? 40 : 200;
+const TIMEOUT_MS = 10_000;
+
+function sessionId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+type Subscriber = {
+  client: ConvexClient;
+  latest: Set<string>;
+  waiters: Map<string, () => void>;
+};
+
+function subscribe(url: string): Subscriber {
+  const client = new ConvexClient(url, {
+    webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
+  });
+  const subscriber: Subscriber = {
+    client,
+    latest: new Set(),
+    waiters: new Map(),
+  };
+  client.onUpdate(
+    api.messages.list,
+    { sessionId: sessionId(), paginationOpts: { numItems: 20, cursor: null } },
+    (result) => {
+      subscriber.latest = new Set(result.page.map((m) => m.body));
+      for (const [body, resolve] of subscriber.waiters) {
+        if (subscriber.latest.has(body)) {
+          subscriber.waiters.delete(body);
+          resolve();
+        }
+      }
+    },
+  );
+  return subscriber;
+}
+
+function seen(subscriber: Subscriber, body: string): Promise<void> {
+  if (subscriber.latest.has(body)) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(new Error(`update for "${body}" not seen in ${TIMEOUT_MS} ms`)),
+      TIMEOUT_MS,
+    );
+    subscriber.waiters.set(body, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+async function fanOut(url: string, clients: number): Promise<void> {
+  const sender = new ConvexClient(url, {
+    webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
+  });
+  const senderSession = sessionId();
+  await sender.mutation(api.sessions.start, { sessionId: senderSession });
+  const subscribers = Array.from({ length: clients }, () => subscribe(url));
+  // Every subscriber has its first result once it sees the warm-up message.
+  const warm = `warm-up ${clients}`;
+  await sender.mutation(api.messages.send, {
+    sessionId: senderSession,
+    body: warm,
+  });
+  await Promise.all(subscribers.map((s) => seen(s, warm)));
+
+  const roundTrips: number[] = [];
+  const perClient: number[] = [];
+  const allClients: number[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const body = `bench ${clients} ${i}`;
+    const start = performance.now();
+    const arrivals = subscribers.map((s) =>
+      seen(s, body).then(() => performance.now() - start),
+    );
+    await sender.mutation(api.messages.send, {
+      sessionId: senderSession,
+      body,
+    });
+    roundTrips.push(performance.now() - start);
+    const times = await Promise.all(arrivals);
+    perClient.push(...times);
+    allClients.push(Math.max(...times));
+  }
+  console.log(
+    formatSummary(
+      `mutation round trip (await mutation), ${clients} subscribed clients`,
+      summarize(roundTrips),
+    ),
+  );
+  console.log(
+    formatSummary(
+      `subscription update, each of ${clients} clients`,
+      summarize(perClient),
+    ),
+  );
+  console.log(
+    formatSummary(
+      `subscription update, last of ${clients} clients`,
+      summarize(allClients),
+    ),
+  );
+  await Promise.all([
+    sender.close(),
+    ...subscribers.map((s) => s.client.close()),
+  ]);
+}
+
+async function httpQueries(url: string): Promise<void> {
+  const client = new ConvexHttpClient(url);
+  const id = sessionId();
+  const times: number[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const start = performance.now();
+    await client.query(api.messages.list, {
+      sessionId: id,
+      paginationOpts: { numItems: 20, cursor: null },
+    });
+    times.push(performance.now() - start);
+  }
+  console.log(
+    formatSummary(
+      "HTTP query messages.list (20 items), 1 client",
+      summarize(times),
+    ),
+  );
+}
+
+/** Resident memory of a process, from /proc (Linux). */
+function rssMiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+async function memory(
+  url: string,
+  pid: number,
+  messages: number,
+): Promise<void> {
+  const client = new ConvexHttpClient(url);
+  const id = sessionId();
+  const body = "x".repeat(200);
+  const before = rssMiB(pid);
+  const start = performance.now();
+  for (let i = 0; i < messages; i++) {
+    await client.mutation(api.messages.send, {
+      sessionId: id,
+      body: `${i} ${body}`,
+    });
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const after = rssMiB(pid);
+  console.log(
+    `backend RSS ${before.toFixed(1)} MiB -> ${after.toFixed(1)} MiB after ${messages} more messages of ~200 chars; ` +
+      `sequential durable HTTP mutations: ${(messages / seconds).toFixed(0)}/s`,
+  );
+}
+
+/** The backend as users run it: its own process (`npm run backend`), on a free port. */
+async function spawnBackend(
+  data: string,
+): Promise<{ url: string; child: ChildProcess }> {
+  const root = path.resolve(import.meta.dirname, "..");
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "local-backend/src/cli.ts",
+      "--data",
+      data,
+      "--port",
+      "0",
+      "--site-port",
+      "0",
+      "--no-watch",
+    ],
+    { cwd: root, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(
+      () => reject(new Error(`backend did not start:\n${output}`)),
+      30_000,
+    );
+    child.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /ready at (http:\/\/\S+)/.exec(output);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    });
+    child.once("exit", (code) =>
+      reject(new Error(`backend exited with ${code}:\n${output}`)),
+    );
+  });
+  return { url, child };
+}
+
+async function main(): Promise<void> {
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), "bench-"));
+  const { url, child } = await spawnBackend(data);
+  console.log(
+    `machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, Node ${process.version}`,
+  );
+  console.log(
+    `backend in its own process; rounds per case: ${ROUNDS}; times in ms\n`,
+  );
+  try {
+    await fanOut(url, 1);
+    await fanOut(url, 10);
+    await fanOut(url, QUICK ? 50 : 100);
+    await httpQueries(url);
+    await memory(url, child.pid!, QUICK ? 1_000 : 10_000);
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((resolve) => child.once("exit", resolve));
+    fs.rmSync(data, { recursive: true, force: true });
+  }
+}
+
+await main();

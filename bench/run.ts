@@ -17,6 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { api } from "../convex/_generated/api.js";
+import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawn, type ChildProcess } from "node:child_process";
 import { formatSummary, summarize } from "./stats.ts";
@@ -25,14 +26,14 @@ const QUICK = process.argv.includes("--quick");
 const ROUNDS = QUICK ? 40 : 200;
 const TIMEOUT_MS = 10_000;
 
-function sessionId(): string {
+function sessionId(): SessionId {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   bytes[6] = (bytes[6]! & 0x0f) | 0x40;
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(
     "",
   );
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}` as SessionId;
 }
 
 type Subscriber = {

@@ -17,6 +17,10 @@
  *   const outcome = await runner.runMutation({ path: "messages:send", args });
  */
 import { randomBytes } from "node:crypto";
+
+/** Request IDs: a per-process random prefix and a counter (unique, and cheaper than 8 random bytes each). */
+const REQUEST_ID_PREFIX = randomBytes(4).toString("hex");
+let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Isolate, RegisteredFunction } from "./isolate.ts";
@@ -97,6 +101,10 @@ export class FunctionRunner {
   readonly #executor = new SerialExecutor();
   readonly #onRun: (event: FunctionRunEvent) => void;
   #isolate: Isolate | null = null;
+  readonly #validators = new WeakMap<
+    RegisteredFunction,
+    { args: string; returns: string }
+  >();
 
   constructor(
     db: Database,
@@ -383,9 +391,10 @@ export class FunctionRunner {
     visibility: Visibility,
   ): { fn: RegisteredFunction; path: string; args: JSONValue } {
     const { module, exportName, canonical } = canonicalizeUdfPath(udfPath);
-    const notFound = new ExpectedError(
-      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
-    );
+    const notFound = () =>
+      new ExpectedError(
+        `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+      );
     const exports = this.#isolate?.modules[module];
     const fn = exports?.[exportName] as RegisteredFunction | undefined;
     if (
@@ -393,7 +402,7 @@ export class FunctionRunner {
       fn === null ||
       (typeof fn !== "function" && typeof fn !== "object")
     )
-      throw notFound;
+      throw notFound();
     const actual = fn.isQuery
       ? "query"
       : fn.isMutation
@@ -401,8 +410,8 @@ export class FunctionRunner {
         : fn.isAction
           ? "action"
           : null;
-    if (actual === null) throw notFound;
-    if (visibility === "public" && fn.isPublic !== true) throw notFound;
+    if (actual === null) throw notFound();
+    if (visibility === "public" && fn.isPublic !== true) throw notFound();
     if (actual !== kind) {
       throw new ExpectedError(
         `Trying to execute ${canonical} as ${capitalize(kind)}, but it is defined as ${capitalize(actual)}.`,
@@ -422,15 +431,24 @@ export class FunctionRunner {
         `ArgumentValidationError: ${(error as Error).message}`,
       );
     }
-    const argsError = validateArgs(
-      fn.exportArgs?.() ?? '{"type":"any"}',
-      decoded,
-      {
-        tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
-      },
-    );
+    const argsError = validateArgs(this.#validatorsOf(fn).args, decoded, {
+      tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+    });
     if (argsError !== null) throw new ExpectedError(argsError);
     return { fn, path: canonical, args };
+  }
+
+  /** `exportArgs()` / `exportReturns()` re-serialize on every call; a function's validators never change. */
+  #validatorsOf(fn: RegisteredFunction): { args: string; returns: string } {
+    let validators = this.#validators.get(fn);
+    if (validators === undefined) {
+      validators = {
+        args: fn.exportArgs?.() ?? '{"type":"any"}',
+        returns: fn.exportReturns?.() ?? "null",
+      };
+      this.#validators.set(fn, validators);
+    }
+    return validators;
   }
 
   #finish(
@@ -440,7 +458,7 @@ export class FunctionRunner {
   ): FunctionOutcome {
     const value = JSON.parse(resultJson) as JSONValue;
     const returnsError = validateReturns(
-      fn.exportReturns?.() ?? "null",
+      this.#validatorsOf(fn).returns,
       jsonToConvex(value),
       {
         tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
@@ -571,7 +589,7 @@ function newRequest(
   return {
     udfType,
     path,
-    requestId: randomBytes(8).toString("hex"),
+    requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
     tx,
     nowMs: Date.now(),
     logLines: [],

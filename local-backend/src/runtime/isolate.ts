@@ -13,6 +13,7 @@
  *   const isolate = createIsolate(bundle, { convex: syscalls, env, onStrayLog });
  *   isolate.modules["messages"].list.invokeQuery(argsJson);
  */
+import { createHash } from "node:crypto";
 import { SourceMap } from "node:module";
 import { inspect } from "node:util";
 import vm from "node:vm";
@@ -124,7 +125,7 @@ export function createIsolate(
     {
       Convex: options.convex,
       process: Object.freeze({ env: Object.freeze({ ...options.env }) }),
-      crypto: globalThis.crypto,
+      crypto: isolateCrypto(),
       TextEncoder,
       TextDecoder,
       URL,
@@ -249,6 +250,66 @@ const PRELUDE = `
   globalThis.fetch = actionOnly("fetch()", timers.fetch);
 })();
 `;
+
+const DIGESTS: Record<string, string> = {
+  "SHA-1": "sha1",
+  "SHA-256": "sha256",
+  "SHA-384": "sha384",
+  "SHA-512": "sha512",
+};
+
+/**
+ * Web Crypto for the isolate. `subtle.digest` runs on Node's thread pool, and
+ * the session middleware hashes a secret in every query: with queries on one
+ * serial executor, each hop left the backend idle. Digests of SHA-* are
+ * computed in place instead (same results, still returned as a promise);
+ * everything else is the platform's.
+ */
+function isolateCrypto(): Crypto {
+  const { subtle } = globalThis.crypto;
+  const delegate = <K extends keyof SubtleCrypto>(name: K) =>
+    (subtle[name] as (...args: unknown[]) => unknown).bind(
+      subtle,
+    ) as SubtleCrypto[K];
+  const isolateSubtle = {
+    decrypt: delegate("decrypt"),
+    deriveBits: delegate("deriveBits"),
+    deriveKey: delegate("deriveKey"),
+    encrypt: delegate("encrypt"),
+    exportKey: delegate("exportKey"),
+    generateKey: delegate("generateKey"),
+    importKey: delegate("importKey"),
+    sign: delegate("sign"),
+    unwrapKey: delegate("unwrapKey"),
+    verify: delegate("verify"),
+    wrapKey: delegate("wrapKey"),
+    digest(
+      algorithm: AlgorithmIdentifier,
+      data: BufferSource,
+    ): Promise<ArrayBuffer> {
+      const name = typeof algorithm === "string" ? algorithm : algorithm.name;
+      const nodeName = DIGESTS[name.toUpperCase()];
+      if (nodeName === undefined) return subtle.digest(algorithm, data);
+      // `instanceof` fails across realms; `ArrayBuffer.isView` does not.
+      const bytes = ArrayBuffer.isView(data)
+        ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+        : new Uint8Array(data);
+      const digest = createHash(nodeName).update(bytes).digest();
+      return Promise.resolve(
+        digest.buffer.slice(
+          digest.byteOffset,
+          digest.byteOffset + digest.byteLength,
+        ),
+      );
+    },
+  };
+  return {
+    subtle: isolateSubtle as SubtleCrypto,
+    getRandomValues: <T extends ArrayBufferView | null>(array: T): T =>
+      globalThis.crypto.getRandomValues(array),
+    randomUUID: () => globalThis.crypto.randomUUID(),
+  };
+}
 
 /** Rewrites `bundle.js:line:col` frames to `convex/file.ts:line:col` and drops host frames. */
 function mapStack(stack: string, bundle: Bundle, sourceMap: SourceMap): string {

@@ -129,7 +129,22 @@ export function validateReturns(
   return error === null ? null : `ReturnsValidationError: ${error}`;
 }
 
+/** Parsed validators by their JSON; an app has a bounded set of them. */
+const parsedValidators = new Map<string, ValidatorJSON | null>();
+
 function parseValidatorJson(json: string, what: string): ValidatorJSON | null {
+  const cached = parsedValidators.get(json);
+  if (cached !== undefined) return cached;
+  const validator = parseValidatorJsonUncached(json, what);
+  if (parsedValidators.size >= 10_000) parsedValidators.clear();
+  parsedValidators.set(json, validator);
+  return validator;
+}
+
+function parseValidatorJsonUncached(
+  json: string,
+  what: string,
+): ValidatorJSON | null {
   const parsed: unknown = JSON.parse(json);
   if (parsed === null) return null;
   if (

@@ -51,6 +51,8 @@ const SYSTEM_TABLES: Record<string, number> = {
   _storage: 2,
 };
 
+const ID_CACHE_SIZE = 100_000;
+
 export type PendingWrite = { table: string; doc: Doc | null };
 
 export type CommitResult = { ts: bigint; tables: Set<string> };
@@ -73,6 +75,8 @@ export class Database {
    *  transaction only leaves an empty table behind, as in Convex. */
   readonly #unpersistedTables: StoredTable[] = [];
   readonly #listeners = new Set<CommitListener>();
+  /** id → table number (0 for strings that are not IDs); see `tableOfId`. */
+  readonly #idTableNumbers = new Map<string, number>();
   #schema: SchemaJson | null = null;
   #lastTs: bigint;
   #lastCreationTime = 0;
@@ -172,10 +176,15 @@ export class Database {
 
   /** The table an ID belongs to, or undefined for malformed IDs and unknown tables. */
   tableOfId(id: string): Table | undefined {
-    const decoded = decodeId(id);
-    return decoded === null
-      ? undefined
-      : this.#tablesByNumber.get(decoded.tableNumber);
+    let number = this.#idTableNumbers.get(id);
+    if (number === undefined) {
+      number = decodeId(id)?.tableNumber ?? 0;
+      // Decoding is pure, so the cache only needs a size bound, not invalidation.
+      if (this.#idTableNumbers.size >= ID_CACHE_SIZE)
+        this.#idTableNumbers.clear();
+      this.#idTableNumbers.set(id, number);
+    }
+    return this.#tablesByNumber.get(number);
   }
 
   isIdOfTable(tableName: string, id: string): boolean {

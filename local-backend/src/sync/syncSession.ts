@@ -13,7 +13,8 @@
  * - ts only moves forward: every update runs at the latest committed snapshot.
  *
  * Updates. Incoming query-set changes, commits that touch a subscribed query's
- * tables, auth changes and mutation completions all call `#scheduleUpdate()`.
+ * tables (deferred, see `#scheduleUpdateSoon`), auth changes and mutation
+ * completions all call `#scheduleUpdate()`.
  * One update runs at a time; requests that arrive meanwhile fold into the next
  * pass. Each pass picks its work and runs its queries inside one executor slot,
  * so the Transition it sends is one consistent snapshot.
@@ -79,6 +80,7 @@ export class SyncSession implements Subscriber {
   #owedTs = 0n;
   #updating = false;
   #updateRequested = false;
+  #updateSoon = false;
   #mutations: Promise<void> = Promise.resolve();
   #lastSendAt = Date.now();
   readonly #pingTimer: NodeJS.Timeout;
@@ -133,7 +135,7 @@ export class SyncSession implements Subscriber {
         }
       }
     }
-    if (any) this.#scheduleUpdate();
+    if (any) this.#scheduleUpdateSoon();
   }
 
   invalidateAll(): void {
@@ -290,6 +292,20 @@ export class SyncSession implements Subscriber {
     );
     // Actions may have run mutations; the real worker schedules an update after each action.
     this.#scheduleUpdate();
+  }
+
+  /**
+   * Commit invalidations wait one macrotask, so the socket whose mutation made
+   * the commit gets to send its MutationResponse and queue its own update
+   * first: its `await mutation()` then costs one re-run, not one per client.
+   */
+  #scheduleUpdateSoon(): void {
+    if (this.#updateSoon) return;
+    this.#updateSoon = true;
+    setImmediate(() => {
+      this.#updateSoon = false;
+      this.#scheduleUpdate();
+    });
   }
 
   #scheduleUpdate(): void {

@@ -2,20 +2,23 @@
  * `npm run dev`: the embedded backend and Vite in one process, so one Ctrl-C
  * stops both. The page gets the backend's URL as `VITE_CONVEX_URL`.
  *
- * With `VITE_CONVEX_URL` already set (a real Convex deployment, e.g. from
- * `npx convex dev`), only Vite starts and the page talks to that deployment.
+ * With `VITE_CONVEX_URL` set, in the environment or in `.env.local` (where
+ * `npx convex dev` writes it), only Vite starts and the page talks to that
+ * deployment instead.
  */
-import { createServer, type ViteDevServer } from "vite";
+import { createServer, loadEnv, type ViteDevServer } from "vite";
 import { startBackend, StartupError, type Backend } from "./backend.ts";
 
 const VITE_PORT = 5173;
 
 async function main(): Promise<void> {
   let backend: Backend | null = null;
-  if (
-    process.env.VITE_CONVEX_URL === undefined ||
-    process.env.VITE_CONVEX_URL === ""
-  ) {
+  const deployment = loadEnv(
+    "development",
+    process.cwd(),
+    "VITE_",
+  ).VITE_CONVEX_URL;
+  if (deployment === undefined || deployment === "") {
     backend = await startBackend({
       functions: "convex",
       data: ".convex-local",
@@ -26,7 +29,7 @@ async function main(): Promise<void> {
     console.log(`Convex local backend ready at ${backend.url}`);
   } else {
     console.log(
-      `Using the Convex deployment at ${process.env.VITE_CONVEX_URL}`,
+      `Using the Convex deployment at ${deployment} (VITE_CONVEX_URL)`,
     );
   }
 

@@ -13,7 +13,7 @@
  *   const isolate = createIsolate(bundle, { convex: syscalls, env, onStrayLog });
  *   isolate.modules["messages"].list.invokeQuery(argsJson);
  */
-import { createHash } from "node:crypto";
+import { createHash, type webcrypto } from "node:crypto";
 import { SourceMap } from "node:module";
 import { inspect } from "node:util";
 import vm from "node:vm";
@@ -164,13 +164,21 @@ export function createIsolate(
   vm.runInContext(PRELUDE, context, { filename: "local-backend:prelude" });
 
   try {
+    // displayErrors: false keeps Node from prefixing the stack with a code frame.
     new vm.Script(bundle.code, { filename: bundle.filename }).runInContext(
       context,
+      { displayErrors: false },
     );
   } catch (error) {
-    const e = error as { stack?: string; message?: string };
+    // "Uncaught Error: boom at convex/messages.ts:3:7": the error and where it
+    // was thrown, on one line.
+    const e = error as { stack?: string; message?: string; name?: string };
+    const [first, ...frames] = formatStack(
+      e.stack ?? `${e.name ?? "Error"}: ${e.message ?? String(error)}`,
+    ).split("\n");
+    const where = /\(?([^()\s]+:\d+:\d+)\)?$/.exec(frames[0] ?? "")?.[1];
     throw new ModuleLoadError(
-      `Failed to load the functions: ${formatStack(e.stack ?? String(e.message ?? error))}`,
+      `Failed to load the functions: Uncaught ${first}${where === undefined ? "" : ` at ${where}`}`,
     );
   }
   const globals = context as {
@@ -265,16 +273,32 @@ const DIGESTS: Record<string, string> = {
  * computed in place instead (same results, still returned as a promise);
  * everything else is the platform's.
  */
-function isolateCrypto(): Crypto {
+function isolateCrypto(): Pick<
+  webcrypto.Crypto,
+  "subtle" | "getRandomValues" | "randomUUID"
+> {
   const { subtle } = globalThis.crypto;
-  const delegate = <K extends keyof SubtleCrypto>(name: K) =>
-    (subtle[name] as (...args: unknown[]) => unknown).bind(
-      subtle,
-    ) as SubtleCrypto[K];
-  const isolateSubtle = {
+  type Subtle = webcrypto.SubtleCrypto;
+  const delegate = <K extends keyof Subtle>(name: K): Subtle[K] =>
+    (subtle[name] as (...args: unknown[]) => unknown).bind(subtle) as Subtle[K];
+  const digest: Subtle["digest"] = (algorithm, data) => {
+    const name = typeof algorithm === "string" ? algorithm : algorithm.name;
+    const nodeName = DIGESTS[name.toUpperCase()];
+    if (nodeName === undefined) return subtle.digest(algorithm, data);
+    // `instanceof` fails across realms; `ArrayBuffer.isView` does not.
+    const bytes = ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
+    const hash = createHash(nodeName).update(bytes).digest();
+    return Promise.resolve(
+      hash.buffer.slice(hash.byteOffset, hash.byteOffset + hash.byteLength),
+    );
+  };
+  const isolateSubtle: Subtle = {
     decrypt: delegate("decrypt"),
     deriveBits: delegate("deriveBits"),
     deriveKey: delegate("deriveKey"),
+    digest,
     encrypt: delegate("encrypt"),
     exportKey: delegate("exportKey"),
     generateKey: delegate("generateKey"),
@@ -283,30 +307,10 @@ function isolateCrypto(): Crypto {
     unwrapKey: delegate("unwrapKey"),
     verify: delegate("verify"),
     wrapKey: delegate("wrapKey"),
-    digest(
-      algorithm: AlgorithmIdentifier,
-      data: BufferSource,
-    ): Promise<ArrayBuffer> {
-      const name = typeof algorithm === "string" ? algorithm : algorithm.name;
-      const nodeName = DIGESTS[name.toUpperCase()];
-      if (nodeName === undefined) return subtle.digest(algorithm, data);
-      // `instanceof` fails across realms; `ArrayBuffer.isView` does not.
-      const bytes = ArrayBuffer.isView(data)
-        ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-        : new Uint8Array(data);
-      const digest = createHash(nodeName).update(bytes).digest();
-      return Promise.resolve(
-        digest.buffer.slice(
-          digest.byteOffset,
-          digest.byteOffset + digest.byteLength,
-        ),
-      );
-    },
   };
   return {
-    subtle: isolateSubtle as SubtleCrypto,
-    getRandomValues: <T extends ArrayBufferView | null>(array: T): T =>
-      globalThis.crypto.getRandomValues(array),
+    subtle: isolateSubtle,
+    getRandomValues: (array) => globalThis.crypto.getRandomValues(array),
     randomUUID: () => globalThis.crypto.randomUUID(),
   };
 }

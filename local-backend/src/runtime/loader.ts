@@ -139,13 +139,14 @@ export async function buildFunctions(functionsDir: string): Promise<Bundle> {
   } catch (error) {
     const failure = error as esbuild.BuildFailure;
     if (!Array.isArray(failure.errors)) throw error;
-    const messages = await esbuild.formatMessages(failure.errors, {
-      kind: "error",
-      color: false,
-    });
-    throw new BuildError(
-      `Failed to build ${absDir}:\n${messages.join("")}`.trimEnd(),
+    // One line per error, "file:line:column: text", so the first line of the
+    // message already says what to fix (the CLI prints it as is).
+    const lines = failure.errors.map((e) =>
+      e.location === null
+        ? e.text
+        : `${e.location.file}:${e.location.line}:${e.location.column + 1}: ${e.text}`,
     );
+    throw new BuildError(`Failed to build the functions: ${lines.join("\n")}`);
   }
   const code = result.outputFiles.find((f) => f.path.endsWith(".js"))!.text;
   const sourceMap = result.outputFiles.find((f) =>

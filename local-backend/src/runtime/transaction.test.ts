@@ -1,0 +1,237 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { Value } from "convex/values";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { Database, type SchemaJson } from "../storage/database.ts";
+import type { Doc } from "../storage/memoryTables.ts";
+import { type SerializedQuery, Transaction } from "./transaction.ts";
+
+let dir: string;
+let db: Database;
+
+const schema: SchemaJson = {
+  tables: [
+    {
+      tableName: "messages",
+      indexes: [{ indexDescriptor: "by_author", fields: ["author"] }],
+      documentType: { type: "any" },
+    },
+  ],
+  schemaValidation: false,
+};
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "tx-test-"));
+  db = Database.open(dir);
+  db.setSchema(schema);
+});
+afterEach(() => {
+  db.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function seed(rows: Record<string, Value>[]): string[] {
+  const tx = new Transaction(db, { readOnly: false });
+  const ids = rows.map((row) => tx.insert("messages", row));
+  db.commit(tx.pendingWrites());
+  return ids;
+}
+
+const scan = (order: "asc" | "desc" = "asc"): SerializedQuery => ({
+  source: { type: "FullTableScan", tableName: "messages", order },
+  operators: [],
+});
+
+const byAuthor = (
+  author: Value,
+  order: "asc" | "desc" = "asc",
+): SerializedQuery => ({
+  source: {
+    type: "IndexRange",
+    indexName: "messages.by_author",
+    range: [{ type: "Eq", fieldPath: "author", value: author }],
+    order,
+  },
+  operators: [],
+});
+
+const bodies = (docs: Iterable<Doc>) => [...docs].map((d) => d.body);
+
+describe("Transaction reads", () => {
+  test("a transaction sees its own inserts, patches and deletes merged in index order", () => {
+    const [a, , c] = seed([
+      { author: "x", body: "1" },
+      { author: "x", body: "2" },
+      { author: "x", body: "3" },
+    ]);
+    const tx = new Transaction(db, { readOnly: false });
+    tx.insert("messages", { author: "x", body: "4" });
+    tx.patch(a, { body: "1*" });
+    tx.delete(c);
+    expect(bodies(tx.stream(scan()))).toEqual(["1*", "2", "4"]);
+    expect(bodies(tx.stream(scan("desc")))).toEqual(["4", "2", "1*"]);
+    // Nothing is visible outside until commit.
+    expect(
+      bodies(new Transaction(db, { readOnly: true }).stream(scan())),
+    ).toEqual(["1", "2", "3"]);
+  });
+
+  test("an index range returns only matching rows, by creation time within a key", () => {
+    seed([
+      { author: "b", body: "b1" },
+      { author: "a", body: "a1" },
+      { author: "b", body: "b2" },
+    ]);
+    const tx = new Transaction(db, { readOnly: true });
+    expect(bodies(tx.stream(byAuthor("b")))).toEqual(["b1", "b2"]);
+    expect(bodies(tx.stream(byAuthor("b", "desc")))).toEqual(["b2", "b1"]);
+    expect(bodies(tx.stream(byAuthor("c")))).toEqual([]);
+  });
+
+  test("a patch that moves a row to another index key moves it in range scans", () => {
+    const [a] = seed([{ author: "a", body: "moves" }]);
+    const tx = new Transaction(db, { readOnly: false });
+    tx.patch(a, { author: "b" });
+    expect(bodies(tx.stream(byAuthor("a")))).toEqual([]);
+    expect(bodies(tx.stream(byAuthor("b")))).toEqual(["moves"]);
+  });
+
+  test("filters and limits apply after the index", () => {
+    seed([1, 2, 3, 4, 5].map((n) => ({ author: "x", body: String(n), n })));
+    const query: SerializedQuery = {
+      ...scan(),
+      operators: [
+        { filter: { $gt: [{ $field: "n" }, { $literal: 2 }] } },
+        { limit: 2 },
+      ],
+    };
+    expect(
+      bodies(new Transaction(db, { readOnly: true }).stream(query)),
+    ).toEqual(["3", "4"]);
+  });
+
+  test("a query cannot write", () => {
+    const tx = new Transaction(db, { readOnly: true });
+    expect(() => tx.insert("messages", { body: "no" })).toThrow(
+      /Queries cannot write/,
+    );
+  });
+
+  test("a finished transaction refuses further use", () => {
+    const tx = new Transaction(db, { readOnly: true });
+    tx.close();
+    expect(() => [...tx.stream(scan())]).toThrow(/already finished/);
+  });
+
+  test("a failed nested call drops only its own writes", () => {
+    const tx = new Transaction(db, { readOnly: false });
+    tx.insert("messages", { body: "outer" });
+    tx.pushLayer("mutation");
+    tx.insert("messages", { body: "inner, rolled back" });
+    tx.popLayer("mutation", false);
+    tx.pushLayer("mutation");
+    tx.insert("messages", { body: "inner, kept" });
+    tx.popLayer("mutation", true);
+    expect(bodies(tx.stream(scan()))).toEqual(["outer", "inner, kept"]);
+  });
+
+  test("system fields cannot be changed and user fields cannot start with an underscore", () => {
+    const [a] = seed([{ body: "x" }]);
+    const tx = new Transaction(db, { readOnly: false });
+    expect(() => tx.patch(a, { _creationTime: 1 })).toThrow(/system field/);
+    expect(() => tx.insert("messages", { _secret: 1 })).toThrow(/reserved/);
+    expect(() => tx.patch("nonexistent", { body: "y" })).toThrow(
+      /nonexistent document/,
+    );
+  });
+});
+
+describe("Transaction pagination", () => {
+  test("pages are disjoint and cover the table in order", () => {
+    seed(Array.from({ length: 25 }, (_, i) => ({ body: String(i) })));
+    const tx = new Transaction(db, { readOnly: true });
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 10; page++) {
+      const result = tx.page({
+        query: scan("desc"),
+        cursor,
+        endCursor: null,
+        pageSize: 10,
+        maximumRowsRead: null,
+      });
+      seen.push(...bodies(result.page).map(String));
+      cursor = result.continueCursor;
+      if (result.isDone) break;
+    }
+    expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => String(24 - i)));
+  });
+
+  test("a page re-run with its end cursor grows with inserts instead of moving its boundary", () => {
+    seed(Array.from({ length: 5 }, (_, i) => ({ body: String(i) })));
+    const first = new Transaction(db, { readOnly: true }).page({
+      query: scan("desc"),
+      cursor: null,
+      endCursor: null,
+      pageSize: 3,
+      maximumRowsRead: null,
+    });
+    expect(bodies(first.page)).toEqual(["4", "3", "2"]);
+    seed([{ body: "5" }]);
+    const rerun = new Transaction(db, { readOnly: true }).page({
+      query: scan("desc"),
+      cursor: null,
+      endCursor: first.continueCursor,
+      pageSize: 3,
+      maximumRowsRead: null,
+    });
+    expect(bodies(rerun.page)).toEqual(["5", "4", "3", "2"]);
+    expect(rerun.continueCursor).toBe(first.continueCursor);
+    expect(rerun.splitCursor).not.toBeNull();
+  });
+
+  test("a cursor from another query is refused with InvalidCursor", () => {
+    seed([{ author: "a", body: "1" }]);
+    const tx = new Transaction(db, { readOnly: true });
+    const page = tx.page({
+      query: scan(),
+      cursor: null,
+      endCursor: null,
+      pageSize: 1,
+      maximumRowsRead: null,
+    });
+    expect(() =>
+      tx.page({
+        query: byAuthor("a"),
+        cursor: page.continueCursor,
+        endCursor: null,
+        pageSize: 1,
+        maximumRowsRead: null,
+      }),
+    ).toThrow(/InvalidCursor/);
+    expect(() =>
+      tx.page({
+        query: scan(),
+        cursor: "not a cursor",
+        endCursor: null,
+        pageSize: 1,
+        maximumRowsRead: null,
+      }),
+    ).toThrow(/InvalidCursor/);
+  });
+
+  test("maximumRowsRead ends a page early with SplitRequired", () => {
+    seed(Array.from({ length: 10 }, (_, i) => ({ body: String(i) })));
+    const result = new Transaction(db, { readOnly: true }).page({
+      query: scan(),
+      cursor: null,
+      endCursor: null,
+      pageSize: 8,
+      maximumRowsRead: 3,
+    });
+    expect(bodies(result.page)).toEqual(["0", "1", "2"]);
+    expect(result.pageStatus).toBe("SplitRequired");
+    expect(result.isDone).toBe(false);
+  });
+});

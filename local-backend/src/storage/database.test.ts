@@ -1,0 +1,170 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import { Transaction } from "../runtime/transaction.ts";
+import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
+import { Database, type SchemaJson, SchemaViolationError } from "./database.ts";
+import { DataDirectoryLockedError } from "./sqliteStore.ts";
+
+const dirs: string[] = [];
+const open: Database[] = [];
+afterEach(() => {
+  for (const db of open.splice(0)) db.close();
+  for (const dir of dirs.splice(0))
+    fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "db-test-"));
+  dirs.push(dir);
+  return dir;
+}
+
+function openDb(dir: string): Database {
+  const db = Database.open(dir);
+  open.push(db);
+  return db;
+}
+
+function closeDb(db: Database): void {
+  db.close();
+  open.splice(open.indexOf(db), 1);
+}
+
+function insert(
+  db: Database,
+  table: string,
+  value: Record<string, string | number>,
+): string {
+  const tx = new Transaction(db, { readOnly: false });
+  const id = tx.insert(table, value);
+  db.commit(tx.pendingWrites());
+  return id;
+}
+
+const messagesSchema: SchemaJson = {
+  tables: [
+    {
+      tableName: "messages",
+      indexes: [{ indexDescriptor: "by_author", fields: ["author"] }],
+      documentType: {
+        type: "object",
+        value: {
+          author: { fieldType: { type: "string" }, optional: false },
+          body: { fieldType: { type: "string" }, optional: false },
+        },
+      },
+    },
+  ],
+  schemaValidation: true,
+};
+
+describe("Database", () => {
+  test("a reopened database has every document with the same _id and _creationTime", () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    const ids = Array.from({ length: 20 }, (_, i) =>
+      insert(db, "messages", { author: "a", body: `m${i}` }),
+    );
+    const before = ids.map((id) => db.table("messages")!.docs.get(id));
+    const lastTs = db.lastTs;
+    closeDb(db);
+
+    const reopened = openDb(dir);
+    expect(ids.map((id) => reopened.table("messages")!.docs.get(id))).toEqual(
+      before,
+    );
+    expect(reopened.lastTs).toBe(lastTs);
+  });
+
+  test("commit timestamps and creation times keep increasing across a restart", () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    const first = insert(db, "t", { n: 1 });
+    const firstTs = db.lastTs;
+    const firstCreation = db.table("t")!.docs.get(first)!._creationTime;
+    closeDb(db);
+
+    const reopened = openDb(dir);
+    const second = insert(reopened, "t", { n: 2 });
+    expect(reopened.lastTs).toBeGreaterThan(firstTs);
+    expect(
+      reopened.table("t")!.docs.get(second)!._creationTime,
+    ).toBeGreaterThan(firstCreation);
+  });
+
+  test("user tables get numbers from 10001 and keep them across a restart", () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    const a = insert(db, "alpha", { n: 1 });
+    const b = insert(db, "beta", { n: 1 });
+    expect(decodeId(a)!.tableNumber).toBe(FIRST_USER_TABLE_NUMBER);
+    expect(decodeId(b)!.tableNumber).toBe(FIRST_USER_TABLE_NUMBER + 1);
+    closeDb(db);
+
+    const reopened = openDb(dir);
+    expect(reopened.tableOfId(a)?.name).toBe("alpha");
+    expect(reopened.tableOfId(b)?.name).toBe("beta");
+    expect(decodeId(insert(reopened, "gamma", { n: 1 }))!.tableNumber).toBe(
+      FIRST_USER_TABLE_NUMBER + 2,
+    );
+  });
+
+  test("a second database on the same directory is refused while the first is open", () => {
+    const dir = tempDir();
+    openDb(dir);
+    expect(() => Database.open(dir)).toThrow(DataDirectoryLockedError);
+  });
+
+  test("a de-duplication record commits with the writes and survives a restart", () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    const tx = new Transaction(db, { readOnly: false });
+    tx.insert("t", { n: 1 });
+    const { ts } = db.commit(tx.pendingWrites(), {
+      sessionId: "client-1",
+      requestId: 7,
+      outcome: '{"status":"success"}',
+    });
+    closeDb(db);
+
+    const reopened = openDb(dir);
+    expect(reopened.findSessionRequest("client-1", 7)).toEqual({
+      outcome: '{"status":"success"}',
+      ts,
+    });
+    expect(reopened.findSessionRequest("client-1", 8)).toBeNull();
+  });
+
+  test("a schema that existing documents violate is refused and the old one stays", () => {
+    const db = openDb(tempDir());
+    insert(db, "messages", { author: "a", body: "ok" });
+    insert(db, "messages", { author: "a", text: "old field" });
+    expect(() => db.setSchema(messagesSchema)).toThrow(SchemaViolationError);
+    expect(db.schema).toBeNull();
+  });
+
+  test("with schema validation, a write that does not match the schema is refused", () => {
+    const db = openDb(tempDir());
+    db.setSchema(messagesSchema);
+    const tx = new Transaction(db, { readOnly: false });
+    expect(() => tx.insert("messages", { author: "a", body: 3 })).toThrow(
+      /does not match the schema/,
+    );
+    expect(tx.insert("messages", { author: "a", body: "fine" })).toMatch(
+      /^[0-9a-z]{32}$/,
+    );
+  });
+
+  test("commit listeners hear which tables changed", () => {
+    const db = openDb(tempDir());
+    const heard: string[][] = [];
+    db.onCommit(({ tables }) => heard.push([...tables].sort()));
+    const tx = new Transaction(db, { readOnly: false });
+    tx.insert("a", { n: 1 });
+    tx.insert("b", { n: 1 });
+    db.commit(tx.pendingWrites());
+    expect(heard).toEqual([["a", "b"]]);
+  });
+});

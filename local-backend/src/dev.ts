@@ -70,6 +70,15 @@ async function main(): Promise<void> {
   process.on("SIGTERM", stop);
 }
 
+// A safety net: a promise we failed to handle is a bug to report, not a
+// reason to drop every other client's connection.
+process.on("unhandledRejection", (reason) => {
+  console.error(
+    "local backend: unhandled rejection (a bug; please report it):",
+    reason,
+  );
+});
+
 main().catch((error: unknown) => {
   console.error(
     error instanceof StartupError ? `error: ${error.message}` : error,

@@ -185,13 +185,15 @@ export class SyncSession implements Subscriber {
       }
       case "Mutation": {
         const { requestId, udfPath, args } = message;
-        this.#mutations = this.#mutations.then(() =>
-          this.#runMutation(requestId, udfPath, args),
-        );
+        this.#mutations = this.#mutations
+          .then(() => this.#runMutation(requestId, udfPath, args))
+          .catch((error: unknown) => this.#internalError("mutation", error));
         return;
       }
       case "Action": {
-        void this.#runAction(message.requestId, message.udfPath, message.args);
+        this.#runAction(message.requestId, message.udfPath, message.args).catch(
+          (error: unknown) => this.#internalError("action", error),
+        );
         return;
       }
       case "Authenticate": {
@@ -323,10 +325,7 @@ export class SyncSession implements Subscriber {
         await this.#updateOnce();
       }
     } catch (error) {
-      // A bug in our own update path: drop this socket (the client resyncs on
-      // reconnect) rather than leave it with a stale view or crash the process.
-      console.error("local backend: sync update failed:", error);
-      this.#fail("InternalServerError: sync update failed");
+      this.#internalError("update", error);
     } finally {
       this.#updating = false;
     }
@@ -419,6 +418,16 @@ export class SyncSession implements Subscriber {
     if (this.#closed) return;
     this.#lastSendAt = Date.now();
     this.#transport.send(message);
+  }
+
+  /**
+   * A bug in our own code path: drop this socket (the client resyncs on
+   * reconnect) rather than leave it with a stale view or crash the process.
+   * "InternalServerError" makes the client back off before reconnecting.
+   */
+  #internalError(what: string, error: unknown): void {
+    console.error(`local backend: sync ${what} failed:`, error);
+    this.#fail(`InternalServerError: sync ${what} failed`);
   }
 
   #fail(reason: string): void {

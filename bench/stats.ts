@@ -19,14 +19,14 @@ export function summarize(samples: readonly number[]): Summary {
         sorted.length - 1,
         Math.max(0, Math.ceil((p / 100) * sorted.length) - 1),
       )
-    ]!;
+    ];
   return {
     n: sorted.length,
-    min: sorted[0]!,
+    min: sorted[0],
     p50: at(50),
     p90: at(90),
     p99: at(99),
-    max: sorted[sorted.length - 1]!,
+    max: sorted[sorted.length - 1],
     mean: sorted.reduce((sum, x) => sum + x, 0) / sorted.length,
   };
 }

@@ -11,11 +11,13 @@
  *
  * Why a production build and `vite preview` rather than the dev server: the
  * build takes about 0.4 s (Rolldown), and then every page load is a handful of
- * static files, while the dev server transforms ~100 modules per fresh browser
- * context and can discover a dependency late, re-optimize and reload the page
- * mid-test (Vite's "new dependencies optimized, reloading page"). The build
- * also runs the page as visitors get it: React's production build, no HMR
- * socket, no StrictMode double effects.
+ * static files, while under the dev server each fresh browser context (no
+ * HTTP cache) fetches ~100 separate modules, and Vite can discover a
+ * dependency late, re-optimize and reload the page mid-test ("new dependencies
+ * optimized, reloading page"). Measured here: stack up and first page ready
+ * in 1.1 s built, 1.4 s with the dev server (its optimized deps already
+ * cached). The build also runs the page as visitors get it: React's
+ * production build, no HMR socket, no StrictMode double effects.
  */
 import fs from "node:fs/promises";
 import os from "node:os";

@@ -5,7 +5,7 @@
  * problems print one line and exit with status 1.
  */
 import { parseArgs } from "node:util";
-import { startBackend, StartupError } from "./backend.ts";
+import { type Backend, startBackend, StartupError } from "./backend.ts";
 
 const USAGE = `Usage: npm run backend -- [options]
 
@@ -52,25 +52,15 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const backend = await startBackend({
-    functions: values.functions ?? "convex",
-    data: values.data ?? ".convex-local",
-    port: parsePort(values.port, "--port", 3210),
-    sitePort: parsePort(values["site-port"], "--site-port", 3211),
-    host: values.host ?? "127.0.0.1",
-    watch: values["no-watch"] !== true,
-  });
-  console.log(`Convex local backend ready at ${backend.url}`);
-  console.log(`  VITE_CONVEX_URL=${backend.url}`);
-  if (backend.siteUrl !== null)
-    console.log(`  HTTP actions at ${backend.siteUrl}`);
-
+  // Signal handlers go in before start-up: a SIGTERM that arrives while the
+  // backend starts (or right after the ready line) still shuts down cleanly.
   let stopping = false;
+  let backend: Backend | null = null;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     console.log(`\n${signal}: shutting down`);
-    backend.close().then(
+    (backend?.close() ?? Promise.resolve()).then(
       () => process.exit(0),
       (error: unknown) => {
         console.error(error);
@@ -80,6 +70,25 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+
+  const started = await startBackend({
+    functions: values.functions ?? "convex",
+    data: values.data ?? ".convex-local",
+    port: parsePort(values.port, "--port", 3210),
+    sitePort: parsePort(values["site-port"], "--site-port", 3211),
+    host: values.host ?? "127.0.0.1",
+    watch: values["no-watch"] !== true,
+  });
+  if (stopping) {
+    await started.close();
+    process.exit(0);
+  }
+  backend = started;
+  console.log(`Convex local backend ready at ${started.url}`);
+  console.log(`  VITE_CONVEX_URL=${started.url}`);
+  if (started.siteUrl !== null) {
+    console.log(`  HTTP actions at ${started.siteUrl}`);
+  }
 }
 
 // A safety net: a promise we failed to handle is a bug to report, not a

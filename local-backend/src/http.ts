@@ -321,7 +321,7 @@ export function createSiteServer(options: {
     };
     serve().catch((error: unknown) => {
       if (error instanceof BodyTooLargeError) {
-        if (!res.headersSent) res.writeHead(413).end();
+        if (!res.headersSent) res.writeHead(413, { Connection: "close" }).end();
         return;
       }
       console.error("local backend: HTTP action failed:", error);
@@ -365,6 +365,8 @@ function sendJson(
   res.writeHead(status, {
     "Content-Type": "application/json",
     "Content-Length": Buffer.byteLength(text),
+    // After a 413 the rest of the body is not worth reading: close once answered.
+    ...(status === 413 ? { Connection: "close" } : {}),
     ...corsHeaders(req),
   });
   res.end(text);
@@ -379,8 +381,11 @@ function readBody(req: http.IncomingMessage): Promise<string> {
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size > MAX_BODY_BYTES) {
+        // Answer 413 now and let the rest of the body drain (discarded):
+        // destroying the request would reset the connection before the
+        // client reads the answer.
+        chunks.length = 0;
         reject(new BodyTooLargeError());
-        req.destroy();
         return;
       }
       chunks.push(chunk);

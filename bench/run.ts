@@ -16,6 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import type { FunctionArgs } from "convex/server";
 import { api } from "../convex/_generated/api.js";
 import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
@@ -25,6 +26,8 @@ import { formatSummary, summarize } from "./stats.ts";
 const QUICK = process.argv.includes("--quick");
 const ROUNDS = QUICK ? 40 : 200;
 const TIMEOUT_MS = 10_000;
+/** The page's first page size (src/components/MessageList.tsx). */
+const PAGE_SIZE = 30;
 
 function sessionId(): SessionId {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -51,11 +54,18 @@ function subscribe(url: string): Subscriber {
     latest: new Set(),
     waiters: new Map(),
   };
-  client.onUpdate(
+  // The same paginated subscription the page makes (`usePaginatedQuery`): the
+  // client splits a first page that grows past twice its size, so re-run cost
+  // stays bounded as messages arrive.
+  client.onPaginatedUpdate_experimental(
     api.messages.list,
-    { sessionId: sessionId(), paginationOpts: { numItems: 20, cursor: null } },
-    (result) => {
-      subscriber.latest = new Set(result.page.map((m) => m.body));
+    { sessionId: sessionId() } as FunctionArgs<typeof api.messages.list>,
+    { initialNumItems: PAGE_SIZE },
+    (update) => {
+      // convex 1.48 types the callback's argument as a PaginationResult, but
+      // passes the paginated-query state { results, status, loadMore }.
+      const { results } = update as unknown as { results: { body: string }[] };
+      subscriber.latest = new Set(results.map((m) => m.body));
       for (const [body, resolve] of subscriber.waiters) {
         if (subscriber.latest.has(body)) {
           subscriber.waiters.delete(body);

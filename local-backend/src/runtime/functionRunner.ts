@@ -31,6 +31,7 @@ import {
   SyscallConvexError,
   type UdfType,
 } from "./syscalls.ts";
+import type { ReadSet } from "./readSet.ts";
 import { Transaction } from "./transaction.ts";
 import { validateArgs, validateReturns } from "./validators.ts";
 
@@ -55,7 +56,8 @@ export type FunctionOutcome = FunctionSuccess | FunctionFailure;
 export type QueryOutcome = FunctionOutcome & {
   /** The journal to send with this result (the page's end cursor, or null). */
   journal: string | null;
-  readTables: ReadonlySet<string>;
+  /** What the run read: a commit that overlaps it re-runs the query. */
+  readSet: ReadSet;
   ts: bigint;
 };
 
@@ -261,7 +263,7 @@ export class FunctionRunner {
     return {
       ...outcome,
       journal,
-      readTables: tx.readTables,
+      readSet: tx.readSet,
       ts: this.#db.lastTs,
     };
   }

@@ -38,6 +38,7 @@ import {
 } from "../storage/memoryTables.ts";
 import type { Database, PendingWrite } from "../storage/database.ts";
 import { encodeId, newInternalId } from "../values/ids.ts";
+import { ReadSet } from "./readSet.ts";
 
 /** convex 1.48 `query_impl.ts` serialized query. */
 export type SerializedQuery = {
@@ -76,7 +77,7 @@ const MAX_DOCUMENT_BYTES = 1 << 20;
 
 export class Transaction {
   /** Tables this transaction read; a commit to any of them invalidates a query that ran here. */
-  readonly readTables = new Set<string>();
+  readonly readSet = new ReadSet();
   readonly #db: Database;
   readonly #readOnly: boolean;
   readonly #layers: Map<string, PendingWrite>[] = [
@@ -141,7 +142,7 @@ export class Transaction {
     const table = this.#db.tableOfId(id);
     if (table === undefined) return null;
     if (tableName !== undefined && table.name !== tableName) return null;
-    this.readTables.add(table.name);
+    this.readSet.addId(table.name, id);
     const pending = this.#pending(id);
     if (pending !== undefined) return pending.doc;
     return table.docs.get(id) ?? null;
@@ -222,7 +223,7 @@ export class Transaction {
 
   count(tableName: string): number {
     this.#check();
-    this.readTables.add(tableName);
+    this.readSet.addTable(tableName);
     const table = this.#db.table(tableName);
     let count = table?.docs.size ?? 0;
     for (const [id, write] of this.#pendingFor(tableName)) {
@@ -346,7 +347,13 @@ export class Transaction {
     this.#check();
     const { tableName, indexName, keyFields, range, order } =
       this.#resolveSource(query);
-    this.readTables.add(tableName);
+    const read = this.readSet.addScan(
+      tableName,
+      keyFields,
+      range,
+      order,
+      after,
+    );
     const table = this.#db.table(tableName);
     const pending = this.#pendingFor(tableName);
     const inRange = (key: IndexKey) =>
@@ -364,6 +371,10 @@ export class Transaction {
     const direction = order === "asc" ? 1 : -1;
     added.sort((a, b) => direction * compareKeys(a.key, b.key));
     let next = 0;
+    const emit = (row: { key: IndexKey; doc: Doc }) => {
+      read.lastKey = row.key;
+      return row;
+    };
     const index = table?.indexes.get(indexName);
     if (index !== undefined) {
       for (const entry of index.scan(range, order, after)) {
@@ -372,12 +383,13 @@ export class Transaction {
           next < added.length &&
           direction * compareKeys(added[next].key, entry.key) < 0
         ) {
-          yield added[next++];
+          yield emit(added[next++]);
         }
-        yield { key: entry.key, doc: table!.docs.get(entry.id)! };
+        yield emit({ key: entry.key, doc: table!.docs.get(entry.id)! });
       }
     }
-    while (next < added.length) yield added[next++];
+    while (next < added.length) yield emit(added[next++]);
+    read.done = true;
   }
 
   #resolveSource(query: SerializedQuery): {

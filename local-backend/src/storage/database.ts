@@ -19,6 +19,7 @@ import type { ValidatorJSON } from "convex/values";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
 import { validateValue } from "../runtime/validators.ts";
 import { indexedFieldsWithSuffix } from "../query/indexRange.ts";
+import type { DocumentChange } from "../runtime/readSet.ts";
 import {
   BY_CREATION_TIME,
   BY_ID,
@@ -55,7 +56,12 @@ const ID_CACHE_SIZE = 100_000;
 
 export type PendingWrite = { table: string; doc: Doc | null };
 
-export type CommitResult = { ts: bigint; tables: Set<string> };
+export type CommitResult = {
+  ts: bigint;
+  tables: Set<string>;
+  /** Each written document before and after, for precise invalidation. */
+  changes: DocumentChange[];
+};
 
 export type CommitListener = (result: CommitResult) => void;
 
@@ -268,12 +274,19 @@ export class Database {
     });
     this.#unpersistedTables.length = 0;
     this.#lastTs = ts;
+    const changes: DocumentChange[] = [];
     for (const [id, write] of writes) {
       const table = this.#tablesByName.get(write.table)!;
+      changes.push({
+        table: write.table,
+        id,
+        before: table.docs.get(id) ?? null,
+        after: write.doc,
+      });
       if (write.doc === null) table.delete(id);
       else table.put(write.doc);
     }
-    const result = { ts, tables };
+    const result = { ts, tables, changes };
     for (const listener of this.#listeners) listener(result);
     return result;
   }

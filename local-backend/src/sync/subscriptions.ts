@@ -2,13 +2,13 @@
  * Subscriptions across all sockets: which sync sessions a commit or a reload
  * invalidates, and a per-snapshot cache of query results shared by sessions.
  *
- * Invalidation is per table: a query that read table T re-runs after any commit
- * that wrote T. The real backend tracks index-key intervals instead
- * (convex-backend `database/src/subscription.rs`); per table is coarser but never
- * misses a change. Many clients subscribed to the same query with the same
+ * Invalidation follows read sets (`runtime/readSet.ts`): a query re-runs only
+ * when a commit wrote a document inside an index interval it scanned, a
+ * document it fetched by ID, or a table it counted. Many clients subscribed to the same query with the same
  * arguments and journal re-run it once per commit: the cache is keyed by the
  * snapshot timestamp, so it never serves a result from another snapshot.
  */
+import type { DocumentChange } from "../runtime/readSet.ts";
 import type { Database } from "../storage/database.ts";
 import type {
   FunctionRunner,
@@ -17,8 +17,8 @@ import type {
 } from "../runtime/functionRunner.ts";
 
 export interface Subscriber {
-  /** Tables written by a commit; the subscriber re-runs the queries that read any of them. */
-  invalidate(tables: ReadonlySet<string>): void;
+  /** A commit's writes; the subscriber re-runs the queries whose reads they overlap. */
+  invalidate(changes: readonly DocumentChange[]): void;
   /** The functions changed (a reload): every query must re-run. */
   invalidateAll(): void;
 }
@@ -34,8 +34,9 @@ export class SubscriptionHub {
   constructor(db: Database, runner: FunctionRunner) {
     this.db = db;
     this.runner = runner;
-    this.#unlisten = db.onCommit(({ tables }) => {
-      for (const subscriber of this.#subscribers) subscriber.invalidate(tables);
+    this.#unlisten = db.onCommit(({ changes }) => {
+      for (const subscriber of this.#subscribers)
+        subscriber.invalidate(changes);
     });
   }
 

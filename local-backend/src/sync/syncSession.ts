@@ -27,6 +27,7 @@
 import { createHash } from "node:crypto";
 import type { JSONValue } from "convex/values";
 import type { QueryOutcome } from "../runtime/functionRunner.ts";
+import type { DocumentChange, ReadSet } from "../runtime/readSet.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
 import type { SubscriptionHub, Subscriber } from "./subscriptions.ts";
 import {
@@ -55,8 +56,9 @@ type QuerySubscription = {
   args: JSONValue;
   /** The latest journal sent to the client; the next run continues from it. */
   journal: string | null;
-  /** Tables the last run read; a commit to one of them re-runs the query. */
-  readTables: ReadonlySet<string>;
+  /** What the last run read; a commit that overlaps it re-runs the query.
+   *  - null: never run (just added), so nothing to invalidate yet */
+  readSet: ReadSet | null;
   /** Hash of the last result sent, to leave unchanged results out.
    *  - undefined: never sent (just added)
    *  - set when a QueryUpdated/QueryFailed for it is sent */
@@ -124,15 +126,12 @@ export class SyncSession implements Subscriber {
     this.#unsubscribe();
   }
 
-  invalidate(tables: ReadonlySet<string>): void {
+  invalidate(changes: readonly DocumentChange[]): void {
     let any = false;
     for (const query of this.#queries.values()) {
-      for (const table of query.readTables) {
-        if (tables.has(table)) {
-          this.#dirty.add(query.queryId);
-          any = true;
-          break;
-        }
+      if (query.readSet?.overlaps(changes) === true) {
+        this.#dirty.add(query.queryId);
+        any = true;
       }
     }
     if (any) this.#scheduleUpdateSoon();
@@ -349,7 +348,7 @@ export class SyncSession implements Subscriber {
               udfPath: modification.udfPath,
               args: modification.args,
               journal: modification.journal ?? null,
-              readTables: new Set(),
+              readSet: null,
               resultHash: undefined,
             });
             this.#dirty.add(modification.queryId);
@@ -378,14 +377,16 @@ export class SyncSession implements Subscriber {
             args: query.args,
             journal: query.journal,
           });
+          // Recorded inside the slot: a commit right after it must already
+          // see what this run read, or its invalidation would be missed.
+          query.readSet = outcome.readSet;
+          query.journal = outcome.journal;
           results.push([query, outcome]);
         }
         return { ...target, results };
       });
     if (this.#closed) return;
     for (const [query, outcome] of results) {
-      query.readTables = outcome.readTables;
-      query.journal = outcome.journal;
       const modification = toModification(query.queryId, outcome);
       const hash = createHash("sha256")
         .update(JSON.stringify({ ...modification, queryId: 0 }))

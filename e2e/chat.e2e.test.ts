@@ -211,6 +211,35 @@ test("a rename shows at once for the renamer and live for others, on old message
   expect(await shownName(alice)).toBe(newName);
 });
 
+test("a sent message shows in the sender's list before the server answers", async () => {
+  const tag = newTag();
+  const gate = new SyncGate();
+  const alice = await openChat(await newPerson(), stack.pageUrl, {
+    errors,
+    beforeLoad: (page) => gate.attach(page),
+  });
+  const bob = await openPerson();
+  const name = await shownName(alice);
+
+  // With the backend's answers to Alice held back, the message in her list
+  // comes from the optimistic update, and her draft waits for the answer.
+  gate.hold();
+  const body = `Sent while the answer is held (${tag})`;
+  const box = messageBox(alice);
+  await box.fill(body);
+  await box.press("Enter");
+  await waitForMessage(alice, body);
+  expect(await authorsOf(alice, body)).toEqual([name]);
+  expect(await box.inputValue()).toBe(body);
+
+  await waitForMessage(bob, body);
+  await eventually(() => Promise.resolve(gate.heldFrames)).toBeGreaterThan(0);
+  gate.release();
+  await eventually(() => box.inputValue()).toBe("");
+  // The stored message replaced the optimistic one: it is shown once.
+  await eventually(() => messageItem(alice, body).count()).toBe(1);
+});
+
 test("a too-long message is refused in plain words, keeps its draft and is never stored", async () => {
   const tag = newTag();
   const alice = await openPerson();

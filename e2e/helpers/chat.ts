@@ -96,8 +96,8 @@ export async function shownName(page: Page): Promise<string> {
 
 /**
  * Types `body` and presses Enter, then waits until the server has accepted it:
- * the sender's list shows it (sending has no optimistic update) and the
- * composer has cleared its draft (it ignores Enter while a send is pending).
+ * the sender's list shows it and the composer has cleared its draft (which it
+ * does only on the server's answer; it ignores Enter while a send is pending).
  */
 export async function sendMessage(page: Page, body: string): Promise<void> {
   const box = messageBox(page);

@@ -1,14 +1,14 @@
 /**
  * Writes and sends a message: Enter sends, Shift+Enter starts a new line. The
- * draft is cleared only once the server has accepted it, so a refused message
- * stays in the box with the reason beside it.
+ * message shows in the list at once (optimistic update), but the draft is
+ * cleared only once the server has accepted it, so a refused message stays in
+ * the box with the reason beside it.
  */
 import { useId, useLayoutEffect, useRef, useState } from "react";
-import { useSessionMutation } from "convex-helpers/react/sessions";
-import { api } from "../../convex/_generated/api";
 import type { Id } from "../../convex/_generated/dataModel";
 import { MESSAGE_MAX_CHARS } from "../../convex/limits";
 import { countCharacters } from "../../convex/model/text";
+import { useSendMessage } from "../hooks/useSendMessage";
 import {
   checkMessage,
   describeRefusal,
@@ -20,7 +20,7 @@ import {
 const COUNTER_MARGIN = 200;
 
 export function Composer({ onSent }: { onSent: (id: Id<"messages">) => void }) {
-  const send = useSessionMutation(api.messages.send);
+  const send = useSendMessage();
   const inputId = useId();
   const errorId = useId();
   const counterId = useId();

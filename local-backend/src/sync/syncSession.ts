@@ -85,18 +85,14 @@ export class SyncSession implements Subscriber {
   #updateSoon = false;
   #mutations: Promise<void> = Promise.resolve();
   #lastSendAt = Date.now();
-  readonly #pingTimer: NodeJS.Timeout;
+  #pingTimer: NodeJS.Timeout;
   #closed = false;
 
   constructor(hub: SubscriptionHub, transport: SessionTransport) {
     this.#hub = hub;
     this.#transport = transport;
     this.#unsubscribe = hub.add(this);
-    this.#pingTimer = setInterval(() => {
-      if (Date.now() - this.#lastSendAt >= PING_INTERVAL_MS)
-        this.#send({ type: "Ping" });
-    }, PING_INTERVAL_MS / 3);
-    this.#pingTimer.unref();
+    this.#pingTimer = this.#schedulePing(PING_INTERVAL_MS);
   }
 
   get closed(): boolean {
@@ -122,7 +118,7 @@ export class SyncSession implements Subscriber {
   dispose(): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#pingTimer);
+    clearTimeout(this.#pingTimer);
     this.#unsubscribe();
   }
 
@@ -413,6 +409,24 @@ export class SyncSession implements Subscriber {
     });
     this.#sent = end;
     if (this.#owedTs <= endTs) this.#owedTs = 0n;
+  }
+
+  /** Pings exactly when the socket has been quiet for PING_INTERVAL_MS (any message resets the clock). */
+  #schedulePing(delay: number): NodeJS.Timeout {
+    const timer = setTimeout(
+      () => {
+        const quiet = Date.now() - this.#lastSendAt;
+        if (quiet >= PING_INTERVAL_MS) this.#send({ type: "Ping" });
+        if (!this.#closed) {
+          this.#pingTimer = this.#schedulePing(
+            PING_INTERVAL_MS - (Date.now() - this.#lastSendAt),
+          );
+        }
+      },
+      Math.max(0, delay),
+    );
+    timer.unref();
+    return timer;
   }
 
   #send(message: ServerMessage): void {

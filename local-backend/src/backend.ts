@@ -103,9 +103,10 @@ export async function startBackend(
   const convex = createSyscalls({ db, nested: runner.nested });
   let siteUrl: string | null = null;
   let url = "";
-  const load = async (): Promise<Isolate> => {
+  /** Builds and evaluates the functions; no effect on what is being served. */
+  const build = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
-    const isolate = createIsolate(bundle, {
+    return createIsolate(bundle, {
       convex,
       env:
         siteUrl === null
@@ -114,9 +115,19 @@ export async function startBackend(
       onStrayLog: (level: LogLevel, line: string) =>
         logger.info(`[${level}] ${line}`),
     });
-    db.setSchema(isolate.schema);
-    return isolate;
   };
+  /**
+   * Switches to a new build between two functions (an executor slot), so no
+   * query or mutation spans the switch: none can cache an old-code result
+   * after the cache is cleared, or commit under a schema that was just checked.
+   */
+  const install = (isolate: Isolate) =>
+    runner.exclusive(() => {
+      db.setSchema(isolate.schema);
+      runner.setIsolate(isolate);
+      hub.invalidateAll();
+      return Promise.resolve();
+    });
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
@@ -149,7 +160,7 @@ export async function startBackend(
   }
 
   try {
-    runner.setIsolate(await load());
+    await install(await build());
   } catch (error) {
     return fail(error);
   }
@@ -158,8 +169,7 @@ export async function startBackend(
   const reload = (): Promise<boolean> => {
     reloading = reloading.then(async () => {
       try {
-        runner.setIsolate(await load());
-        hub.invalidateAll();
+        await install(await build());
         logger.info("Reloaded functions");
         return true;
       } catch (error) {

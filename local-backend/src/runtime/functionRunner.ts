@@ -31,6 +31,7 @@ import {
   SyscallConvexError,
   type UdfType,
 } from "./syscalls.ts";
+import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "./readSet.ts";
 import { Transaction } from "./transaction.ts";
 import { validateArgs, validateReturns } from "./validators.ts";
@@ -278,8 +279,10 @@ export class FunctionRunner {
         request.dedupe.requestId,
       );
       if (stored !== null) {
+        const replay = JSON.parse(stored.outcome) as FunctionSuccess;
         return {
-          ...(JSON.parse(stored.outcome) as FunctionSuccess),
+          ...replay,
+          value: resolveCommitTsJson(replay.value, stored.ts),
           ts: stored.ts,
         };
       }
@@ -306,7 +309,11 @@ export class FunctionRunner {
           ? undefined
           : { ...request.dedupe, outcome: JSON.stringify(outcome) };
       const commit = this.#db.commit(tx.pendingWrites(), record);
-      return { ...outcome, ts: commit.ts };
+      return {
+        ...outcome,
+        value: resolveCommitTsJson(outcome.value, commit.ts),
+        ts: commit.ts,
+      };
     } catch (error) {
       return {
         ...this.#report(context, this.#failure(context, error), error),
@@ -335,34 +342,29 @@ export class FunctionRunner {
       path: canonical,
       args,
     } = this.#prepare(path, argsJson, kind, "any");
+    // The child writes to a layer of its own: folded into the caller's on
+    // success, dropped on failure, whatever else the caller does meanwhile.
+    const layer = tx.child(parent.layer!, udfType);
     const child: RequestContext = {
       ...parent,
       udfType: kind,
       path: canonical,
+      layer,
       streams: new Map(),
       nextStreamId: 0,
     };
-    const invoke = () =>
-      requestStorage.run(child, () =>
+    try {
+      const result = await requestStorage.run(child, () =>
         kind === "mutation"
           ? fn.invokeMutation!(JSON.stringify([args]))
           : fn.invokeQuery!(JSON.stringify([args])),
       );
-    tx.pushLayer(kind);
-    let keep = false;
-    try {
-      const result =
-        udfType === "snapshotQuery"
-          ? await tx.withCommittedSnapshot(invoke)
-          : await invoke();
       const outcome = this.#finish(child, fn, result);
       if (outcome.status === "error") throw new Error(outcome.errorMessage);
-      keep = true;
+      tx.merge(layer);
       return outcome.value;
     } catch (error) {
       throw asSyscallError(error);
-    } finally {
-      tx.popLayer(kind, keep);
     }
   }
 
@@ -593,6 +595,7 @@ function newRequest(
     path,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
     tx,
+    layer: tx?.root ?? null,
     nowMs: Date.now(),
     logLines: [],
     journal: {

@@ -20,7 +20,11 @@ import {
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Doc } from "../storage/memoryTables.ts";
-import type { SerializedQuery, Transaction } from "./transaction.ts";
+import type {
+  SerializedQuery,
+  Transaction,
+  WriteLayer,
+} from "./transaction.ts";
 
 /** The convex 1.48 library version every syscall carries; the backend is pinned to it. */
 export const SUPPORTED_LIBRARY_VERSION = "1.48.0";
@@ -39,6 +43,8 @@ export type RequestContext = {
   path: string;
   requestId: string;
   tx: Transaction | null;
+  /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
+  layer: WriteLayer | null;
   /** `Date.now()` inside queries and mutations: fixed for the whole run, as in Convex. */
   nowMs: number;
   logLines: string[];
@@ -102,16 +108,19 @@ export function createSyscalls(host: {
     const request = requireRequest(op);
     switch (op) {
       case "1.0/queryStream": {
-        const tx = requireTx(request, op);
+        const { tx, layer } = requireTx(request, op);
         const queryId = request.nextStreamId++;
-        request.streams.set(queryId, tx.stream(args.query as SerializedQuery));
+        request.streams.set(
+          queryId,
+          tx.stream(args.query as SerializedQuery, layer),
+        );
         return { queryId };
       }
       case "1.0/queryCleanup":
         return { cleanedUp: request.streams.delete(args.queryId as number) };
       case "1.0/db/normalizeId":
         return {
-          id: requireTx(request, op).normalizeId(
+          id: requireTx(request, op).tx.normalizeId(
             args.table as string,
             args.idString as string,
           ),
@@ -127,9 +136,11 @@ export function createSyscalls(host: {
     const request = requireRequest(op);
     switch (op) {
       case "1.0/get": {
-        const doc = requireTx(request, op).get(
+        const { tx, layer } = requireTx(request, op);
+        const doc = tx.get(
           args.id as string,
           args.table as string | undefined,
+          layer,
         );
         return doc === null ? null : convexToJson(doc);
       }
@@ -139,14 +150,19 @@ export function createSyscalls(host: {
           Value
         >;
         return {
-          _id: requireTx(request, op).insert(args.table as string, value),
+          _id: requireTx(request, op).tx.insert(
+            args.table as string,
+            value,
+            request.layer!,
+          ),
         };
       }
       case "1.0/shallowMerge":
-        requireTx(request, op).patch(
+        requireTx(request, op).tx.patch(
           args.id as string,
           decodePatch(args.value as JSONValue),
           args.table as string | undefined,
+          request.layer!,
         );
         return {};
       case "1.0/replace": {
@@ -154,23 +170,26 @@ export function createSyscalls(host: {
           string,
           Value
         >;
-        requireTx(request, op).replace(
+        requireTx(request, op).tx.replace(
           args.id as string,
           value,
           args.table as string | undefined,
+          request.layer!,
         );
         return {};
       }
       case "1.0/remove":
-        requireTx(request, op).delete(
+        requireTx(request, op).tx.delete(
           args.id as string,
           args.table as string | undefined,
+          request.layer!,
         );
         return {};
       case "1.0/queryStreamNext": {
         const stream = request.streams.get(args.queryId as number);
         if (stream === undefined)
           throw new Error(`Query ${String(args.queryId)} is closed or unknown`);
+        requireTx(request, op);
         const next = stream.next();
         if (next.done === true) {
           request.streams.delete(args.queryId as number);
@@ -181,7 +200,10 @@ export function createSyscalls(host: {
       case "1.0/queryPage":
         return queryPage(request, args);
       case "1.0/count":
-        return requireTx(request, op).count(args.table as string);
+        return requireTx(request, op).tx.count(
+          args.table as string,
+          request.layer!,
+        );
       case "1.0/runUdf": {
         requireTx(request, op);
         const udfType = args.udfType as "query" | "mutation" | "snapshotQuery";
@@ -245,20 +267,23 @@ export function createSyscalls(host: {
 }
 
 function queryPage(request: RequestContext, args: Args): unknown {
-  const tx = requireTx(request, "1.0/queryPage");
+  const { tx, layer } = requireTx(request, "1.0/queryPage");
   if (request.journal.paginated) {
     throw new Error(
       "This query or mutation function ran multiple paginated queries. Convex only supports a single paginated query in each function.",
     );
   }
   request.journal.paginated = true;
-  const result = tx.page({
-    query: args.query as SerializedQuery,
-    cursor: (args.cursor as string | null) ?? null,
-    endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
-    pageSize: args.pageSize as number,
-    maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
-  });
+  const result = tx.page(
+    {
+      query: args.query as SerializedQuery,
+      cursor: (args.cursor as string | null) ?? null,
+      endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
+      pageSize: args.pageSize as number,
+      maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
+    },
+    layer,
+  );
   request.journal.produced = result.continueCursor;
   return { ...result, page: result.page.map((doc) => convexToJson(doc)) };
 }
@@ -301,13 +326,17 @@ function requireRequest(op: string): RequestContext {
   return request;
 }
 
-function requireTx(request: RequestContext, op: string): Transaction {
-  if (request.tx === null) {
+function requireTx(
+  request: RequestContext,
+  op: string,
+): { tx: Transaction; layer: WriteLayer } {
+  if (request.tx === null || request.layer === null) {
     throw new Error(
       `${op} is a database call, which actions cannot make: use ctx.runQuery or ctx.runMutation`,
     );
   }
-  return request.tx;
+  request.tx.assertOpen();
+  return { tx: request.tx, layer: request.layer };
 }
 
 function unsupported(op: string): Error {

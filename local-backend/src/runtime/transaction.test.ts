@@ -127,13 +127,40 @@ describe("Transaction reads", () => {
   test("a failed nested call drops only its own writes", () => {
     const tx = new Transaction(db, { readOnly: false });
     tx.insert("messages", { body: "outer" });
-    tx.pushLayer("mutation");
-    tx.insert("messages", { body: "inner, rolled back" });
-    tx.popLayer("mutation", false);
-    tx.pushLayer("mutation");
-    tx.insert("messages", { body: "inner, kept" });
-    tx.popLayer("mutation", true);
+    const failed = tx.child(tx.root, "mutation");
+    tx.insert("messages", { body: "inner, rolled back" }, failed);
+    const kept = tx.child(tx.root, "mutation");
+    tx.insert("messages", { body: "inner, kept" }, kept);
+    tx.merge(kept);
     expect(bodies(tx.stream(scan()))).toEqual(["outer", "inner, kept"]);
+  });
+
+  test("concurrent nested calls and their caller each keep their own writes", () => {
+    const tx = new Transaction(db, { readOnly: false });
+    const first = tx.child(tx.root, "mutation");
+    const second = tx.child(tx.root, "mutation");
+    tx.insert("messages", { body: "first" }, first);
+    tx.insert("messages", { body: "second, fails" }, second);
+    tx.insert("messages", { body: "caller, meanwhile" });
+    // A nested call sees its caller's writes, not its sibling's.
+    expect(bodies(tx.stream(scan(), first))).toEqual([
+      "first",
+      "caller, meanwhile",
+    ]);
+    tx.merge(first);
+    expect(bodies(tx.stream(scan()))).toEqual(["first", "caller, meanwhile"]);
+  });
+
+  test("a nested query cannot write and a stale-snapshot query sees committed state only", () => {
+    seed([{ body: "committed" }]);
+    const tx = new Transaction(db, { readOnly: false });
+    tx.insert("messages", { body: "pending" });
+    expect(() =>
+      tx.insert("messages", { body: "no" }, tx.child(tx.root, "query")),
+    ).toThrow(/Queries cannot write/);
+    expect(
+      bodies(tx.stream(scan(), tx.child(tx.root, "snapshotQuery"))),
+    ).toEqual(["committed"]);
   });
 
   test("system fields cannot be changed and user fields cannot start with an underscore", () => {
@@ -221,7 +248,7 @@ describe("Transaction pagination", () => {
     ).toThrow(/InvalidCursor/);
   });
 
-  test("maximumRowsRead ends a page early with SplitRequired", () => {
+  test("maximumRowsRead ends a page early", () => {
     seed(Array.from({ length: 10 }, (_, i) => ({ body: String(i) })));
     const result = new Transaction(db, { readOnly: true }).page({
       query: scan(),
@@ -231,7 +258,37 @@ describe("Transaction pagination", () => {
       maximumRowsRead: 3,
     });
     expect(bodies(result.page)).toEqual(["0", "1", "2"]);
-    expect(result.pageStatus).toBe("SplitRequired");
     expect(result.isDone).toBe(false);
+  });
+
+  test("maximumRowsRead on a page with an end keeps the end and asks for a split", () => {
+    seed(Array.from({ length: 10 }, (_, i) => ({ body: String(i) })));
+    const full = new Transaction(db, { readOnly: true }).page({
+      query: scan(),
+      cursor: null,
+      endCursor: null,
+      pageSize: 8,
+      maximumRowsRead: null,
+    });
+    const limited = new Transaction(db, { readOnly: true }).page({
+      query: scan(),
+      cursor: null,
+      endCursor: full.continueCursor,
+      pageSize: 8,
+      maximumRowsRead: 3,
+    });
+    expect(bodies(limited.page)).toEqual(["0", "1", "2"]);
+    expect(limited.pageStatus).toBe("SplitRequired");
+    expect(limited.continueCursor).toBe(full.continueCursor);
+    const rest = new Transaction(db, { readOnly: true }).page({
+      query: scan(),
+      cursor: limited.splitCursor,
+      endCursor: full.continueCursor,
+      pageSize: 8,
+      maximumRowsRead: null,
+    });
+    expect([...bodies(limited.page), ...bodies(rest.page)]).toEqual(
+      bodies(full.page),
+    );
   });
 });

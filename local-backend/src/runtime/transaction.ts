@@ -3,10 +3,13 @@
  * this transaction's own writes layered on top, the query engine (index scans,
  * filters, limits, pagination) and the read set used for invalidation.
  *
- * Writes live in a stack of layers, one per nested `ctx.runMutation` /
- * `ctx.runQuery`, as in convex-test's `DatabaseFake`: a nested call that fails
- * drops only its own layer. Nothing reaches committed state until
- * `Database.commit(tx.pendingWrites())`.
+ * Writes live in layers, one per function call: the top-level function writes
+ * to `root`, and each nested `ctx.runMutation` / `ctx.runQuery` gets a child
+ * layer that sees its ancestors' writes and is folded into its parent only if
+ * it succeeds (as convex-test's `DatabaseFake` write stack). Layers form a tree,
+ * not a stack, so calls a function runs concurrently (`Promise.all` over
+ * `runMutation`s, or a write while a nested call is open) each keep their own
+ * writes. Nothing reaches committed state until `Database.commit(tx.pendingWrites())`.
  *
  * Transactions are not concurrent: the executor runs one function at a time, so
  * committed state cannot change under an open transaction (serializable by
@@ -75,23 +78,35 @@ export type PageResult = {
 const SYSTEM_FIELDS = new Set(["_id", "_creationTime"]);
 const MAX_DOCUMENT_BYTES = 1 << 20;
 
+/**
+ * The writes of one function call within a transaction.
+ * - `readOnly`: a query (nested or not) may not write
+ * - `committedOnly`: reads skip every pending write (`runQuery` with
+ *   `useStaleSnapshot`), so ancestors' writes are hidden too
+ */
+export class WriteLayer {
+  readonly writes = new Map<string, PendingWrite>();
+
+  constructor(
+    readonly parent: WriteLayer | null,
+    readonly readOnly: boolean,
+    readonly committedOnly = false,
+  ) {}
+}
+
 export class Transaction {
   /** Tables this transaction read; a commit to any of them invalidates a query that ran here. */
   readonly readSet = new ReadSet();
   readonly #db: Database;
   readonly #readOnly: boolean;
-  readonly #layers: Map<string, PendingWrite>[] = [
-    new Map<string, PendingWrite>(),
-  ];
-  /** How many of the open nested calls are queries; they may not write even inside a mutation. */
-  #nestedQueries = 0;
-  /** While > 0, reads see committed state only (`runQuery(..., {useStaleSnapshot})`). */
-  #hideWrites = 0;
+  /** The top-level function's writes; what `pendingWrites()` commits. */
+  readonly root: WriteLayer;
   #closed = false;
 
   constructor(db: Database, options: { readOnly: boolean }) {
     this.#db = db;
     this.#readOnly = options.readOnly;
+    this.root = new WriteLayer(null, options.readOnly);
   }
 
   get readOnly(): boolean {
@@ -104,52 +119,48 @@ export class Transaction {
 
   // ---- nesting -----------------------------------------------------------
 
-  /** Starts a nested call; a nested query gets a read-only view of the same transaction. */
-  pushLayer(kind: "query" | "mutation"): void {
-    this.#layers.push(new Map());
-    if (kind === "query") this.#nestedQueries++;
+  /** A layer for a nested call made from `parent`; a nested query may not write. */
+  child(
+    parent: WriteLayer,
+    kind: "query" | "mutation" | "snapshotQuery",
+  ): WriteLayer {
+    return new WriteLayer(
+      parent,
+      parent.readOnly || kind !== "mutation",
+      kind === "snapshotQuery",
+    );
   }
 
-  /** Ends the innermost nested call, folding its writes into its parent unless it failed. */
-  popLayer(kind: "query" | "mutation", keep: boolean): void {
-    const top = this.#layers.pop();
-    if (top === undefined || this.#layers.length === 0) {
-      throw new Error("popLayer without a matching pushLayer");
-    }
-    if (kind === "query") this.#nestedQueries--;
-    if (keep) {
-      const parent = this.#layers[this.#layers.length - 1];
-      for (const [id, write] of top) parent.set(id, write);
-    }
-  }
-
-  withCommittedSnapshot<T>(fn: () => Promise<T>): Promise<T> {
-    this.#hideWrites++;
-    return fn().finally(() => this.#hideWrites--);
+  /** A nested call succeeded: its writes become its parent's. */
+  merge(layer: WriteLayer): void {
+    if (layer.parent === null) throw new Error("The root layer has no parent");
+    for (const [id, write] of layer.writes) layer.parent.writes.set(id, write);
+    layer.writes.clear();
   }
 
   pendingWrites(): Map<string, PendingWrite> {
-    if (this.#layers.length !== 1) {
-      throw new Error("pendingWrites called inside a nested call");
-    }
-    return this.#layers[0];
+    return this.root.writes;
   }
 
   // ---- documents ---------------------------------------------------------
 
-  get(id: string, tableName?: string): Doc | null {
+  get(id: string, tableName?: string, layer = this.root): Doc | null {
     this.#check();
     const table = this.#db.tableOfId(id);
     if (table === undefined) return null;
     if (tableName !== undefined && table.name !== tableName) return null;
     this.readSet.addId(table.name, id);
-    const pending = this.#pending(id);
+    const pending = this.#pending(id, layer);
     if (pending !== undefined) return pending.doc;
     return table.docs.get(id) ?? null;
   }
 
-  insert(tableName: string, value: Record<string, Value>): string {
-    this.#checkWrite();
+  insert(
+    tableName: string,
+    value: Record<string, Value>,
+    layer = this.root,
+  ): string {
+    this.#checkWrite(layer);
     if (tableName.startsWith("_")) {
       throw new Error(
         `System tables (prefixed with '_') are read-only: cannot insert into "${tableName}"`,
@@ -163,7 +174,7 @@ export class Transaction {
       _id: id,
       _creationTime: this.#db.nextCreationTime(),
     } as Doc;
-    this.#write(tableName, doc);
+    this.#write(tableName, doc, layer);
     return id;
   }
 
@@ -172,9 +183,10 @@ export class Transaction {
     id: string,
     value: Record<string, Value | undefined>,
     tableName?: string,
+    layer = this.root,
   ): void {
-    this.#checkWrite();
-    const { table, doc } = this.#existing(id, tableName, "Update");
+    this.#checkWrite(layer);
+    const { table, doc } = this.#existing(id, tableName, "Update", layer);
     const next: Record<string, Value> = { ...doc };
     for (const [field, fieldValue] of Object.entries(value)) {
       if (SYSTEM_FIELDS.has(field)) {
@@ -189,12 +201,17 @@ export class Transaction {
       else next[field] = fieldValue;
     }
     checkUserFields(withoutSystemFields(next));
-    this.#write(table, next as Doc);
+    this.#write(table, next as Doc, layer);
   }
 
-  replace(id: string, value: Record<string, Value>, tableName?: string): void {
-    this.#checkWrite();
-    const { table, doc } = this.#existing(id, tableName, "Replace");
+  replace(
+    id: string,
+    value: Record<string, Value>,
+    tableName?: string,
+    layer = this.root,
+  ): void {
+    this.#checkWrite(layer);
+    const { table, doc } = this.#existing(id, tableName, "Replace", layer);
     for (const field of SYSTEM_FIELDS) {
       if (field in value && !sameValue(value[field], doc[field])) {
         throw new Error(
@@ -204,29 +221,29 @@ export class Transaction {
     }
     const fields = withoutSystemFields(value);
     checkUserFields(fields);
-    this.#write(table, {
-      ...fields,
-      _id: doc._id,
-      _creationTime: doc._creationTime,
-    });
+    this.#write(
+      table,
+      { ...fields, _id: doc._id, _creationTime: doc._creationTime },
+      layer,
+    );
   }
 
-  delete(id: string, tableName?: string): void {
-    this.#checkWrite();
-    const { table } = this.#existing(id, tableName, "Delete");
-    this.#layers[this.#layers.length - 1].set(id, { table, doc: null });
+  delete(id: string, tableName?: string, layer = this.root): void {
+    this.#checkWrite(layer);
+    const { table } = this.#existing(id, tableName, "Delete", layer);
+    layer.writes.set(id, { table, doc: null });
   }
 
   normalizeId(tableName: string, idString: string): string | null {
     return this.#db.isIdOfTable(tableName, idString) ? idString : null;
   }
 
-  count(tableName: string): number {
+  count(tableName: string, layer = this.root): number {
     this.#check();
     this.readSet.addTable(tableName);
     const table = this.#db.table(tableName);
     let count = table?.docs.size ?? 0;
-    for (const [id, write] of this.#pendingFor(tableName)) {
+    for (const [id, write] of this.#pendingFor(tableName, layer)) {
       const committed = table?.docs.has(id) ?? false;
       if (committed && write === null) count--;
       if (!committed && write !== null) count++;
@@ -237,7 +254,7 @@ export class Transaction {
   // ---- queries -----------------------------------------------------------
 
   /** The documents a query yields, lazily, after its filters and limits. */
-  *stream(query: SerializedQuery): Generator<Doc> {
+  *stream(query: SerializedQuery, layer = this.root): Generator<Doc> {
     let remaining = Infinity;
     const limits = query.operators.filter(
       (op): op is { limit: number } => "limit" in op,
@@ -247,7 +264,7 @@ export class Transaction {
     );
     for (const { limit } of limits) remaining = Math.min(remaining, limit);
     if (remaining <= 0) return;
-    for (const { doc } of this.#scan(query)) {
+    for (const { doc } of this.#scan(query, layer)) {
       if (!filters.every(({ filter }) => filterMatches(filter, doc))) continue;
       yield doc;
       if (--remaining <= 0) return;
@@ -260,7 +277,7 @@ export class Transaction {
    * row up to and including it, so a re-run page keeps its boundary while rows
    * are inserted (convex-backend `query_journal.rs`).
    */
-  page(request: PageRequest): PageResult {
+  page(request: PageRequest, layer = this.root): PageResult {
     const { query, pageSize, maximumRowsRead } = request;
     if (query.operators.some((op) => "limit" in op)) {
       throw new Error("paginate() cannot be combined with take() or a limit");
@@ -291,7 +308,7 @@ export class Transaction {
     const page: Doc[] = [];
     const pageKeys: IndexKey[] = [];
     let scanned = 0;
-    for (const { key, doc } of this.#scan(query, after)) {
+    for (const { key, doc } of this.#scan(query, layer, after)) {
       if (end !== undefined && end !== "end") {
         const c = compareKeys(key, end);
         if (order === "asc" ? c > 0 : c < 0) {
@@ -318,10 +335,22 @@ export class Transaction {
           false,
         );
       }
+      if (end !== undefined && end !== "end" && compareKeys(key, end) === 0) {
+        return pageResult(indexName, page, pageKeys, request.endCursor!, false);
+      }
       if (maximumRowsRead !== null && scanned >= maximumRowsRead) {
         const cursor = encodeCursor(indexName, key);
+        if (end === undefined) {
+          // No boundary to keep: the page just ends early.
+          return pageResult(indexName, page, pageKeys, cursor, false);
+        }
+        // The page must keep its end (the journal pins it), so it is returned
+        // incomplete: the client splits it at the scan position and reads
+        // (cursor, split] and (split, end] separately (`SplitRequired`).
         return {
-          ...pageResult(indexName, page, pageKeys, cursor, false),
+          page,
+          isDone: false,
+          continueCursor: request.endCursor!,
           splitCursor: cursor,
           pageStatus: "SplitRequired",
         };
@@ -342,6 +371,7 @@ export class Transaction {
   /** Rows of the query's index range in order, committed rows merged with pending writes. */
   *#scan(
     query: SerializedQuery,
+    layer: WriteLayer,
     after?: IndexKey,
   ): Generator<{ key: IndexKey; doc: Doc }> {
     this.#check();
@@ -355,7 +385,7 @@ export class Transaction {
       after,
     );
     const table = this.#db.table(tableName);
-    const pending = this.#pendingFor(tableName);
+    const pending = this.#pendingFor(tableName, layer);
     const inRange = (key: IndexKey) =>
       keyInRange(key, range) &&
       (after === undefined ||
@@ -445,15 +475,16 @@ export class Transaction {
     id: string,
     tableName: string | undefined,
     op: "Update" | "Replace" | "Delete",
+    layer: WriteLayer,
   ): { table: string; doc: Doc } {
-    const doc = this.get(id, tableName);
+    const doc = this.get(id, tableName, layer);
     if (doc === null) {
       throw new Error(`${op} on nonexistent document ID ${id}`);
     }
     return { table: this.#db.tableOfId(id)!.name, doc };
   }
 
-  #write(tableName: string, doc: Doc): void {
+  #write(tableName: string, doc: Doc, layer: WriteLayer): void {
     if (tableName.startsWith("_")) {
       throw new Error(
         `System tables (prefixed with '_') are read-only: cannot write to "${tableName}"`,
@@ -466,31 +497,40 @@ export class Transaction {
       );
     }
     this.#db.validateDocument(tableName, doc);
-    this.#layers[this.#layers.length - 1].set(doc._id, {
-      table: tableName,
-      doc,
-    });
+    layer.writes.set(doc._id, { table: tableName, doc });
   }
 
-  #pending(id: string): PendingWrite | undefined {
-    if (this.#hideWrites > 0) return undefined;
-    for (let i = this.#layers.length - 1; i >= 0; i--) {
-      const write = this.#layers[i].get(id);
-      if (write !== undefined) return write;
+  /** The layers a call sees, outermost first: its ancestors' and its own. */
+  #visibleLayers(layer: WriteLayer): WriteLayer[] {
+    const chain: WriteLayer[] = [];
+    for (let l: WriteLayer | null = layer; l !== null; l = l.parent) {
+      if (l.committedOnly) return [];
+      chain.push(l);
     }
-    return undefined;
+    return chain.reverse();
   }
 
-  /** This transaction's latest write to each document of a table (null = deleted). */
-  #pendingFor(tableName: string): Map<string, Doc | null> {
+  #pending(id: string, layer: WriteLayer): PendingWrite | undefined {
+    let found: PendingWrite | undefined;
+    for (const l of this.#visibleLayers(layer))
+      found = l.writes.get(id) ?? found;
+    return found;
+  }
+
+  /** The latest write this call can see to each document of a table (null = deleted). */
+  #pendingFor(tableName: string, layer: WriteLayer): Map<string, Doc | null> {
     const result = new Map<string, Doc | null>();
-    if (this.#hideWrites > 0) return result;
-    for (const layer of this.#layers) {
-      for (const [id, write] of layer) {
+    for (const l of this.#visibleLayers(layer)) {
+      for (const [id, write] of l.writes) {
         if (write.table === tableName) result.set(id, write.doc);
       }
     }
     return result;
+  }
+
+  /** Throws once the transaction has finished (its function returned or timed out). */
+  assertOpen(): void {
+    this.#check();
   }
 
   #check(): void {
@@ -501,9 +541,9 @@ export class Transaction {
     }
   }
 
-  #checkWrite(): void {
+  #checkWrite(layer: WriteLayer): void {
     this.#check();
-    if (this.#readOnly || this.#nestedQueries > 0) {
+    if (this.#readOnly || layer.readOnly) {
       throw new Error(
         "Queries cannot write to the database: use a mutation to insert, patch, replace or delete documents",
       );

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { jsonToConvex } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
 import { Transaction } from "../runtime/transaction.ts";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
@@ -155,6 +156,36 @@ describe("Database", () => {
     expect(tx.insert("messages", { author: "a", body: "fine" })).toMatch(
       /^[0-9a-z]{32}$/,
     );
+  });
+
+  test("db.vars.commitTs placeholders are stored as the commit timestamp", () => {
+    // What `db.vars.commitTs` arrives as in a write syscall.
+    const commitTsPlaceholder = jsonToConvex({ $commitTs: null });
+    const dir = tempDir();
+    const db = openDb(dir);
+    const tx = new Transaction(db, { readOnly: false });
+    const id = tx.insert("t", {
+      at: commitTsPlaceholder,
+      nested: [commitTsPlaceholder],
+    });
+    const { ts } = db.commit(tx.pendingWrites());
+    expect(db.table("t")!.docs.get(id)).toMatchObject({ at: ts, nested: [ts] });
+    closeDb(db);
+    expect(openDb(dir).table("t")!.docs.get(id)).toMatchObject({
+      at: ts,
+      nested: [ts],
+    });
+  });
+
+  test("a client's observed timestamp moves the clock forward, unless it is far in the future", () => {
+    const db = openDb(tempDir());
+    const soon = BigInt(Date.now() + 60_000) * 1_000_000n;
+    db.advanceClockPast(soon);
+    expect(db.lastTs).toBe(soon);
+    db.advanceClockPast((1n << 63n) - 2n);
+    expect(db.lastTs).toBe(soon);
+    insert(db, "t", { n: 1 });
+    expect(db.lastTs).toBe(soon + 1n);
   });
 
   test("commit listeners hear which tables changed", () => {

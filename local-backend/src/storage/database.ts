@@ -17,6 +17,7 @@ import path from "node:path";
 import { convexToJson, type JSONValue, jsonToConvex } from "convex/values";
 import type { ValidatorJSON } from "convex/values";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
+import { resolveCommitTs } from "../values/wire.ts";
 import { validateValue } from "../runtime/validators.ts";
 import { indexedFieldsWithSuffix } from "../query/indexRange.ts";
 import type { DocumentChange } from "../runtime/readSet.ts";
@@ -53,6 +54,7 @@ const SYSTEM_TABLES: Record<string, number> = {
 };
 
 const ID_CACHE_SIZE = 100_000;
+const MAX_CLOCK_ADVANCE_MS = 60 * 60 * 1000;
 
 export type PendingWrite = { table: string; doc: Doc | null };
 
@@ -218,10 +220,16 @@ export class Database {
     return next;
   }
 
-  /** Moves the clock forward so that future commits are later than `ts`
-   *  (a client that saw a later timestamp than ours, e.g. after a data reset). */
+  /**
+   * Moves the clock forward so that future commits are later than `ts` (a
+   * client that saw a later timestamp than ours, e.g. after a data reset).
+   * A timestamp more than an hour ahead of the wall clock is ignored: no backend
+   * issued it, and following it would let one client push every timestamp
+   * toward the int64 limit.
+   */
   advanceClockPast(ts: bigint): void {
-    if (ts > this.#lastTs) this.#lastTs = ts;
+    const limit = BigInt(Date.now() + MAX_CLOCK_ADVANCE_MS) * 1_000_000n;
+    if (ts > this.#lastTs && ts <= limit) this.#lastTs = ts;
   }
 
   /** Checks a document against the schema; throws the error the caller should see. */
@@ -256,6 +264,9 @@ export class Database {
     const ts = this.#nextTs();
     const documentWrites: DocumentWrite[] = [];
     const tables = new Set<string>();
+    for (const write of writes.values()) {
+      if (write.doc !== null) write.doc = resolveCommitTs(write.doc, ts);
+    }
     for (const [id, write] of writes) {
       const table = this.tableForWrite(write.table);
       tables.add(write.table);

@@ -211,3 +211,35 @@ export function quoteRustDebug(s: string): string {
   }
   return out + '"';
 }
+
+/**
+ * Replaces every `db.vars.commitTs` placeholder in a value with the commit
+ * timestamp, as the real backend does when a mutation commits (convex 1.48
+ * `CommitTsPlaceholder`: "resolves to an int64 at commit"). Returns the same
+ * object when there is nothing to replace.
+ */
+export function resolveCommitTs<T extends Value>(value: T, ts: bigint): T {
+  if (value instanceof CommitTsPlaceholder) return ts as T;
+  if (Array.isArray(value)) {
+    const items = value.map((item) => resolveCommitTs(item, ts));
+    return items.some((item, i) => item !== value[i]) ? (items as T) : value;
+  }
+  if (isObjectValue(value)) {
+    let changed = false;
+    const fields: Record<string, Value> = {};
+    for (const [key, field] of Object.entries(value)) {
+      if (field === undefined) continue;
+      const resolved = resolveCommitTs(field, ts);
+      changed ||= resolved !== field;
+      fields[key] = resolved;
+    }
+    return changed ? (fields as T) : value;
+  }
+  return value;
+}
+
+/** `resolveCommitTs` for a value still in Convex JSON form (`{"$commitTs": null}`). */
+export function resolveCommitTsJson(json: JSONValue, ts: bigint): JSONValue {
+  if (!JSON.stringify(json).includes('"$commitTs"')) return json;
+  return convexToJson(resolveCommitTs(jsonToConvex(json), ts));
+}

@@ -68,6 +68,8 @@ export class SubscriptionHub {
       this.#cache.clear();
       this.#cacheTs = this.db.lastTs;
     }
+    // Every caller is anonymous for now; once tokens are accepted the caller's
+    // identity must join this key, or one user would get another's results.
     const key = JSON.stringify([
       request.path,
       request.args,

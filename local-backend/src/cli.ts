@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Backend, startBackend, StartupError } from "./backend.ts";
+import { logUnhandledRejections, onShutdownSignal } from "./shutdown.ts";
 
 const USAGE = `Usage: npm run backend -- [options]
 
@@ -52,26 +53,12 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  // Signal handlers go in before start-up: a SIGTERM that arrives while the
-  // backend starts (or right after the ready line) still shuts down cleanly.
-  let stopping = false;
+  // Installed before start-up: a SIGTERM that arrives while the backend starts
+  // (or right after the ready line) still shuts down cleanly.
   let backend: Backend | null = null;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`\n${signal}: shutting down`);
-    (backend?.close() ?? Promise.resolve()).then(
-      () => process.exit(0),
-      (error: unknown) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  onShutdownSignal(() => backend?.close() ?? Promise.resolve());
 
-  const started = await startBackend({
+  backend = await startBackend({
     functions: values.functions ?? "convex",
     data: values.data ?? ".convex-local",
     port: parsePort(values.port, "--port", 3210),
@@ -79,26 +66,14 @@ async function main(): Promise<void> {
     host: values.host ?? "127.0.0.1",
     watch: values["no-watch"] !== true,
   });
-  if (stopping) {
-    await started.close();
-    process.exit(0);
-  }
-  backend = started;
-  console.log(`Convex local backend ready at ${started.url}`);
-  console.log(`  VITE_CONVEX_URL=${started.url}`);
-  if (started.siteUrl !== null) {
-    console.log(`  HTTP actions at ${started.siteUrl}`);
+  console.log(`Convex local backend ready at ${backend.url}`);
+  console.log(`  VITE_CONVEX_URL=${backend.url}`);
+  if (backend.siteUrl !== null) {
+    console.log(`  HTTP actions at ${backend.siteUrl}`);
   }
 }
 
-// A safety net: a promise we failed to handle is a bug to report, not a
-// reason to drop every other client's connection.
-process.on("unhandledRejection", (reason) => {
-  console.error(
-    "local backend: unhandled rejection (a bug; please report it):",
-    reason,
-  );
-});
+logUnhandledRejections();
 
 main().catch((error: unknown) => {
   if (

@@ -8,11 +8,14 @@
  */
 import { createServer, loadEnv, type ViteDevServer } from "vite";
 import { startBackend, StartupError, type Backend } from "./backend.ts";
+import { logUnhandledRejections, onShutdownSignal } from "./shutdown.ts";
 
 const VITE_PORT = 5173;
 
 async function main(): Promise<void> {
   let backend: Backend | null = null;
+  let vite: ViteDevServer | null = null;
+  onShutdownSignal(() => Promise.all([vite?.close(), backend?.close()]));
   const deployment = loadEnv(
     "development",
     process.cwd(),
@@ -33,7 +36,6 @@ async function main(): Promise<void> {
     );
   }
 
-  let vite: ViteDevServer;
   try {
     vite = await createServer({
       server: { port: VITE_PORT, strictPort: true },
@@ -53,31 +55,9 @@ async function main(): Promise<void> {
   console.log(
     `\n  Chat: http://localhost:${VITE_PORT}  (Ctrl-C stops the page and the backend)\n`,
   );
-
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    Promise.all([vite.close(), backend?.close()]).then(
-      () => process.exit(0),
-      (error: unknown) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
 }
 
-// A safety net: a promise we failed to handle is a bug to report, not a
-// reason to drop every other client's connection.
-process.on("unhandledRejection", (reason) => {
-  console.error(
-    "local backend: unhandled rejection (a bug; please report it):",
-    reason,
-  );
-});
+logUnhandledRejections();
 
 main().catch((error: unknown) => {
   console.error(

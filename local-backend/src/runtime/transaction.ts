@@ -109,10 +109,6 @@ export class Transaction {
     this.root = new WriteLayer(null, options.readOnly);
   }
 
-  get readOnly(): boolean {
-    return this.#readOnly;
-  }
-
   close(): void {
     this.#closed = true;
   }

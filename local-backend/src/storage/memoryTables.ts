@@ -41,10 +41,6 @@ export class SortedIndex {
   /** @param fields every field of the key, including the `_creationTime, _id` suffix */
   constructor(readonly fields: string[]) {}
 
-  get size(): number {
-    return this.#entries.length;
-  }
-
   insert(doc: Doc): void {
     const key = indexKey(doc, this.fields);
     const at = this.#firstIndex((e) => compareKeys(e.key, key) >= 0);

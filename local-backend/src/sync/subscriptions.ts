@@ -45,10 +45,6 @@ export class SubscriptionHub {
     return () => this.#subscribers.delete(subscriber);
   }
 
-  get size(): number {
-    return this.#subscribers.size;
-  }
-
   /** After a reload: forget cached results and re-run everything. */
   invalidateAll(): void {
     this.#cache.clear();

@@ -26,7 +26,10 @@
  */
 import { createHash } from "node:crypto";
 import type { JSONValue } from "convex/values";
-import type { QueryOutcome } from "../runtime/functionRunner.ts";
+import type {
+  FunctionFailure,
+  QueryOutcome,
+} from "../runtime/functionRunner.ts";
 import type { DocumentChange, ReadSet } from "../runtime/readSet.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
 import type { SubscriptionHub, Subscriber } from "./subscriptions.ts";
@@ -247,16 +250,7 @@ export class SyncSession implements Subscriber {
       if (outcome.ts! > this.#owedTs) this.#owedTs = outcome.ts!;
       this.#scheduleUpdate();
     } else {
-      this.#send({
-        type: "MutationResponse",
-        requestId,
-        success: false,
-        result: outcome.errorMessage,
-        logLines: outcome.logLines,
-        ...(outcome.errorData !== undefined
-          ? { errorData: outcome.errorData }
-          : {}),
-      });
+      this.#send({ type: "MutationResponse", requestId, ...failure(outcome) });
     }
   }
 
@@ -276,16 +270,7 @@ export class SyncSession implements Subscriber {
             result: outcome.value,
             logLines: outcome.logLines,
           }
-        : {
-            type: "ActionResponse",
-            requestId,
-            success: false,
-            result: outcome.errorMessage,
-            logLines: outcome.logLines,
-            ...(outcome.errorData !== undefined
-              ? { errorData: outcome.errorData }
-              : {}),
-          },
+        : { type: "ActionResponse", requestId, ...failure(outcome) },
     );
     // Actions may have run mutations; the real worker schedules an update after each action.
     this.#scheduleUpdate();
@@ -451,6 +436,18 @@ export class SyncSession implements Subscriber {
     this.#transport.close(4000, reason.slice(0, 120));
     this.dispose();
   }
+}
+
+/** The failure fields MutationResponse and ActionResponse share; `errorData` only for ConvexError. */
+function failure(outcome: FunctionFailure) {
+  return {
+    success: false as const,
+    result: outcome.errorMessage,
+    logLines: outcome.logLines,
+    ...(outcome.errorData !== undefined
+      ? { errorData: outcome.errorData }
+      : {}),
+  };
 }
 
 function toModification(

@@ -11,15 +11,15 @@
 import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { createApiServer, createSiteServer } from "./http.ts";
-import { FunctionRunner } from "./runtime/functionRunner.ts";
+import { createApiServer, createSiteServer } from "./http/server.ts";
+import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
   createIsolate,
   type Isolate,
   type LogLevel,
-} from "./runtime/isolate.ts";
-import { buildFunctions, watchFunctions } from "./runtime/loader.ts";
-import { createSyscalls } from "./runtime/syscalls.ts";
+} from "./functions/isolate.ts";
+import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { createSyscalls } from "./functions/syscalls.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 

@@ -23,6 +23,8 @@ import { compareValues, type JSONValue, type Value } from "convex/values";
 import { decodeValueOrUndefined, displayValue } from "../values/wire.ts";
 import { getFieldPath } from "./filter.ts";
 
+export type Order = "asc" | "desc";
+
 export type IndexKey = (Value | undefined)[];
 
 export type IndexRangeExpr = {

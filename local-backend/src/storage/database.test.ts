@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { jsonToConvex } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
-import { Transaction } from "../runtime/transaction.ts";
+import { Transaction } from "../functions/transaction.ts";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
 import { Database, type SchemaJson, SchemaViolationError } from "./database.ts";
 import { DataDirectoryLockedError } from "./sqliteStore.ts";

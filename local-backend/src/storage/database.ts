@@ -17,14 +17,13 @@ import path from "node:path";
 import { convexToJson, type JSONValue, jsonToConvex } from "convex/values";
 import type { ValidatorJSON } from "convex/values";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
-import { resolveCommitTs } from "../values/wire.ts";
-import { validateValue } from "../runtime/validators.ts";
+import { type Doc, resolveCommitTs } from "../values/wire.ts";
+import { validateValue } from "../values/validators.ts";
 import { indexedFieldsWithSuffix } from "../query/indexRange.ts";
-import type { DocumentChange } from "../runtime/readSet.ts";
+import type { DocumentChange } from "../query/readSet.ts";
 import {
   BY_CREATION_TIME,
   BY_ID,
-  type Doc,
   type IndexDefinition,
   Table,
 } from "./memoryTables.ts";

@@ -8,21 +8,15 @@
  * Only `Database.commit()` (storage/database.ts) mutates this state; transactions
  * read it and keep their own writes in layers on top.
  */
-import type { Value } from "convex/values";
+import type { Doc } from "../values/wire.ts";
 import {
   compareKeys,
   comparePrefix,
   type IndexKey,
   indexKey,
   type KeyRange,
+  type Order,
 } from "../query/indexRange.ts";
-
-export type Doc = { _id: string; _creationTime: number } & Record<
-  string,
-  Value
->;
-
-export type Order = "asc" | "desc";
 
 export const BY_ID = "by_id";
 export const BY_CREATION_TIME = "by_creation_time";

@@ -2,19 +2,19 @@
  * Subscriptions across all sockets: which sync sessions a commit or a reload
  * invalidates, and a per-snapshot cache of query results shared by sessions.
  *
- * Invalidation follows read sets (`runtime/readSet.ts`): a query re-runs only
+ * Invalidation follows read sets (`query/readSet.ts`): a query re-runs only
  * when a commit wrote a document inside an index interval it scanned, a
  * document it fetched by ID, or a table it counted. Many clients subscribed to the same query with the same
  * arguments and journal re-run it once per commit: the cache is keyed by the
  * snapshot timestamp, so it never serves a result from another snapshot.
  */
-import type { DocumentChange } from "../runtime/readSet.ts";
+import type { DocumentChange } from "../query/readSet.ts";
 import type { Database } from "../storage/database.ts";
 import type {
   FunctionRunner,
   QueryOutcome,
   QueryRequest,
-} from "../runtime/functionRunner.ts";
+} from "../functions/functionRunner.ts";
 
 export interface Subscriber {
   /** A commit's writes; the subscriber re-runs the queries whose reads they overlap. */

@@ -14,10 +14,10 @@ import {
   expect,
   test,
 } from "vitest";
-import { FunctionRunner } from "../runtime/functionRunner.ts";
-import { createIsolate } from "../runtime/isolate.ts";
-import { buildFunctions } from "../runtime/loader.ts";
-import { createSyscalls } from "../runtime/syscalls.ts";
+import { FunctionRunner } from "../functions/functionRunner.ts";
+import { createIsolate } from "../functions/isolate.ts";
+import { buildFunctions } from "../functions/loader.ts";
+import { createSyscalls } from "../functions/syscalls.ts";
 import { Database } from "../storage/database.ts";
 import { decodeTs } from "../values/wire.ts";
 import type { ServerMessage } from "./protocol.ts";

@@ -29,8 +29,8 @@ import type { JSONValue } from "convex/values";
 import type {
   FunctionFailure,
   QueryOutcome,
-} from "../runtime/functionRunner.ts";
-import type { DocumentChange, ReadSet } from "../runtime/readSet.ts";
+} from "../functions/functionRunner.ts";
+import type { DocumentChange, ReadSet } from "../query/readSet.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
 import type { SubscriptionHub, Subscriber } from "./subscriptions.ts";
 import {

@@ -26,6 +26,12 @@ const TS_BYTES = 8;
 const MAX_U64 = (1n << 64n) - 1n;
 const BASE64_U64 = /^[A-Za-z0-9+/]{11}=$/;
 
+/** A stored document: its fields plus the two system fields. */
+export type Doc = { _id: string; _creationTime: number } & Record<
+  string,
+  Value
+>;
+
 export function encodeTs(ts: bigint): string {
   if (typeof ts !== "bigint" || ts < 0n || ts > MAX_U64) {
     throw new Error(

@@ -32,9 +32,9 @@ import {
   type UdfType,
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
-import type { ReadSet } from "./readSet.ts";
+import type { ReadSet } from "../query/readSet.ts";
 import { Transaction } from "./transaction.ts";
-import { validateArgs, validateReturns } from "./validators.ts";
+import { validateArgs, validateReturns } from "../values/validators.ts";
 
 /** Wall-clock limit for one query or mutation. Convex limits user code to 1 s of
  *  CPU; a wall clock is what we can enforce here without a second thread. */

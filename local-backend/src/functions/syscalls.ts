@@ -19,7 +19,7 @@ import {
   type Value,
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
-import type { Doc } from "../storage/memoryTables.ts";
+import type { Doc } from "../values/wire.ts";
 import type {
   SerializedQuery,
   Transaction,

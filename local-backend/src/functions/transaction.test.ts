@@ -4,7 +4,7 @@ import path from "node:path";
 import type { Value } from "convex/values";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { Database, type SchemaJson } from "../storage/database.ts";
-import type { Doc } from "../storage/memoryTables.ts";
+import type { Doc } from "../values/wire.ts";
 import { type SerializedQuery, Transaction } from "./transaction.ts";
 
 let dir: string;

@@ -24,8 +24,9 @@ import {
   indexKey,
   type KeyRange,
   keyInRange,
-} from "../query/indexRange.ts";
-import type { Doc, Order } from "../storage/memoryTables.ts";
+  type Order,
+} from "./indexRange.ts";
+import type { Doc } from "../values/wire.ts";
 
 /** One document written by a commit: its value before and after (null = absent). */
 export type DocumentChange = {

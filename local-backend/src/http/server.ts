@@ -15,9 +15,9 @@ import type { JSONValue } from "convex/values";
 import type {
   FunctionOutcome,
   FunctionRunner,
-} from "./runtime/functionRunner.ts";
-import { SyncSession } from "./sync/syncSession.ts";
-import type { SubscriptionHub } from "./sync/subscriptions.ts";
+} from "../functions/functionRunner.ts";
+import { SyncSession } from "../sync/syncSession.ts";
+import type { SubscriptionHub } from "../sync/subscriptions.ts";
 
 /** Convex's function argument limit (16 MiB) plus room for the envelope. */
 const MAX_BODY_BYTES = 17 * 1024 * 1024;

@@ -1,7 +1,7 @@
 import type { Value } from "convex/values";
 import { describe, expect, test } from "vitest";
-import type { KeyRange } from "../query/indexRange.ts";
-import type { Doc } from "../storage/memoryTables.ts";
+import type { KeyRange } from "./indexRange.ts";
+import type { Doc } from "../values/wire.ts";
 import { type DocumentChange, ReadSet } from "./readSet.ts";
 
 const WHOLE: KeyRange = {

@@ -32,16 +32,13 @@ import {
   type IndexRangeExpr,
   type KeyRange,
   keyInRange,
-} from "../query/indexRange.ts";
-import {
-  BY_CREATION_TIME,
-  type Doc,
-  FULL_RANGE,
   type Order,
-} from "../storage/memoryTables.ts";
+} from "../query/indexRange.ts";
+import { BY_CREATION_TIME, FULL_RANGE } from "../storage/memoryTables.ts";
+import type { Doc } from "../values/wire.ts";
 import type { Database, PendingWrite } from "../storage/database.ts";
 import { encodeId, newInternalId } from "../values/ids.ts";
-import { ReadSet } from "./readSet.ts";
+import { ReadSet } from "../query/readSet.ts";
 
 /** convex 1.48 `query_impl.ts` serialized query. */
 export type SerializedQuery = {

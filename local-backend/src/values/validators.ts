@@ -23,11 +23,7 @@ import {
   type ValidatorJSON,
   type Value,
 } from "convex/values";
-import {
-  displayValue,
-  formatFloatJson,
-  isObjectValue,
-} from "../values/wire.ts";
+import { displayValue, formatFloatJson, isObjectValue } from "./wire.ts";
 
 export type ValidateOptions = {
   /** Path of the value inside a larger one, such as `.author`; empty by default. */

@@ -38,6 +38,15 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /**
+   * Called once the ports accept connections and before the first build is
+   * installed; start-up waits for the promise it returns. Calls that arrive
+   * meanwhile wait for the build (see `startupGate.ts`). For tests of that window.
+   */
+  onListening?: (urls: {
+    url: string;
+    siteUrl: string | null;
+  }) => Promise<void>;
 };
 
 export type BackendLogger = {
@@ -122,15 +131,14 @@ export async function startBackend(
    * after the cache is cleared, or commit under a schema that was just checked.
    */
   const install = (isolate: Isolate) =>
-    runner.exclusive(() => {
+    runner.install(isolate, () => {
       db.setSchema(isolate.schema);
-      runner.setIsolate(isolate);
       hub.invalidateAll();
-      return Promise.resolve();
     });
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
+  cleanup.push(() => runner.close());
   const api = createApiServer({
     hub,
     runner,
@@ -160,6 +168,7 @@ export async function startBackend(
   }
 
   try {
+    await options.onListening?.({ url, siteUrl });
     await install(await build());
   } catch (error) {
     return fail(error);

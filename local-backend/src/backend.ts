@@ -20,6 +20,7 @@ import {
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { FileStorage } from "./functions/fileStorage.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -109,9 +110,19 @@ export async function startBackend(
         logger.error(`${prefix} ${uncaughtError}`);
     },
   });
-  const convex = createSyscalls({ db, nested: runner.nested });
   let siteUrl: string | null = null;
   let url = "";
+  const files = FileStorage.open({
+    db,
+    dataDir,
+    exclusive: (task) => runner.exclusive(() => Promise.resolve().then(task)),
+    origin: () => url,
+  });
+  const convex = createSyscalls({
+    db,
+    nested: runner.nested,
+    extensions: [files.syscalls],
+  });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
@@ -144,6 +155,7 @@ export async function startBackend(
     runner,
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
+    files,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;

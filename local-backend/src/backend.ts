@@ -19,6 +19,7 @@ import {
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
@@ -38,6 +39,8 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /** Time for the scheduler and crons (not for function code); tests pass a fake one. */
+  clock?: Clock;
 };
 
 export type BackendLogger = {
@@ -100,7 +103,9 @@ export async function startBackend(
         logger.error(`${prefix} ${uncaughtError}`);
     },
   });
-  const convex = createSyscalls({ db, nested: runner.nested });
+  const scheduler = new Scheduler(db, runner, { clock: options.clock });
+  cleanup.push(() => scheduler.close());
+  const convex = createSyscalls({ db, nested: runner.nested, scheduler });
   let siteUrl: string | null = null;
   let url = "";
   /** Builds and evaluates the functions; no effect on what is being served. */
@@ -161,6 +166,7 @@ export async function startBackend(
 
   try {
     await install(await build());
+    await scheduler.start();
   } catch (error) {
     return fail(error);
   }

@@ -20,6 +20,7 @@ import {
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
+import type { Scheduler } from "./scheduler.ts";
 import type {
   SerializedQuery,
   Transaction,
@@ -45,6 +46,8 @@ export type RequestContext = {
   tx: Transaction | null;
   /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
   layer: WriteLayer | null;
+  /** The `_scheduled_functions` job this run executes, or null (`getRequestMetadata`). */
+  scheduledJobId: string | null;
   /** `Date.now()` inside queries and mutations: fixed for the whole run, as in Convex. */
   nowMs: number;
   logLines: string[];
@@ -103,6 +106,7 @@ type Args = Record<string, unknown>;
 export function createSyscalls(host: {
   db: Database;
   nested: NestedCalls;
+  scheduler: Scheduler;
 }): ConvexGlobal {
   const sync = (op: string, args: Args): unknown => {
     const request = requireRequest(op);
@@ -227,6 +231,22 @@ export function createSyscalls(host: {
           args.args as JSONValue,
         );
       }
+      case "1.0/schedule": {
+        const { tx, layer } = requireMutation(request, op);
+        return host.scheduler.scheduleInTransaction(request, tx, layer, args);
+      }
+      case "1.0/cancel_job": {
+        const { tx, layer } = requireMutation(request, op);
+        host.scheduler.cancelInTransaction(tx, layer, args.id);
+        return null;
+      }
+      case "1.0/actions/schedule":
+        requireAction(request, op);
+        return host.scheduler.scheduleFromAction(request, args);
+      case "1.0/actions/cancel_job":
+        requireAction(request, op);
+        await host.scheduler.cancelFromAction(args.id);
+        return null;
       case "1.0/getUserIdentity":
         // Authentication is not implemented yet: every caller is anonymous.
         return null;
@@ -239,7 +259,7 @@ export function createSyscalls(host: {
           ip: null,
           userAgent: null,
           requestId: request.requestId,
-          scheduledFunctionId: null,
+          scheduledFunctionId: request.scheduledJobId,
           authToken: null,
         };
       case "1.0/getTransactionMetrics":
@@ -339,12 +359,25 @@ function requireTx(
   return { tx: request.tx, layer: request.layer };
 }
 
+/** The scheduler's mutation syscalls: queries have no `ctx.scheduler`, but a forged call could come. */
+function requireMutation(
+  request: RequestContext,
+  op: string,
+): { tx: Transaction; layer: WriteLayer } {
+  const found = requireTx(request, op);
+  if (request.udfType !== "mutation" || found.layer.readOnly) {
+    throw new Error(`${op} can only be called from a mutation`);
+  }
+  return found;
+}
+
+function requireAction(request: RequestContext, op: string): void {
+  if (request.udfType !== "action")
+    throw new Error(`${op} can only be called from an action`);
+}
+
 function unsupported(op: string): Error {
   const known: Record<string, string> = {
-    "1.0/schedule": "the scheduler (ctx.scheduler)",
-    "1.0/actions/schedule": "the scheduler (ctx.scheduler)",
-    "1.0/cancel_job": "the scheduler (ctx.scheduler.cancel)",
-    "1.0/actions/cancel_job": "the scheduler (ctx.scheduler.cancel)",
     "1.0/storageGetUrl": "file storage",
     "1.0/storageGetMetadata": "file storage",
     "1.0/storageGenerateUploadUrl": "file storage",

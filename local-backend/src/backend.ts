@@ -21,6 +21,7 @@ import {
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
 import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { FileStorage } from "./functions/fileStorage.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -41,6 +42,15 @@ export type BackendOptions = {
   logger?: BackendLogger;
   /** Time for the scheduler and crons (not for function code); tests pass a fake one. */
   clock?: Clock;
+  /**
+   * Called once the ports accept connections and before the first build is
+   * installed; start-up waits for the promise it returns. Calls that arrive
+   * meanwhile wait for the build (see `startupGate.ts`). For tests of that window.
+   */
+  onListening?: (urls: {
+    url: string;
+    siteUrl: string | null;
+  }) => Promise<void>;
 };
 
 export type BackendLogger = {
@@ -105,9 +115,19 @@ export async function startBackend(
   });
   const scheduler = new Scheduler(db, runner, { clock: options.clock });
   cleanup.push(() => scheduler.close());
-  const convex = createSyscalls({ db, nested: runner.nested, scheduler });
   let siteUrl: string | null = null;
   let url = "";
+  const files = FileStorage.open({
+    db,
+    dataDir,
+    exclusive: (task) => runner.exclusive(() => Promise.resolve().then(task)),
+    origin: () => url,
+  });
+  const convex = createSyscalls({
+    db,
+    nested: runner.nested,
+    extensions: [files.syscalls, scheduler.syscalls],
+  });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
@@ -127,20 +147,20 @@ export async function startBackend(
    * after the cache is cleared, or commit under a schema that was just checked.
    */
   const install = (isolate: Isolate) =>
-    runner.exclusive(() => {
+    runner.install(isolate, () => {
       db.setSchema(isolate.schema);
-      runner.setIsolate(isolate);
       hub.invalidateAll();
-      return Promise.resolve();
     });
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
+  cleanup.push(() => runner.close());
   const api = createApiServer({
     hub,
     runner,
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
+    files,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;
@@ -165,6 +185,7 @@ export async function startBackend(
   }
 
   try {
+    await options.onListening?.({ url, siteUrl });
     await install(await build());
     await scheduler.start();
   } catch (error) {

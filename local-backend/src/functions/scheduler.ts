@@ -22,8 +22,8 @@
  * so pending jobs cost nothing per unrelated commit.
  *
  * Usage:
- *   const scheduler = new Scheduler(db, runner, { logger });
- *   createSyscalls({ db, nested: runner.nested, scheduler });
+ *   const scheduler = new Scheduler(db, runner);
+ *   createSyscalls({ db, nested: runner.nested, extensions: [scheduler.syscalls] });
  *   await scheduler.start();   // after the first build is installed
  */
 import {
@@ -36,7 +36,7 @@ import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
 import type { FunctionRunner } from "./functionRunner.ts";
 import { canonicalizeUdfPath } from "./functionRunner.ts";
-import type { RequestContext } from "./syscalls.ts";
+import type { RequestContext, SyscallExtensions } from "./syscalls.ts";
 import type {
   SerializedQuery,
   Transaction,
@@ -156,6 +156,32 @@ export class Scheduler {
   }
 
   // ---- syscalls --------------------------------------------------------------
+
+  /** The ops `convex/server` makes for `ctx.scheduler` (convex 1.48 `scheduler_impl.ts`). */
+  readonly syscalls: SyscallExtensions = {
+    async: {
+      "1.0/schedule": (request, args) => {
+        const { tx, layer } = requireMutation(request, "1.0/schedule");
+        return Promise.resolve(
+          this.scheduleInTransaction(request, tx, layer, args),
+        );
+      },
+      "1.0/cancel_job": (request, args) => {
+        const { tx, layer } = requireMutation(request, "1.0/cancel_job");
+        this.cancelInTransaction(tx, layer, args.id);
+        return Promise.resolve(null);
+      },
+      "1.0/actions/schedule": (request, args) => {
+        requireAction(request, "1.0/actions/schedule");
+        return this.scheduleFromAction(request, args);
+      },
+      "1.0/actions/cancel_job": async (request, args) => {
+        requireAction(request, "1.0/actions/cancel_job");
+        await this.cancelFromAction(args.id);
+        return null;
+      },
+    },
+  };
 
   /** `1.0/schedule` inside a mutation: a write of its transaction. */
   scheduleInTransaction(
@@ -477,6 +503,28 @@ export class Scheduler {
       if (++deleted >= GC_BATCH) return;
     }
   }
+}
+
+/** Queries have no `ctx.scheduler`, but a forged syscall could come from one. */
+function requireMutation(
+  request: RequestContext,
+  op: string,
+): { tx: Transaction; layer: WriteLayer } {
+  if (
+    request.udfType !== "mutation" ||
+    request.tx === null ||
+    request.layer === null ||
+    request.layer.readOnly
+  ) {
+    throw new Error(`${op} can only be called from a mutation`);
+  }
+  request.tx.assertOpen();
+  return { tx: request.tx, layer: request.layer };
+}
+
+function requireAction(request: RequestContext, op: string): void {
+  if (request.udfType !== "action")
+    throw new Error(`${op} can only be called from an action`);
 }
 
 function eq(fieldPath: string, value: JSONValue) {

@@ -20,7 +20,6 @@ import {
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
-import type { Scheduler } from "./scheduler.ts";
 import type {
   SerializedQuery,
   Transaction,
@@ -101,13 +100,31 @@ export class SyscallConvexError extends Error {
 }
 
 /** Syscall arguments: JSON from the library, checked where each op reads them. */
-type Args = Record<string, unknown>;
+export type Args = Record<string, unknown>;
+
+/**
+ * Ops implemented outside this module (file storage, vector search), looked
+ * up by name after the built-in ones.
+ */
+export type SyscallExtensions = {
+  async?: Record<
+    string,
+    (request: RequestContext, args: Args) => Promise<unknown>
+  >;
+  js?: Record<string, (request: RequestContext, args: Args) => unknown>;
+};
 
 export function createSyscalls(host: {
   db: Database;
   nested: NestedCalls;
-  scheduler: Scheduler;
+  extensions?: SyscallExtensions[];
 }): ConvexGlobal {
+  const asyncExtensions = new Map(
+    (host.extensions ?? []).flatMap((e) => Object.entries(e.async ?? {})),
+  );
+  const jsExtensions = new Map(
+    (host.extensions ?? []).flatMap((e) => Object.entries(e.js ?? {})),
+  );
   const sync = (op: string, args: Args): unknown => {
     const request = requireRequest(op);
     switch (op) {
@@ -231,22 +248,6 @@ export function createSyscalls(host: {
           args.args as JSONValue,
         );
       }
-      case "1.0/schedule": {
-        const { tx, layer } = requireMutation(request, op);
-        return host.scheduler.scheduleInTransaction(request, tx, layer, args);
-      }
-      case "1.0/cancel_job": {
-        const { tx, layer } = requireMutation(request, op);
-        host.scheduler.cancelInTransaction(tx, layer, args.id);
-        return null;
-      }
-      case "1.0/actions/schedule":
-        requireAction(request, op);
-        return host.scheduler.scheduleFromAction(request, args);
-      case "1.0/actions/cancel_job":
-        requireAction(request, op);
-        await host.scheduler.cancelFromAction(args.id);
-        return null;
       case "1.0/getUserIdentity":
         // Authentication is not implemented yet: every caller is anonymous.
         return null;
@@ -266,8 +267,11 @@ export function createSyscalls(host: {
         throw new Error(
           "getTransactionMetrics() is not supported by the local backend yet",
         );
-      default:
-        throw unsupported(op);
+      default: {
+        const extension = asyncExtensions.get(op);
+        if (extension === undefined) throw unsupported(op);
+        return extension(request, args);
+      }
     }
   };
 
@@ -280,8 +284,10 @@ export function createSyscalls(host: {
         (await async(op, JSON.parse(jsonArgs) as Args)) ?? null,
       );
     },
-    jsSyscall(op) {
-      throw unsupported(op);
+    jsSyscall(op, args) {
+      const extension = jsExtensions.get(op);
+      if (extension === undefined) throw unsupported(op);
+      return extension(requireRequest(op), args);
     },
   };
 }
@@ -357,23 +363,6 @@ function requireTx(
   }
   request.tx.assertOpen();
   return { tx: request.tx, layer: request.layer };
-}
-
-/** The scheduler's mutation syscalls: queries have no `ctx.scheduler`, but a forged call could come. */
-function requireMutation(
-  request: RequestContext,
-  op: string,
-): { tx: Transaction; layer: WriteLayer } {
-  const found = requireTx(request, op);
-  if (request.udfType !== "mutation" || found.layer.readOnly) {
-    throw new Error(`${op} can only be called from a mutation`);
-  }
-  return found;
-}
-
-function requireAction(request: RequestContext, op: string): void {
-  if (request.udfType !== "action")
-    throw new Error(`${op} can only be called from an action`);
 }
 
 function unsupported(op: string): Error {

@@ -114,8 +114,8 @@ export class Database {
     for (const { name, number } of loaded.tables) {
       this.#addTable(name, number);
     }
-    // System tables exist from the start (their documents name them by
-    // number), whether or not a commit has written to them yet.
+    // System tables are never persisted as rows of `tables`, yet their
+    // documents are (`_storage`), so they must exist before documents load.
     for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
       if (!this.#tablesByName.has(name)) this.#addTable(name, number);
     }

@@ -40,7 +40,7 @@ beforeAll(async () => {
     convex: createSyscalls({
       db,
       nested: runner.nested,
-      scheduler: new Scheduler(db, runner),
+      extensions: [new Scheduler(db, runner).syscalls],
     }),
     env: {},
     onStrayLog: () => undefined,

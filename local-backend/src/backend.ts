@@ -12,6 +12,7 @@ import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { createApiServer, createSiteServer } from "./http/server.ts";
+import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
   createIsolate,
@@ -38,6 +39,8 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
+  sync?: SyncSocketOptions;
 };
 
 export type BackendLogger = {
@@ -136,6 +139,7 @@ export async function startBackend(
     runner,
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
+    sync: options.sync,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;

@@ -46,14 +46,17 @@ export function serveSyncSocket(
   const session = new SyncSession(hub, {
     send: (frame, written) => {
       if (ws.readyState !== ws.OPEN) return;
-      ws.send(frame, written === undefined ? undefined : () => written());
+      // Checked before sending more, so one large frame to a client that
+      // reads is fine; a backlog the client never drains is not.
       if (ws.bufferedAmount > maxBuffered) {
         ws.close(
           CLOSE_TRY_AGAIN_LATER,
           `SendBufferFull: over ${maxBuffered} bytes wait to be sent; the client is not reading`,
         );
         session.dispose();
+        return;
       }
+      ws.send(frame, written === undefined ? undefined : () => written());
     },
     close: (code, reason) => ws.close(code, reason),
   });

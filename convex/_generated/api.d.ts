@@ -16,9 +16,13 @@ import type {
 import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
+import type * as model_expiry from "../model/expiry.js";
 import type * as model_messages from "../model/messages.js";
+import type * as model_pairing from "../model/pairing.js";
+import type * as model_sessions from "../model/sessions.js";
 import type * as model_text from "../model/text.js";
 import type * as model_users from "../model/users.js";
+import type * as pairing from "../pairing.js";
 import type * as sessions from "../sessions.js";
 import type * as users from "../users.js";
 
@@ -34,9 +38,13 @@ declare const fullApi: ApiFromModules<{
   "lib/sessions": typeof lib_sessions;
   limits: typeof limits;
   messages: typeof messages;
+  "model/expiry": typeof model_expiry;
   "model/messages": typeof model_messages;
+  "model/pairing": typeof model_pairing;
+  "model/sessions": typeof model_sessions;
   "model/text": typeof model_text;
   "model/users": typeof model_users;
+  pairing: typeof pairing;
   sessions: typeof sessions;
   users: typeof users;
 }>;

@@ -16,7 +16,9 @@ import type {
   FunctionOutcome,
   FunctionRunner,
 } from "../functions/functionRunner.ts";
+import type { FileStorage } from "../functions/fileStorage.ts";
 import { SyncSession } from "../sync/syncSession.ts";
+import { serveStorage } from "./storageRoutes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
 
 /** Convex's function argument limit (16 MiB) plus room for the envelope. */
@@ -32,6 +34,8 @@ export type HttpServerOptions = {
   instanceName: string;
   /** Enforce loopback `Host` headers (when listening on a loopback address). */
   loopbackOnly: boolean;
+  /** Upload and download routes under `/api/storage/` (http/storageRoutes.ts). */
+  files?: FileStorage;
 };
 
 export type ApiServer = {
@@ -85,7 +89,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
         ...corsHeaders(req),
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers":
-          "Content-Type, Convex-Client, Authorization",
+          "Content-Type, Convex-Client, Authorization, Digest",
         "Access-Control-Max-Age": "86400",
       });
       res.end();
@@ -99,6 +103,12 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       res.end(options.instanceName);
       return;
     }
+    if (
+      options.files !== undefined &&
+      pathname.startsWith("/api/storage/") &&
+      (await serveStorage(options.files, req, res, pathname))
+    )
+      return;
     const route = /^\/api\/(query|mutation|action)$/.exec(pathname);
     if (route === null) {
       sendJson(

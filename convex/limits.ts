@@ -38,6 +38,12 @@ export const PAIRING_GLOBAL_WINDOW_MS = 60 * 1000;
 /** Messages deleted per call of `users.remove`. */
 export const DELETE_BATCH_SIZE = 200;
 
+/** Rows of each kind the clean-up job deletes per transaction. */
+export const CLEANUP_BATCH_SIZE = 100;
+
+/** How often the clean-up job runs (`crons.ts`); a full batch runs again at once. */
+export const CLEANUP_INTERVAL_MINUTES = 10;
+
 export type ErrorData =
   | { code: "INVALID_SESSION"; message: string }
   | { code: "SESSION_EXPIRED"; message: string }

@@ -13,9 +13,12 @@ import type {
   FilterApi,
   FunctionReference,
 } from "convex/server";
+import type * as cleanup from "../cleanup.js";
+import type * as crons from "../crons.js";
 import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
+import type * as model_cleanup from "../model/cleanup.js";
 import type * as model_expiry from "../model/expiry.js";
 import type * as model_messages from "../model/messages.js";
 import type * as model_pairing from "../model/pairing.js";
@@ -35,9 +38,12 @@ import type * as users from "../users.js";
  * ```
  */
 declare const fullApi: ApiFromModules<{
+  cleanup: typeof cleanup;
+  crons: typeof crons;
   "lib/sessions": typeof lib_sessions;
   limits: typeof limits;
   messages: typeof messages;
+  "model/cleanup": typeof model_cleanup;
   "model/expiry": typeof model_expiry;
   "model/messages": typeof model_messages;
   "model/pairing": typeof model_pairing;

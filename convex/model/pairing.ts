@@ -38,7 +38,7 @@ import { addSession } from "../lib/sessions";
 import {
   deletePairingCodes,
   deleteSession,
-  deleteUserIfUnused,
+  deleteGuestIfUnused,
   pairingFailureScope,
 } from "./sessions";
 
@@ -115,7 +115,7 @@ export async function claimPairingCode(
   await addSession(ctx, newSessionId, stored.userId);
   await deleteSession(ctx, session);
   if (session.userId !== stored.userId) {
-    await deleteUserIfUnused(ctx, session.userId);
+    await deleteGuestIfUnused(ctx, session.userId);
   }
   return { ok: true, userId: stored.userId };
 }

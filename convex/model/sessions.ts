@@ -5,7 +5,7 @@
  *
  * ```ts
  * await deleteSession(ctx, session);
- * await deleteUserIfUnused(ctx, session.userId);
+ * await deleteGuestIfUnused(ctx, session.userId);
  * ```
  */
 import type { Doc, Id } from "../_generated/dataModel";
@@ -35,15 +35,18 @@ export async function deleteSession(
 }
 
 /**
- * Deletes a user who has no session and no message left, with their pairing
- * codes; anyone else is kept, so a guest's messages keep their author's name.
+ * Deletes a guest who has no session and no message left, with their pairing
+ * codes. Anyone else is kept: a guest's messages keep their author's name,
+ * and a member (`isAnonymous: false`) can always sign in again.
  *
  * @returns Whether the user was deleted.
  */
-export async function deleteUserIfUnused(
+export async function deleteGuestIfUnused(
   ctx: MutationCtx,
   userId: Id<"users">,
 ): Promise<boolean> {
+  const user = await ctx.db.get("users", userId);
+  if (user === null || !user.isAnonymous) return false;
   const session = await ctx.db
     .query("sessions")
     .withIndex("by_userId", (q) => q.eq("userId", userId))

@@ -12,6 +12,7 @@ import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { createApiServer, createSiteServer } from "./http/server.ts";
+import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
   createIsolate,
@@ -52,6 +53,8 @@ export type BackendOptions = {
     url: string;
     siteUrl: string | null;
   }) => Promise<void>;
+  /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
+  sync?: SyncSocketOptions;
 };
 
 export type BackendLogger = {
@@ -170,6 +173,7 @@ export async function startBackend(
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
     files,
+    sync: options.sync,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;

@@ -59,8 +59,10 @@ class FakeSocket {
   readonly sent: ServerMessage[] = [];
   closed: { code: number; reason: string } | null = null;
   readonly session = new SyncSession(hub, {
-    send: (message) =>
-      this.sent.push(JSON.parse(JSON.stringify(message)) as ServerMessage),
+    send: (frame, written) => {
+      this.sent.push(JSON.parse(frame) as ServerMessage);
+      written?.();
+    },
     close: (code, reason) => {
       this.closed = { code, reason };
     },

@@ -21,6 +21,7 @@ import {
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { FileStorage } from "./functions/fileStorage.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -41,6 +42,15 @@ export type BackendOptions = {
   logger?: BackendLogger;
   /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
   sync?: SyncSocketOptions;
+  /**
+   * Called once the ports accept connections and before the first build is
+   * installed; start-up waits for the promise it returns. Calls that arrive
+   * meanwhile wait for the build (see `startupGate.ts`). For tests of that window.
+   */
+  onListening?: (urls: {
+    url: string;
+    siteUrl: string | null;
+  }) => Promise<void>;
 };
 
 export type BackendLogger = {
@@ -103,9 +113,19 @@ export async function startBackend(
         logger.error(`${prefix} ${uncaughtError}`);
     },
   });
-  const convex = createSyscalls({ db, nested: runner.nested });
   let siteUrl: string | null = null;
   let url = "";
+  const files = FileStorage.open({
+    db,
+    dataDir,
+    exclusive: (task) => runner.exclusive(() => Promise.resolve().then(task)),
+    origin: () => url,
+  });
+  const convex = createSyscalls({
+    db,
+    nested: runner.nested,
+    extensions: [files.syscalls],
+  });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
@@ -125,21 +145,21 @@ export async function startBackend(
    * after the cache is cleared, or commit under a schema that was just checked.
    */
   const install = (isolate: Isolate) =>
-    runner.exclusive(() => {
+    runner.install(isolate, () => {
       db.setSchema(isolate.schema);
-      runner.setIsolate(isolate);
       hub.invalidateAll();
-      return Promise.resolve();
     });
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
+  cleanup.push(() => runner.close());
   const api = createApiServer({
     hub,
     runner,
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
     sync: options.sync,
+    files,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;
@@ -164,6 +184,7 @@ export async function startBackend(
   }
 
   try {
+    await options.onListening?.({ url, siteUrl });
     await install(await build());
   } catch (error) {
     return fail(error);

@@ -33,6 +33,7 @@ import {
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
+import { StartupGate } from "./startupGate.ts";
 import { Transaction } from "./transaction.ts";
 import { validateArgs, validateReturns } from "../values/validators.ts";
 
@@ -102,6 +103,8 @@ class SerialExecutor {
 export class FunctionRunner {
   readonly #db: Database;
   readonly #executor = new SerialExecutor();
+  /** Closed until the first build is installed: calls that arrive earlier wait. */
+  readonly #gate = new StartupGate();
   readonly #onRun: (event: FunctionRunEvent) => void;
   #isolate: Isolate | null = null;
   readonly #validators = new WeakMap<
@@ -117,8 +120,33 @@ export class FunctionRunner {
     this.#onRun = options.onRun ?? (() => undefined);
   }
 
+  /** Serves `isolate` from the next function on; the first one opens the start-up gate. */
   setIsolate(isolate: Isolate): void {
     this.#isolate = isolate;
+    this.#gate.open();
+  }
+
+  /**
+   * Switches to a new build between two functions (an executor slot that the
+   * start-up gate does not hold back, since the first install is what opens it).
+   * `onSwitch` runs in the slot, before the build is served.
+   */
+  install(isolate: Isolate, onSwitch: () => void): Promise<void> {
+    return this.#executor.run(() => {
+      onSwitch();
+      this.setIsolate(isolate);
+      return Promise.resolve();
+    });
+  }
+
+  /** Fails the calls still waiting for a first build (the backend is stopping). */
+  close(): void {
+    this.#gate.close("The local backend stopped before its functions loaded");
+  }
+
+  /** Runs `task` once the first build is installed (at once after that). */
+  #afterStartup<T>(task: () => Promise<T>): Promise<T> {
+    return this.#gate.isOpen ? task() : this.#gate.wait().then(task);
   }
 
   /** Calls from inside functions (`ctx.runQuery` and friends), for the syscall layer. */
@@ -133,7 +161,9 @@ export class FunctionRunner {
     request: QueryRequest,
     visibility: Visibility = "public",
   ): Promise<QueryOutcome> {
-    return this.#executor.run(() => this.#query(request, visibility));
+    return this.#afterStartup(() =>
+      this.#executor.run(() => this.#query(request, visibility)),
+    );
   }
 
   /**
@@ -147,8 +177,10 @@ export class FunctionRunner {
       runQuery: (request: QueryRequest) => Promise<QueryOutcome>,
     ) => Promise<T>,
   ): Promise<T> {
-    return this.#executor.run(() =>
-      task((request) => this.#query(request, "public")),
+    return this.#afterStartup(() =>
+      this.#executor.run(() =>
+        task((request) => this.#query(request, "public")),
+      ),
     );
   }
 
@@ -156,13 +188,16 @@ export class FunctionRunner {
     request: MutationRequest,
     visibility: Visibility = "public",
   ): Promise<MutationOutcome> {
-    return this.#executor.run(() => this.#mutation(request, visibility));
+    return this.#afterStartup(() =>
+      this.#executor.run(() => this.#mutation(request, visibility)),
+    );
   }
 
   async runAction(
     request: { path: string; args: JSONValue },
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
+    await this.#afterStartup(() => Promise.resolve());
     const context = newRequest("action", request.path, null);
     try {
       const { fn, path, args } = this.#prepare(
@@ -186,6 +221,7 @@ export class FunctionRunner {
    * (convex 1.48 `HttpRouter.lookup`), as the site origin does on Convex.
    */
   async runHttpAction(request: Request): Promise<Response> {
+    await this.#afterStartup(() => Promise.resolve());
     const router = this.#isolate?.modules.http?.default as
       HttpRouterLike | undefined;
     if (router?.isRouter !== true) {

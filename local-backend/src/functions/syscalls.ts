@@ -98,12 +98,31 @@ export class SyscallConvexError extends Error {
 }
 
 /** Syscall arguments: JSON from the library, checked where each op reads them. */
-type Args = Record<string, unknown>;
+export type Args = Record<string, unknown>;
+
+/**
+ * Ops implemented outside this module (file storage, vector search), looked
+ * up by name after the built-in ones.
+ */
+export type SyscallExtensions = {
+  async?: Record<
+    string,
+    (request: RequestContext, args: Args) => Promise<unknown>
+  >;
+  js?: Record<string, (request: RequestContext, args: Args) => unknown>;
+};
 
 export function createSyscalls(host: {
   db: Database;
   nested: NestedCalls;
+  extensions?: SyscallExtensions[];
 }): ConvexGlobal {
+  const asyncExtensions = new Map(
+    (host.extensions ?? []).flatMap((e) => Object.entries(e.async ?? {})),
+  );
+  const jsExtensions = new Map(
+    (host.extensions ?? []).flatMap((e) => Object.entries(e.js ?? {})),
+  );
   const sync = (op: string, args: Args): unknown => {
     const request = requireRequest(op);
     switch (op) {
@@ -246,8 +265,11 @@ export function createSyscalls(host: {
         throw new Error(
           "getTransactionMetrics() is not supported by the local backend yet",
         );
-      default:
-        throw unsupported(op);
+      default: {
+        const extension = asyncExtensions.get(op);
+        if (extension === undefined) throw unsupported(op);
+        return extension(request, args);
+      }
     }
   };
 
@@ -260,8 +282,10 @@ export function createSyscalls(host: {
         (await async(op, JSON.parse(jsonArgs) as Args)) ?? null,
       );
     },
-    jsSyscall(op) {
-      throw unsupported(op);
+    jsSyscall(op, args) {
+      const extension = jsExtensions.get(op);
+      if (extension === undefined) throw unsupported(op);
+      return extension(requireRequest(op), args);
     },
   };
 }

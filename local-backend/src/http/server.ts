@@ -16,6 +16,8 @@ import type {
   FunctionOutcome,
   FunctionRunner,
 } from "../functions/functionRunner.ts";
+import type { FileStorage } from "../functions/fileStorage.ts";
+import { serveStorage } from "./storageRoutes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
 import { serveSyncSocket, type SyncSocketOptions } from "./syncSocket.ts";
 
@@ -34,6 +36,8 @@ export type HttpServerOptions = {
   loopbackOnly: boolean;
   /** Heartbeat and send-buffer limits of sync sockets (tests shorten them). */
   sync?: SyncSocketOptions;
+  /** Upload and download routes under `/api/storage/` (http/storageRoutes.ts). */
+  files?: FileStorage;
 };
 
 export type ApiServer = {
@@ -87,7 +91,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
         ...corsHeaders(req),
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers":
-          "Content-Type, Convex-Client, Authorization",
+          "Content-Type, Convex-Client, Authorization, Digest",
         "Access-Control-Max-Age": "86400",
       });
       res.end();
@@ -101,6 +105,12 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       res.end(options.instanceName);
       return;
     }
+    if (
+      options.files !== undefined &&
+      pathname.startsWith("/api/storage/") &&
+      (await serveStorage(options.files, req, res, pathname))
+    )
+      return;
     const route = /^\/api\/(query|mutation|action)$/.exec(pathname);
     if (route === null) {
       sendJson(

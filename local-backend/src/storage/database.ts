@@ -96,6 +96,11 @@ export class Database {
     for (const { name, number } of loaded.tables) {
       this.#addTable(name, number);
     }
+    // System tables are never persisted as rows of `tables`, yet their
+    // documents are (`_storage`), so they must exist before documents load.
+    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
+      if (!this.#tablesByName.has(name)) this.#addTable(name, number);
+    }
     for (const stored of loaded.documents) {
       const table = this.#tablesByNumber.get(stored.tableNumber);
       if (table === undefined) {
@@ -112,9 +117,6 @@ export class Database {
     }
     for (const table of this.#tablesByName.values())
       table.setIndexes(this.#indexesFor(table.name));
-    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
-      if (!this.#tablesByName.has(name)) this.#addTable(name, number);
-    }
   }
 
   /** Opens the database in `dataDir`, creating the directory and file if needed. */

@@ -90,6 +90,25 @@ export type MutationRequest = {
   componentPath?: string;
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
+  /** A scheduled run: the job's state changes commit with the mutation (scheduler.ts). */
+  job?: MutationJob;
+};
+
+/**
+ * How the scheduler runs a mutation exactly once: its job document moves to
+ * its final state in the same commit as the function's writes, or, when the
+ * function fails, in a commit of its own (convex-backend
+ * `application/src/scheduled_jobs/mod.rs` `handle_mutation`).
+ */
+export type MutationJob = {
+  /** The `_scheduled_functions` job, if this is one (crons have none). */
+  id?: string;
+  /** In the run's transaction before the function; false skips the run (canceled meanwhile). */
+  begin(tx: Transaction): boolean;
+  /** In the run's transaction after success. */
+  succeed(tx: Transaction): void;
+  /** In a fresh transaction after a failure; `error` is the message without request id. */
+  fail(tx: Transaction, error: string): void;
 };
 
 type Visibility = "public" | "any";
@@ -221,7 +240,12 @@ export class FunctionRunner {
   }
 
   async runAction(
-    request: { path: string; args: JSONValue; componentPath?: string },
+    request: {
+      path: string;
+      args: JSONValue;
+      componentPath?: string;
+      scheduledJobId?: string;
+    },
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
     await this.#afterStartup(() => Promise.resolve());
@@ -233,6 +257,7 @@ export class FunctionRunner {
       null,
       componentPath,
     );
+    context.scheduledJobId = request.scheduledJobId ?? null;
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
@@ -370,6 +395,14 @@ export class FunctionRunner {
       null,
       componentPath,
     );
+    const job = request.job;
+    if (job !== undefined) {
+      context.scheduledJobId = job.id ?? null;
+      if (!job.begin(tx)) {
+        tx.close();
+        return { status: "success", value: null, logLines: [], ts: null };
+      }
+    }
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
@@ -383,7 +416,8 @@ export class FunctionRunner {
         fn.invokeMutation!(JSON.stringify([args])),
       );
       const outcome = this.#report(context, this.#finish(context, fn, result));
-      if (outcome.status === "error") return { ...outcome, ts: null };
+      if (outcome.status === "error") return this.#failJob(job, outcome);
+      job?.succeed(tx);
       // The de-duplication record commits with the writes, so a retry after a
       // crash or a dropped socket can never run the mutation a second time.
       const record =
@@ -397,13 +431,65 @@ export class FunctionRunner {
         ts: commit.ts,
       };
     } catch (error) {
-      return {
-        ...this.#report(context, this.#failure(context, error), error),
-        ts: null,
-      };
+      return this.#failJob(
+        job,
+        this.#report(context, this.#failure(context, error), error),
+      );
     } finally {
       tx.close();
     }
+  }
+
+  /** A failed mutation commits nothing; a scheduled one records the failure alone. */
+  #failJob(
+    job: MutationJob | undefined,
+    outcome: FunctionFailure,
+  ): MutationOutcome {
+    if (job === undefined) return { ...outcome, ts: null };
+    const tx = new Transaction(this.#db, { readOnly: false });
+    try {
+      job.fail(tx, withoutRequestId(outcome.errorMessage));
+      return { ...outcome, ts: this.#db.commit(tx.pendingWrites()).ts };
+    } finally {
+      tx.close();
+    }
+  }
+
+  /**
+   * Runs `task` in a transaction of its own between two functions and commits
+   * what it wrote: the scheduler's and crons' bookkeeping.
+   */
+  runSystem<T>(task: (tx: Transaction) => T): Promise<T> {
+    return this.#executor.run(() => {
+      const tx = new Transaction(this.#db, { readOnly: false });
+      try {
+        const result = task(tx);
+        if (tx.pendingWrites().size > 0) this.#db.commit(tx.pendingWrites());
+        return Promise.resolve(result);
+      } finally {
+        tx.close();
+      }
+    });
+  }
+
+  /** What kind of function `udfPath` names in the current build, or null if none. */
+  functionKind(udfPath: string): UdfType | null {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    const fn = this.#isolate?.modules[module]?.[exportName] as
+      RegisteredFunction | undefined;
+    if (fn === undefined || fn === null) return null;
+    return fn.isQuery
+      ? "query"
+      : fn.isMutation
+        ? "mutation"
+        : fn.isAction
+          ? "action"
+          : null;
+  }
+
+  /** Whether the current build has a module `module` (a canonical path without ".js"). */
+  hasModule(module: string): boolean {
+    return this.#isolate?.modules[module] !== undefined;
   }
 
   async #runNested(
@@ -741,6 +827,7 @@ function newRequest(
     path,
     componentPath,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
+    scheduledJobId: null,
     tx,
     layer: tx?.root ?? null,
     nowMs: Date.now(),
@@ -769,6 +856,11 @@ function parseJournal(journal: string | null): string | null {
 /** The dev-deployment error text of the real backend: "[Request ID: …] Server Error" then the cause. */
 function serverError(context: RequestContext, detail: string): string {
   return `[Request ID: ${context.requestId}] Server Error\n${detail}`;
+}
+
+/** The cause alone, as a scheduled job's `failed` state records it. */
+function withoutRequestId(errorMessage: string): string {
+  return errorMessage.replace(/^\[Request ID: [^\]]*\] Server Error\n/, "");
 }
 
 function asSyscallError(error: unknown): Error {

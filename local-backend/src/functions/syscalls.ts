@@ -52,6 +52,8 @@ export type RequestContext = {
   tx: Transaction | null;
   /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
   layer: WriteLayer | null;
+  /** The `_scheduled_functions` job this run executes, or null (`getRequestMetadata`). */
+  scheduledJobId: string | null;
   /** `Date.now()` inside queries and mutations: fixed for the whole run, as in Convex. */
   nowMs: number;
   logLines: string[];
@@ -272,7 +274,7 @@ export function createSyscalls(host: {
           ip: null,
           userAgent: null,
           requestId: request.requestId,
-          scheduledFunctionId: null,
+          scheduledFunctionId: request.scheduledJobId,
           authToken: null,
         };
       case "1.0/getTransactionMetrics":
@@ -439,10 +441,6 @@ function requireTx(
 
 function unsupported(op: string): Error {
   const known: Record<string, string> = {
-    "1.0/schedule": "the scheduler (ctx.scheduler)",
-    "1.0/actions/schedule": "the scheduler (ctx.scheduler)",
-    "1.0/cancel_job": "the scheduler (ctx.scheduler.cancel)",
-    "1.0/actions/cancel_job": "the scheduler (ctx.scheduler.cancel)",
     "1.0/storageGetUrl": "file storage",
     "1.0/storageGetMetadata": "file storage",
     "1.0/storageGenerateUploadUrl": "file storage",

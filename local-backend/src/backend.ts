@@ -21,6 +21,7 @@ import {
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
+import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -112,7 +113,7 @@ export async function startBackend(
   const convex = createSyscalls({
     db,
     nested: runner.nested,
-    extensions: [files.syscalls],
+    extensions: [files.syscalls, vectorSearchSyscalls(db)],
   });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {

@@ -56,6 +56,8 @@ export class ReadSet {
   readonly #scans: ScanRecord[] = [];
   readonly #ids = new Set<string>();
   readonly #wholeTables = new Set<string>();
+  readonly #predicates: { table: string; matches: (doc: Doc) => boolean }[] =
+    [];
 
   addScan(
     table: string,
@@ -90,6 +92,15 @@ export class ReadSet {
     this.#wholeTables.add(table);
   }
 
+  /**
+   * A read that depends on the documents of a table a predicate accepts (a
+   * text search: its filter values and query terms, textSearch.ts).
+   */
+  addPredicate(table: string, matches: (doc: Doc) => boolean): void {
+    this.tables.add(table);
+    this.#predicates.push({ table, matches });
+  }
+
   /** Whether any of these writes can change what was read. */
   overlaps(changes: readonly DocumentChange[]): boolean {
     for (const change of changes) {
@@ -99,6 +110,14 @@ export class ReadSet {
       for (const scan of this.#scans) {
         if (scan.table !== change.table) continue;
         if (scanCovers(scan, change.before) || scanCovers(scan, change.after))
+          return true;
+      }
+      for (const { table, matches } of this.#predicates) {
+        if (table !== change.table) continue;
+        if (
+          (change.before !== null && matches(change.before)) ||
+          (change.after !== null && matches(change.after))
+        )
           return true;
       }
     }

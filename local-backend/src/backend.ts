@@ -12,6 +12,7 @@ import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { createApiServer, createSiteServer } from "./http/server.ts";
+import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
   createIsolate,
@@ -19,7 +20,10 @@ import {
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { CronRunner } from "./functions/crons.ts";
+import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { FileStorage } from "./functions/fileStorage.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -38,6 +42,8 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /** Time for the scheduler and crons (not for function code); tests pass a fake one. */
+  clock?: Clock;
   /**
    * Called once the ports accept connections and before the first build is
    * installed; start-up waits for the promise it returns. Calls that arrive
@@ -47,6 +53,8 @@ export type BackendOptions = {
     url: string;
     siteUrl: string | null;
   }) => Promise<void>;
+  /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
+  sync?: SyncSocketOptions;
 };
 
 export type BackendLogger = {
@@ -109,9 +117,23 @@ export async function startBackend(
         logger.error(`${prefix} ${uncaughtError}`);
     },
   });
-  const convex = createSyscalls({ db, nested: runner.nested });
+  const scheduler = new Scheduler(db, runner, { clock: options.clock });
+  cleanup.push(() => scheduler.close());
+  const crons = new CronRunner(runner, { clock: options.clock, logger });
+  cleanup.push(() => crons.close());
   let siteUrl: string | null = null;
   let url = "";
+  const files = FileStorage.open({
+    db,
+    dataDir,
+    exclusive: (task) => runner.exclusive(() => Promise.resolve().then(task)),
+    origin: () => url,
+  });
+  const convex = createSyscalls({
+    db,
+    nested: runner.nested,
+    extensions: [files.syscalls, scheduler.syscalls],
+  });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
@@ -130,11 +152,17 @@ export async function startBackend(
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
    */
-  const install = (isolate: Isolate) =>
-    runner.install(isolate, () => {
+  const install = async (isolate: Isolate) => {
+    await runner.install(isolate, () => {
       db.setSchema(isolate.schema);
       hub.invalidateAll();
     });
+    try {
+      await crons.sync(isolate.modules.crons?.default);
+    } catch (error) {
+      logger.error(`Cron jobs not updated: ${(error as Error).message}`);
+    }
+  };
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
@@ -144,6 +172,8 @@ export async function startBackend(
     runner,
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
+    files,
+    sync: options.sync,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;
@@ -170,6 +200,7 @@ export async function startBackend(
   try {
     await options.onListening?.({ url, siteUrl });
     await install(await build());
+    await scheduler.start();
   } catch (error) {
     return fail(error);
   }

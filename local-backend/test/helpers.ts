@@ -37,6 +37,7 @@ import type * as items from "./fixture/convex/items.ts";
 import type * as kinds from "./fixture/convex/kinds.ts";
 import type * as messages from "./fixture/convex/messages.ts";
 import type * as runtime from "./fixture/convex/runtime.ts";
+import type * as scheduled from "./fixture/convex/scheduled.ts";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const FIXTURE_DIR = fileURLToPath(
@@ -55,6 +56,7 @@ type FullApi = ApiFromModules<{
   kinds: typeof kinds;
   messages: typeof messages;
   runtime: typeof runtime;
+  scheduled: typeof scheduled;
 }>;
 
 /** `api.messages.send` and friends, as `_generated/api.js` would export them. */
@@ -219,7 +221,12 @@ export type TestBackend = {
 };
 
 export async function startTestBackend(
-  options: { functions?: string; watch?: boolean; dataDir?: string } = {},
+  options: {
+    functions?: string;
+    watch?: boolean;
+    dataDir?: string;
+    clock?: BackendOptions["clock"];
+  } = {},
 ): Promise<TestBackend> {
   const dataDir = options.dataDir ?? tempDir("data");
   const logs = quietLogger();
@@ -232,6 +239,7 @@ export async function startTestBackend(
       host: "127.0.0.1",
       watch: options.watch ?? false,
       logger: logs,
+      clock: options.clock,
     });
   const clients: ConvexClient[] = [];
   const raws: RawSyncClient[] = [];

@@ -18,6 +18,12 @@ import { SourceMap } from "node:module";
 import { inspect } from "node:util";
 import vm from "node:vm";
 import type { SchemaJson } from "../storage/database.ts";
+import {
+  type ComponentDefinition,
+  type ComponentTree,
+  createComponentTree,
+  type RuntimeDefinition,
+} from "./components.ts";
 import { type TimedHooks, TimedRealm } from "./deadline.ts";
 import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
 
@@ -28,7 +34,7 @@ const MAX_LOG_LINE_CHARS = 32_768;
 export type LogLevel = "LOG" | "INFO" | "WARN" | "ERROR" | "DEBUG";
 
 export type Bundle = {
-  /** An IIFE script that assigns `globalThis.__convexModules` and `__convexSchema`. */
+  /** An IIFE script that assigns `globalThis.__convexDefinitions` and `__convexApp` (loader.ts). */
   code: string;
   /** The esbuild source map (JSON), used to point stack frames at the app's sources. */
   sourceMap: string;
@@ -41,11 +47,14 @@ export type Bundle = {
 export type ModuleExports = Record<string, unknown>;
 
 export type Isolate = {
-  /** Actions and HTTP actions: a context where timers and fetch work. */
+  /** The app's own modules (`components.root.modules`). */
   modules: Record<string, ModuleExports>;
-  /** Queries and mutations: a second evaluation of the bundle whose code runs under a deadline. */
-  udf: TimedRealm<Record<string, ModuleExports>>;
+  /** The app's schema with every component's tables under their internal names. */
   schema: SchemaJson | null;
+  /** Actions and HTTP actions: a context where timers and fetch work. */
+  components: ComponentTree;
+  /** Queries and mutations: a second evaluation of the bundle whose code runs under a deadline. */
+  udf: TimedRealm<ComponentTree>;
   /** Rewrites bundle positions in an error's stack to the app's source files. */
   formatStack(stack: string): string;
 };
@@ -127,19 +136,20 @@ export function createIsolate(
 
   const actions = evaluate(bundle, options, host, formatStack, null);
   const udf = new TimedRealm((hooks) => {
-    const { context, modules } = evaluate(
+    const { context, components } = evaluate(
       bundle,
       options,
       host,
       formatStack,
       hooks,
     );
-    return { context, modules };
+    return { context, modules: components };
   });
   return {
-    modules: actions.modules,
+    modules: actions.components.root.modules,
+    schema: actions.components.mergedSchema(),
+    components: actions.components,
     udf,
-    schema: actions.schema,
     formatStack,
   };
 }
@@ -161,16 +171,18 @@ function evaluate(
   host: Host,
   formatStack: (stack: string) => string,
   timed: TimedHooks | null,
-): {
-  context: vm.Context;
-  modules: Record<string, ModuleExports>;
-  schema: SchemaJson | null;
-} {
+): { context: vm.Context; components: ComponentTree } {
+  // Set once the bundle has run; `process.env` reads it per call.
+  let components: ComponentTree | undefined;
   const context = vm.createContext(
     {
       Convex:
         timed === null ? options.convex : timed.wrapConvex(options.convex),
-      process: Object.freeze({ env: Object.freeze({ ...options.env }) }),
+      process: Object.freeze({
+        env: componentAwareEnv(Object.freeze({ ...options.env }), (path) =>
+          components?.get(path),
+        ),
+      }),
       crypto: isolateCrypto(),
       TextEncoder,
       TextDecoder,
@@ -235,20 +247,39 @@ function evaluate(
     );
   }
   const globals = context as {
-    __convexModules?: Record<string, ModuleExports>;
-    __convexSchema?: { export(): string };
+    __convexDefinitions?: Record<
+      string,
+      { modules: Record<string, ModuleExports>; schema?: { export(): string } }
+    >;
+    __convexApp?: RuntimeDefinition;
   };
-  const schemaDefinition = globals.__convexSchema;
-  let schema: SchemaJson | null = null;
-  if (schemaDefinition !== undefined) {
-    if (typeof schemaDefinition.export !== "function") {
-      throw new ModuleLoadError(
-        "schema.ts must `export default defineSchema({...})`",
-      );
-    }
-    schema = JSON.parse(schemaDefinition.export()) as SchemaJson;
+  const definitions: Record<string, ComponentDefinition> = {};
+  for (const [key, { modules, schema }] of Object.entries(
+    globals.__convexDefinitions ?? { "": { modules: {} } },
+  )) {
+    definitions[key] = { modules, schema: exportSchema(schema, key) };
   }
-  return { context, modules: globals.__convexModules ?? {}, schema };
+  try {
+    components = createComponentTree(globals.__convexApp ?? null, definitions);
+  } catch (error) {
+    throw new ModuleLoadError(
+      `Failed to load the components: ${(error as Error).message}`,
+    );
+  }
+  return { context, components };
+}
+
+function exportSchema(
+  schemaDefinition: { export(): string } | undefined,
+  definitionPath: string,
+): SchemaJson | null {
+  if (schemaDefinition === undefined) return null;
+  if (typeof schemaDefinition.export !== "function") {
+    throw new ModuleLoadError(
+      `${definitionPath === "" ? "schema.ts" : `${definitionPath}/schema`} must \`export default defineSchema({...})\``,
+    );
+  }
+  return JSON.parse(schemaDefinition.export()) as SchemaJson;
 }
 
 /**
@@ -452,4 +483,37 @@ function relativeSource(source: string, root: string): string {
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * `process.env` as each function sees it: the deployment's variables in the
+ * app, and in a component only what its parent passed in `use(component,
+ * { env })`, as on Convex, where a component cannot read the app's
+ * environment. One object for all (modules keep `env = process.env`), so it
+ * looks the running function's component up on every read; read-only, like a
+ * frozen object.
+ */
+function componentAwareEnv(
+  appEnv: Readonly<Record<string, string>>,
+  component: (path: string) => { env: Record<string, string> } | undefined,
+): Record<string, string> {
+  const current = (): Readonly<Record<string, string>> => {
+    const path = currentRequest()?.componentPath ?? "";
+    return path === "" ? appEnv : (component(path)?.env ?? {});
+  };
+  const target: Record<string, string> = {};
+  return new Proxy(target, {
+    get: (_, key) => (typeof key === "string" ? current()[key] : undefined),
+    has: (_, key) => typeof key === "string" && key in current(),
+    ownKeys: () => Object.keys(current()),
+    getOwnPropertyDescriptor: (_, key) => {
+      const env = current();
+      return typeof key === "string" && key in env
+        ? { value: env[key], enumerable: true, configurable: true }
+        : undefined;
+    },
+    set: () => false,
+    defineProperty: () => false,
+    deleteProperty: () => false,
+  });
 }

@@ -33,7 +33,20 @@ import {
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
+import { StartupGate } from "./startupGate.ts";
 import { Transaction } from "./transaction.ts";
+import {
+  ComponentError,
+  type ComponentFunctionPath,
+  type ComponentTree,
+  type FunctionAddress,
+  localTableName,
+  ROOT_COMPONENT,
+} from "./components.ts";
+
+/** convex-backend `bad_admin_key_error(None)`: what a non-admin caller gets for a component's function. */
+const BAD_DEPLOY_KEY =
+  "BadDeployKey: The provided deploy key was invalid for this deployment. Double check that the environment this key was generated for matches the desired deployment.";
 import { validateArgs, validateReturns } from "../values/validators.ts";
 
 /** Wall-clock limit for one query or mutation. Convex limits user code to 1 s of
@@ -68,12 +81,33 @@ export type QueryRequest = {
   path: string;
   args: JSONValue;
   journal?: string | null;
+  /** The component the function belongs to; "" (the app) by default. */
+  componentPath?: string;
 };
 export type MutationRequest = {
   path: string;
   args: JSONValue;
+  componentPath?: string;
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
+  /** A scheduled run: the job's state changes commit with the mutation (scheduler.ts). */
+  job?: MutationJob;
+};
+
+/**
+ * How the scheduler runs a mutation exactly once: its job document moves to
+ * its final state in the same commit as the function's writes, or, when the
+ * function fails, in a commit of its own (convex-backend
+ * `application/src/scheduled_jobs/mod.rs` `handle_mutation`).
+ */
+export type MutationJob = {
+  id: string;
+  /** In the run's transaction before the function; false skips the run (canceled meanwhile). */
+  begin(tx: Transaction): boolean;
+  /** In the run's transaction after success. */
+  succeed(tx: Transaction): void;
+  /** In a fresh transaction after a failure; `error` is the message without request id. */
+  fail(tx: Transaction, error: string): void;
 };
 
 type Visibility = "public" | "any";
@@ -102,6 +136,8 @@ class SerialExecutor {
 export class FunctionRunner {
   readonly #db: Database;
   readonly #executor = new SerialExecutor();
+  /** Closed until the first build is installed: calls that arrive earlier wait. */
+  readonly #gate = new StartupGate();
   readonly #onRun: (event: FunctionRunEvent) => void;
   #isolate: Isolate | null = null;
   readonly #validators = new WeakMap<
@@ -117,23 +153,62 @@ export class FunctionRunner {
     this.#onRun = options.onRun ?? (() => undefined);
   }
 
+  /** Serves `isolate` from the next function on; the first one opens the start-up gate. */
   setIsolate(isolate: Isolate): void {
     this.#isolate = isolate;
+    this.#gate.open();
+  }
+
+  /**
+   * Switches to a new build between two functions (an executor slot that the
+   * start-up gate does not hold back, since the first install is what opens it).
+   * `onSwitch` runs in the slot, before the build is served.
+   */
+  install(isolate: Isolate, onSwitch: () => void): Promise<void> {
+    return this.#executor.run(() => {
+      onSwitch();
+      this.setIsolate(isolate);
+      return Promise.resolve();
+    });
+  }
+
+  /** Fails the calls still waiting for a first build (the backend is stopping). */
+  close(): void {
+    this.#gate.close("The local backend stopped before its functions loaded");
+  }
+
+  /** Runs `task` once the first build is installed (at once after that). */
+  #afterStartup<T>(task: () => Promise<T>): Promise<T> {
+    return this.#gate.isOpen ? task() : this.#gate.wait().then(task);
   }
 
   /** Calls from inside functions (`ctx.runQuery` and friends), for the syscall layer. */
   readonly nested: NestedCalls = {
-    runInTransaction: (parent, udfType, path, args) =>
-      this.#runNested(parent, udfType, path, args),
-    runFromAction: (parent, udfType, path, args) =>
-      this.#runFromAction(parent, udfType, path, args),
+    runInTransaction: (parent, udfType, address, args) =>
+      this.#runNested(parent, udfType, this.#resolve(parent, address), args),
+    runFromAction: (parent, udfType, address, args) =>
+      this.#runFromAction(
+        parent,
+        udfType,
+        this.#resolve(parent, address),
+        args,
+      ),
+    createFunctionHandle: (parent, address) => {
+      const target = this.#resolve(parent, address);
+      // The handle must name a function that exists (convex-backend looks it
+      // up in `_function_handles`, which holds one row per function).
+      this.#findFunction(target.udfPath, target.componentPath);
+      return this.#components().functionHandle(target);
+    },
   };
 
   runQuery(
     request: QueryRequest,
     visibility: Visibility = "public",
   ): Promise<QueryOutcome> {
-    return this.#executor.run(() => this.#query(request, visibility));
+    return this.#afterStartup(() =>
+      this.#executor.run(() => this.#query(request, visibility)),
+    );
   }
 
   /**
@@ -147,8 +222,10 @@ export class FunctionRunner {
       runQuery: (request: QueryRequest) => Promise<QueryOutcome>,
     ) => Promise<T>,
   ): Promise<T> {
-    return this.#executor.run(() =>
-      task((request) => this.#query(request, "public")),
+    return this.#afterStartup(() =>
+      this.#executor.run(() =>
+        task((request) => this.#query(request, "public")),
+      ),
     );
   }
 
@@ -156,20 +233,37 @@ export class FunctionRunner {
     request: MutationRequest,
     visibility: Visibility = "public",
   ): Promise<MutationOutcome> {
-    return this.#executor.run(() => this.#mutation(request, visibility));
+    return this.#afterStartup(() =>
+      this.#executor.run(() => this.#mutation(request, visibility)),
+    );
   }
 
   async runAction(
-    request: { path: string; args: JSONValue },
+    request: {
+      path: string;
+      args: JSONValue;
+      componentPath?: string;
+      scheduledJobId?: string;
+    },
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
-    const context = newRequest("action", request.path, null);
+    await this.#afterStartup(() => Promise.resolve());
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
+    const context = newRequest(
+      "action",
+      request.path,
+      null,
+      null,
+      componentPath,
+    );
+    context.scheduledJobId = request.scheduledJobId ?? null;
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
         request.args,
         "action",
         visibility,
+        componentPath,
       );
       context.path = path;
       const result = await requestStorage.run(context, () =>
@@ -186,6 +280,7 @@ export class FunctionRunner {
    * (convex 1.48 `HttpRouter.lookup`), as the site origin does on Convex.
    */
   async runHttpAction(request: Request): Promise<Response> {
+    await this.#afterStartup(() => Promise.resolve());
     const router = this.#isolate?.modules.http?.default as
       HttpRouterLike | undefined;
     if (router?.isRouter !== true) {
@@ -230,11 +325,13 @@ export class FunctionRunner {
     visibility: Visibility,
   ): Promise<QueryOutcome> {
     const tx = new Transaction(this.#db, { readOnly: true });
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
       "query",
       request.path,
       tx,
       request.journal ?? null,
+      componentPath,
     );
     let outcome: FunctionOutcome;
     try {
@@ -243,6 +340,7 @@ export class FunctionRunner {
         request.args,
         "query",
         visibility,
+        componentPath,
       );
       context.path = path;
       const result = await this.#invokeWithTimeout(context, () =>
@@ -288,20 +386,37 @@ export class FunctionRunner {
       }
     }
     const tx = new Transaction(this.#db, { readOnly: false });
-    const context = newRequest("mutation", request.path, tx);
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
+    const context = newRequest(
+      "mutation",
+      request.path,
+      tx,
+      null,
+      componentPath,
+    );
+    const job = request.job;
+    if (job !== undefined) {
+      context.scheduledJobId = job.id;
+      if (!job.begin(tx)) {
+        tx.close();
+        return { status: "success", value: null, logLines: [], ts: null };
+      }
+    }
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
         request.args,
         "mutation",
         visibility,
+        componentPath,
       );
       context.path = path;
       const result = await this.#invokeWithTimeout(context, () =>
         fn.invokeMutation!(JSON.stringify([args])),
       );
       const outcome = this.#report(context, this.#finish(context, fn, result));
-      if (outcome.status === "error") return { ...outcome, ts: null };
+      if (outcome.status === "error") return this.#failJob(job, outcome);
+      job?.succeed(tx);
       // The de-duplication record commits with the writes, so a retry after a
       // crash or a dropped socket can never run the mutation a second time.
       const record =
@@ -315,19 +430,71 @@ export class FunctionRunner {
         ts: commit.ts,
       };
     } catch (error) {
-      return {
-        ...this.#report(context, this.#failure(context, error), error),
-        ts: null,
-      };
+      return this.#failJob(
+        job,
+        this.#report(context, this.#failure(context, error), error),
+      );
     } finally {
       tx.close();
     }
   }
 
+  /** A failed mutation commits nothing; a scheduled one records the failure alone. */
+  #failJob(
+    job: MutationJob | undefined,
+    outcome: FunctionFailure,
+  ): MutationOutcome {
+    if (job === undefined) return { ...outcome, ts: null };
+    const tx = new Transaction(this.#db, { readOnly: false });
+    try {
+      job.fail(tx, withoutRequestId(outcome.errorMessage));
+      return { ...outcome, ts: this.#db.commit(tx.pendingWrites()).ts };
+    } finally {
+      tx.close();
+    }
+  }
+
+  /**
+   * Runs `task` in a transaction of its own between two functions and commits
+   * what it wrote: the scheduler's and crons' bookkeeping.
+   */
+  runSystem<T>(task: (tx: Transaction) => T): Promise<T> {
+    return this.#executor.run(() => {
+      const tx = new Transaction(this.#db, { readOnly: false });
+      try {
+        const result = task(tx);
+        if (tx.pendingWrites().size > 0) this.#db.commit(tx.pendingWrites());
+        return Promise.resolve(result);
+      } finally {
+        tx.close();
+      }
+    });
+  }
+
+  /** What kind of function `udfPath` names in the current build, or null if none. */
+  functionKind(udfPath: string): UdfType | null {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    const fn = this.#isolate?.modules[module]?.[exportName] as
+      RegisteredFunction | undefined;
+    if (fn === undefined || fn === null) return null;
+    return fn.isQuery
+      ? "query"
+      : fn.isMutation
+        ? "mutation"
+        : fn.isAction
+          ? "action"
+          : null;
+  }
+
+  /** Whether the current build has a module `module` (a canonical path without ".js"). */
+  hasModule(module: string): boolean {
+    return this.#isolate?.modules[module] !== undefined;
+  }
+
   async #runNested(
     parent: RequestContext,
     udfType: "query" | "mutation" | "snapshotQuery",
-    path: string,
+    target: ComponentFunctionPath,
     argsJson: JSONValue,
   ): Promise<JSONValue> {
     const kind = udfType === "mutation" ? "mutation" : "query";
@@ -341,7 +508,13 @@ export class FunctionRunner {
       fn,
       path: canonical,
       args,
-    } = this.#prepare(path, argsJson, kind, "any");
+    } = this.#prepare(
+      target.udfPath,
+      argsJson,
+      kind,
+      "any",
+      target.componentPath,
+    );
     // The child writes to a layer of its own: folded into the caller's on
     // success, dropped on failure, whatever else the caller does meanwhile.
     const layer = tx.child(parent.layer!, udfType);
@@ -349,6 +522,7 @@ export class FunctionRunner {
       ...parent,
       udfType: kind,
       path: canonical,
+      componentPath: target.componentPath,
       layer,
       streams: new Map(),
       nextStreamId: 0,
@@ -371,15 +545,20 @@ export class FunctionRunner {
   async #runFromAction(
     parent: RequestContext,
     udfType: UdfType,
-    path: string,
+    target: ComponentFunctionPath,
     args: JSONValue,
   ): Promise<JSONValue> {
+    const request = {
+      path: target.udfPath,
+      componentPath: target.componentPath,
+      args,
+    };
     const outcome =
       udfType === "query"
-        ? await this.runQuery({ path, args }, "any")
+        ? await this.runQuery(request, "any")
         : udfType === "mutation"
-          ? await this.runMutation({ path, args }, "any")
-          : await this.runAction({ path, args }, "any");
+          ? await this.runMutation(request, "any")
+          : await this.runAction(request, "any");
     parent.logLines.push(...outcome.logLines);
     if (outcome.status === "success") return outcome.value;
     if (outcome.errorData !== undefined)
@@ -387,19 +566,35 @@ export class FunctionRunner {
     throw new Error(outcome.errorMessage);
   }
 
-  /** Finds the function and checks its visibility, type and arguments. */
-  #prepare(
+  #components(): ComponentTree {
+    if (this.#isolate === null)
+      throw new ExpectedError("The functions are not loaded yet");
+    return this.#isolate.components;
+  }
+
+  /** The function an address names, from where `parent` runs. */
+  #resolve(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    try {
+      return this.#components().resolveAddress(parent.componentPath, address);
+    } catch (error) {
+      if (error instanceof ComponentError)
+        throw new ExpectedError(error.message);
+      throw error;
+    }
+  }
+
+  /** The registered function at `udfPath` in a component, and its canonical path. */
+  #findFunction(
     udfPath: string,
-    argsJson: JSONValue,
-    kind: UdfType,
-    visibility: Visibility,
-  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    componentPath: string,
+  ): { fn: RegisteredFunction; canonical: string; actual: UdfType } {
     const { module, exportName, canonical } = canonicalizeUdfPath(udfPath);
-    const notFound = () =>
-      new ExpectedError(
-        `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
-      );
-    const exports = this.#isolate?.modules[module];
+    const notFound = () => this.#notFound(canonical);
+    const exports =
+      this.#isolate?.components.get(componentPath)?.modules[module];
     const fn = exports?.[exportName] as RegisteredFunction | undefined;
     if (
       fn === undefined ||
@@ -415,7 +610,28 @@ export class FunctionRunner {
           ? "action"
           : null;
     if (actual === null) throw notFound();
-    if (visibility === "public" && fn.isPublic !== true) throw notFound();
+    return { fn, canonical, actual };
+  }
+
+  /** Finds the function and checks its visibility, type and arguments. */
+  #prepare(
+    udfPath: string,
+    argsJson: JSONValue,
+    kind: UdfType,
+    visibility: Visibility,
+    componentPath: string,
+  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    if (visibility === "public" && componentPath !== ROOT_COMPONENT) {
+      // Only an admin may call into a component from outside (convex-backend
+      // `UdfPostRequestWithComponent::component_path` → `must_be_admin`).
+      throw new ExpectedError(BAD_DEPLOY_KEY);
+    }
+    const { fn, canonical, actual } = this.#findFunction(
+      udfPath,
+      componentPath,
+    );
+    if (visibility === "public" && fn.isPublic !== true)
+      throw this.#notFound(canonical);
     if (actual !== kind) {
       throw new ExpectedError(
         `Trying to execute ${canonical} as ${capitalize(kind)}, but it is defined as ${capitalize(actual)}.`,
@@ -436,10 +652,24 @@ export class FunctionRunner {
       );
     }
     const argsError = validateArgs(this.#validatorsOf(fn).args, decoded, {
-      tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+      tableNameOfId: (id) => this.#tableNameOfId(id, componentPath),
     });
     if (argsError !== null) throw new ExpectedError(argsError);
     return { fn, path: canonical, args };
+  }
+
+  /** `v.id("t")` in a component means its own `t`: another namespace's ID names no table there. */
+  #tableNameOfId(id: string, componentPath: string): string | null {
+    const table = this.#db.tableOfId(id);
+    return table === undefined
+      ? null
+      : localTableName(componentPath, table.name);
+  }
+
+  #notFound(canonical: string): ExpectedError {
+    return new ExpectedError(
+      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+    );
   }
 
   /** `exportArgs()` / `exportReturns()` re-serialize on every call; a function's validators never change. */
@@ -465,7 +695,7 @@ export class FunctionRunner {
       this.#validatorsOf(fn).returns,
       jsonToConvex(value),
       {
-        tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+        tableNameOfId: (id) => this.#tableNameOfId(id, context.componentPath),
       },
     );
     if (returnsError !== null) {
@@ -529,7 +759,7 @@ export class FunctionRunner {
     if (context.logLines.length > 0 || uncaught) {
       this.#onRun({
         udfType: context.udfType,
-        path: context.path,
+        path: componentFunctionName(context.componentPath, context.path),
         logLines: context.logLines,
         ...(uncaught
           ? {
@@ -589,11 +819,14 @@ function newRequest(
   path: string,
   tx: Transaction | null,
   journal: string | null = null,
+  componentPath: string = ROOT_COMPONENT,
 ): RequestContext {
   return {
     udfType,
     path,
+    componentPath,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
+    scheduledJobId: null,
     tx,
     layer: tx?.root ?? null,
     nowMs: Date.now(),
@@ -624,6 +857,11 @@ function serverError(context: RequestContext, detail: string): string {
   return `[Request ID: ${context.requestId}] Server Error\n${detail}`;
 }
 
+/** The cause alone, as a scheduled job's `failed` state records it. */
+function withoutRequestId(errorMessage: string): string {
+  return errorMessage.replace(/^\[Request ID: [^\]]*\] Server Error\n/, "");
+}
+
 function asSyscallError(error: unknown): Error {
   const e = error as { message?: string; data?: unknown } | null;
   if (
@@ -640,6 +878,16 @@ function asSyscallError(error: unknown): Error {
   return error instanceof Error
     ? error
     : new Error(e?.message ?? String(error));
+}
+
+/** How logs name a component's function: "presence/batchWorker/lib:ping"; the app's keep "lib:ping". */
+export function componentFunctionName(
+  componentPath: string,
+  udfPath: string,
+): string {
+  return componentPath === ROOT_COMPONENT
+    ? udfPath
+    : `${componentPath}/${udfPath}`;
 }
 
 function capitalize(text: string): string {

@@ -17,9 +17,9 @@ import type {
   FunctionRunner,
 } from "../functions/functionRunner.ts";
 import type { FileStorage } from "../functions/fileStorage.ts";
-import { SyncSession } from "../sync/syncSession.ts";
 import { serveStorage } from "./storageRoutes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
+import { serveSyncSocket, type SyncSocketOptions } from "./syncSocket.ts";
 
 /** Convex's function argument limit (16 MiB) plus room for the envelope. */
 const MAX_BODY_BYTES = 17 * 1024 * 1024;
@@ -36,6 +36,8 @@ export type HttpServerOptions = {
   loopbackOnly: boolean;
   /** Upload and download routes under `/api/storage/` (http/storageRoutes.ts). */
   files?: FileStorage;
+  /** Heartbeat and send-buffer limits of sync sockets (tests shorten them). */
+  sync?: SyncSocketOptions;
 };
 
 export type ApiServer = {
@@ -244,43 +246,8 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
-      const session = new SyncSession(hub, {
-        send: (message) => {
-          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
-        },
-        close: (code, reason) => ws.close(code, reason),
-      });
-      ws.on("message", (data, isBinary) => {
-        if (isBinary) {
-          ws.close(
-            4000,
-            "Binary frames are not part of the Convex sync protocol",
-          );
-          session.dispose();
-          return;
-        }
-        try {
-          session.receive(
-            Buffer.isBuffer(data)
-              ? data.toString("utf8")
-              : Buffer.concat(
-                  Array.isArray(data) ? data : [Buffer.from(data)],
-                ).toString("utf8"),
-          );
-        } catch (error) {
-          console.error("local backend: sync message failed:", error);
-          ws.close(1011, "InternalServerError");
-          session.dispose();
-        }
-      });
-      ws.on("close", () => {
-        sockets.delete(ws);
-        session.dispose();
-      });
-      ws.on("error", () => {
-        sockets.delete(ws);
-        session.dispose();
-      });
+      ws.on("close", () => sockets.delete(ws));
+      serveSyncSocket(ws, hub, options.sync ?? {});
     });
   });
 

@@ -72,7 +72,25 @@ export type IndexLookup<T> =
 const SYSTEM_TABLES: Record<string, number> = {
   _scheduled_functions: 1,
   _storage: 2,
+  _cron_jobs: 3,
 };
+
+/**
+ * System tables' own indexes, beside the built-in two. The scheduler finds the
+ * next due job by `state.kind, scheduledTime` (convex-backend
+ * `model/scheduled_jobs/mod.rs` indexes `_scheduled_jobs` by `nextTs` for the same
+ * purpose), and garbage-collects finished jobs by `completedTime`.
+ */
+const SYSTEM_INDEXES: Record<string, SchemaJson["tables"][number]["indexes"]> =
+  {
+    _scheduled_functions: [
+      {
+        indexDescriptor: "by_state_scheduledTime",
+        fields: ["state.kind", "scheduledTime"],
+      },
+      { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
+    ],
+  };
 
 const ID_CACHE_SIZE = 100_000;
 const MAX_CLOCK_ADVANCE_MS = 60 * 60 * 1000;
@@ -295,7 +313,7 @@ export class Database {
   indexFields(tableName: string, indexName: string): string[] | undefined {
     if (indexName === BY_ID) return ["_id"];
     if (indexName === BY_CREATION_TIME) return ["_creationTime"];
-    return this.#schemaTable(tableName)?.indexes.find(
+    return this.#declaredIndexes(tableName).find(
       (i) => i.indexDescriptor === indexName,
     )?.fields;
   }
@@ -415,11 +433,17 @@ export class Database {
     return this.#schema?.tables.find((t) => t.tableName === tableName);
   }
 
+  #declaredIndexes(tableName: string): SchemaJson["tables"][number]["indexes"] {
+    return (
+      SYSTEM_INDEXES[tableName] ?? this.#schemaTable(tableName)?.indexes ?? []
+    );
+  }
+
   #indexesFor(tableName: string): IndexDefinition[] {
     const declared = [
       { name: BY_ID, fields: ["_id"] },
       { name: BY_CREATION_TIME, fields: ["_creationTime"] },
-      ...(this.#schemaTable(tableName)?.indexes ?? []).map((i) => ({
+      ...this.#declaredIndexes(tableName).map((i) => ({
         name: i.indexDescriptor,
         fields: i.fields,
       })),

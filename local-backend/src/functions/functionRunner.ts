@@ -101,7 +101,8 @@ export type MutationRequest = {
  * `application/src/scheduled_jobs/mod.rs` `handle_mutation`).
  */
 export type MutationJob = {
-  id: string;
+  /** The `_scheduled_functions` job, if this is one (crons have none). */
+  id?: string;
   /** In the run's transaction before the function; false skips the run (canceled meanwhile). */
   begin(tx: Transaction): boolean;
   /** In the run's transaction after success. */
@@ -396,7 +397,7 @@ export class FunctionRunner {
     );
     const job = request.job;
     if (job !== undefined) {
-      context.scheduledJobId = job.id;
+      context.scheduledJobId = job.id ?? null;
       if (!job.begin(tx)) {
         tx.close();
         return { status: "success", value: null, logLines: [], ts: null };

@@ -50,14 +50,16 @@ export type ScanRecord = {
   done: boolean;
 };
 
+/** A read of the documents of `table` that `matches` accepts (a text search). */
+export type ReadPredicate = { table: string; matches: (doc: Doc) => boolean };
+
 export class ReadSet {
   /** Every table read in any way; a cheap first filter. */
   readonly tables = new Set<string>();
   readonly #scans: ScanRecord[] = [];
   readonly #ids = new Set<string>();
   readonly #wholeTables = new Set<string>();
-  readonly #predicates: { table: string; matches: (doc: Doc) => boolean }[] =
-    [];
+  readonly #predicates: ReadPredicate[] = [];
 
   addScan(
     table: string,
@@ -92,23 +94,6 @@ export class ReadSet {
     this.#wholeTables.add(table);
   }
 
-  /**
-   * A read that depends on the documents of a table a predicate accepts (a
-   * text search: its filter values and query terms, textSearch.ts).
-   */
-  addPredicate(table: string, matches: (doc: Doc) => boolean): void {
-    this.tables.add(table);
-    this.#predicates.push({ table, matches });
-  }
-
-  /** The predicate reads (text searches), for `query/readSetIndex.ts`. */
-  get predicates(): readonly {
-    table: string;
-    matches: (doc: Doc) => boolean;
-  }[] {
-    return this.#predicates;
-  }
-
   /** The index scans, in the order they started (`query/readSetIndex.ts` indexes them). */
   get scans(): readonly ScanRecord[] {
     return this.#scans;
@@ -122,6 +107,20 @@ export class ReadSet {
   /** The tables read whole (`count()`). */
   get wholeTables(): ReadonlySet<string> {
     return this.#wholeTables;
+  }
+
+  /** The predicate reads (`query/readSetIndex.ts` checks them per table). */
+  get predicates(): readonly ReadPredicate[] {
+    return this.#predicates;
+  }
+
+  /**
+   * A read that depends on the documents of a table a predicate accepts (a
+   * text search: its filter values and query terms, textSearch.ts).
+   */
+  addPredicate(table: string, matches: (doc: Doc) => boolean): void {
+    this.tables.add(table);
+    this.#predicates.push({ table, matches });
   }
 
   /** Whether any of these writes can change what was read. */

@@ -29,8 +29,12 @@
  */
 import { compareValues } from "convex/values";
 import { type IndexKey, indexKey } from "./indexRange.ts";
-import type { DocumentChange, ReadSet, ScanRecord } from "./readSet.ts";
-import type { Doc } from "../values/wire.ts";
+import type {
+  DocumentChange,
+  ReadPredicate,
+  ReadSet,
+  ScanRecord,
+} from "./readSet.ts";
 
 type Bound = { key: IndexKey; side: -1 | 1 };
 
@@ -207,18 +211,18 @@ type IndexMap<T> = { keyFields: string[]; tree: IntervalTree<T> };
 type Registration<T> = {
   ids: string[];
   tables: string[];
+  predicates: ReadPredicate[];
   intervals: { table: string; indexKey: string; node: Node<T> }[];
 };
 
 export class ReadSetIndex<T> {
   readonly #byId = new Map<string, Set<T>>();
   readonly #byTable = new Map<string, Set<T>>();
+  /** table → subscriber → its predicate reads of that table (text searches). */
+  readonly #predicates = new Map<string, Map<T, ReadPredicate[]>>();
   /** table → index (its key fields) → interval map. */
   readonly #indexes = new Map<string, Map<string, IndexMap<T>>>();
   readonly #registered = new Map<T, Registration<T>>();
-  /** table → subscribers with predicate reads (text searches) and their predicates.
-   *  Checked one by one: there is no key order to stab. */
-  readonly #predicates = new Map<string, Map<T, ((doc: Doc) => boolean)[]>>();
 
   get size(): number {
     return this.#registered.size;
@@ -234,8 +238,19 @@ export class ReadSetIndex<T> {
     const registration: Registration<T> = {
       ids: [...readSet.ids],
       tables: [...readSet.wholeTables],
+      predicates: [...readSet.predicates],
       intervals: [],
     };
+    for (const predicate of registration.predicates) {
+      let bySubscriber = this.#predicates.get(predicate.table);
+      if (bySubscriber === undefined) {
+        bySubscriber = new Map();
+        this.#predicates.set(predicate.table, bySubscriber);
+      }
+      const list = bySubscriber.get(subscriber);
+      if (list === undefined) bySubscriber.set(subscriber, [predicate]);
+      else list.push(predicate);
+    }
     for (const id of registration.ids) addTo(this.#byId, id, subscriber);
     for (const table of registration.tables)
       addTo(this.#byTable, table, subscriber);
@@ -256,16 +271,6 @@ export class ReadSetIndex<T> {
       const node = map.tree.insert(interval[0], interval[1], subscriber);
       registration.intervals.push({ table: scan.table, indexKey: key, node });
     }
-    for (const { table, matches } of readSet.predicates) {
-      let subscribers = this.#predicates.get(table);
-      if (subscribers === undefined) {
-        subscribers = new Map();
-        this.#predicates.set(table, subscribers);
-      }
-      const list = subscribers.get(subscriber) ?? [];
-      list.push(matches);
-      subscribers.set(subscriber, list);
-    }
     this.#registered.set(subscriber, registration);
   }
 
@@ -273,13 +278,14 @@ export class ReadSetIndex<T> {
     const registration = this.#registered.get(subscriber);
     if (registration === undefined) return;
     this.#registered.delete(subscriber);
-    for (const [table, subscribers] of this.#predicates) {
-      if (subscribers.delete(subscriber) && subscribers.size === 0)
-        this.#predicates.delete(table);
-    }
     for (const id of registration.ids) removeFrom(this.#byId, id, subscriber);
     for (const table of registration.tables)
       removeFrom(this.#byTable, table, subscriber);
+    for (const { table } of registration.predicates) {
+      const bySubscriber = this.#predicates.get(table);
+      bySubscriber?.delete(subscriber);
+      if (bySubscriber?.size === 0) this.#predicates.delete(table);
+    }
     for (const { table, indexKey: key, node } of registration.intervals) {
       const indexes = this.#indexes.get(table)!;
       const map = indexes.get(key)!;
@@ -294,9 +300,9 @@ export class ReadSetIndex<T> {
   clear(): void {
     this.#byId.clear();
     this.#byTable.clear();
+    this.#predicates.clear();
     this.#indexes.clear();
     this.#registered.clear();
-    this.#predicates.clear();
   }
 
   /** Every subscriber whose read set one of these writes falls into. */
@@ -309,7 +315,7 @@ export class ReadSetIndex<T> {
       this.#predicates.get(change.table)?.forEach((predicates, subscriber) => {
         if (
           predicates.some(
-            (matches) =>
+            ({ matches }) =>
               (change.before !== null && matches(change.before)) ||
               (change.after !== null && matches(change.after)),
           )

@@ -121,13 +121,17 @@ export async function startBackend(
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
    */
-  const install = (isolate: Isolate) =>
-    runner.exclusive(() => {
+  const install = async (isolate: Isolate) => {
+    // Backfills and schema checks run before the switch, yielding to the
+    // event loop, so the executor keeps serving the old build meanwhile.
+    await db.prepareSchema(isolate.schema);
+    return runner.exclusive(() => {
       db.setSchema(isolate.schema);
       runner.setIsolate(isolate);
       hub.invalidateAll();
       return Promise.resolve();
     });
+  };
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());

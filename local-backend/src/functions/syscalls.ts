@@ -141,6 +141,7 @@ export function createSyscalls(host: {
           args.id as string,
           args.table as string | undefined,
           layer,
+          args.isSystem === true,
         );
         return doc === null ? null : convexToJson(doc);
       }
@@ -281,6 +282,7 @@ function queryPage(request: RequestContext, args: Args): unknown {
       endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
       pageSize: args.pageSize as number,
       maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
+      maximumBytesRead: (args.maximumBytesRead as number | null) ?? null,
     },
     layer,
   );

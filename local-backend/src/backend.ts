@@ -12,6 +12,7 @@ import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { createApiServer, createSiteServer } from "./http/server.ts";
+import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
   createIsolate,
@@ -19,7 +20,9 @@ import {
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { FileStorage } from "./functions/fileStorage.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -38,6 +41,19 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /** Time for the scheduler and crons (not for function code); tests pass a fake one. */
+  clock?: Clock;
+  /**
+   * Called once the ports accept connections and before the first build is
+   * installed; start-up waits for the promise it returns. Calls that arrive
+   * meanwhile wait for the build (see `startupGate.ts`). For tests of that window.
+   */
+  onListening?: (urls: {
+    url: string;
+    siteUrl: string | null;
+  }) => Promise<void>;
+  /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
+  sync?: SyncSocketOptions;
 };
 
 export type BackendLogger = {
@@ -100,9 +116,21 @@ export async function startBackend(
         logger.error(`${prefix} ${uncaughtError}`);
     },
   });
-  const convex = createSyscalls({ db, nested: runner.nested });
+  const scheduler = new Scheduler(db, runner, { clock: options.clock });
+  cleanup.push(() => scheduler.close());
   let siteUrl: string | null = null;
   let url = "";
+  const files = FileStorage.open({
+    db,
+    dataDir,
+    exclusive: (task) => runner.exclusive(() => Promise.resolve().then(task)),
+    origin: () => url,
+  });
+  const convex = createSyscalls({
+    db,
+    nested: runner.nested,
+    extensions: [files.syscalls, scheduler.syscalls],
+  });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {
     const bundle = await buildFunctions(functionsDir);
@@ -125,21 +153,22 @@ export async function startBackend(
     // Backfills and schema checks run before the switch, yielding to the
     // event loop, so the executor keeps serving the old build meanwhile.
     await db.prepareSchema(isolate.schema);
-    return runner.exclusive(() => {
+    return runner.install(isolate, () => {
       db.setSchema(isolate.schema);
-      runner.setIsolate(isolate);
       hub.invalidateAll();
-      return Promise.resolve();
     });
   };
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
+  cleanup.push(() => runner.close());
   const api = createApiServer({
     hub,
     runner,
     instanceName: "local-backend",
     loopbackOnly: LOOPBACK.has(host),
+    files,
+    sync: options.sync,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;
@@ -164,7 +193,9 @@ export async function startBackend(
   }
 
   try {
+    await options.onListening?.({ url, siteUrl });
     await install(await build());
+    await scheduler.start();
   } catch (error) {
     return fail(error);
   }

@@ -202,16 +202,16 @@ describe("Transaction reads", () => {
     expect(() => tx.delete(message, "users")).toThrow(
       "Invalid argument `id` for `db.delete`",
     );
-    expect(() => tx.get(systemId)).toThrow(
+    expect(() => tx.get(systemId, undefined, tx.root, "db")).toThrow(
       "System tables can only be accessed with db.system.",
     );
-    expect(() => tx.delete(systemId)).toThrow(
+    expect(() => tx.delete(systemId, undefined, tx.root, "db")).toThrow(
       "System tables can only be accessed with db.system.",
     );
-    expect(() => tx.get(message, undefined, tx.root, true)).toThrow(
+    expect(() => tx.get(message, undefined, tx.root, "db.system")).toThrow(
       "User tables cannot be accessed with db.system.",
     );
-    expect(tx.get(systemId, undefined, tx.root, true)).toBeNull();
+    expect(tx.get(systemId, undefined, tx.root, "db.system")).toBeNull();
     // A well-formed id of a table that does not exist reads as null.
     expect(tx.get(encodeId(9999, newInternalId()))).toBeNull();
     expect(tx.get(message, "messages")).toMatchObject({ body: "x" });

@@ -78,6 +78,9 @@ export type PageResult = {
   pageStatus: "SplitRecommended" | "SplitRequired" | null;
 };
 
+/** How user code reached a document call: `ctx.db` or `ctx.db.system`. */
+export type Access = "db" | "db.system";
+
 /** Field names the library never sends but a forged syscall could (convex-backend
  *  rejects user fields that start with "_" at the top level). */
 const SYSTEM_FIELDS = new Set(["_id", "_creationTime"]);
@@ -149,19 +152,20 @@ export class Transaction {
   // ---- documents ---------------------------------------------------------
 
   /**
-   * `db.get`; `isSystem` is true for `db.system.get`. A malformed id, an id
-   * of another table than the one named, or a system id through `db` fail;
-   * an id of a table that does not exist reads as null (convex-backend
-   * `query_batch` in crates/isolate `async_syscall.rs`).
+   * `db.get`. A malformed id or an id of another table than the one named
+   * fail; an id of a table that does not exist reads as null (convex-backend
+   * `query_batch` in crates/isolate `async_syscall.rs`). `access` is how user
+   * code called it (`db` or `db.system`), which must match the id's table;
+   * the backend's own modules (scheduler, file storage) leave it out.
    */
   get(
     id: string,
     tableName?: string,
     layer = this.root,
-    isSystem = false,
+    access?: Access,
   ): Doc | null {
     this.#check();
-    const table = this.#resolveId(id, tableName, "db.get", isSystem);
+    const table = this.#resolveId(id, tableName, "db.get", access);
     if (table === undefined) return null;
     this.readSet.addId(table.name, id);
     const pending = this.#pending(id, layer);
@@ -192,15 +196,55 @@ export class Transaction {
     return id;
   }
 
+  /**
+   * Inserts into a system table (`_scheduled_functions`, `_cron_jobs`): the
+   * backend's own bookkeeping, which commits with the transaction like any
+   * write. User code cannot reach this; its writes to "_" tables are refused.
+   */
+  insertSystem(
+    tableName: string,
+    value: Record<string, Value>,
+    layer = this.root,
+  ): string {
+    this.#checkWrite(layer);
+    const table = this.#db.tableForWrite(tableName);
+    const id = encodeId(table.number, newInternalId());
+    const doc = {
+      ...value,
+      _id: id,
+      _creationTime: this.#db.nextCreationTime(),
+    } as Doc;
+    layer.writes.set(id, { table: tableName, doc });
+    return id;
+  }
+
+  /** Replaces or deletes (`null`) a system table document; see `insertSystem`. */
+  writeSystem(
+    tableName: string,
+    id: string,
+    doc: Doc | null,
+    layer = this.root,
+  ): void {
+    this.#checkWrite(layer);
+    layer.writes.set(id, { table: tableName, doc });
+  }
+
   /** `db.patch`: shallow merge; a top-level `undefined` removes the field. */
   patch(
     id: string,
     value: Record<string, Value | undefined>,
     tableName?: string,
     layer = this.root,
+    access?: Access,
   ): void {
     this.#checkWrite(layer);
-    const { table, doc } = this.#existing(id, tableName, "Update", layer);
+    const { table, doc } = this.#existing(
+      id,
+      tableName,
+      "Update",
+      layer,
+      access,
+    );
     const next: Record<string, Value> = { ...doc };
     for (const [field, fieldValue] of Object.entries(value)) {
       if (SYSTEM_FIELDS.has(field)) {
@@ -223,9 +267,16 @@ export class Transaction {
     value: Record<string, Value>,
     tableName?: string,
     layer = this.root,
+    access?: Access,
   ): void {
     this.#checkWrite(layer);
-    const { table, doc } = this.#existing(id, tableName, "Replace", layer);
+    const { table, doc } = this.#existing(
+      id,
+      tableName,
+      "Replace",
+      layer,
+      access,
+    );
     for (const field of SYSTEM_FIELDS) {
       if (field in value && !sameValue(value[field], doc[field])) {
         throw new Error(
@@ -242,9 +293,14 @@ export class Transaction {
     );
   }
 
-  delete(id: string, tableName?: string, layer = this.root): void {
+  delete(
+    id: string,
+    tableName?: string,
+    layer = this.root,
+    access?: Access,
+  ): void {
     this.#checkWrite(layer);
-    const { table } = this.#existing(id, tableName, "Delete", layer);
+    const { table } = this.#existing(id, tableName, "Delete", layer, access);
     layer.writes.set(id, { table, doc: null });
   }
 
@@ -501,7 +557,7 @@ export class Transaction {
     id: string,
     tableName: string | undefined,
     syscall: "db.get" | "db.patch" | "db.replace" | "db.delete",
-    isSystem: boolean,
+    access: Access | undefined,
   ): { name: string } | undefined {
     if (typeof id !== "string" || decodeId(id) === null) {
       throw new Error(
@@ -516,10 +572,10 @@ export class Transaction {
       );
     }
     const systemTable = table.name.startsWith("_");
-    if (systemTable && !isSystem) {
+    if (systemTable && access === "db") {
       throw new Error("System tables can only be accessed with db.system.");
     }
-    if (!systemTable && isSystem) {
+    if (!systemTable && access === "db.system") {
       throw new Error("User tables cannot be accessed with db.system.");
     }
     return table;
@@ -530,6 +586,7 @@ export class Transaction {
     tableName: string | undefined,
     op: "Update" | "Replace" | "Delete",
     layer: WriteLayer,
+    access: Access | undefined,
   ): { table: string; doc: Doc } {
     const syscall =
       op === "Update"
@@ -537,7 +594,7 @@ export class Transaction {
         : op === "Replace"
           ? "db.replace"
           : "db.delete";
-    const table = this.#resolveId(id, tableName, syscall, false);
+    const table = this.#resolveId(id, tableName, syscall, access);
     let doc: Doc | null = null;
     if (table !== undefined) {
       this.readSet.addId(table.name, id);

@@ -16,8 +16,10 @@ import type {
   FunctionOutcome,
   FunctionRunner,
 } from "../functions/functionRunner.ts";
-import { SyncSession } from "../sync/syncSession.ts";
+import type { FileStorage } from "../functions/fileStorage.ts";
+import { serveStorage } from "./storageRoutes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
+import { serveSyncSocket, type SyncSocketOptions } from "./syncSocket.ts";
 
 /** Convex's function argument limit (16 MiB) plus room for the envelope. */
 const MAX_BODY_BYTES = 17 * 1024 * 1024;
@@ -32,6 +34,10 @@ export type HttpServerOptions = {
   instanceName: string;
   /** Enforce loopback `Host` headers (when listening on a loopback address). */
   loopbackOnly: boolean;
+  /** Upload and download routes under `/api/storage/` (http/storageRoutes.ts). */
+  files?: FileStorage;
+  /** Heartbeat and send-buffer limits of sync sockets (tests shorten them). */
+  sync?: SyncSocketOptions;
 };
 
 export type ApiServer = {
@@ -85,7 +91,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
         ...corsHeaders(req),
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers":
-          "Content-Type, Convex-Client, Authorization",
+          "Content-Type, Convex-Client, Authorization, Digest",
         "Access-Control-Max-Age": "86400",
       });
       res.end();
@@ -99,6 +105,12 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       res.end(options.instanceName);
       return;
     }
+    if (
+      options.files !== undefined &&
+      pathname.startsWith("/api/storage/") &&
+      (await serveStorage(options.files, req, res, pathname))
+    )
+      return;
     const route = /^\/api\/(query|mutation|action)$/.exec(pathname);
     if (route === null) {
       sendJson(
@@ -234,43 +246,8 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
-      const session = new SyncSession(hub, {
-        send: (message) => {
-          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
-        },
-        close: (code, reason) => ws.close(code, reason),
-      });
-      ws.on("message", (data, isBinary) => {
-        if (isBinary) {
-          ws.close(
-            4000,
-            "Binary frames are not part of the Convex sync protocol",
-          );
-          session.dispose();
-          return;
-        }
-        try {
-          session.receive(
-            Buffer.isBuffer(data)
-              ? data.toString("utf8")
-              : Buffer.concat(
-                  Array.isArray(data) ? data : [Buffer.from(data)],
-                ).toString("utf8"),
-          );
-        } catch (error) {
-          console.error("local backend: sync message failed:", error);
-          ws.close(1011, "InternalServerError");
-          session.dispose();
-        }
-      });
-      ws.on("close", () => {
-        sockets.delete(ws);
-        session.dispose();
-      });
-      ws.on("error", () => {
-        sockets.delete(ws);
-        session.dispose();
-      });
+      ws.on("close", () => sockets.delete(ws));
+      serveSyncSocket(ws, hub, options.sync ?? {});
     });
   });
 

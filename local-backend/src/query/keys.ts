@@ -233,6 +233,36 @@ export function isPast(
   return order === "asc" ? c > 0 : c < 0;
 }
 
+/**
+ * The keys a scan of `interval` in `order` has covered: up to and including
+ * `lastKey` (the last key it returned), or all of `interval` once `done`; null
+ * when it covered nothing yet.
+ */
+export function coveredInterval(
+  interval: KeyInterval,
+  order: Order,
+  lastKey: Buffer | undefined,
+  done: boolean,
+): KeyInterval | null {
+  let covered = interval;
+  if (!done) {
+    if (lastKey === undefined) return null;
+    covered =
+      order === "asc"
+        ? { lo: interval.lo, hi: minKey(interval.hi, afterKey(lastKey)) }
+        : { lo: maxKey(interval.lo, lastKey), hi: interval.hi };
+  }
+  return Buffer.compare(covered.lo, covered.hi) < 0 ? covered : null;
+}
+
+/** The smallest byte string greater than `key`. */
+function afterKey(key: Uint8Array): Buffer {
+  return Buffer.concat([key, Buffer.from([0])]);
+}
+
+const minKey = (a: Buffer, b: Buffer) => (Buffer.compare(a, b) <= 0 ? a : b);
+const maxKey = (a: Buffer, b: Buffer) => (Buffer.compare(a, b) >= 0 ? a : b);
+
 function pastPrefix(prefix: Buffer): Buffer {
   return prefix.length === 0 ? AFTER_ALL : Buffer.concat([prefix, AFTER_ALL]);
 }

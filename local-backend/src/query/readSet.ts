@@ -20,9 +20,9 @@
  */
 import { indexKey } from "./indexRange.ts";
 import {
+  coveredInterval,
   encodeKey,
   intervalContains,
-  isPast,
   type KeyInterval,
   type Order,
 } from "./keys.ts";
@@ -87,6 +87,21 @@ export class ReadSet {
     this.#wholeTables.add(table);
   }
 
+  /** The index scans, in the order they started (`query/readSetIndex.ts` indexes them). */
+  get scans(): readonly ScanRecord[] {
+    return this.#scans;
+  }
+
+  /** The IDs fetched with `db.get`. */
+  get ids(): ReadonlySet<string> {
+    return this.#ids;
+  }
+
+  /** The tables read whole (`count()`). */
+  get wholeTables(): ReadonlySet<string> {
+    return this.#wholeTables;
+  }
+
   /** Whether any of these writes can change what was read. */
   overlaps(changes: readonly DocumentChange[]): boolean {
     for (const change of changes) {
@@ -105,9 +120,14 @@ export class ReadSet {
 
 function scanCovers(scan: ScanRecord, doc: Doc | null): boolean {
   if (doc === null) return false;
-  if (scan.lastKey === undefined && !scan.done) return false;
-  const key = encodeKey(indexKey(doc, scan.keyFields));
-  if (!intervalContains(scan.interval, key)) return false;
-  // Unless the scan ran to the end, no further than its last row.
-  return scan.done || !isPast(scan.order, key, scan.lastKey!);
+  const covered = coveredInterval(
+    scan.interval,
+    scan.order,
+    scan.lastKey,
+    scan.done,
+  );
+  return (
+    covered !== null &&
+    intervalContains(covered, encodeKey(indexKey(doc, scan.keyFields)))
+  );
 }

@@ -48,6 +48,7 @@ import {
   type SessionRequestRecord,
   SqliteStore,
   type StoredIndex,
+  SYSTEM_TABLES,
   type StoredTable,
 } from "./sqliteStore.ts";
 
@@ -65,11 +66,22 @@ export type SchemaJson = {
   schemaValidation: boolean;
 };
 
-/** System tables have fixed numbers below the user range (convex-backend reserves 1..10000). */
-const SYSTEM_TABLES: Record<string, number> = {
-  _scheduled_functions: 1,
-  _storage: 2,
-};
+/**
+ * System tables' own indexes, beside the built-in two. The scheduler finds the
+ * next due job by `state.kind, scheduledTime` (convex-backend
+ * `model/scheduled_jobs/mod.rs` indexes `_scheduled_jobs` by `nextTs` for the same
+ * purpose), and garbage-collects finished jobs by `completedTime`.
+ */
+const SYSTEM_INDEXES: Record<string, SchemaJson["tables"][number]["indexes"]> =
+  {
+    _scheduled_functions: [
+      {
+        indexDescriptor: "by_state_scheduledTime",
+        fields: ["state.kind", "scheduledTime"],
+      },
+      { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
+    ],
+  };
 
 const ID_CACHE_SIZE = 100_000;
 const MAX_CLOCK_ADVANCE_MS = 60 * 60 * 1000;
@@ -183,7 +195,20 @@ export class Database {
     }
     for (const id of store.orphanedIndexIds()) this.#dropIndex(id);
     for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
-      if (!this.#tablesByName.has(name)) this.#registerTable(name, number);
+      const table =
+        this.#tablesByName.get(name) ?? this.#registerTable(name, number);
+      // System indexes do not wait for a schema: the scheduler reads them
+      // from the start. Only a folder migrated from version 1 lacks them.
+      for (const want of indexesOf(null, name)) {
+        if (table.queryable(want.name) !== undefined) continue;
+        const steps = this.#buildIndex(table, want);
+        let step = steps.next();
+        while (step.done !== true) step = steps.next();
+        const index = table.indexes.find((i) => i.indexId === step.value)!;
+        index.state = "ready";
+        if (!this.#unpersistedIndexes.includes(index))
+          this.#store.setIndexState(index.indexId, "ready");
+      }
     }
   }
 
@@ -318,41 +343,52 @@ export class Database {
           ids.push(ready.indexId);
           continue;
         }
-        const existing = table.indexes.find(
-          (i) => i.state === "backfilling" && sameIndex(want, i),
-        );
-        // A backfilling index left by a preparation that a newer one replaced
-        // is built again from the start: its entries are idempotent.
-        const index: StoredIndex = existing ?? {
-          indexId: this.#nextIndexId++,
-          tableNumber: table.number,
-          name: want.name,
-          keyFields: want.keyFields,
-          state: "backfilling",
-        };
-        if (existing === undefined) {
-          if (this.#unpersistedTables.some((t) => t.number === table.number))
-            this.#unpersistedIndexes.push(index);
-          else this.#store.addIndex(index);
-          table.indexes.push(index);
-        }
-        let chunk: { key: Buffer; docId: string }[] = [];
-        for (const doc of this.#walk(table)) {
-          chunk.push({ key: documentKey(doc, index), docId: doc._id });
-          if (chunk.length >= BACKFILL_CHUNK_ROWS) {
-            // Entries and the documents they were read from belong to one
-            // synchronous step, so no commit slips between them; commits
-            // between steps write their own entries to this index.
-            this.#store.insertEntries(index.indexId, chunk);
-            chunk = [];
-            yield;
-          }
-        }
-        this.#store.insertEntries(index.indexId, chunk);
-        ids.push(index.indexId);
+        ids.push(yield* this.#buildIndex(table, want));
       }
     }
     this.#prepared = { schema, built };
+  }
+
+  /**
+   * Creates (or resumes) a backfilling index with `want`'s fields and fills
+   * it from the table's documents, a chunk per step; returns its id.
+   */
+  *#buildIndex(
+    table: Table,
+    want: { name: string; keyFields: string[] },
+  ): Generator<void, number> {
+    const existing = table.indexes.find(
+      (i) => i.state === "backfilling" && sameIndex(want, i),
+    );
+    // A backfilling index left by a preparation that a newer one replaced
+    // is built again from the start: its entries are idempotent.
+    const index: StoredIndex = existing ?? {
+      indexId: this.#nextIndexId++,
+      tableNumber: table.number,
+      name: want.name,
+      keyFields: want.keyFields,
+      state: "backfilling",
+    };
+    if (existing === undefined) {
+      if (this.#unpersistedTables.some((t) => t.number === table.number))
+        this.#unpersistedIndexes.push(index);
+      else this.#store.addIndex(index);
+      table.indexes.push(index);
+    }
+    let chunk: { key: Buffer; docId: string }[] = [];
+    for (const doc of this.#walk(table)) {
+      chunk.push({ key: documentKey(doc, index), docId: doc._id });
+      if (chunk.length >= BACKFILL_CHUNK_ROWS) {
+        // Entries and the documents they were read from belong to one
+        // synchronous step, so no commit slips between them; commits
+        // between steps write their own entries to this index.
+        this.#store.insertEntries(index.indexId, chunk);
+        chunk = [];
+        yield;
+      }
+    }
+    this.#store.insertEntries(index.indexId, chunk);
+    return index.indexId;
   }
 
   /** Documents written since the last preparation started, to validate at install. */
@@ -486,7 +522,7 @@ export class Database {
   indexFields(tableName: string, indexName: string): string[] | undefined {
     if (indexName === BY_ID) return ["_id"];
     if (indexName === BY_CREATION_TIME) return ["_creationTime"];
-    return this.#schemaTable(tableName)?.indexes.find(
+    return declaredIndexes(this.#schema, tableName).find(
       (i) => i.indexDescriptor === indexName,
     )?.fields;
   }
@@ -703,15 +739,24 @@ function indexesOf(
   schema: SchemaJson | null,
   tableName: string,
 ): { name: string; keyFields: string[] }[] {
-  const declared =
-    schema?.tables.find((t) => t.tableName === tableName)?.indexes ?? [];
   return [
     ...builtInIndexes(),
-    ...declared.map((i) => ({
+    ...declaredIndexes(schema, tableName).map((i) => ({
       name: i.indexDescriptor,
       keyFields: indexedFieldsWithSuffix(i.fields),
     })),
   ];
+}
+
+function declaredIndexes(
+  schema: SchemaJson | null,
+  tableName: string,
+): SchemaJson["tables"][number]["indexes"] {
+  return (
+    SYSTEM_INDEXES[tableName] ??
+    schema?.tables.find((t) => t.tableName === tableName)?.indexes ??
+    []
+  );
 }
 
 function sameIndex(

@@ -341,6 +341,13 @@ export class DataDirectoryLockedError extends Error {
   }
 }
 
+/** System tables have fixed numbers below the user range (convex-backend reserves 1..10000). */
+export const SYSTEM_TABLES: Record<string, number> = {
+  _scheduled_functions: 1,
+  _storage: 2,
+  _cron_jobs: 3,
+};
+
 export const BY_ID = "by_id";
 export const BY_CREATION_TIME = "by_creation_time";
 
@@ -436,6 +443,13 @@ function createTables(db: Database.Database): void {
 function migrateFromV1(db: Database.Database): void {
   db.exec("ALTER TABLE tables ADD COLUMN count INTEGER NOT NULL DEFAULT 0");
   createTables(db);
+  // Version 1 never wrote rows for system tables, yet stored their documents.
+  const insertSystemTable = db.prepare(
+    "INSERT OR IGNORE INTO tables (name, number, count) VALUES (?, ?, 0)",
+  );
+  for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
+    insertSystemTable.run(name, number);
+  }
   const tables = db.prepare("SELECT number FROM tables").all() as {
     number: number;
   }[];

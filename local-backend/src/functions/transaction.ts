@@ -192,7 +192,7 @@ export class Transaction {
       _id: id,
       _creationTime: this.#db.nextCreationTime(),
     } as Doc;
-    this.#write(tableName, doc, layer);
+    this.#write(tableName, doc, layer, true);
     return id;
   }
 
@@ -214,7 +214,7 @@ export class Transaction {
       _id: id,
       _creationTime: this.#db.nextCreationTime(),
     } as Doc;
-    layer.writes.set(id, { table: tableName, doc });
+    layer.writes.set(id, { table: tableName, doc, inserted: true });
     return id;
   }
 
@@ -607,7 +607,12 @@ export class Transaction {
     return { table: this.#db.tableOfId(id)!.name, doc };
   }
 
-  #write(tableName: string, doc: Doc, layer: WriteLayer): void {
+  #write(
+    tableName: string,
+    doc: Doc,
+    layer: WriteLayer,
+    inserted = false,
+  ): void {
     if (tableName.startsWith("_")) {
       throw new Error(
         `System tables (prefixed with '_') are read-only: cannot write to "${tableName}"`,
@@ -620,7 +625,9 @@ export class Transaction {
       );
     }
     this.#db.validateDocument(tableName, doc);
-    layer.writes.set(doc._id, { table: tableName, doc });
+    // A later patch of an inserted document is still an insert to commit.
+    const isNew = inserted || this.#pending(doc._id, layer)?.inserted === true;
+    layer.writes.set(doc._id, { table: tableName, doc, inserted: isNew });
   }
 
   /** The layers a call sees, outermost first: its ancestors' and its own. */

@@ -67,8 +67,10 @@ const END = 0x00;
 const AFTER = 0xff;
 const AFTER_ALL = Buffer.from([AFTER]);
 
+/** Encodes into one growing scratch buffer; `finish` copies the result out. */
 class KeyWriter {
-  #buf = Buffer.allocUnsafe(64);
+  static #scratch = Buffer.allocUnsafe(1024);
+  #buf = KeyWriter.#scratch;
   #len = 0;
 
   #reserve(n: number): void {
@@ -78,6 +80,7 @@ class KeyWriter {
     );
     this.#buf.copy(next, 0, 0, this.#len);
     this.#buf = next;
+    KeyWriter.#scratch = next;
   }
 
   byte(b: number): void {
@@ -97,37 +100,55 @@ class KeyWriter {
     this.#buf[this.#len++] = 1;
   }
 
-  uint64(value: bigint): void {
-    this.#reserve(8);
-    this.#buf.writeBigUInt64BE(value, this.#len);
-    this.#len += 8;
+  /** A string's UTF-8 bytes, escaped as `escaped` does. */
+  string(value: string): void {
+    this.#reserve(value.length * 6 + 2);
+    const start = this.#len;
+    const written = this.#buf.write(value, start, "utf8");
+    if (this.#buf.subarray(start, start + written).includes(0)) {
+      this.escaped(Buffer.from(value, "utf8"));
+      return;
+    }
+    this.#len += written;
+    this.#buf[this.#len++] = 0;
+    this.#buf[this.#len++] = 1;
+  }
+
+  uint32(value: number): void {
+    this.#reserve(4);
+    this.#buf.writeUInt32BE(value >>> 0, this.#len);
+    this.#len += 4;
   }
 
   value(v: Value | undefined): void {
     if (v === undefined) return this.byte(TAG_UNDEFINED);
     if (v === null) return this.byte(TAG_NULL);
     switch (typeof v) {
-      case "bigint":
+      case "bigint": {
         this.byte(TAG_INT64);
         // Flipping the sign bit makes two's complement sort as unsigned.
-        return this.uint64(BigInt.asUintN(64, v) ^ (1n << 63n));
+        const bits = BigInt.asUintN(64, v) ^ (1n << 63n);
+        this.uint32(Number(bits >> 32n));
+        return this.uint32(Number(bits & 0xffff_ffffn));
+      }
       case "number": {
         this.byte(TAG_FLOAT64);
-        const scratch = Buffer.allocUnsafe(8);
-        scratch.writeDoubleBE(v);
-        const bits = scratch.readBigUInt64BE();
+        FLOAT.setFloat64(0, v);
+        const hi = FLOAT.getUint32(0);
+        const lo = FLOAT.getUint32(4);
         // IEEE total order: negatives (sign set) flip all bits, the rest flip the sign.
-        return this.uint64(
-          bits >> 63n === 1n
-            ? bits ^ 0xffff_ffff_ffff_ffffn
-            : bits ^ (1n << 63n),
-        );
+        if (hi >>> 31 === 1) {
+          this.uint32(~hi);
+          return this.uint32(~lo);
+        }
+        this.uint32(hi ^ 0x8000_0000);
+        return this.uint32(lo);
       }
       case "boolean":
         return this.byte(v ? TAG_TRUE : TAG_FALSE);
       case "string":
         this.byte(TAG_STRING);
-        return this.escaped(Buffer.from(v, "utf8"));
+        return this.string(v);
       default:
         break;
     }
@@ -146,7 +167,7 @@ class KeyWriter {
       // are ASCII, where that equals the UTF-8 order of the escaped names.
       const fields = Object.keys(v).sort();
       for (const field of fields) {
-        this.escaped(Buffer.from(field, "utf8"));
+        this.string(field);
         this.value((v as Record<string, Value>)[field]);
       }
       return this.byte(END);
@@ -158,6 +179,8 @@ class KeyWriter {
     return Buffer.from(this.#buf.subarray(0, this.#len));
   }
 }
+
+const FLOAT = new DataView(new ArrayBuffer(8));
 
 /** The bytes of an index key (or of a key prefix). */
 export function encodeKey(key: IndexKey): Buffer {

@@ -96,7 +96,13 @@ const SLICE_MS = 20;
 const SLICE_ROWS = 500;
 const BACKFILL_CHUNK_ROWS = 200;
 
-export type PendingWrite = { table: string; doc: Doc | null };
+/** A document's new value (null: deleted); `inserted` when no committed
+ *  version can exist (a fresh id from `insert`), which saves a lookup. */
+export type PendingWrite = {
+  table: string;
+  doc: Doc | null;
+  inserted?: boolean;
+};
 
 export type CommitResult = {
   ts: bigint;
@@ -133,6 +139,28 @@ export class Table {
       (i) => i.name === indexName && i.state === "ready",
     );
   }
+}
+
+/**
+ * The index entries a write changes: for each index, the old key out and the
+ * new one in, and nothing at all for an index whose key the write leaves as
+ * it was (a patch of unindexed fields touches no index).
+ */
+export function indexWritesFor(
+  indexes: readonly PhysicalIndex[],
+  docId: string,
+  before: Doc | null,
+  after: Doc | null,
+): IndexWrite[] {
+  const writes: IndexWrite[] = [];
+  for (const index of indexes) {
+    const remove = before === null ? null : documentKey(before, index);
+    const add = after === null ? null : documentKey(after, index);
+    if (remove !== null && add !== null && compareKeyBytes(remove, add) === 0)
+      continue;
+    writes.push({ indexId: index.indexId, docId, remove, add });
+  }
+  return writes;
 }
 
 /** A document's encoded key for an index. */
@@ -590,7 +618,7 @@ export class Database {
       if (write.doc !== null) write.doc = resolveCommitTs(write.doc, ts);
       const table = this.tableForWrite(write.table);
       tables.add(write.table);
-      const before = this.getDocument(id);
+      const before = write.inserted === true ? null : this.getDocument(id);
       const after = write.doc;
       changes.push({ table: write.table, id, before, after });
       const json = after === null ? null : JSON.stringify(convexToJson(after));
@@ -600,17 +628,8 @@ export class Database {
         tableNumber: table.number,
         json,
       });
-      for (const index of table.indexes) {
-        const remove = before === null ? null : documentKey(before, index);
-        const add = after === null ? null : documentKey(after, index);
-        if (
-          remove !== null &&
-          add !== null &&
-          compareKeyBytes(remove, add) === 0
-        )
-          continue;
-        indexWrites.push({ indexId: index.indexId, docId: id, remove, add });
-      }
+      indexWrites.push(...indexWritesFor(table.indexes, id, before, after));
+
       const delta = (after === null ? 0 : 1) - (before === null ? 0 : 1);
       if (delta !== 0) {
         counts.set(

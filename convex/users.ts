@@ -1,5 +1,7 @@
 import { v } from "convex/values";
 import { mutationWithSession, queryWithSession } from "./lib/sessions";
+import { enforceLimit } from "./model/rateLimits";
+import { deleteEverythingStep } from "./model/sessions";
 import { setUserName, toProfile, vProfile } from "./model/users";
 import { userFields } from "./schema";
 
@@ -10,12 +12,28 @@ export const me = queryWithSession({
   handler: (ctx) => (ctx.user === null ? null : toProfile(ctx.user)),
 });
 
-/** Renames the caller; old messages show the new name too. */
+/**
+ * Renames the caller; old messages show the new name too. Limited per user
+ * (`RATE_LIMITED` with `retryAfter`).
+ */
 export const setName = mutationWithSession({
   args: { name: userFields.name },
   returns: v.null(),
   handler: async (ctx, { name }) => {
+    await enforceLimit(ctx, "rename", ctx.user._id);
     await setUserName(ctx, ctx.user._id, name);
     return null;
   },
+});
+
+/**
+ * "Delete everything I did here", one bounded step at a time: the caller's
+ * messages, then their sessions (every device), then the user. Call again
+ * while `done` is false; after the last step this session id is gone and the
+ * browser should make a new one.
+ */
+export const remove = mutationWithSession({
+  args: {},
+  returns: v.object({ done: v.boolean() }),
+  handler: (ctx) => deleteEverythingStep(ctx, ctx.session),
 });

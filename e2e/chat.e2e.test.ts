@@ -403,9 +403,11 @@ test("older messages load on scrolling up or on Load older, each exactly once", 
     { length: count },
     (_, i) => `Old message ${String(i + 1).padStart(2, "0")} (${tag})`,
   );
+  // One writer per five messages: a burst of five is all one person may send.
   const author = new ConvexHttpClient(stack.convexUrl);
-  const sessionId = randomUUID() as SessionId;
-  for (const body of bodies) {
+  let sessionId = randomUUID() as SessionId;
+  for (const [i, body] of bodies.entries()) {
+    if (i % 5 === 0) sessionId = randomUUID() as SessionId;
     await author.mutation(api.messages.send, { sessionId, body });
   }
   const [oldest, newest] = [bodies[0], bodies[count - 1]];
@@ -491,4 +493,139 @@ test("the session secret never appears in any page's markup", async () => {
     expect(markup).toContain(body);
     for (const leak of leaks) expect(markup).not.toContain(leak);
   }
+});
+
+test("a pairing code moves a guest to a second browser: same name, (you) on old messages, own secret", async () => {
+  const tag = newTag();
+  const laptop = await openPerson();
+  const bob = await openPerson();
+  const name = `Traveller ${tag}`;
+  await rename(laptop, name);
+  const before = `Written on the laptop (${tag})`;
+  await sendMessage(laptop, before);
+  await waitForMessage(bob, before);
+
+  await laptop.getByRole("button", { name: "Show a pairing code" }).click();
+  const shown = laptop.getByRole("textbox", { name: "Your pairing code" });
+  await shown.waitFor();
+  const code = await shown.inputValue();
+  expect(code).toMatch(/^[0-9A-Z]{4}-[0-9A-Z]{4}$/);
+
+  const phone = await openPerson();
+  const phoneFirstSecret = await storedSecret(phone, "local");
+  expect(await shownName(phone)).toMatch(GUEST_NAME);
+  await phone.getByRole("textbox", { name: "Pairing code" }).fill(code);
+  await phone
+    .getByRole("button", { name: "Continue here as that person" })
+    .click();
+
+  await eventually(() => nameField(phone).inputValue()).toBe(name);
+  await eventually(async () =>
+    (await readMessages(phone)).filter((m) => m.body === before),
+  ).toMatchObject([{ author: name, mine: true, markedYou: true }]);
+  const phoneSecret = await storedSecret(phone, "local");
+  expect(phoneSecret).not.toBe(phoneFirstSecret);
+  expect(phoneSecret).not.toBe(await storedSecret(laptop, "local"));
+
+  // Both devices are the same person from now on, live.
+  const fromPhone = `Written on the phone (${tag})`;
+  await sendMessage(phone, fromPhone);
+  await waitForMessage(laptop, fromPhone);
+  expect(
+    (await readMessages(laptop)).filter((m) => m.body === fromPhone),
+  ).toMatchObject([{ author: name, mine: true, markedYou: true }]);
+  expect(
+    (await readMessages(bob)).filter((m) => m.body === fromPhone),
+  ).toMatchObject([{ author: name, mine: false, markedYou: false }]);
+
+  // The code worked once.
+  const thief = await openPerson();
+  await thief.getByRole("textbox", { name: "Pairing code" }).fill(code);
+  await thief
+    .getByRole("button", { name: "Continue here as that person" })
+    .click();
+  await thief.getByRole("alert").waitFor();
+  expect(await thief.getByRole("alert").textContent()).toBe(
+    "That code is wrong, used or expired. Show a new code on your other device and type it here.",
+  );
+  expect(await shownName(thief)).not.toBe(name);
+});
+
+test("delete everything asks first, then removes the visitor's messages for everyone and starts a new guest", async () => {
+  const tag = newTag();
+  const alice = await openPerson();
+  const bob = await openPerson();
+  const name = `Leaving ${tag}`;
+  await rename(alice, name);
+  const body = `Soon gone (${tag})`;
+  await sendMessage(alice, body);
+  const stays = `Bob stays (${tag})`;
+  await sendMessage(bob, stays);
+  await waitForMessage(alice, stays);
+  await waitForMessage(bob, body);
+  const secret = await storedSecret(alice, "local");
+
+  await alice
+    .getByRole("button", { name: "Delete everything I did here" })
+    .click();
+  const dialog = alice.getByRole("dialog", { name: "Delete everything?" });
+  await dialog.waitFor();
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  expect(await messageItem(bob, body).count()).toBe(1);
+
+  await alice
+    .getByRole("button", { name: "Delete everything I did here" })
+    .click();
+  await dialog.getByRole("button", { name: "Delete everything" }).click();
+
+  await eventually(() => messageItem(bob, body).count()).toBe(0);
+  await eventually(() => messageItem(alice, body).count()).toBe(0);
+  await eventually(() => nameField(alice).inputValue()).toMatch(GUEST_NAME);
+  expect(await storedSecret(alice, "local")).not.toBe(secret);
+  expect(await messageItem(alice, stays).count()).toBe(1);
+  await dialog.waitFor({ state: "hidden" });
+});
+
+test("a refused burst says in words when to try again, and keeps the draft", async () => {
+  const tag = newTag();
+  const alice = await openPerson();
+  for (let i = 1; i <= 5; i++) await sendMessage(alice, `Burst ${i} (${tag})`);
+
+  const box = messageBox(alice);
+  const sixth = `One too many (${tag})`;
+  await box.fill(sixth);
+  await box.press("Enter");
+
+  const reason = alice.getByRole("alert");
+  await reason.waitFor();
+  expect(await reason.textContent()).toMatch(
+    /^You're sending messages faster than the chat allows\. Try again in [1-3] seconds?\.$/,
+  );
+  expect(await descriptionOf(box)).toContain(await reason.textContent());
+  expect(await box.inputValue()).toBe(sixth);
+  await eventually(() => messageItem(alice, sixth).count()).toBe(0);
+});
+
+test("who is here shows a second browser live and drops it when its tab closes", async () => {
+  const tag = newTag();
+  const alice = await openPerson();
+  const bob = await openPerson();
+  await rename(alice, `Alice ${tag}`);
+  await rename(bob, `Bob ${tag}`);
+  const here = (page: Page) =>
+    page.getByRole("list", { name: /^Here now/ }).getByRole("listitem");
+  const names = async (page: Page) =>
+    (await here(page).allTextContents()).filter((n) => n.includes(tag));
+
+  await eventually(() => names(alice)).toEqual(
+    expect.arrayContaining([`Alice ${tag} (you)`, `Bob ${tag}`]) as unknown,
+  );
+  await eventually(() => names(bob)).toEqual(
+    expect.arrayContaining([`Alice ${tag}`, `Bob ${tag} (you)`]) as unknown,
+  );
+
+  await bob.close({ runBeforeUnload: true });
+
+  await eventually(() => names(alice)).toEqual([`Alice ${tag} (you)`]);
 });

@@ -4,13 +4,15 @@ import { api } from "../convex/_generated/api";
 import type { Id } from "../convex/_generated/dataModel";
 import { Composer } from "./components/Composer";
 import { ConnectionStatus } from "./components/ConnectionStatus";
+import { DeleteEverything } from "./components/DeleteEverything";
 import { MessageList } from "./components/MessageList";
 import { NameField } from "./components/NameField";
+import { PairDevice } from "./components/PairDevice";
+import { WhoIsHere } from "./components/WhoIsHere";
 import { useStartSession } from "./hooks/useStartSession";
-import { START_FAILED } from "./lib/errors";
 
 export function App() {
-  const startFailed = useStartSession();
+  const startError = useStartSession();
   const me = useSessionQuery(api.users.me);
   const [sentId, setSentId] = useState<Id<"messages"> | null>(null);
 
@@ -21,15 +23,20 @@ export function App() {
         <NameField me={me} />
         <ConnectionStatus />
       </header>
-      {startFailed && (
+      {startError && (
         <p role="alert" className="banner">
-          {START_FAILED}
+          {startError}
         </p>
       )}
       <main className="chat">
         <MessageList sentId={sentId} meId={me?._id ?? null} />
         <Composer onSent={setSentId} />
       </main>
+      <footer className="app-footer">
+        <WhoIsHere meId={me?._id ?? null} />
+        <PairDevice />
+        <DeleteEverything />
+      </footer>
     </div>
   );
 }

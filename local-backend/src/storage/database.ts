@@ -39,6 +39,9 @@ import {
   rangeToInterval,
 } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
+import type { SearchIndexDefinition } from "../query/textSearch.ts";
+import { SearchIndexes } from "./searchIndex.ts";
+import { type VectorIndexDefinition, VectorIndexes } from "./vectorIndex.ts";
 import {
   BY_CREATION_TIME,
   BY_ID,
@@ -59,12 +62,31 @@ export type SchemaJson = {
   tables: {
     tableName: string;
     indexes: { indexDescriptor: string; fields: string[] }[];
-    searchIndexes?: unknown[];
-    vectorIndexes?: unknown[];
+    stagedDbIndexes?: { indexDescriptor: string; fields: string[] }[];
+    searchIndexes?: SearchIndexJson[];
+    stagedSearchIndexes?: SearchIndexJson[];
+    vectorIndexes?: VectorIndexJson[];
+    stagedVectorIndexes?: VectorIndexJson[];
     documentType: ValidatorJSON;
   }[];
   schemaValidation: boolean;
 };
+
+type SearchIndexJson = {
+  indexDescriptor: string;
+  searchField: string;
+  filterFields: string[];
+};
+type VectorIndexJson = {
+  indexDescriptor: string;
+  vectorField: string;
+  dimensions: number;
+  filterFields: string[];
+};
+
+/** How an index name resolves: Convex serves only enabled indexes, and a staged one is "backfilling". */
+export type IndexLookup<T> =
+  { state: "enabled"; index: T } | { state: "staged" } | { state: "missing" };
 
 /**
  * System tables' own indexes, beside the built-in two. The scheduler finds the
@@ -200,8 +222,16 @@ export class Database {
   readonly #drops: number[] = [];
   #dropping = false;
 
+  /** Text and vector search indexes: tables in the same SQLite file, kept up
+   *  to date inside each commit's transaction (storage/searchIndex.ts,
+   *  storage/vectorIndex.ts). */
+  readonly textSearch: SearchIndexes;
+  readonly vectorSearch: VectorIndexes;
+
   private constructor(store: SqliteStore) {
     this.#store = store;
+    this.textSearch = new SearchIndexes(store.connection);
+    this.vectorSearch = new VectorIndexes(store.connection);
     const registry = store.loadRegistry();
     this.#lastTs = registry.lastTs;
     this.#lastCreationTime = registry.lastCreationTime;
@@ -334,6 +364,67 @@ export class Database {
         }
       }
     }
+    const docsOf = (name: string): Iterable<Doc> => {
+      const table = this.#tablesByName.get(name);
+      return table === undefined ? [] : this.#walk(table);
+    };
+    const tables = schema?.tables ?? [];
+    this.textSearch.setSchema(
+      tables.flatMap((t) =>
+        (t.searchIndexes ?? []).map((i) => searchDefinition(t.tableName, i)),
+      ),
+      docsOf,
+    );
+    this.vectorSearch.setSchema(
+      tables.flatMap((t) =>
+        (t.vectorIndexes ?? []).map((i) => vectorDefinition(t.tableName, i)),
+      ),
+      docsOf,
+    );
+  }
+
+  /** The search index `indexName` of a table, as the schema declares it. */
+  searchIndex(
+    tableName: string,
+    indexName: string,
+  ): IndexLookup<SearchIndexDefinition> {
+    const table = this.#schemaTable(tableName);
+    const found = table?.searchIndexes?.find(
+      (i) => i.indexDescriptor === indexName,
+    );
+    if (found !== undefined)
+      return { state: "enabled", index: searchDefinition(tableName, found) };
+    return table?.stagedSearchIndexes?.some(
+      (i) => i.indexDescriptor === indexName,
+    ) === true
+      ? { state: "staged" }
+      : { state: "missing" };
+  }
+
+  vectorIndex(
+    tableName: string,
+    indexName: string,
+  ): IndexLookup<VectorIndexDefinition> {
+    const table = this.#schemaTable(tableName);
+    const found = table?.vectorIndexes?.find(
+      (i) => i.indexDescriptor === indexName,
+    );
+    if (found !== undefined)
+      return { state: "enabled", index: vectorDefinition(tableName, found) };
+    return table?.stagedVectorIndexes?.some(
+      (i) => i.indexDescriptor === indexName,
+    ) === true
+      ? { state: "staged" }
+      : { state: "missing" };
+  }
+
+  /** Whether `indexName` is a staged database index (`stagedDbIndexes`). */
+  isStagedIndex(tableName: string, indexName: string): boolean {
+    return (
+      this.#schemaTable(tableName)?.stagedDbIndexes?.some(
+        (i) => i.indexDescriptor === indexName,
+      ) ?? false
+    );
   }
 
   /**
@@ -647,6 +738,11 @@ export class Database {
       indexWrites,
       counts,
       sessionRequest,
+      // Search index entries commit with their documents, or not at all.
+      inTransaction: () => {
+        this.textSearch.apply(changes);
+        this.vectorSearch.apply(changes);
+      },
     });
     this.#unpersistedTables.length = 0;
     this.#unpersistedIndexes.length = 0;
@@ -825,4 +921,29 @@ class DocumentCache {
     this.#bytes -= entry.bytes;
     this.#docs.delete(id);
   }
+}
+
+function searchDefinition(
+  table: string,
+  index: SearchIndexJson,
+): SearchIndexDefinition {
+  return {
+    table,
+    name: index.indexDescriptor,
+    searchField: index.searchField,
+    filterFields: index.filterFields,
+  };
+}
+
+function vectorDefinition(
+  table: string,
+  index: VectorIndexJson,
+): VectorIndexDefinition {
+  return {
+    table,
+    name: index.indexDescriptor,
+    vectorField: index.vectorField,
+    dimensions: index.dimensions,
+    filterFields: index.filterFields,
+  };
 }

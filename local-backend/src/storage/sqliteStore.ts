@@ -86,6 +86,8 @@ export type CommitBatch = {
   /** New document counts of the tables this commit changed. */
   counts: Map<number, number>;
   sessionRequest?: SessionRequestRecord | undefined;
+  /** Runs last inside the commit's SQLite transaction (search index upkeep). */
+  inTransaction?: (() => void) | undefined;
 };
 
 export type Registry = {
@@ -176,6 +178,7 @@ export class SqliteStore {
       }
       setMeta.run("last_ts", batch.ts.toString());
       setMeta.run("last_creation_time", String(batch.lastCreationTime));
+      batch.inTransaction?.();
     });
   }
 
@@ -299,6 +302,11 @@ export class SqliteStore {
         )
         .all() as { id: number }[]
     ).map((r) => r.id);
+  }
+
+  /** The open connection, for indexes kept in tables of the same file (searchIndex.ts). */
+  get connection(): Database.Database {
+    return this.#db;
   }
 
   commit(batch: CommitBatch): void {

@@ -441,7 +441,12 @@ function mutations(sender: Peer): (requestId: number) => Promise<void> {
     new Promise((resolve, reject) => {
       waiting.set(requestId, (answer) => {
         if (answer.success) resolve();
-        else reject(new Error(`mutation ${requestId}: ${answer.result}`));
+        else
+          reject(
+            new Error(
+              `mutation ${requestId}: ${JSON.stringify(answer.result)}`,
+            ),
+          );
       });
     });
 }

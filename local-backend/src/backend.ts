@@ -12,15 +12,30 @@ import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { createApiServer, createSiteServer } from "./http/server.ts";
+import {
+  type AuthFetch,
+  Authenticator,
+  networkFetch,
+  parseAuthConfig,
+  type AuthProvider,
+  TokenVerifier,
+} from "./functions/authentication.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
+  type Bundle,
   createIsolate,
   type Isolate,
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { loadOrCreateAdminKey } from "./storage/adminKey.ts";
 import { Database } from "./storage/database.ts";
+import {
+  EnvironmentError,
+  EnvironmentStore,
+  type EnvironmentVariables,
+} from "./storage/environment.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
 export type BackendOptions = {
@@ -38,6 +53,8 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /** Environment variables to set (persisted in the data folder) before start. */
+  env?: EnvironmentVariables;
 };
 
 export type BackendLogger = {
@@ -51,6 +68,8 @@ export type Backend = {
   /** The HTTP actions URL (CONVEX_SITE_URL), or null when disabled. */
   siteUrl: string | null;
   port: number;
+  /** The data folder's admin key (`Authorization: Convex <key>`). */
+  adminKey: string;
   /** Rebuilds and reloads the functions now; resolves false (and keeps the old ones) on failure. */
   reload(): Promise<boolean>;
   close(): Promise<void>;
@@ -65,6 +84,7 @@ export class StartupError extends Error {
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+export const INSTANCE_NAME = "local-backend";
 
 export async function startBackend(
   options: BackendOptions = {},
@@ -91,6 +111,20 @@ export async function startBackend(
       : new StartupError((error as Error).message);
   };
 
+  const envStore = new EnvironmentStore(dataDir);
+  let adminKey: string;
+  try {
+    if (options.env !== undefined) envStore.update(options.env);
+    envStore.list();
+    adminKey = loadOrCreateAdminKey(dataDir, INSTANCE_NAME);
+  } catch (error) {
+    return fail(
+      error instanceof EnvironmentError
+        ? new StartupError(`${error.code}: ${error.message}`)
+        : error,
+    );
+  }
+
   const runner = new FunctionRunner(db, {
     onRun: ({ udfType, path: fnPath, logLines, uncaughtError }) => {
       // The browser console's format (convex 1.48 `logging.ts`): "[CONVEX Q(messages:list)] [LOG] …".
@@ -103,28 +137,52 @@ export async function startBackend(
   const convex = createSyscalls({ db, nested: runner.nested });
   let siteUrl: string | null = null;
   let url = "";
-  /** Builds and evaluates the functions; no effect on what is being served. */
-  const build = async (): Promise<Isolate> => {
-    const bundle = await buildFunctions(functionsDir);
-    return createIsolate(bundle, {
+  // Keys of Convex Auth live on this backend's own site port: ask the router
+  // directly (no socket, and never from inside an executor slot, so an HTTP
+  // action that runs a query cannot wait on the verification waiting on it).
+  const authFetch: AuthFetch = (target) =>
+    siteUrl !== null && new URL(target).origin === new URL(siteUrl).origin
+      ? runner.runHttpAction(
+          new Request(target, { headers: { accept: "application/json" } }),
+        )
+      : networkFetch(target);
+  const authenticator = new Authenticator(
+    new TokenVerifier({ fetch: authFetch }),
+    adminKey,
+  );
+  type Build = { bundle: Bundle; isolate: Isolate; providers: AuthProvider[] };
+  let current: Build | null = null;
+  /**
+   * Evaluates a bundle under the current environment variables: module top
+   * level and `auth.config.ts` see them, as on Convex.
+   */
+  const instantiate = (bundle: Bundle): Build => {
+    const isolate = createIsolate(bundle, {
       convex,
-      env:
-        siteUrl === null
-          ? { CONVEX_CLOUD_URL: url }
-          : { CONVEX_CLOUD_URL: url, CONVEX_SITE_URL: siteUrl },
+      env: {
+        ...envStore.list(),
+        CONVEX_CLOUD_URL: url,
+        ...(siteUrl === null ? {} : { CONVEX_SITE_URL: siteUrl }),
+      },
       onStrayLog: (level: LogLevel, line: string) =>
         logger.info(`[${level}] ${line}`),
     });
+    return { bundle, isolate, providers: parseAuthConfig(isolate.authConfig) };
   };
+  /** Builds and evaluates the functions; no effect on what is being served. */
+  const build = async (): Promise<Build> =>
+    instantiate(await buildFunctions(functionsDir));
   /**
    * Switches to a new build between two functions (an executor slot), so no
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
    */
-  const install = (isolate: Isolate) =>
+  const install = (next: Build) =>
     runner.exclusive(() => {
-      db.setSchema(isolate.schema);
-      runner.setIsolate(isolate);
+      db.setSchema(next.isolate.schema);
+      runner.setIsolate(next.isolate);
+      authenticator.verifier.setProviders(next.providers);
+      current = next;
       hub.invalidateAll();
       return Promise.resolve();
     });
@@ -134,7 +192,8 @@ export async function startBackend(
   const api = createApiServer({
     hub,
     runner,
-    instanceName: "local-backend",
+    authenticator,
+    instanceName: INSTANCE_NAME,
     loopbackOnly: LOOPBACK.has(host),
   });
   const closeSockets = () => api.closeSockets();
@@ -149,7 +208,11 @@ export async function startBackend(
   url = `http://${urlHost}:${port}`;
   const sitePort = options.sitePort === undefined ? 3211 : options.sitePort;
   if (sitePort !== null) {
-    const site = createSiteServer({ runner, loopbackOnly: LOOPBACK.has(host) });
+    const site = createSiteServer({
+      runner,
+      authenticator,
+      loopbackOnly: LOOPBACK.has(host),
+    });
     try {
       const actualSitePort = await listen(site, sitePort, host, "--site-port");
       siteUrl = `http://${urlHost}:${actualSitePort}`;
@@ -166,11 +229,15 @@ export async function startBackend(
   }
 
   let reloading: Promise<boolean> = Promise.resolve(true);
-  const reload = (): Promise<boolean> => {
+  /** Rebuilds (new code) or re-evaluates the last build (new environment), one at a time. */
+  const reinstall = (
+    next: () => Promise<Build>,
+    done: string,
+  ): Promise<boolean> => {
     reloading = reloading.then(async () => {
       try {
-        await install(await build());
-        logger.info("Reloaded functions");
+        await install(await next());
+        logger.info(done);
         return true;
       } catch (error) {
         logger.error(
@@ -181,16 +248,32 @@ export async function startBackend(
     });
     return reloading;
   };
+  const reload = () => reinstall(build, "Reloaded functions");
   if (options.watch ?? true) {
     const stop = watchFunctions(functionsDir, () => void reload());
     cleanup.push(stop);
   }
+  // Environment changes (`npm run backend -- env set`, from any process) apply
+  // to the next function run; cached query results are dropped, as a change
+  // to Convex's `_environment_variables` invalidates the queries that read it.
+  cleanup.push(
+    envStore.watch(
+      () =>
+        void reinstall(
+          () => Promise.resolve(instantiate(current!.bundle)),
+          "Environment variables changed; reloaded functions",
+        ),
+      (error) =>
+        logger.error(`Cannot read environment variables: ${error.message}`),
+    ),
+  );
 
   let closing: Promise<void> | null = null;
   return {
     url,
     siteUrl,
     port,
+    adminKey,
     reload,
     close() {
       closing ??= (async () => {

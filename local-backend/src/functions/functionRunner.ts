@@ -24,6 +24,7 @@ let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Isolate, RegisteredFunction } from "./isolate.ts";
+import { ANONYMOUS, type Identity, isAdmin } from "./authentication.ts";
 import {
   type NestedCalls,
   type RequestContext,
@@ -68,12 +69,20 @@ export type QueryRequest = {
   path: string;
   args: JSONValue;
   journal?: string | null;
+  /** Who calls; anonymous when absent. An admin may call internal functions. */
+  identity?: Identity;
 };
 export type MutationRequest = {
   path: string;
   args: JSONValue;
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
+  identity?: Identity;
+};
+export type ActionRequest = {
+  path: string;
+  args: JSONValue;
+  identity?: Identity;
 };
 
 type Visibility = "public" | "any";
@@ -121,6 +130,21 @@ export class FunctionRunner {
     this.#isolate = isolate;
   }
 
+  /** What `udfPath` names in the current build, or null when nothing callable (as `/api/function` needs). */
+  kindOf(udfPath: string): UdfType | null {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    const fn = this.#isolate?.modules[module]?.[exportName] as
+      RegisteredFunction | undefined;
+    if (fn === undefined || fn === null) return null;
+    return fn.isQuery
+      ? "query"
+      : fn.isMutation
+        ? "mutation"
+        : fn.isAction
+          ? "action"
+          : null;
+  }
+
   /** Calls from inside functions (`ctx.runQuery` and friends), for the syscall layer. */
   readonly nested: NestedCalls = {
     runInTransaction: (parent, udfType, path, args) =>
@@ -160,16 +184,23 @@ export class FunctionRunner {
   }
 
   async runAction(
-    request: { path: string; args: JSONValue },
+    request: ActionRequest,
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
-    const context = newRequest("action", request.path, null);
+    const context = newRequest(
+      "action",
+      request.path,
+      null,
+      null,
+      request.identity,
+    );
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
         request.args,
         "action",
         visibility,
+        context.identity,
       );
       context.path = path;
       const result = await requestStorage.run(context, () =>
@@ -185,7 +216,10 @@ export class FunctionRunner {
    * Serves an HTTP action from the router that `convex/http.ts` exports
    * (convex 1.48 `HttpRouter.lookup`), as the site origin does on Convex.
    */
-  async runHttpAction(request: Request): Promise<Response> {
+  async runHttpAction(
+    request: Request,
+    identity: Identity = ANONYMOUS,
+  ): Promise<Response> {
     const router = this.#isolate?.modules.http?.default as
       HttpRouterLike | undefined;
     if (router?.isRouter !== true) {
@@ -204,6 +238,8 @@ export class FunctionRunner {
       "action",
       `${request.method} ${routePath}`,
       null,
+      null,
+      identity,
     );
     try {
       const response = await requestStorage.run(context, () =>
@@ -235,6 +271,7 @@ export class FunctionRunner {
       request.path,
       tx,
       request.journal ?? null,
+      request.identity,
     );
     let outcome: FunctionOutcome;
     try {
@@ -243,6 +280,7 @@ export class FunctionRunner {
         request.args,
         "query",
         visibility,
+        context.identity,
       );
       context.path = path;
       const result = await this.#invokeWithTimeout(context, () =>
@@ -288,13 +326,20 @@ export class FunctionRunner {
       }
     }
     const tx = new Transaction(this.#db, { readOnly: false });
-    const context = newRequest("mutation", request.path, tx);
+    const context = newRequest(
+      "mutation",
+      request.path,
+      tx,
+      null,
+      request.identity,
+    );
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
         request.args,
         "mutation",
         visibility,
+        context.identity,
       );
       context.path = path;
       const result = await this.#invokeWithTimeout(context, () =>
@@ -341,7 +386,7 @@ export class FunctionRunner {
       fn,
       path: canonical,
       args,
-    } = this.#prepare(path, argsJson, kind, "any");
+    } = this.#prepare(path, argsJson, kind, "any", parent.identity);
     // The child writes to a layer of its own: folded into the caller's on
     // success, dropped on failure, whatever else the caller does meanwhile.
     const layer = tx.child(parent.layer!, udfType);
@@ -374,12 +419,13 @@ export class FunctionRunner {
     path: string,
     args: JSONValue,
   ): Promise<JSONValue> {
+    const request = { path, args, identity: parent.identity };
     const outcome =
       udfType === "query"
-        ? await this.runQuery({ path, args }, "any")
+        ? await this.runQuery(request, "any")
         : udfType === "mutation"
-          ? await this.runMutation({ path, args }, "any")
-          : await this.runAction({ path, args }, "any");
+          ? await this.runMutation(request, "any")
+          : await this.runAction(request, "any");
     parent.logLines.push(...outcome.logLines);
     if (outcome.status === "success") return outcome.value;
     if (outcome.errorData !== undefined)
@@ -393,6 +439,7 @@ export class FunctionRunner {
     argsJson: JSONValue,
     kind: UdfType,
     visibility: Visibility,
+    identity: Identity,
   ): { fn: RegisteredFunction; path: string; args: JSONValue } {
     const { module, exportName, canonical } = canonicalizeUdfPath(udfPath);
     const notFound = () =>
@@ -415,7 +462,10 @@ export class FunctionRunner {
           ? "action"
           : null;
     if (actual === null) throw notFound();
-    if (visibility === "public" && fn.isPublic !== true) throw notFound();
+    // An admin may call internal functions (convex-backend: internal UDFs are
+    // callable with an admin key, as `npx convex run` does).
+    if (visibility === "public" && fn.isPublic !== true && !isAdmin(identity))
+      throw notFound();
     if (actual !== kind) {
       throw new ExpectedError(
         `Trying to execute ${canonical} as ${capitalize(kind)}, but it is defined as ${capitalize(actual)}.`,
@@ -589,11 +639,13 @@ function newRequest(
   path: string,
   tx: Transaction | null,
   journal: string | null = null,
+  identity: Identity = ANONYMOUS,
 ): RequestContext {
   return {
     udfType,
     path,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
+    identity,
     tx,
     layer: tx?.root ?? null,
     nowMs: Date.now(),

@@ -42,6 +42,8 @@ export type ModuleExports = Record<string, unknown>;
 export type Isolate = {
   modules: Record<string, ModuleExports>;
   schema: SchemaJson | null;
+  /** The default export of `auth.config.ts`, if there is one. */
+  authConfig: unknown;
   /** Rewrites bundle positions in an error's stack to the app's source files. */
   formatStack(stack: string): string;
 };
@@ -184,6 +186,7 @@ export function createIsolate(
   const globals = context as {
     __convexModules?: Record<string, ModuleExports>;
     __convexSchema?: { export(): string };
+    __convexAuthConfig?: unknown;
   };
   const schemaDefinition = globals.__convexSchema;
   let schema: SchemaJson | null = null;
@@ -195,7 +198,12 @@ export function createIsolate(
     }
     schema = JSON.parse(schemaDefinition.export()) as SchemaJson;
   }
-  return { modules: globals.__convexModules ?? {}, schema, formatStack };
+  return {
+    modules: globals.__convexModules ?? {},
+    schema,
+    authConfig: globals.__convexAuthConfig,
+    formatStack,
+  };
 }
 
 /**

@@ -1,5 +1,6 @@
 /**
- * Finds and bundles the app's `convex/` folder, and watches it for changes.
+ * Finds and bundles the app's `convex/` folder (modules, `schema.ts`,
+ * `auth.config.ts`), and watches it for changes.
  *
  * Entry points follow the Convex CLI's rules (convex 1.48 `bundler/index.ts`
  * `entryPoints()`); the bundle uses the CLI's esbuild settings for the isolate
@@ -107,6 +108,15 @@ export async function buildFunctions(functionsDir: string): Promise<Bundle> {
   );
   if (schemaFile !== undefined)
     lines.push(`import schema from ${JSON.stringify(`./${schemaFile}`)};`);
+  // Read at push by the Convex CLI; here with the rest, under the deployment's env.
+  const authConfigFile = ["auth.config.ts", "auth.config.js"].find((f) =>
+    fs.existsSync(path.join(absDir, f)),
+  );
+  if (authConfigFile !== undefined)
+    lines.push(
+      `import authConfig from ${JSON.stringify(`./${authConfigFile}`)};`,
+      `globalThis.__convexAuthConfig = authConfig;`,
+    );
   lines.push(
     `globalThis.__convexModules = {${entries.map((rel, i) => `${JSON.stringify(moduleName(rel))}: m${i}`).join(", ")}};`,
     `globalThis.__convexSchema = ${schemaFile !== undefined ? "schema" : "undefined"};`,

@@ -20,6 +20,7 @@ import {
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
+import { type Identity, userIdentityOf } from "./authentication.ts";
 import type {
   SerializedQuery,
   Transaction,
@@ -42,6 +43,8 @@ export type RequestContext = {
   udfType: UdfType;
   path: string;
   requestId: string;
+  /** Who called; nested calls inherit it (as on Convex). */
+  identity: Identity;
   tx: Transaction | null;
   /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
   layer: WriteLayer | null;
@@ -228,8 +231,7 @@ export function createSyscalls(host: {
         );
       }
       case "1.0/getUserIdentity":
-        // Authentication is not implemented yet: every caller is anonymous.
-        return null;
+        return userIdentityOf(request.identity);
       case "1.0/getFunctionMetadata":
         return { name: request.path, componentPath: "" };
       case "1.0/getDeploymentMetadata":

@@ -15,6 +15,7 @@ import type {
   QueryOutcome,
   QueryRequest,
 } from "../functions/functionRunner.ts";
+import { ANONYMOUS, identityCacheKey } from "../functions/authentication.ts";
 
 export interface Subscriber {
   /** A commit's writes; the subscriber re-runs the queries whose reads they overlap. */
@@ -64,12 +65,13 @@ export class SubscriptionHub {
       this.#cache.clear();
       this.#cacheTs = this.db.lastTs;
     }
-    // Every caller is anonymous for now; once tokens are accepted the caller's
-    // identity must join this key, or one user would get another's results.
+    // The caller's identity is part of the key, or one user would get
+    // another's results (convex-backend `Identity::cache_key`).
     const key = JSON.stringify([
       request.path,
       request.args,
       request.journal ?? null,
+      identityCacheKey(request.identity ?? ANONYMOUS),
     ]);
     const cached = this.#cache.get(key);
     if (cached !== undefined) return cached;

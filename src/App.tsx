@@ -27,7 +27,7 @@ export function App() {
         </p>
       )}
       <main className="chat">
-        <MessageList sentId={sentId} />
+        <MessageList sentId={sentId} meId={me?._id ?? null} />
         <Composer onSent={setSentId} />
       </main>
     </div>

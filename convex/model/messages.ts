@@ -2,6 +2,12 @@
  * Messages: `sendMessage` validates and stores a body; `listMessages` reads
  * one page newest first and resolves author names at read time, so a rename
  * shows on old messages too.
+ *
+ * The list is the same for every reader: it takes no caller and says nothing
+ * about who asks (no `isMine`). Every open page then subscribes to the very
+ * same query and arguments, so a backend runs it once per page per commit and
+ * shares the result, instead of once per viewer. The page marks its own
+ * messages by comparing `author._id` with `api.users.me`.
  */
 import type { PaginationOptions, PaginationResult } from "convex/server";
 import { ConvexError, v, type Infer } from "convex/values";
@@ -11,13 +17,12 @@ import { MESSAGE_MAX_CHARS, type ErrorData } from "../limits";
 import { messageFields, userFields } from "../schema";
 import { isLongerThan } from "./text";
 
-/** A message as the chat shows it to one viewer. */
+/** A message as the chat shows it to everyone. */
 export const vListedMessage = v.object({
   _id: v.id("messages"),
   _creationTime: v.number(),
   body: messageFields.body,
   author: v.object({ _id: v.id("users"), name: userFields.name }),
-  isMine: v.boolean(),
 });
 
 /**
@@ -50,12 +55,9 @@ export async function sendMessage(
 /**
  * One page of messages, newest first. Each distinct author on the page is
  * read once, and all of them in parallel.
- *
- * @param viewer The caller's user, or null before their first mutation.
  */
 export async function listMessages(
   ctx: QueryCtx,
-  viewer: Id<"users"> | null,
   paginationOpts: PaginationOptions,
 ): Promise<PaginationResult<Infer<typeof vListedMessage>>> {
   const result = await ctx.db
@@ -77,7 +79,6 @@ export async function listMessages(
       _creationTime: message._creationTime,
       body: message.body,
       author: { _id: message.author, name: await authorName(message.author) },
-      isMine: message.author === viewer,
     })),
   );
   return { ...result, page };

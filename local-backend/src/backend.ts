@@ -20,6 +20,7 @@ import {
   type AuthProvider,
   TokenVerifier,
 } from "./functions/authentication.ts";
+import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
   type Bundle,
@@ -28,7 +29,9 @@ import {
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
+import { FileStorage } from "./functions/fileStorage.ts";
 import { loadOrCreateAdminKey } from "./storage/adminKey.ts";
 import { Database } from "./storage/database.ts";
 import {
@@ -53,6 +56,19 @@ export type BackendOptions = {
   watch?: boolean;
   /** Where the backend's own messages and the functions' log lines go. Default console. */
   logger?: BackendLogger;
+  /** Time for the scheduler and crons (not for function code); tests pass a fake one. */
+  clock?: Clock;
+  /**
+   * Called once the ports accept connections and before the first build is
+   * installed; start-up waits for the promise it returns. Calls that arrive
+   * meanwhile wait for the build (see `startupGate.ts`). For tests of that window.
+   */
+  onListening?: (urls: {
+    url: string;
+    siteUrl: string | null;
+  }) => Promise<void>;
+  /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
+  sync?: SyncSocketOptions;
   /** Environment variables to set (persisted in the data folder) before start. */
   env?: EnvironmentVariables;
 };
@@ -134,9 +150,21 @@ export async function startBackend(
         logger.error(`${prefix} ${uncaughtError}`);
     },
   });
-  const convex = createSyscalls({ db, nested: runner.nested });
+  const scheduler = new Scheduler(db, runner, { clock: options.clock });
+  cleanup.push(() => scheduler.close());
   let siteUrl: string | null = null;
   let url = "";
+  const files = FileStorage.open({
+    db,
+    dataDir,
+    exclusive: (task) => runner.exclusive(() => Promise.resolve().then(task)),
+    origin: () => url,
+  });
+  const convex = createSyscalls({
+    db,
+    nested: runner.nested,
+    extensions: [files.syscalls, scheduler.syscalls],
+  });
   // Keys of Convex Auth live on this backend's own site port: ask the router
   // directly (no socket, and never from inside an executor slot, so an HTTP
   // action that runs a query cannot wait on the verification waiting on it).
@@ -178,23 +206,24 @@ export async function startBackend(
    * after the cache is cleared, or commit under a schema that was just checked.
    */
   const install = (next: Build) =>
-    runner.exclusive(() => {
+    runner.install(next.isolate, () => {
       db.setSchema(next.isolate.schema);
-      runner.setIsolate(next.isolate);
       authenticator.verifier.setProviders(next.providers);
       current = next;
       hub.invalidateAll();
-      return Promise.resolve();
     });
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());
+  cleanup.push(() => runner.close());
   const api = createApiServer({
     hub,
     runner,
     authenticator,
     instanceName: INSTANCE_NAME,
     loopbackOnly: LOOPBACK.has(host),
+    files,
+    sync: options.sync,
   });
   const closeSockets = () => api.closeSockets();
   let port: number;
@@ -223,7 +252,9 @@ export async function startBackend(
   }
 
   try {
+    await options.onListening?.({ url, siteUrl });
     await install(await build());
+    await scheduler.start();
   } catch (error) {
     return fail(error);
   }

@@ -880,20 +880,6 @@ describe("the function runtime", () => {
       );
     },
   );
-
-  test("an unsupported feature fails loudly and commits nothing", async () => {
-    const error = await rejection(
-      h.client().mutation(api.runtime.schedule, { body: "later" }),
-    );
-    expect(error.message).toMatch(/scheduler/i);
-    const http = h.httpClient();
-    expect(
-      await http.query(api.messages.byAuthor, { author: "scheduler" }),
-    ).toEqual([]);
-    expect(
-      await http.query(api.messages.byAuthor, { author: "scheduled" }),
-    ).toEqual([]);
-  });
 });
 
 describe("actions", () => {

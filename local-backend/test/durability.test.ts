@@ -495,3 +495,71 @@ describe("schema changes", () => {
     }
   });
 });
+
+describe("scheduled functions across kill -9", () => {
+  type JobState = { state: { kind: string; error?: string } } | null;
+
+  test("a mutation pending at kill -9 runs exactly once after restart", async () => {
+    const data = newDir("scheduled");
+    const first = await startCli(FIXTURE_DIR, data);
+    const id = await new ConvexHttpClient(first.url, {
+      logger: false,
+    }).mutation(api.scheduled.later, { body: "survivor", delayMs: 1500 });
+    first.cli.child.kill("SIGKILL");
+    await withTimeout(first.cli.exited, "kill -9");
+
+    const second = await startCli(FIXTURE_DIR, data);
+    const http = new ConvexHttpClient(second.url, { logger: false });
+    await waitFor(
+      async () =>
+        ((await http.query(api.scheduled.job, { id })) as unknown as JobState)
+          ?.state.kind === "success",
+      "the job to run after the restart",
+      START_TIMEOUT_MS,
+    );
+    second.cli.child.kill("SIGKILL");
+    await withTimeout(second.cli.exited, "kill -9");
+
+    const third = await startCli(FIXTURE_DIR, data);
+    const after = new ConvexHttpClient(third.url, { logger: false });
+    const runs = await after.query(api.messages.byAuthor, {
+      author: "scheduled",
+    });
+    expect(runs.map((m) => m.body)).toEqual(["survivor"]);
+  });
+
+  test("an action in progress at kill -9 is failed after restart, not run again", async () => {
+    const data = newDir("scheduled-action");
+    const first = await startCli(FIXTURE_DIR, data);
+    const before = new ConvexHttpClient(first.url, { logger: false });
+    const id = await before.mutation(api.scheduled.later, {
+      body: "cut off",
+      delayMs: 0,
+      kind: "slowAction",
+    });
+    await waitFor(
+      async () =>
+        (
+          (await before.query(api.scheduled.job, {
+            id,
+          })) as unknown as JobState
+        )?.state.kind === "inProgress",
+      "the action to start",
+    );
+    first.cli.child.kill("SIGKILL");
+    await withTimeout(first.cli.exited, "kill -9");
+
+    const second = await startCli(FIXTURE_DIR, data);
+    const http = new ConvexHttpClient(second.url, { logger: false });
+    const job = await waitFor(async () => {
+      const found = (await http.query(api.scheduled.job, {
+        id,
+      })) as unknown as JobState;
+      return found?.state.kind === "failed" ? found : null;
+    }, "the cut-off action to be failed");
+    expect(job.state.error).toBe("Transient error while executing action");
+    expect(
+      await http.query(api.messages.byAuthor, { author: "scheduled" }),
+    ).toEqual([]);
+  });
+});

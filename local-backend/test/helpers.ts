@@ -37,6 +37,7 @@ import type * as items from "./fixture/convex/items.ts";
 import type * as kinds from "./fixture/convex/kinds.ts";
 import type * as messages from "./fixture/convex/messages.ts";
 import type * as runtime from "./fixture/convex/runtime.ts";
+import type * as scheduled from "./fixture/convex/scheduled.ts";
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const FIXTURE_DIR = fileURLToPath(
@@ -55,6 +56,7 @@ type FullApi = ApiFromModules<{
   kinds: typeof kinds;
   messages: typeof messages;
   runtime: typeof runtime;
+  scheduled: typeof scheduled;
 }>;
 
 /** `api.messages.send` and friends, as `_generated/api.js` would export them. */

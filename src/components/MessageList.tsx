@@ -2,10 +2,12 @@
  * The conversation, oldest at the top and newest at the bottom. Pages come
  * from `api.messages.list` (newest first) and are reversed for display; older
  * pages load when the reader scrolls to the top or presses "Load older".
+ * The list is the same for every reader; this page marks its own messages by
+ * comparing each author with `me` (`api.users.me`).
  */
 import { useCallback, useMemo } from "react";
 import type { FunctionReturnType } from "convex/server";
-import { useSessionPaginatedQuery } from "convex-helpers/react/sessions";
+import { usePaginatedQuery } from "convex/react";
 import { api } from "../../convex/_generated/api";
 import type { Id } from "../../convex/_generated/dataModel";
 import { useChatScroll } from "../hooks/useChatScroll";
@@ -14,15 +16,19 @@ type Message = FunctionReturnType<typeof api.messages.list>["page"][number];
 
 const PAGE_SIZE = 30;
 
-export function MessageList({ sentId }: { sentId: Id<"messages"> | null }) {
-  const list = useSessionPaginatedQuery(
+export function MessageList({
+  sentId,
+  meId,
+}: {
+  sentId: Id<"messages"> | null;
+  /** The viewer's user id, or null until `api.users.me` has one. */
+  meId: Id<"users"> | null;
+}) {
+  const { status, results, loadMore } = usePaginatedQuery(
     api.messages.list,
     {},
     { initialNumItems: PAGE_SIZE },
   );
-  const status = list?.status ?? "LoadingFirstPage";
-  const results = list?.results;
-  const loadMore = list?.loadMore;
 
   const messages = useMemo(
     () => (results ? [...results].reverse() : []),
@@ -30,7 +36,7 @@ export function MessageList({ sentId }: { sentId: Id<"messages"> | null }) {
   );
   const canLoadMore = status === "CanLoadMore";
   const loadOlder = useCallback(() => {
-    if (canLoadMore) loadMore?.(PAGE_SIZE);
+    if (canLoadMore) loadMore(PAGE_SIZE);
   }, [canLoadMore, loadMore]);
   const { containerRef, onScroll } = useChatScroll({
     items: messages,
@@ -62,15 +68,25 @@ export function MessageList({ sentId }: { sentId: Id<"messages"> | null }) {
         aria-busy={status === "LoadingFirstPage" || undefined}
       >
         {messages.map((message) => (
-          <MessageItem key={message._id} message={message} />
+          <MessageItem
+            key={message._id}
+            message={message}
+            isMine={meId !== null && message.author._id === meId}
+          />
         ))}
       </ol>
     </div>
   );
 }
 
-function MessageItem({ message }: { message: Message }) {
-  const { _id, _creationTime, author, body, isMine } = message;
+function MessageItem({
+  message,
+  isMine,
+}: {
+  message: Message;
+  isMine: boolean;
+}) {
+  const { _id, _creationTime, author, body } = message;
   const sent = new Date(_creationTime);
   return (
     <li

@@ -23,7 +23,6 @@ function showSentMessage(
   if (!me) return;
   insertAtTop({
     paginatedQuery: api.messages.list,
-    argsToMatch: { sessionId },
     localQueryStore: store,
     item: {
       // Never sent anywhere: only a React key until the real id arrives.
@@ -31,7 +30,6 @@ function showSentMessage(
       _creationTime: Date.now(),
       body: body.trim(),
       author: { _id: me._id, name: me.name },
-      isMine: true,
     },
   });
 }

@@ -14,14 +14,15 @@ function renameEverywhere(
   { sessionId, name }: FunctionArgs<typeof api.users.setName>,
 ) {
   const me = store.getQuery(api.users.me, { sessionId });
-  if (me) store.setQuery(api.users.me, { sessionId }, { ...me, name });
+  if (!me) return;
+  store.setQuery(api.users.me, { sessionId }, { ...me, name });
 
   for (const { args, value } of store.getAllQueries(api.messages.list)) {
-    if (value === undefined || args.sessionId !== sessionId) continue;
+    if (value === undefined) continue;
     store.setQuery(api.messages.list, args, {
       ...value,
       page: value.page.map((message) =>
-        message.isMine
+        message.author._id === me._id
           ? { ...message, author: { ...message.author, name } }
           : message,
       ),

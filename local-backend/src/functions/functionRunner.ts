@@ -34,6 +34,7 @@ import {
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
+import { StartupGate } from "./startupGate.ts";
 import { Transaction } from "./transaction.ts";
 import { validateArgs, validateReturns } from "../values/validators.ts";
 
@@ -78,11 +79,30 @@ export type MutationRequest = {
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
   identity?: Identity;
+  /** A scheduled run: the job's state changes commit with the mutation (scheduler.ts). */
+  job?: MutationJob;
 };
 export type ActionRequest = {
   path: string;
   args: JSONValue;
   identity?: Identity;
+  scheduledJobId?: string;
+};
+
+/**
+ * How the scheduler runs a mutation exactly once: its job document moves to
+ * its final state in the same commit as the function's writes, or, when the
+ * function fails, in a commit of its own (convex-backend
+ * `application/src/scheduled_jobs/mod.rs` `handle_mutation`).
+ */
+export type MutationJob = {
+  id: string;
+  /** In the run's transaction before the function; false skips the run (canceled meanwhile). */
+  begin(tx: Transaction): boolean;
+  /** In the run's transaction after success. */
+  succeed(tx: Transaction): void;
+  /** In a fresh transaction after a failure; `error` is the message without request id. */
+  fail(tx: Transaction, error: string): void;
 };
 
 type Visibility = "public" | "any";
@@ -111,6 +131,8 @@ class SerialExecutor {
 export class FunctionRunner {
   readonly #db: Database;
   readonly #executor = new SerialExecutor();
+  /** Closed until the first build is installed: calls that arrive earlier wait. */
+  readonly #gate = new StartupGate();
   readonly #onRun: (event: FunctionRunEvent) => void;
   #isolate: Isolate | null = null;
   readonly #validators = new WeakMap<
@@ -126,8 +148,33 @@ export class FunctionRunner {
     this.#onRun = options.onRun ?? (() => undefined);
   }
 
+  /** Serves `isolate` from the next function on; the first one opens the start-up gate. */
   setIsolate(isolate: Isolate): void {
     this.#isolate = isolate;
+    this.#gate.open();
+  }
+
+  /**
+   * Switches to a new build between two functions (an executor slot that the
+   * start-up gate does not hold back, since the first install is what opens it).
+   * `onSwitch` runs in the slot, before the build is served.
+   */
+  install(isolate: Isolate, onSwitch: () => void): Promise<void> {
+    return this.#executor.run(() => {
+      onSwitch();
+      this.setIsolate(isolate);
+      return Promise.resolve();
+    });
+  }
+
+  /** Fails the calls still waiting for a first build (the backend is stopping). */
+  close(): void {
+    this.#gate.close("The local backend stopped before its functions loaded");
+  }
+
+  /** Runs `task` once the first build is installed (at once after that). */
+  #afterStartup<T>(task: () => Promise<T>): Promise<T> {
+    return this.#gate.isOpen ? task() : this.#gate.wait().then(task);
   }
 
   /** What `udfPath` names in the current build, or null when nothing callable (as `/api/function` needs). */
@@ -157,7 +204,9 @@ export class FunctionRunner {
     request: QueryRequest,
     visibility: Visibility = "public",
   ): Promise<QueryOutcome> {
-    return this.#executor.run(() => this.#query(request, visibility));
+    return this.#afterStartup(() =>
+      this.#executor.run(() => this.#query(request, visibility)),
+    );
   }
 
   /**
@@ -171,8 +220,10 @@ export class FunctionRunner {
       runQuery: (request: QueryRequest) => Promise<QueryOutcome>,
     ) => Promise<T>,
   ): Promise<T> {
-    return this.#executor.run(() =>
-      task((request) => this.#query(request, "public")),
+    return this.#afterStartup(() =>
+      this.#executor.run(() =>
+        task((request) => this.#query(request, "public")),
+      ),
     );
   }
 
@@ -180,13 +231,16 @@ export class FunctionRunner {
     request: MutationRequest,
     visibility: Visibility = "public",
   ): Promise<MutationOutcome> {
-    return this.#executor.run(() => this.#mutation(request, visibility));
+    return this.#afterStartup(() =>
+      this.#executor.run(() => this.#mutation(request, visibility)),
+    );
   }
 
   async runAction(
     request: ActionRequest,
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
+    await this.#afterStartup(() => Promise.resolve());
     const context = newRequest(
       "action",
       request.path,
@@ -194,6 +248,7 @@ export class FunctionRunner {
       null,
       request.identity,
     );
+    context.scheduledJobId = request.scheduledJobId ?? null;
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
@@ -220,6 +275,7 @@ export class FunctionRunner {
     request: Request,
     identity: Identity = ANONYMOUS,
   ): Promise<Response> {
+    await this.#afterStartup(() => Promise.resolve());
     const router = this.#isolate?.modules.http?.default as
       HttpRouterLike | undefined;
     if (router?.isRouter !== true) {
@@ -333,6 +389,14 @@ export class FunctionRunner {
       null,
       request.identity,
     );
+    const job = request.job;
+    if (job !== undefined) {
+      context.scheduledJobId = job.id;
+      if (!job.begin(tx)) {
+        tx.close();
+        return { status: "success", value: null, logLines: [], ts: null };
+      }
+    }
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
@@ -346,7 +410,8 @@ export class FunctionRunner {
         fn.invokeMutation!(JSON.stringify([args])),
       );
       const outcome = this.#report(context, this.#finish(context, fn, result));
-      if (outcome.status === "error") return { ...outcome, ts: null };
+      if (outcome.status === "error") return this.#failJob(job, outcome);
+      job?.succeed(tx);
       // The de-duplication record commits with the writes, so a retry after a
       // crash or a dropped socket can never run the mutation a second time.
       const record =
@@ -360,13 +425,65 @@ export class FunctionRunner {
         ts: commit.ts,
       };
     } catch (error) {
-      return {
-        ...this.#report(context, this.#failure(context, error), error),
-        ts: null,
-      };
+      return this.#failJob(
+        job,
+        this.#report(context, this.#failure(context, error), error),
+      );
     } finally {
       tx.close();
     }
+  }
+
+  /** A failed mutation commits nothing; a scheduled one records the failure alone. */
+  #failJob(
+    job: MutationJob | undefined,
+    outcome: FunctionFailure,
+  ): MutationOutcome {
+    if (job === undefined) return { ...outcome, ts: null };
+    const tx = new Transaction(this.#db, { readOnly: false });
+    try {
+      job.fail(tx, withoutRequestId(outcome.errorMessage));
+      return { ...outcome, ts: this.#db.commit(tx.pendingWrites()).ts };
+    } finally {
+      tx.close();
+    }
+  }
+
+  /**
+   * Runs `task` in a transaction of its own between two functions and commits
+   * what it wrote: the scheduler's and crons' bookkeeping.
+   */
+  runSystem<T>(task: (tx: Transaction) => T): Promise<T> {
+    return this.#executor.run(() => {
+      const tx = new Transaction(this.#db, { readOnly: false });
+      try {
+        const result = task(tx);
+        if (tx.pendingWrites().size > 0) this.#db.commit(tx.pendingWrites());
+        return Promise.resolve(result);
+      } finally {
+        tx.close();
+      }
+    });
+  }
+
+  /** What kind of function `udfPath` names in the current build, or null if none. */
+  functionKind(udfPath: string): UdfType | null {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    const fn = this.#isolate?.modules[module]?.[exportName] as
+      RegisteredFunction | undefined;
+    if (fn === undefined || fn === null) return null;
+    return fn.isQuery
+      ? "query"
+      : fn.isMutation
+        ? "mutation"
+        : fn.isAction
+          ? "action"
+          : null;
+  }
+
+  /** Whether the current build has a module `module` (a canonical path without ".js"). */
+  hasModule(module: string): boolean {
+    return this.#isolate?.modules[module] !== undefined;
   }
 
   async #runNested(
@@ -646,6 +763,7 @@ function newRequest(
     path,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
     identity,
+    scheduledJobId: null,
     tx,
     layer: tx?.root ?? null,
     nowMs: Date.now(),
@@ -674,6 +792,11 @@ function parseJournal(journal: string | null): string | null {
 /** The dev-deployment error text of the real backend: "[Request ID: …] Server Error" then the cause. */
 function serverError(context: RequestContext, detail: string): string {
   return `[Request ID: ${context.requestId}] Server Error\n${detail}`;
+}
+
+/** The cause alone, as a scheduled job's `failed` state records it. */
+function withoutRequestId(errorMessage: string): string {
+  return errorMessage.replace(/^\[Request ID: [^\]]*\] Server Error\n/, "");
 }
 
 function asSyscallError(error: unknown): Error {

@@ -48,6 +48,8 @@ export type RequestContext = {
   tx: Transaction | null;
   /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
   layer: WriteLayer | null;
+  /** The `_scheduled_functions` job this run executes, or null (`getRequestMetadata`). */
+  scheduledJobId: string | null;
   /** `Date.now()` inside queries and mutations: fixed for the whole run, as in Convex. */
   nowMs: number;
   logLines: string[];
@@ -101,12 +103,31 @@ export class SyscallConvexError extends Error {
 }
 
 /** Syscall arguments: JSON from the library, checked where each op reads them. */
-type Args = Record<string, unknown>;
+export type Args = Record<string, unknown>;
+
+/**
+ * Ops implemented outside this module (file storage, vector search), looked
+ * up by name after the built-in ones.
+ */
+export type SyscallExtensions = {
+  async?: Record<
+    string,
+    (request: RequestContext, args: Args) => Promise<unknown>
+  >;
+  js?: Record<string, (request: RequestContext, args: Args) => unknown>;
+};
 
 export function createSyscalls(host: {
   db: Database;
   nested: NestedCalls;
+  extensions?: SyscallExtensions[];
 }): ConvexGlobal {
+  const asyncExtensions = new Map(
+    (host.extensions ?? []).flatMap((e) => Object.entries(e.async ?? {})),
+  );
+  const jsExtensions = new Map(
+    (host.extensions ?? []).flatMap((e) => Object.entries(e.js ?? {})),
+  );
   const sync = (op: string, args: Args): unknown => {
     const request = requireRequest(op);
     switch (op) {
@@ -241,15 +262,18 @@ export function createSyscalls(host: {
           ip: null,
           userAgent: null,
           requestId: request.requestId,
-          scheduledFunctionId: null,
+          scheduledFunctionId: request.scheduledJobId,
           authToken: null,
         };
       case "1.0/getTransactionMetrics":
         throw new Error(
           "getTransactionMetrics() is not supported by the local backend yet",
         );
-      default:
-        throw unsupported(op);
+      default: {
+        const extension = asyncExtensions.get(op);
+        if (extension === undefined) throw unsupported(op);
+        return extension(request, args);
+      }
     }
   };
 
@@ -262,8 +286,10 @@ export function createSyscalls(host: {
         (await async(op, JSON.parse(jsonArgs) as Args)) ?? null,
       );
     },
-    jsSyscall(op) {
-      throw unsupported(op);
+    jsSyscall(op, args) {
+      const extension = jsExtensions.get(op);
+      if (extension === undefined) throw unsupported(op);
+      return extension(requireRequest(op), args);
     },
   };
 }
@@ -343,10 +369,6 @@ function requireTx(
 
 function unsupported(op: string): Error {
   const known: Record<string, string> = {
-    "1.0/schedule": "the scheduler (ctx.scheduler)",
-    "1.0/actions/schedule": "the scheduler (ctx.scheduler)",
-    "1.0/cancel_job": "the scheduler (ctx.scheduler.cancel)",
-    "1.0/actions/cancel_job": "the scheduler (ctx.scheduler.cancel)",
     "1.0/storageGetUrl": "file storage",
     "1.0/storageGetMetadata": "file storage",
     "1.0/storageGenerateUploadUrl": "file storage",

@@ -171,6 +171,39 @@ export class Transaction {
     return id;
   }
 
+  /**
+   * Inserts into a system table (`_scheduled_functions`, `_cron_jobs`): the
+   * backend's own bookkeeping, which commits with the transaction like any
+   * write. User code cannot reach this; its writes to "_" tables are refused.
+   */
+  insertSystem(
+    tableName: string,
+    value: Record<string, Value>,
+    layer = this.root,
+  ): string {
+    this.#checkWrite(layer);
+    const table = this.#db.tableForWrite(tableName);
+    const id = encodeId(table.number, newInternalId());
+    const doc = {
+      ...value,
+      _id: id,
+      _creationTime: this.#db.nextCreationTime(),
+    } as Doc;
+    layer.writes.set(id, { table: tableName, doc });
+    return id;
+  }
+
+  /** Replaces or deletes (`null`) a system table document; see `insertSystem`. */
+  writeSystem(
+    tableName: string,
+    id: string,
+    doc: Doc | null,
+    layer = this.root,
+  ): void {
+    this.#checkWrite(layer);
+    layer.writes.set(id, { table: tableName, doc });
+  }
+
   /** `db.patch`: shallow merge; a top-level `undefined` removes the field. */
   patch(
     id: string,

@@ -18,15 +18,18 @@ import type { JSONValue } from "convex/values";
 import {
   ANONYMOUS,
   AuthenticationError,
-  type Authenticator,
+  Authenticator,
   type Identity,
+  TokenVerifier,
 } from "../functions/authentication.ts";
 import type {
   FunctionOutcome,
   FunctionRunner,
 } from "../functions/functionRunner.ts";
-import { SyncSession } from "../sync/syncSession.ts";
+import type { FileStorage } from "../functions/fileStorage.ts";
+import { serveStorage } from "./storageRoutes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
+import { serveSyncSocket, type SyncSocketOptions } from "./syncSocket.ts";
 
 /** Convex's function argument limit (16 MiB) plus room for the envelope. */
 const MAX_BODY_BYTES = 17 * 1024 * 1024;
@@ -38,10 +41,15 @@ const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);
 export type HttpServerOptions = {
   hub: SubscriptionHub;
   runner: FunctionRunner;
-  authenticator: Authenticator;
+  /** Checks `Authorization` and sync `Authenticate`; by default only anonymous calls pass. */
+  authenticator?: Authenticator;
   instanceName: string;
   /** Enforce loopback `Host` headers (when listening on a loopback address). */
   loopbackOnly: boolean;
+  /** Upload and download routes under `/api/storage/` (http/storageRoutes.ts). */
+  files?: FileStorage;
+  /** Heartbeat and send-buffer limits of sync sockets (tests shorten them). */
+  sync?: SyncSocketOptions;
 };
 
 export type ApiServer = {
@@ -51,7 +59,8 @@ export type ApiServer = {
 };
 
 export function createApiServer(options: HttpServerOptions): ApiServer {
-  const { hub, runner, authenticator } = options;
+  const { hub, runner } = options;
+  const authenticator = options.authenticator ?? anonymousOnly();
   const sockets = new Set<WebSocket>();
   const wss = new WebSocketServer({
     noServer: true,
@@ -95,7 +104,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
         ...corsHeaders(req),
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers":
-          "Content-Type, Convex-Client, Authorization",
+          "Content-Type, Convex-Client, Authorization, Digest",
         "Access-Control-Max-Age": "86400",
       });
       res.end();
@@ -109,6 +118,12 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       res.end(options.instanceName);
       return;
     }
+    if (
+      options.files !== undefined &&
+      pathname.startsWith("/api/storage/") &&
+      (await serveStorage(options.files, req, res, pathname))
+    )
+      return;
     const route =
       /^\/api\/(?:(query|mutation|action|function)|run\/(.+))$/.exec(pathname);
     if (route === null) {
@@ -252,47 +267,8 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
-      const session = new SyncSession(
-        hub,
-        {
-          send: (message) => {
-            if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
-          },
-          close: (code, reason) => ws.close(code, reason),
-        },
-        authenticator,
-      );
-      ws.on("message", (data, isBinary) => {
-        if (isBinary) {
-          ws.close(
-            4000,
-            "Binary frames are not part of the Convex sync protocol",
-          );
-          session.dispose();
-          return;
-        }
-        try {
-          session.receive(
-            Buffer.isBuffer(data)
-              ? data.toString("utf8")
-              : Buffer.concat(
-                  Array.isArray(data) ? data : [Buffer.from(data)],
-                ).toString("utf8"),
-          );
-        } catch (error) {
-          console.error("local backend: sync message failed:", error);
-          ws.close(1011, "InternalServerError");
-          session.dispose();
-        }
-      });
-      ws.on("close", () => {
-        sockets.delete(ws);
-        session.dispose();
-      });
-      ws.on("error", () => {
-        sockets.delete(ws);
-        session.dispose();
-      });
+      ws.on("close", () => sockets.delete(ws));
+      serveSyncSocket(ws, hub, { ...options.sync, authenticator });
     });
   });
 
@@ -311,9 +287,10 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
  */
 export function createSiteServer(options: {
   runner: FunctionRunner;
-  authenticator: Authenticator;
+  authenticator?: Authenticator;
   loopbackOnly: boolean;
 }): http.Server {
+  const authenticator = options.authenticator ?? anonymousOnly();
   return http.createServer((req, res) => {
     const serve = async () => {
       if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
@@ -342,9 +319,7 @@ export function createSiteServer(options: {
       // throws the refusal instead (convex-backend `Identity::Unknown(Some(..))`).
       let identity: Identity = ANONYMOUS;
       try {
-        identity = await options.authenticator.fromHeader(
-          req.headers.authorization,
-        );
+        identity = await authenticator.fromHeader(req.headers.authorization);
       } catch (error) {
         if (!(error instanceof AuthenticationError)) throw error;
         identity = { type: "invalid", error };
@@ -404,6 +379,11 @@ function sendJson(
     ...corsHeaders(req),
   });
   res.end(text);
+}
+
+/** No providers and no admin key: every credential is refused. */
+function anonymousOnly(): Authenticator {
+  return new Authenticator(new TokenVerifier(), "");
 }
 
 /** Convex answers a refused credential with 401 and `{code, message}` (`ErrorMetadata::unauthenticated`). */

@@ -90,6 +90,21 @@ export class ReadSet {
     this.#wholeTables.add(table);
   }
 
+  /** The index scans, in the order they started (`query/readSetIndex.ts` indexes them). */
+  get scans(): readonly ScanRecord[] {
+    return this.#scans;
+  }
+
+  /** The IDs fetched with `db.get`. */
+  get ids(): ReadonlySet<string> {
+    return this.#ids;
+  }
+
+  /** The tables read whole (`count()`). */
+  get wholeTables(): ReadonlySet<string> {
+    return this.#wholeTables;
+  }
+
   /** Whether any of these writes can change what was read. */
   overlaps(changes: readonly DocumentChange[]): boolean {
     for (const change of changes) {

@@ -50,7 +50,25 @@ export type SchemaJson = {
 const SYSTEM_TABLES: Record<string, number> = {
   _scheduled_functions: 1,
   _storage: 2,
+  _cron_jobs: 3,
 };
+
+/**
+ * System tables' own indexes, beside the built-in two. The scheduler finds the
+ * next due job by `state.kind, scheduledTime` (convex-backend
+ * `model/scheduled_jobs/mod.rs` indexes `_scheduled_jobs` by `nextTs` for the same
+ * purpose), and garbage-collects finished jobs by `completedTime`.
+ */
+const SYSTEM_INDEXES: Record<string, SchemaJson["tables"][number]["indexes"]> =
+  {
+    _scheduled_functions: [
+      {
+        indexDescriptor: "by_state_scheduledTime",
+        fields: ["state.kind", "scheduledTime"],
+      },
+      { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
+    ],
+  };
 
 const ID_CACHE_SIZE = 100_000;
 const MAX_CLOCK_ADVANCE_MS = 60 * 60 * 1000;
@@ -96,6 +114,11 @@ export class Database {
     for (const { name, number } of loaded.tables) {
       this.#addTable(name, number);
     }
+    // System tables are never persisted as rows of `tables`, yet their
+    // documents are (`_storage`), so they must exist before documents load.
+    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
+      if (!this.#tablesByName.has(name)) this.#addTable(name, number);
+    }
     for (const stored of loaded.documents) {
       const table = this.#tablesByNumber.get(stored.tableNumber);
       if (table === undefined) {
@@ -112,9 +135,6 @@ export class Database {
     }
     for (const table of this.#tablesByName.values())
       table.setIndexes(this.#indexesFor(table.name));
-    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
-      if (!this.#tablesByName.has(name)) this.#addTable(name, number);
-    }
   }
 
   /** Opens the database in `dataDir`, creating the directory and file if needed. */
@@ -205,7 +225,7 @@ export class Database {
   indexFields(tableName: string, indexName: string): string[] | undefined {
     if (indexName === BY_ID) return ["_id"];
     if (indexName === BY_CREATION_TIME) return ["_creationTime"];
-    return this.#schemaTable(tableName)?.indexes.find(
+    return this.#declaredIndexes(tableName).find(
       (i) => i.indexDescriptor === indexName,
     )?.fields;
   }
@@ -318,11 +338,17 @@ export class Database {
     return this.#schema?.tables.find((t) => t.tableName === tableName);
   }
 
+  #declaredIndexes(tableName: string): SchemaJson["tables"][number]["indexes"] {
+    return (
+      SYSTEM_INDEXES[tableName] ?? this.#schemaTable(tableName)?.indexes ?? []
+    );
+  }
+
   #indexesFor(tableName: string): IndexDefinition[] {
     const declared = [
       { name: BY_ID, fields: ["_id"] },
       { name: BY_CREATION_TIME, fields: ["_creationTime"] },
-      ...(this.#schemaTable(tableName)?.indexes ?? []).map((i) => ({
+      ...this.#declaredIndexes(tableName).map((i) => ({
         name: i.indexDescriptor,
         fields: i.fields,
       })),

@@ -23,6 +23,7 @@ import { decodeTs } from "../values/wire.ts";
 import type { ServerMessage } from "./protocol.ts";
 import { SubscriptionHub } from "./subscriptions.ts";
 import { SyncSession } from "./syncSession.ts";
+import { Scheduler } from "../functions/scheduler.ts";
 
 const FIXTURE = path.resolve(import.meta.dirname, "../../test/fixture/convex");
 const ZERO_TS = "AAAAAAAAAAA=";
@@ -36,7 +37,11 @@ beforeAll(async () => {
   db = Database.open(dir);
   const runner = new FunctionRunner(db);
   const isolate = createIsolate(await buildFunctions(FIXTURE), {
-    convex: createSyscalls({ db, nested: runner.nested }),
+    convex: createSyscalls({
+      db,
+      nested: runner.nested,
+      extensions: [new Scheduler(db, runner).syscalls],
+    }),
     env: {},
     onStrayLog: () => undefined,
   });
@@ -54,8 +59,10 @@ class FakeSocket {
   readonly sent: ServerMessage[] = [];
   closed: { code: number; reason: string } | null = null;
   readonly session = new SyncSession(hub, {
-    send: (message) =>
-      this.sent.push(JSON.parse(JSON.stringify(message)) as ServerMessage),
+    send: (frame, written) => {
+      this.sent.push(JSON.parse(frame) as ServerMessage);
+      written?.();
+    },
     close: (code, reason) => {
       this.closed = { code, reason };
     },

@@ -12,19 +12,26 @@
  * - `#receivedIdentity`: the same for Authenticate.
  * - ts only moves forward: every update runs at the latest committed snapshot.
  *
- * Updates. Incoming query-set changes, commits that touch a subscribed query's
- * tables (deferred, see `#scheduleUpdateSoon`), auth changes and mutation
- * completions all call `#scheduleUpdate()`.
- * One update runs at a time; requests that arrive meanwhile fold into the next
- * pass. Each pass picks its work and runs its queries inside one executor slot,
- * so the Transition it sends is one consistent snapshot.
+ * Updates. Incoming query-set changes, auth changes and mutation completions
+ * queue this session's update at the front of the hub's fan-out queue; commits
+ * that invalidate one of its queries queue it at the back
+ * (`subscriptions.ts`). An update runs inside one of the hub's slices (one
+ * executor slot, so one snapshot) and sends one Transition; one that reaches
+ * the slice's deadline with queries left to run keeps its state and finishes
+ * in a later slice, re-running whatever a commit invalidated meanwhile, so
+ * each Transition is still one consistent snapshot.
+ *
+ * Single flight. While MAX_SEND_TRANSITIONS Transitions wait unwritten in the
+ * socket's buffer (a client that reads slowly), no new one is computed; what
+ * changes meanwhile folds into the next, sent once the socket drains (as
+ * convex-backend's `SYNC_MAX_SEND_TRANSITION_COUNT`, `crates/sync/src/worker.rs`).
  *
  * Identity. `Authenticate` is verified asynchronously (a token may need its
  * provider's keys); the messages that arrive meanwhile are held and handled
  * after it, so a mutation sent after `setAuth` runs under the new identity.
  * - `#identity`: set when verification succeeds; every query, mutation and
  *   action from this socket runs under it, and the next Transition re-runs all
- *   queries and advances `identity`.
+ *   queries (under the new sharing key) and advances `identity`.
  * - `#held`: non-null while a verification is in flight.
  * - a refused token gets AuthError (`authUpdateAttempted: true`) and the
  *   socket closes; the client retries with a fresh token or goes on without.
@@ -36,7 +43,7 @@
  * whose ts is at least the commit's: the client resolves `await mutation()` only
  * on that Transition (convex 1.48 `request_manager.ts` `removeCompleted`).
  */
-import { createHash } from "node:crypto";
+import { performance } from "node:perf_hooks";
 import type { JSONValue } from "convex/values";
 import {
   ANONYMOUS,
@@ -45,13 +52,15 @@ import {
   type Credential,
   type Identity,
 } from "../functions/authentication.ts";
-import type {
-  FunctionFailure,
-  QueryOutcome,
-} from "../functions/functionRunner.ts";
-import type { DocumentChange, ReadSet } from "../query/readSet.ts";
+import type { FunctionFailure } from "../functions/functionRunner.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
-import type { SubscriptionHub, Subscriber } from "./subscriptions.ts";
+import {
+  type QueryEntry,
+  sharingKey,
+  type SubscriptionHub,
+  type Subscriber,
+  type UpdateSlot,
+} from "./subscriptions.ts";
 import {
   type AddQuery,
   type ClientMessage,
@@ -60,16 +69,23 @@ import {
   type QueryId,
   type RemoveQuery,
   type ServerMessage,
-  type StateModification,
 } from "./protocol.ts";
 
 /** The real sync worker pings after 15 s of quiet; the client gives up after 60 s. */
 export const PING_INTERVAL_MS = 15_000;
+
+/** convex-backend `SYNC_MAX_SEND_TRANSITION_COUNT` (`crates/common/src/knobs.rs`). */
+export const MAX_SEND_TRANSITIONS = 2;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
 
 export type SessionTransport = {
-  send(message: ServerMessage): void;
+  /**
+   * Sends one serialized server message. `written`, when given, is called once
+   * the frame has left the process's buffer (handed to the OS), as `ws`'s
+   * send callback is.
+   */
+  send(frame: string, written?: () => void): void;
   /** Closes the socket; the client reconnects (never used for FatalError). */
   close(code: number, reason: string): void;
 };
@@ -78,11 +94,11 @@ type QuerySubscription = {
   queryId: QueryId;
   udfPath: string;
   args: JSONValue;
-  /** The latest journal sent to the client; the next run continues from it. */
+  /** The latest journal the query produced; the next run continues from it. */
   journal: string | null;
-  /** What the last run read; a commit that overlaps it re-runs the query.
-   *  - null: never run (just added), so nothing to invalidate yet */
-  readSet: ReadSet | null;
+  /** The shared query this subscription reads its results from; moves when
+   *  the journal or the identity changes. */
+  entry: QueryEntry;
   /** Hash of the last result sent, to leave unchanged results out.
    *  - undefined: never sent (just added)
    *  - set when a QueryUpdated/QueryFailed for it is sent */
@@ -100,21 +116,27 @@ export class SyncSession implements Subscriber {
   #knownQueryIds = new Set<QueryId>();
   readonly #queries = new Map<QueryId, QuerySubscription>();
   #pendingModifications: (AddQuery | RemoveQuery)[] = [];
+  /** The query-set version the applied modifications reach. */
+  #appliedQuerySet = 0;
+  /** Removals applied but not yet sent as QueryRemoved. */
+  #removed: QueryId[] = [];
   #dirty = new Set<QueryId>();
   #rerunAll = false;
+  /** The identity everything from this socket runs as (and the sharing key's slot). */
+  #identity: Identity = ANONYMOUS;
+  readonly #authenticator: Authenticator | null;
+  #held: ClientMessage[] | null = null;
+  #expiryTimer: NodeJS.Timeout | undefined;
   /** Commit ts a Transition must reach for mutations answered on this socket; 0 when none is owed. */
   #owedTs = 0n;
-  #updating = false;
-  #updateRequested = false;
-  #updateSoon = false;
+  /** Transitions sent but not yet written out (single flight). */
+  #unwritten = 0;
+  /** An update was asked for while single flight held it back. */
+  #heldBack = false;
   #mutations: Promise<void> = Promise.resolve();
   #lastSendAt = Date.now();
   #pingTimer: NodeJS.Timeout;
   #closed = false;
-  readonly #authenticator: Authenticator | null;
-  #identity: Identity = ANONYMOUS;
-  #held: ClientMessage[] | null = null;
-  #expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     hub: SubscriptionHub,
@@ -163,18 +185,15 @@ export class SyncSession implements Subscriber {
     this.#closed = true;
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#expiryTimer);
+    for (const query of this.#queries.values())
+      this.#hub.unsubscribe(this, query.queryId, query.entry);
+    this.#queries.clear();
     this.#unsubscribe();
   }
 
-  invalidate(changes: readonly DocumentChange[]): void {
-    let any = false;
-    for (const query of this.#queries.values()) {
-      if (query.readSet?.overlaps(changes) === true) {
-        this.#dirty.add(query.queryId);
-        any = true;
-      }
-    }
-    if (any) this.#scheduleUpdateSoon();
+  invalidate(queryIds: ReadonlySet<QueryId>): void {
+    for (const queryId of queryIds) this.#dirty.add(queryId);
+    this.#hub.schedule(this, false);
   }
 
   invalidateAll(): void {
@@ -415,120 +434,137 @@ export class SyncSession implements Subscriber {
    * the commit gets to send its MutationResponse and queue its own update
    * first: its `await mutation()` then costs one re-run, not one per client.
    */
-  #scheduleUpdateSoon(): void {
-    if (this.#updateSoon) return;
-    this.#updateSoon = true;
-    setImmediate(() => {
-      this.#updateSoon = false;
-      this.#scheduleUpdate();
-    });
-  }
-
   #scheduleUpdate(): void {
     if (this.#closed) return;
-    this.#updateRequested = true;
-    if (this.#updating) return;
-    this.#updating = true;
-    void this.#updateLoop();
+    this.#hub.schedule(this, true);
   }
 
-  async #updateLoop(): Promise<void> {
+  async update(slot: UpdateSlot): Promise<boolean> {
+    if (this.#closed) return true;
+    if (this.#unwritten >= MAX_SEND_TRANSITIONS) {
+      this.#heldBack = true;
+      return true;
+    }
     try {
-      while (this.#updateRequested && !this.#closed) {
-        this.#updateRequested = false;
-        await this.#updateOnce();
-      }
+      return await this.#updateOnce(slot);
     } catch (error) {
       this.#internalError("update", error);
-    } finally {
-      this.#updating = false;
+      return true;
     }
   }
 
-  async #updateOnce(): Promise<void> {
-    const modifications: StateModification[] = [];
-    const { querySet, identity, ts, results } =
-      await this.#hub.runner.exclusive(async (runQuery) => {
-        // Everything below is picked inside the slot: no commit can land between
-        // choosing what to re-run and running it.
-        const target = {
-          querySet: this.#receivedQuerySet,
-          identity: this.#receivedIdentity,
-          ts: this.#hub.db.lastTs,
-        };
-        for (const modification of this.#pendingModifications) {
-          if (modification.type === "Add") {
-            this.#queries.set(modification.queryId, {
-              queryId: modification.queryId,
-              udfPath: modification.udfPath,
-              args: modification.args,
-              journal: modification.journal ?? null,
-              readSet: null,
-              resultHash: undefined,
-            });
-            this.#dirty.add(modification.queryId);
-          } else {
-            this.#queries.delete(modification.queryId);
-            this.#dirty.delete(modification.queryId);
-            modifications.push({
-              type: "QueryRemoved",
-              queryId: modification.queryId,
-            });
-          }
-        }
-        this.#pendingModifications = [];
-        if (this.#rerunAll) {
-          for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
-          this.#rerunAll = false;
-        }
-        const toRun = [...this.#dirty].map((queryId) =>
-          this.#queries.get(queryId)!,
-        );
-        this.#dirty.clear();
-        const results: [QuerySubscription, QueryOutcome][] = [];
-        for (const query of toRun) {
-          const outcome = await this.#hub.runCached(runQuery, {
-            path: query.udfPath,
-            args: query.args,
-            journal: query.journal,
-            identity: this.#identity,
-          });
-          // Recorded inside the slot: a commit right after it must already
-          // see what this run read, or its invalidation would be missed.
-          query.readSet = outcome.readSet;
-          query.journal = outcome.journal;
-          results.push([query, outcome]);
-        }
-        return { ...target, results };
-      });
-    if (this.#closed) return;
-    for (const [query, outcome] of results) {
-      const modification = toModification(query.queryId, outcome);
-      const hash = createHash("sha256")
-        .update(JSON.stringify({ ...modification, queryId: 0 }))
-        .digest("base64");
-      if (hash === query.resultHash) continue;
-      query.resultHash = hash;
-      modifications.push(modification);
+  async #updateOnce(slot: UpdateSlot): Promise<boolean> {
+    this.#applyModifications();
+    if (this.#rerunAll) {
+      for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
+      this.#rerunAll = false;
     }
+    // Run what has no valid result yet; past the deadline (after at least one
+    // run, so every slice makes progress) stop and finish in a later slice.
+    let ran = false;
+    for (const queryId of this.#dirty) {
+      const query = this.#queries.get(queryId)!;
+      this.#follow(query);
+      if (query.entry.result !== null) continue;
+      if (ran && performance.now() >= slot.deadline) return false;
+      await this.#hub.resultOf(query.entry, slot.runQuery);
+      ran = true;
+      if (this.#closed) return true;
+    }
+    const modifications = this.#removed.map(
+      (queryId) => `{"type":"QueryRemoved","queryId":${queryId}}`,
+    );
+    this.#removed = [];
+    for (const queryId of this.#dirty) {
+      const query = this.#queries.get(queryId)!;
+      // Set by the loop above, and no commit can land inside the slot.
+      const result = query.entry.result!;
+      // Saved even when the result is unchanged, so the next run continues
+      // from it (convex-backend `SyncState::complete_fetch`).
+      query.journal = result.outcome.journal;
+      if (result.hash === query.resultHash) continue;
+      query.resultHash = result.hash;
+      modifications.push(`{"queryId":${queryId},${result.json}`);
+    }
+    this.#dirty.clear();
+    const querySet = this.#appliedQuerySet;
+    const identity = this.#receivedIdentity;
+    const ts = this.#hub.db.lastTs;
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
     if (modifications.length === 0 && !advancesVersion && this.#owedTs === 0n)
-      return;
+      return true;
     const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
-    const end = { querySet, identity, ts: endTs };
-    this.#send({
-      type: "Transition",
-      startVersion: {
-        querySet: this.#sent.querySet,
-        identity: this.#sent.identity,
-        ts: encodeTs(this.#sent.ts),
-      },
-      endVersion: { querySet, identity, ts: encodeTs(endTs) },
-      modifications,
+    const startVersion = JSON.stringify({
+      querySet: this.#sent.querySet,
+      identity: this.#sent.identity,
+      ts: encodeTs(this.#sent.ts),
     });
-    this.#sent = end;
+    const endVersion = JSON.stringify({
+      querySet,
+      identity,
+      ts: encodeTs(endTs),
+    });
+    this.#sent = { querySet, identity, ts: endTs };
     if (this.#owedTs <= endTs) this.#owedTs = 0n;
+    this.#unwritten++;
+    this.#sendFrame(
+      `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]}`,
+      () => {
+        this.#unwritten--;
+        if (this.#heldBack && this.#unwritten < MAX_SEND_TRANSITIONS) {
+          this.#heldBack = false;
+          this.#hub.schedule(this, false);
+        }
+      },
+    );
+    return true;
+  }
+
+  /** The query-set changes received since the last update, applied in order. */
+  #applyModifications(): void {
+    for (const modification of this.#pendingModifications) {
+      if (modification.type === "Add") {
+        const query = {
+          queryId: modification.queryId,
+          udfPath: modification.udfPath,
+          args: modification.args,
+          journal: modification.journal ?? null,
+          resultHash: undefined,
+        };
+        this.#queries.set(modification.queryId, {
+          ...query,
+          entry: this.#hub.subscribe(this, query.queryId, this.#shared(query)),
+        });
+        this.#dirty.add(modification.queryId);
+      } else {
+        const query = this.#queries.get(modification.queryId);
+        if (query !== undefined)
+          this.#hub.unsubscribe(this, query.queryId, query.entry);
+        this.#queries.delete(modification.queryId);
+        this.#dirty.delete(modification.queryId);
+        this.#removed.push(modification.queryId);
+      }
+    }
+    this.#pendingModifications = [];
+    this.#appliedQuerySet = this.#receivedQuerySet;
+  }
+
+  #shared(query: { udfPath: string; args: JSONValue; journal: string | null }) {
+    return {
+      path: query.udfPath,
+      args: query.args,
+      journal: query.journal,
+      identity: this.#identity,
+    };
+  }
+
+  /** Moves a subscription to the shared entry its current journal and identity name. */
+  #follow(query: QuerySubscription): void {
+    const shared = this.#shared(query);
+    if (sharingKey(shared) === query.entry.key) return;
+    this.#hub.unsubscribe(this, query.queryId, query.entry);
+    query.entry = this.#hub.subscribe(this, query.queryId, shared);
   }
 
   /** Pings exactly when the socket has been quiet for PING_INTERVAL_MS (any message resets the clock). */
@@ -550,9 +586,13 @@ export class SyncSession implements Subscriber {
   }
 
   #send(message: ServerMessage): void {
+    this.#sendFrame(JSON.stringify(message));
+  }
+
+  #sendFrame(frame: string, written?: () => void): void {
     if (this.#closed) return;
     this.#lastSendAt = Date.now();
-    this.#transport.send(message);
+    this.#transport.send(frame, written);
   }
 
   /**
@@ -603,30 +643,5 @@ function failure(outcome: FunctionFailure) {
     ...(outcome.errorData !== undefined
       ? { errorData: outcome.errorData }
       : {}),
-  };
-}
-
-function toModification(
-  queryId: QueryId,
-  outcome: QueryOutcome,
-): StateModification {
-  if (outcome.status === "success") {
-    return {
-      type: "QueryUpdated",
-      queryId,
-      value: outcome.value,
-      logLines: outcome.logLines,
-      journal: outcome.journal,
-    };
-  }
-  return {
-    type: "QueryFailed",
-    queryId,
-    errorMessage: outcome.errorMessage,
-    logLines: outcome.logLines,
-    ...(outcome.errorData !== undefined
-      ? { errorData: outcome.errorData }
-      : {}),
-    journal: outcome.journal,
   };
 }

@@ -1,0 +1,462 @@
+/**
+ * Subscriptions across sockets, through fake sockets and the fixture app:
+ * the interval index never misses a re-run (a randomized model test against
+ * fresh runs), identical subscriptions share one run and never see another
+ * snapshot's or another identity's result, unchanged failures are not sent
+ * again, and neither a socket with a huge query set nor one that stops
+ * reading can hold the others.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { JSONValue } from "convex/values";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { ANONYMOUS } from "../functions/authentication.ts";
+import { FunctionRunner } from "../functions/functionRunner.ts";
+import { createIsolate } from "../functions/isolate.ts";
+import { buildFunctions } from "../functions/loader.ts";
+import { createSyscalls } from "../functions/syscalls.ts";
+import { Database } from "../storage/database.ts";
+import type { ServerMessage, StateModification } from "./protocol.ts";
+import { sharingKey, SubscriptionHub } from "./subscriptions.ts";
+import { SyncSession } from "./syncSession.ts";
+
+const FIXTURE = path.resolve(import.meta.dirname, "../../test/fixture/convex");
+
+let dir: string;
+let db: Database;
+let runner: FunctionRunner;
+let hub: SubscriptionHub;
+/** Query runs the hub made (not the tests' own fresh runs), by path. */
+const queryRuns = new Map<string, number>();
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "subscriptions-test-"));
+  db = Database.open(dir);
+  runner = new FunctionRunner(db);
+  const exclusive = runner.exclusive.bind(runner);
+  runner.exclusive = (task) =>
+    exclusive((runQuery) =>
+      task((request) => {
+        queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
+        return runQuery(request);
+      }),
+    );
+  const isolate = createIsolate(await buildFunctions(FIXTURE), {
+    convex: createSyscalls({ db, nested: runner.nested }),
+    env: {},
+    onStrayLog: () => undefined,
+  });
+  db.setSchema(isolate.schema);
+  runner.setIsolate(isolate);
+  hub = new SubscriptionHub(db, runner);
+});
+afterAll(() => {
+  hub.close();
+  db.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+type QueryState =
+  | { ok: true; value: JSONValue; journal: string | null }
+  | { ok: false; errorMessage: string; journal: string | null };
+
+/** A client that applies every Transition to its own view of the query set. */
+class FakeClient {
+  readonly sent: ServerMessage[] = [];
+  readonly state = new Map<number, QueryState>();
+  readonly queries = new Map<number, { udfPath: string; args: JSONValue }>();
+  closed: { code: number; reason: string } | null = null;
+  /** When false, frames stay "unwritten" until `flush()` (a client that stops reading). */
+  reading = true;
+  #unwritten: (() => void)[] = [];
+  #version = 0;
+  #nextQueryId = 0;
+  readonly session = new SyncSession(hub, {
+    send: (frame, written) => {
+      const message = JSON.parse(frame) as ServerMessage;
+      this.sent.push(message);
+      if (message.type === "Transition") {
+        for (const m of message.modifications) this.#apply(m);
+      }
+      if (written === undefined) return;
+      if (this.reading) written();
+      else this.#unwritten.push(written);
+    },
+    close: (code, reason) => {
+      this.closed = { code, reason };
+    },
+  });
+
+  constructor() {
+    this.#receive({
+      type: "Connect",
+      sessionId: crypto.randomUUID(),
+      connectionCount: 0,
+      lastCloseReason: "InitialConnect",
+    });
+  }
+
+  add(udfPath: string, args: JSONValue): number {
+    const queryId = this.#nextQueryId++;
+    this.queries.set(queryId, { udfPath, args });
+    this.#modify([{ type: "Add", queryId, udfPath, args: [args] }]);
+    return queryId;
+  }
+
+  addMany(queries: { udfPath: string; args: JSONValue }[]): void {
+    this.#modify(
+      queries.map(({ udfPath, args }) => {
+        const queryId = this.#nextQueryId++;
+        this.queries.set(queryId, { udfPath, args });
+        return { type: "Add", queryId, udfPath, args: [args] };
+      }),
+    );
+  }
+
+  remove(queryId: number): void {
+    this.queries.delete(queryId);
+    this.state.delete(queryId);
+    this.#modify([{ type: "Remove", queryId }]);
+  }
+
+  mutate(requestId: number, udfPath: string, args: JSONValue): void {
+    this.#receive({ type: "Mutation", requestId, udfPath, args: [args] });
+  }
+
+  flush(): void {
+    this.reading = true;
+    for (const written of this.#unwritten.splice(0)) written();
+  }
+
+  transitions() {
+    return this.sent.filter(
+      (m): m is Extract<ServerMessage, { type: "Transition" }> =>
+        m.type === "Transition",
+    );
+  }
+
+  #modify(modifications: object[]): void {
+    this.#receive({
+      type: "ModifyQuerySet",
+      baseVersion: this.#version,
+      newVersion: this.#version + 1,
+      modifications,
+    });
+    this.#version++;
+  }
+
+  #receive(message: object): void {
+    this.session.receive(JSON.stringify(message));
+  }
+
+  #apply(m: StateModification): void {
+    if (m.type === "QueryRemoved") return;
+    if (!this.queries.has(m.queryId)) return;
+    this.state.set(
+      m.queryId,
+      m.type === "QueryUpdated"
+        ? { ok: true, value: m.value, journal: m.journal }
+        : { ok: false, errorMessage: m.errorMessage, journal: m.journal },
+    );
+  }
+}
+
+const stripRequestId = (message: string) =>
+  message.replace(/^\[Request ID: [^\]]*\] /, "");
+
+/** What each of the client's queries returns when run afresh now (with its journal). */
+async function mismatches(client: FakeClient): Promise<string[]> {
+  const wrong: string[] = [];
+  for (const [queryId, { udfPath, args }] of client.queries) {
+    const seen = client.state.get(queryId);
+    const fresh = await runner.runQuery({
+      path: udfPath,
+      args,
+      journal: seen?.journal ?? null,
+    });
+    const expected =
+      fresh.status === "success"
+        ? JSON.stringify(fresh.value)
+        : stripRequestId(fresh.errorMessage);
+    const actual =
+      seen === undefined
+        ? "(nothing yet)"
+        : seen.ok
+          ? JSON.stringify(seen.value)
+          : stripRequestId(seen.errorMessage);
+    if (actual !== expected)
+      wrong.push(
+        `${udfPath}(${JSON.stringify(args)}): saw ${actual}, fresh ${expected}`,
+      );
+  }
+  return wrong;
+}
+
+/** Waits (bounded) until every client's view equals fresh runs; fails with the differences. */
+async function expectUpToDate(clients: FakeClient[], what: string) {
+  let wrong: string[] = [];
+  for (let attempt = 0; attempt < 400; attempt++) {
+    wrong = (await Promise.all(clients.map(mismatches))).flat();
+    if (wrong.length === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  expect(wrong, what).toEqual([]);
+}
+
+function random(seed: number) {
+  let state = seed >>> 0 || 1;
+  const next = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 2 ** 32;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const pick = <T>(items: readonly T[]): T => items[int(items.length)];
+  return { next, int, pick };
+}
+
+const GROUPS = ["a", "b", "c"];
+
+describe("SubscriptionHub", () => {
+  test("every subscription always equals a fresh run, over random writes and queries", async () => {
+    const rng = random(7);
+    const ids: string[] = [];
+    const order = () => rng.pick(["asc", "desc"] as const);
+    const randomQuery = (): { udfPath: string; args: JSONValue } => {
+      const group = rng.pick(GROUPS);
+      switch (rng.int(9)) {
+        case 0: {
+          const args: Record<string, JSONValue> = { group, order: order() };
+          if (rng.next() < 0.6) args.above = rng.int(10);
+          if (rng.next() < 0.6) args.below = rng.int(10);
+          if (rng.next() < 0.5) args.inclusive = rng.next() < 0.5;
+          return { udfPath: "items:range", args };
+        }
+        case 1:
+          return {
+            udfPath: "items:take",
+            args: { group, count: 1 + rng.int(3), order: order() },
+          };
+        case 2:
+          return { udfPath: "items:first", args: { group, order: order() } };
+        case 3:
+          return {
+            udfPath: "items:unique",
+            args: { group, rank: rng.int(10) },
+          };
+        case 4:
+          return ids.length === 0
+            ? { udfPath: "items:count", args: {} }
+            : { udfPath: "items:get", args: { id: rng.pick(ids) } };
+        case 5:
+          return { udfPath: "items:count", args: {} };
+        case 6:
+          return { udfPath: "items:all", args: { order: order() } };
+        case 7:
+          return {
+            udfPath: "items:groupsBetween",
+            args: { after: "a", before: rng.pick(["b", "c", "d"]) },
+          };
+        default:
+          return {
+            udfPath: "items:page",
+            args: {
+              paginationOpts: { numItems: 1 + rng.int(3), cursor: null },
+              ...(rng.next() < 0.5 ? { group } : {}),
+              order: order(),
+            },
+          };
+      }
+    };
+    const mutate = async () => {
+      const kind = ids.length === 0 ? 0 : rng.int(4);
+      const item = () => ({
+        group: rng.pick(GROUPS),
+        rank: rng.int(10),
+        ...(rng.next() < 0.5 ? { value: rng.int(3) } : {}),
+      });
+      const outcome =
+        kind === 0
+          ? await runner.runMutation({ path: "items:insert", args: item() })
+          : kind === 1
+            ? await runner.runMutation({
+                path: "items:patch",
+                args: { id: rng.pick(ids), rank: rng.int(10) },
+              })
+            : kind === 2
+              ? await runner.runMutation({
+                  path: "items:replace",
+                  args: { id: rng.pick(ids), ...item() },
+                })
+              : await runner.runMutation({
+                  path: "items:remove",
+                  args: { id: ids.splice(rng.int(ids.length), 1)[0] },
+                });
+      if (outcome.status !== "success") throw new Error(outcome.errorMessage);
+      if (kind === 0) ids.push(outcome.value as string);
+    };
+
+    const clients = Array.from({ length: 4 }, () => new FakeClient());
+    for (let step = 0; step < 120; step++) {
+      const roll = rng.next();
+      const client = rng.pick(clients);
+      if (roll < 0.55) {
+        await mutate();
+      } else if (roll < 0.85 || client.queries.size === 0) {
+        // Often the same query as another client's, so entries are shared.
+        const other = rng.pick(clients).queries;
+        const shared = other.size > 0 && rng.next() < 0.4;
+        const query = shared ? rng.pick([...other.values()]) : randomQuery();
+        client.add(query.udfPath, query.args);
+      } else {
+        client.remove(rng.pick([...client.queries.keys()]));
+      }
+      await expectUpToDate(clients, `step ${step}`);
+    }
+    for (const client of clients) client.session.dispose();
+    expect(hub.subscriptionCount).toBe(0);
+  });
+
+  test("identical subscriptions share one run per commit, and a later subscriber never gets an older snapshot", async () => {
+    const group = `shared-${crypto.randomUUID()}`;
+    const args = { group, order: "asc" };
+    const clients = Array.from({ length: 10 }, () => new FakeClient());
+    for (const client of clients) client.add("items:range", args);
+    await expectUpToDate(clients, "first results");
+    const before = queryRuns.get("items:range") ?? 0;
+    await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 1 },
+    });
+    await expectUpToDate(clients, "after the insert");
+    expect((queryRuns.get("items:range") ?? 0) - before).toBe(1);
+    // A new subscriber after another write must see that write.
+    await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 2 },
+    });
+    const late = new FakeClient();
+    late.add("items:range", args);
+    await expectUpToDate([late, ...clients], "after the second insert");
+    expect(late.state.get(0)).toMatchObject({
+      ok: true,
+      value: [{ rank: 1 }, { rank: 2 }],
+    });
+    for (const client of [late, ...clients]) client.session.dispose();
+  });
+
+  test("the sharing key separates identities, journals and arguments", () => {
+    const base = {
+      path: "items:range",
+      args: { group: "a" },
+      journal: null,
+      identity: ANONYMOUS,
+    };
+    const keys = new Set([
+      sharingKey(base),
+      sharingKey({
+        ...base,
+        identity: {
+          type: "actingUser",
+          attributes: { tokenIdentifier: "i|u", subject: "u", issuer: "i" },
+        },
+      }),
+      sharingKey({ ...base, journal: '{"end":"x"}' }),
+      sharingKey({ ...base, args: { group: "b" } }),
+    ]);
+    expect(keys.size).toBe(4);
+  });
+
+  test("a failed query is sent again only when its error changes, not for a new request ID", async () => {
+    const group = `unique-${crypto.randomUUID()}`;
+    const first = await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 1 },
+    });
+    if (first.status !== "success") throw new Error(first.errorMessage);
+    await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 1 },
+    });
+    const client = new FakeClient();
+    const queryId = client.add("items:unique", { group, rank: 1 });
+    await expectUpToDate([client], "the failure");
+    expect(client.state.get(queryId)).toMatchObject({ ok: false });
+    const failures = () =>
+      client
+        .transitions()
+        .flatMap((t) => t.modifications)
+        .filter((m) => m.type === "QueryFailed").length;
+    expect(failures()).toBe(1);
+    const runs = queryRuns.get("items:unique") ?? 0;
+    // A write inside what the query read re-runs it; the error is the same.
+    await runner.runMutation({
+      path: "items:patch",
+      args: { id: first.value as string, value: 5 },
+    });
+    await expect
+      .poll(() => queryRuns.get("items:unique"), { timeout: 5_000 })
+      .toBe(runs + 1);
+    await expectUpToDate([client], "after the patch");
+    expect(failures()).toBe(1);
+    client.session.dispose();
+  });
+
+  test("a socket with 1,000 queries to run does not hold another socket's mutation", async () => {
+    const crowded = new FakeClient();
+    const other = new FakeClient();
+    other.add("items:count", {});
+    await expectUpToDate([other], "the other socket's first result");
+    crowded.addMany(
+      Array.from({ length: 1_000 }, (_, i) => ({
+        udfPath: "items:range",
+        args: { group: `crowd-${i}` },
+      })),
+    );
+    other.mutate(0, "items:insert", { group: "crowd-x", rank: 0 });
+    await expect
+      .poll(
+        () =>
+          other.sent.findIndex((m) => m.type === "MutationResponse") >= 0 &&
+          other.transitions().length >= 2,
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    // The mutation's Transition came while the crowded socket's first
+    // Transition was still being computed, slice by slice.
+    expect(crowded.transitions()).toHaveLength(0);
+    await expect
+      .poll(() => crowded.transitions().length, { timeout: 30_000 })
+      .toBe(1);
+    expect(crowded.state.size).toBe(1_000);
+    crowded.session.dispose();
+    other.session.dispose();
+  });
+
+  test("a client that stops reading is sent at most two Transitions, then the latest state once it reads again", async () => {
+    const group = `slow-${crypto.randomUUID()}`;
+    const slow = new FakeClient();
+    const queryId = slow.add("items:range", { group });
+    await expectUpToDate([slow], "first result");
+    slow.reading = false;
+    const before = slow.transitions().length;
+    for (let rank = 0; rank < 20; rank++) {
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank },
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(slow.transitions().length - before).toBeLessThanOrEqual(2);
+    slow.flush();
+    await expectUpToDate([slow], "after reading again");
+    expect(slow.state.get(queryId)).toMatchObject({ ok: true });
+    expect(
+      (slow.state.get(queryId) as { value: unknown[] }).value,
+    ).toHaveLength(20);
+    slow.session.dispose();
+  });
+});

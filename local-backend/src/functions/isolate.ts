@@ -128,6 +128,8 @@ export function createIsolate(
       Convex: options.convex,
       process: Object.freeze({ env: Object.freeze({ ...options.env }) }),
       crypto: isolateCrypto(),
+      // Keys from \`crypto.subtle\` are the host's; jose checks \`instanceof CryptoKey\`.
+      CryptoKey: globalThis.CryptoKey,
       TextEncoder,
       TextDecoder,
       URL,
@@ -217,6 +219,20 @@ const PRELUDE = `
   const timers = globalThis.__hostTimers;
   delete globalThis.__host;
   delete globalThis.__hostTimers;
+
+  // The host's TextEncoder returns the host realm's Uint8Array, which fails
+  // \`instanceof Uint8Array\` here (jose, used by Convex Auth, checks it).
+  const HostTextEncoder = globalThis.TextEncoder;
+  class TextEncoder {
+    #inner = new HostTextEncoder();
+    get encoding() { return this.#inner.encoding; }
+    encode(input) {
+      const bytes = this.#inner.encode(input);
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    }
+    encodeInto(source, destination) { return this.#inner.encodeInto(source, destination); }
+  }
+  globalThis.TextEncoder = TextEncoder;
 
   const RealDate = globalThis.Date;
   function Date(...args) {

@@ -17,8 +17,42 @@ export const NAME_MAX_CHARS = 40;
 /** The longest message body, in user-perceived characters. */
 export const MESSAGE_MAX_CHARS = 2000;
 
+/** How long a pairing code for a second device can be used. */
+export const PAIRING_CODE_TTL_MS = 10 * 60 * 1000;
+
+/** Characters in a pairing code (Crockford base32: 40 random bits). */
+export const PAIRING_CODE_LENGTH = 8;
+
+/** Wrong pairing codes one session may enter per window before it must wait. */
+export const PAIRING_MAX_FAILURES_PER_SESSION = 5;
+export const PAIRING_SESSION_WINDOW_MS = 10 * 60 * 1000;
+
+/**
+ * Wrong pairing codes the whole deployment accepts per window: a guesser with
+ * many fresh sessions gets at most this many tries a minute, so with 1,000
+ * live codes of 40 bits a day of guessing succeeds with odds under 1 in 10,000.
+ */
+export const PAIRING_MAX_FAILURES_GLOBAL = 100;
+export const PAIRING_GLOBAL_WINDOW_MS = 60 * 1000;
+
+/** Messages deleted per call of `users.remove`. */
+export const DELETE_BATCH_SIZE = 200;
+
+/** Rows of each kind the clean-up job deletes per transaction. */
+export const CLEANUP_BATCH_SIZE = 100;
+
+/** How often the clean-up job runs (`crons.ts`); a full batch runs again at once. */
+export const CLEANUP_INTERVAL_MINUTES = 10;
+
 export type ErrorData =
   | { code: "INVALID_SESSION"; message: string }
+  | { code: "SESSION_EXPIRED"; message: string }
+  | {
+      code: "PAIRING_RATE_LIMITED";
+      /** Milliseconds until the next guess is accepted. */
+      retryAfter: number;
+      message: string;
+    }
   | { code: "NAME_EMPTY"; message: string }
   | { code: "NAME_TOO_LONG"; max: number; message: string }
   | { code: "NAME_INVALID_CHARACTERS"; message: string }

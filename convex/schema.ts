@@ -20,8 +20,33 @@ export const sessionFields = {
   /** Lowercase hex SHA-256 of the client's session id. */
   tokenHash: v.string(),
   userId: v.id("users"),
-  /** Milliseconds since the epoch; refreshed at most hourly by mutations. */
+  /**
+   * Milliseconds since the epoch of the last mutation, rewritten at most once
+   * per slice of the idle period (`model/expiry.ts`). A session unused for
+   * the whole period has expired.
+   */
   lastSeenAt: v.number(),
+};
+
+/**
+ * A one-time code that attaches a second device to a user. Only the code's
+ * SHA-256 is stored; the row is deleted when the code is used, replaced by a
+ * newer code, or swept after `expiresAt`.
+ */
+export const pairingCodeFields = {
+  codeHash: v.string(),
+  userId: v.id("users"),
+  expiresAt: v.number(),
+};
+
+/**
+ * Wrong pairing codes counted in fixed windows, per claiming session
+ * (`scope` "session:<sessions id>") and for the whole deployment ("global").
+ */
+export const pairingFailureFields = {
+  scope: v.string(),
+  windowStart: v.number(),
+  count: v.number(),
 };
 
 export const messageFields = {
@@ -35,6 +60,14 @@ export default defineSchema({
   ]),
   sessions: defineTable(sessionFields)
     .index("by_tokenHash", ["tokenHash"])
-    .index("by_userId", ["userId"]),
+    .index("by_userId", ["userId"])
+    .index("by_lastSeenAt", ["lastSeenAt"]),
   messages: defineTable(messageFields).index("by_author", ["author"]),
+  pairingCodes: defineTable(pairingCodeFields)
+    .index("by_codeHash", ["codeHash"])
+    .index("by_userId", ["userId"])
+    .index("by_expiresAt", ["expiresAt"]),
+  pairingFailures: defineTable(pairingFailureFields)
+    .index("by_scope", ["scope"])
+    .index("by_windowStart", ["windowStart"]),
 });

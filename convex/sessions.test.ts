@@ -15,9 +15,20 @@ import {
 
 const HOUR_MS = 60 * 60 * 1000;
 
+const DAY_MS = 24 * HOUR_MS;
+
 afterEach(() => {
   vi.useRealTimers();
+  vi.unstubAllEnvs();
 });
+
+/** A controlled clock starting at a fixed instant; returns that instant. */
+function freezeClock(): number {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  const start = new Date("2026-03-01T12:00:00Z").getTime();
+  vi.setSystemTime(start);
+  return start;
+}
 
 test("start creates one session and one user, and reuses them for the same secret", async () => {
   const t = convexTest(schema, modules);
@@ -87,7 +98,7 @@ test.each([
     "INVALID_SESSION",
   );
   await expectErrorCode(t.query(api.users.me, args), "INVALID_SESSION");
-  expect(await allRows(t)).toEqual({ users: [], sessions: [], messages: [] });
+  expect(Object.values(await allRows(t)).flat()).toEqual([]);
 });
 
 test("a mutation that fails leaves no session or user behind", async () => {
@@ -98,13 +109,11 @@ test("a mutation that fails leaves no session or user behind", async () => {
     "MESSAGE_EMPTY",
   );
 
-  expect(await allRows(t)).toEqual({ users: [], sessions: [], messages: [] });
+  expect(Object.values(await allRows(t)).flat()).toEqual([]);
 });
 
-test("lastSeenAt is rewritten at most once an hour", async () => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  const start = new Date("2026-03-01T12:00:00Z").getTime();
-  vi.setSystemTime(start);
+test("lastSeenAt is rewritten at most once an hour with the default 30 days", async () => {
+  const start = freezeClock();
   const t = convexTest(schema, modules);
   const sessionId = newSessionId();
   const lastSeenAt = async () => {
@@ -147,6 +156,10 @@ test("no public function returns or throws the secret or its hash", async () => 
   const tokenHash = await sha256Hex(sessionId);
   const paginationOpts = { numItems: 10, cursor: null };
   const wrongCase = { sessionId: sessionId.toUpperCase() as SessionId };
+  const phone = newSessionId();
+  const paired = newSessionId();
+  const otherCode = (code: string) =>
+    code.startsWith("0") ? `1${code.slice(1)}` : `0${code.slice(1)}`;
 
   const outputs: unknown[] = [
     await t.query(api.users.me, { sessionId }),
@@ -157,6 +170,23 @@ test("no public function returns or throws the secret or its hash", async () => 
     await t.query(api.users.me, { sessionId }),
     await t.query(api.messages.list, { paginationOpts }),
   ];
+  // A second device pairs, then the first one deletes everything.
+  const created = await t.mutation(api.pairing.create, { sessionId });
+  const { code } = created;
+  outputs.push(
+    created,
+    await t.mutation(api.pairing.claim, {
+      sessionId: phone,
+      code: otherCode(code),
+      newSessionId: paired,
+    }),
+    await t.mutation(api.pairing.claim, {
+      sessionId: phone,
+      code,
+      newSessionId: paired,
+    }),
+    await t.query(api.users.me, { sessionId: paired }),
+  );
   const errors = [
     await rejection(t.mutation(api.sessions.start, wrongCase)),
     await rejection(t.query(api.users.me, wrongCase)),
@@ -175,7 +205,27 @@ test("no public function returns or throws the secret or its hash", async () => 
     await rejection(
       t.mutation(api.messages.send, { sessionId, body: "x".repeat(2001) }),
     ),
+    await rejection(t.mutation(api.pairing.create, wrongCase)),
+    await rejection(
+      t.mutation(api.pairing.claim, {
+        ...wrongCase,
+        code,
+        newSessionId: newSessionId(),
+      }),
+    ),
+    await rejection(
+      t.mutation(api.pairing.claim, {
+        sessionId: newSessionId(),
+        code: (await t.mutation(api.pairing.create, { sessionId })).code,
+        newSessionId: paired,
+      }),
+    ),
+    await rejection(t.mutation(api.users.remove, wrongCase)),
   ];
+  for (let done = false; !done;) {
+    ({ done } = await t.mutation(api.users.remove, { sessionId: paired }));
+    outputs.push({ done });
+  }
 
   const texts = [
     ...outputs.map((output) => JSON.stringify(output)),
@@ -196,9 +246,94 @@ test("no public function returns or throws the secret or its hash", async () => 
     "NAME_INVALID_CHARACTERS",
     "MESSAGE_EMPTY",
     "MESSAGE_TOO_LONG",
+    "INVALID_SESSION",
+    "INVALID_SESSION",
+    "INVALID_SESSION",
+    "INVALID_SESSION",
   ]);
+  const secrets = [sessionId, phone, paired];
+  const leaks = [
+    ...secrets,
+    ...(await Promise.all(secrets.map((secret) => sha256Hex(secret)))),
+  ];
+  expect(leaks).toContain(tokenHash);
   for (const text of texts) {
-    expect(text.toLowerCase()).not.toContain(sessionId);
-    expect(text.toLowerCase()).not.toContain(tokenHash);
+    for (const leak of leaks) expect(text.toLowerCase()).not.toContain(leak);
   }
 });
+
+test("a session unused for 30 days stops working, one used within 30 days keeps going", async () => {
+  const start = freezeClock();
+  const t = convexTest(schema, modules);
+  const active = newSessionId();
+  const idle = newSessionId();
+  const activeUser = await t.mutation(api.sessions.start, {
+    sessionId: active,
+  });
+  const idleUser = await t.mutation(api.sessions.start, { sessionId: idle });
+
+  vi.setSystemTime(start + 29 * DAY_MS);
+  await t.mutation(api.messages.send, { sessionId: active, body: "day 29" });
+  vi.setSystemTime(start + 30 * DAY_MS - 1);
+  expect(await t.query(api.users.me, { sessionId: idle })).toEqual(idleUser);
+
+  vi.setSystemTime(start + 30 * DAY_MS);
+  expect(await t.query(api.users.me, { sessionId: idle })).toBeNull();
+  await expectErrorCode(
+    t.mutation(api.messages.send, { sessionId: idle, body: "too late" }),
+    "SESSION_EXPIRED",
+  );
+  await expectErrorCode(
+    t.mutation(api.sessions.start, { sessionId: idle }),
+    "SESSION_EXPIRED",
+  );
+  expect(await t.query(api.users.me, { sessionId: active })).toEqual(
+    activeUser,
+  );
+  vi.setSystemTime(start + 58 * DAY_MS);
+  await t.mutation(api.messages.send, { sessionId: active, body: "day 58" });
+  expect(await rowsOf(t, "messages")).toHaveLength(2);
+  expect(await rowsOf(t, "users")).toHaveLength(2);
+});
+
+test("SESSION_IDLE_DAYS sets the idle period and the lastSeenAt slice", async () => {
+  vi.stubEnv("SESSION_IDLE_DAYS", "1");
+  const start = freezeClock();
+  const t = convexTest(schema, modules);
+  const sessionId = newSessionId();
+  await t.mutation(api.sessions.start, { sessionId });
+  const lastSeenAt = async () => (await rowsOf(t, "sessions"))[0].lastSeenAt;
+
+  // One day / 720 slices = 2 minutes.
+  vi.setSystemTime(start + 2 * 60 * 1000 - 1);
+  await t.mutation(api.sessions.start, { sessionId });
+  expect(await lastSeenAt()).toBe(start);
+  vi.setSystemTime(start + 2 * 60 * 1000);
+  await t.mutation(api.sessions.start, { sessionId });
+  expect(await lastSeenAt()).toBe(start + 2 * 60 * 1000);
+
+  vi.setSystemTime(start + 2 * 60 * 1000 + DAY_MS);
+  await expectErrorCode(
+    t.mutation(api.sessions.start, { sessionId }),
+    "SESSION_EXPIRED",
+  );
+});
+
+test.each(["", "zero", "0", "-3", "NaN", "Infinity"])(
+  "SESSION_IDLE_DAYS=%j falls back to 30 days",
+  async (value) => {
+    vi.stubEnv("SESSION_IDLE_DAYS", value);
+    const start = freezeClock();
+    const t = convexTest(schema, modules);
+    const sessionId = newSessionId();
+    await t.mutation(api.sessions.start, { sessionId });
+
+    vi.setSystemTime(start + 30 * DAY_MS - 1);
+    await t.mutation(api.sessions.start, { sessionId });
+    vi.setSystemTime(start + 60 * DAY_MS - 1);
+    await expectErrorCode(
+      t.mutation(api.sessions.start, { sessionId }),
+      "SESSION_EXPIRED",
+    );
+  },
+);

@@ -1,9 +1,9 @@
 import { convexTest } from "convex-test";
 import { expect, test } from "vitest";
 import { api } from "./_generated/api";
-import { NAME_MAX_CHARS } from "./limits";
+import { DELETE_BATCH_SIZE, NAME_MAX_CHARS } from "./limits";
 import schema from "./schema";
-import { expectErrorCode, modules, newSessionId } from "./test.setup";
+import { allRows, expectErrorCode, modules, newSessionId } from "./test.setup";
 
 test("me is null before start and the profile after", async () => {
   const t = convexTest(schema, modules);
@@ -122,4 +122,80 @@ test("a refused rename keeps the old name", async () => {
   );
 
   expect(await t.query(api.users.me, { sessionId })).toMatchObject({ name });
+});
+
+test("remove deletes the caller's messages, sessions and user, and nothing of anyone else", async () => {
+  const t = convexTest(schema, modules);
+  const laptop = newSessionId();
+  const me = await t.mutation(api.sessions.start, { sessionId: laptop });
+  const count = DELETE_BATCH_SIZE * 2 + 5;
+  await t.run(async (ctx) => {
+    for (let i = 0; i < count; i++) {
+      await ctx.db.insert("messages", { author: me._id, body: `mine ${i}` });
+    }
+  });
+  const { code } = await t.mutation(api.pairing.create, { sessionId: laptop });
+  const phone = newSessionId();
+  await t.mutation(api.pairing.claim, {
+    sessionId: newSessionId(),
+    code,
+    newSessionId: phone,
+  });
+  await t.mutation(api.pairing.create, { sessionId: laptop });
+  const other = newSessionId();
+  await t.mutation(api.messages.send, { sessionId: other, body: "not mine" });
+  const before = await allRows(t);
+
+  const steps: boolean[] = [];
+  for (let i = 0; i < 10; i++) {
+    const { done } = await t.mutation(api.users.remove, { sessionId: laptop });
+    steps.push(done);
+    if (done) break;
+  }
+
+  // Each step deletes one batch: three steps for 405 messages.
+  expect(steps).toEqual([false, false, true]);
+  const after = await allRows(t);
+  expect(JSON.stringify(after)).not.toContain(me._id);
+  expect(after.messages).toEqual(
+    before.messages.filter(
+      (message) => (message as { author: string }).author !== me._id,
+    ),
+  );
+  expect(after.users).toHaveLength(1);
+  expect(after.sessions).toHaveLength(1);
+  expect(after.pairingCodes).toEqual([]);
+  expect(await t.query(api.users.me, { sessionId: laptop })).toBeNull();
+  expect(await t.query(api.users.me, { sessionId: phone })).toBeNull();
+});
+
+test("remove with a new secret only deletes the guest it just made", async () => {
+  const t = convexTest(schema, modules);
+
+  expect(
+    await t.mutation(api.users.remove, { sessionId: newSessionId() }),
+  ).toEqual({ done: true });
+
+  expect(Object.values(await allRows(t)).flat()).toEqual([]);
+});
+
+test("a step that stops early leaves the user able to continue", async () => {
+  const t = convexTest(schema, modules);
+  const sessionId = newSessionId();
+  const me = await t.mutation(api.sessions.start, { sessionId });
+  await t.run(async (ctx) => {
+    for (let i = 0; i < DELETE_BATCH_SIZE + 1; i++) {
+      await ctx.db.insert("messages", { author: me._id, body: `m${i}` });
+    }
+  });
+
+  expect(await t.mutation(api.users.remove, { sessionId })).toEqual({
+    done: false,
+  });
+
+  expect(await t.query(api.users.me, { sessionId })).toEqual(me);
+  const { page } = await t.query(api.messages.list, {
+    paginationOpts: { numItems: 10, cursor: null },
+  });
+  expect(page.map(({ author }) => author._id)).toEqual([me._id]);
 });

@@ -1,5 +1,6 @@
 import { v } from "convex/values";
 import { mutationWithSession, queryWithSession } from "./lib/sessions";
+import { deleteEverythingStep } from "./model/sessions";
 import { setUserName, toProfile, vProfile } from "./model/users";
 import { userFields } from "./schema";
 
@@ -18,4 +19,16 @@ export const setName = mutationWithSession({
     await setUserName(ctx, ctx.user._id, name);
     return null;
   },
+});
+
+/**
+ * "Delete everything I did here", one bounded step at a time: the caller's
+ * messages, then their sessions (every device), then the user. Call again
+ * while `done` is false; after the last step this session id is gone and the
+ * browser should make a new one.
+ */
+export const remove = mutationWithSession({
+  args: {},
+  returns: v.object({ done: v.boolean() }),
+  handler: (ctx) => deleteEverythingStep(ctx, ctx.session),
 });

@@ -492,3 +492,95 @@ test("the session secret never appears in any page's markup", async () => {
     for (const leak of leaks) expect(markup).not.toContain(leak);
   }
 });
+
+test("a pairing code moves a guest to a second browser: same name, (you) on old messages, own secret", async () => {
+  const tag = newTag();
+  const laptop = await openPerson();
+  const bob = await openPerson();
+  const name = `Traveller ${tag}`;
+  await rename(laptop, name);
+  const before = `Written on the laptop (${tag})`;
+  await sendMessage(laptop, before);
+  await waitForMessage(bob, before);
+
+  await laptop.getByRole("button", { name: "Show a pairing code" }).click();
+  const shown = laptop.getByRole("textbox", { name: "Your pairing code" });
+  await shown.waitFor();
+  const code = await shown.inputValue();
+  expect(code).toMatch(/^[0-9A-Z]{4}-[0-9A-Z]{4}$/);
+
+  const phone = await openPerson();
+  const phoneFirstSecret = await storedSecret(phone, "local");
+  expect(await shownName(phone)).toMatch(GUEST_NAME);
+  await phone.getByRole("textbox", { name: "Pairing code" }).fill(code);
+  await phone
+    .getByRole("button", { name: "Continue here as that person" })
+    .click();
+
+  await eventually(() => nameField(phone).inputValue()).toBe(name);
+  await eventually(async () =>
+    (await readMessages(phone)).filter((m) => m.body === before),
+  ).toMatchObject([{ author: name, mine: true, markedYou: true }]);
+  const phoneSecret = await storedSecret(phone, "local");
+  expect(phoneSecret).not.toBe(phoneFirstSecret);
+  expect(phoneSecret).not.toBe(await storedSecret(laptop, "local"));
+
+  // Both devices are the same person from now on, live.
+  const fromPhone = `Written on the phone (${tag})`;
+  await sendMessage(phone, fromPhone);
+  await waitForMessage(laptop, fromPhone);
+  expect(
+    (await readMessages(laptop)).filter((m) => m.body === fromPhone),
+  ).toMatchObject([{ author: name, mine: true, markedYou: true }]);
+  expect(
+    (await readMessages(bob)).filter((m) => m.body === fromPhone),
+  ).toMatchObject([{ author: name, mine: false, markedYou: false }]);
+
+  // The code worked once.
+  const thief = await openPerson();
+  await thief.getByRole("textbox", { name: "Pairing code" }).fill(code);
+  await thief
+    .getByRole("button", { name: "Continue here as that person" })
+    .click();
+  await thief.getByRole("alert").waitFor();
+  expect(await thief.getByRole("alert").textContent()).toBe(
+    "That code is wrong, used or expired. Show a new code on your other device and type it here.",
+  );
+  expect(await shownName(thief)).not.toBe(name);
+});
+
+test("delete everything asks first, then removes the visitor's messages for everyone and starts a new guest", async () => {
+  const tag = newTag();
+  const alice = await openPerson();
+  const bob = await openPerson();
+  const name = `Leaving ${tag}`;
+  await rename(alice, name);
+  const body = `Soon gone (${tag})`;
+  await sendMessage(alice, body);
+  const stays = `Bob stays (${tag})`;
+  await sendMessage(bob, stays);
+  await waitForMessage(alice, stays);
+  await waitForMessage(bob, body);
+  const secret = await storedSecret(alice, "local");
+
+  await alice
+    .getByRole("button", { name: "Delete everything I did here" })
+    .click();
+  const dialog = alice.getByRole("dialog", { name: "Delete everything?" });
+  await dialog.waitFor();
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  expect(await messageItem(bob, body).count()).toBe(1);
+
+  await alice
+    .getByRole("button", { name: "Delete everything I did here" })
+    .click();
+  await dialog.getByRole("button", { name: "Delete everything" }).click();
+
+  await eventually(() => messageItem(bob, body).count()).toBe(0);
+  await eventually(() => messageItem(alice, body).count()).toBe(0);
+  await eventually(() => nameField(alice).inputValue()).toMatch(GUEST_NAME);
+  expect(await storedSecret(alice, "local")).not.toBe(secret);
+  expect(await messageItem(alice, stays).count()).toBe(1);
+  await dialog.waitFor({ state: "hidden" });
+});

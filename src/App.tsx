@@ -4,8 +4,10 @@ import { api } from "../convex/_generated/api";
 import type { Id } from "../convex/_generated/dataModel";
 import { Composer } from "./components/Composer";
 import { ConnectionStatus } from "./components/ConnectionStatus";
+import { DeleteEverything } from "./components/DeleteEverything";
 import { MessageList } from "./components/MessageList";
 import { NameField } from "./components/NameField";
+import { PairDevice } from "./components/PairDevice";
 import { useStartSession } from "./hooks/useStartSession";
 import { START_FAILED } from "./lib/errors";
 
@@ -30,6 +32,10 @@ export function App() {
         <MessageList sentId={sentId} meId={me?._id ?? null} />
         <Composer onSent={setSentId} />
       </main>
+      <footer className="app-footer">
+        <PairDevice />
+        <DeleteEverything />
+      </footer>
     </div>
   );
 }

@@ -13,12 +13,19 @@ import type {
   FilterApi,
   FunctionReference,
 } from "convex/server";
+import type * as cleanup from "../cleanup.js";
+import type * as crons from "../crons.js";
 import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
+import type * as model_cleanup from "../model/cleanup.js";
+import type * as model_expiry from "../model/expiry.js";
 import type * as model_messages from "../model/messages.js";
+import type * as model_pairing from "../model/pairing.js";
+import type * as model_sessions from "../model/sessions.js";
 import type * as model_text from "../model/text.js";
 import type * as model_users from "../model/users.js";
+import type * as pairing from "../pairing.js";
 import type * as sessions from "../sessions.js";
 import type * as users from "../users.js";
 
@@ -31,12 +38,19 @@ import type * as users from "../users.js";
  * ```
  */
 declare const fullApi: ApiFromModules<{
+  cleanup: typeof cleanup;
+  crons: typeof crons;
   "lib/sessions": typeof lib_sessions;
   limits: typeof limits;
   messages: typeof messages;
+  "model/cleanup": typeof model_cleanup;
+  "model/expiry": typeof model_expiry;
   "model/messages": typeof model_messages;
+  "model/pairing": typeof model_pairing;
+  "model/sessions": typeof model_sessions;
   "model/text": typeof model_text;
   "model/users": typeof model_users;
+  pairing: typeof pairing;
   sessions: typeof sessions;
   users: typeof users;
 }>;

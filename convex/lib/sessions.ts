@@ -14,6 +14,10 @@
  *   logged or put in an error here. `ctx.session` holds the hash, so handlers
  *   return only what their `returns` validator lets through.
  *
+ * A session unused for the idle period (`model/expiry.ts`, 30 days by
+ * default) has expired: queries see it as unknown, mutations refuse it with
+ * `SESSION_EXPIRED`, and the browser makes itself a new secret.
+ *
  * A query cannot write, so in `queryWithSession` both are null until the
  * browser's first mutation. `mutationWithSession` creates the session and an
  * anonymous user on first use, so there both are always documents:
@@ -35,7 +39,7 @@ import {
 } from "convex-helpers/server/customFunctions";
 import { SessionIdArg, type SessionId } from "convex-helpers/server/sessions";
 import { ConvexError } from "convex/values";
-import type { Doc } from "../_generated/dataModel";
+import type { Doc, Id } from "../_generated/dataModel";
 import {
   mutation,
   query,
@@ -43,6 +47,7 @@ import {
   type QueryCtx,
 } from "../_generated/server";
 import type { ErrorData } from "../limits";
+import { isSessionExpired, lastSeenSliceMs } from "../model/expiry";
 import { createAnonymousUser } from "../model/users";
 
 /** What `crypto.randomUUID()` returns: version nibble 4, variant 8 to b. */
@@ -50,17 +55,11 @@ const SESSION_ID_PATTERN =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 /**
- * How stale `lastSeenAt` may get before a mutation rewrites it. Every session
- * query reads the session document, so each write re-runs that browser's
- * subscriptions: once an hour, not once per call.
- */
-const LAST_SEEN_RESOLUTION_MS = 60 * 60 * 1000;
-
-/**
  * A public query that takes the caller's `sessionId`.
  *
  * Adds `ctx.session` (`Doc<"sessions">`) and `ctx.user` (`Doc<"users">`),
- * both null when this session has not made its first mutation yet.
+ * both null when this session has not made its first mutation yet or has
+ * expired.
  *
  * ```ts
  * export const me = queryWithSession({
@@ -76,7 +75,9 @@ const LAST_SEEN_RESOLUTION_MS = 60 * 60 * 1000;
 export const queryWithSession = customQuery(query, {
   args: SessionIdArg,
   input: async (ctx, { sessionId }) => {
-    const session = await findSession(ctx, await hashSessionId(sessionId));
+    const found = await findSession(ctx, await hashSessionId(sessionId));
+    const session =
+      found === null || isSessionExpired(found, Date.now()) ? null : found;
     const user = session === null ? null : await getSessionUser(ctx, session);
     return { ctx: { session, user }, args: {} };
   },
@@ -88,7 +89,8 @@ export const queryWithSession = customQuery(query, {
  * Adds `ctx.session` (`Doc<"sessions">`) and `ctx.user` (`Doc<"users">`),
  * never null: an unknown session id gets a new session and a new anonymous
  * user ("User NNNN"), which roll back with everything else if the handler
- * throws. Refreshes `session.lastSeenAt` at most once an hour.
+ * throws. Refreshes `session.lastSeenAt` at most once per slice of the idle
+ * period (hourly for 30 days).
  *
  * ```ts
  * export const send = mutationWithSession({
@@ -99,7 +101,7 @@ export const queryWithSession = customQuery(query, {
  * ```
  *
  * @throws ConvexError INVALID_SESSION when `sessionId` is not a lowercase
- *   UUID v4.
+ *   UUID v4, SESSION_EXPIRED when its session was unused for the idle period.
  */
 export const mutationWithSession = customMutation(mutation, {
   args: SessionIdArg,
@@ -114,6 +116,33 @@ export const mutationWithSession = customMutation(mutation, {
     return { ctx: { session, user }, args: {} };
   },
 });
+
+/**
+ * Gives `userId` a new session whose secret is `sessionId`, for a device that
+ * takes over an identity (pairing). The caller's old session is not touched.
+ *
+ * @throws ConvexError INVALID_SESSION when `sessionId` is not a lowercase
+ *   UUID v4 or already belongs to a session.
+ */
+export async function addSession(
+  ctx: MutationCtx,
+  sessionId: SessionId,
+  userId: Id<"users">,
+): Promise<Doc<"sessions">> {
+  const tokenHash = await hashSessionId(sessionId);
+  if ((await findSession(ctx, tokenHash)) !== null) {
+    throw new ConvexError<ErrorData>({
+      code: "INVALID_SESSION",
+      message: "The new session id is already in use; make another one.",
+    });
+  }
+  const id = await ctx.db.insert("sessions", {
+    tokenHash,
+    userId,
+    lastSeenAt: Date.now(),
+  });
+  return (await ctx.db.get("sessions", id))!;
+}
 
 /**
  * Refuses anything but a lowercase UUID v4, then returns its lowercase hex
@@ -160,12 +189,20 @@ async function createSession(
   return (await ctx.db.get("sessions", id))!;
 }
 
+/** Refuses an expired session, else refreshes `lastSeenAt` once per slice. */
 async function markSeen(
   ctx: MutationCtx,
   session: Doc<"sessions">,
 ): Promise<Doc<"sessions">> {
   const now = Date.now();
-  if (now - session.lastSeenAt < LAST_SEEN_RESOLUTION_MS) {
+  if (isSessionExpired(session, now)) {
+    throw new ConvexError<ErrorData>({
+      code: "SESSION_EXPIRED",
+      message:
+        "This session was unused for too long and has ended; make a new session id.",
+    });
+  }
+  if (now - session.lastSeenAt < lastSeenSliceMs()) {
     return session;
   }
   await ctx.db.patch("sessions", session._id, { lastSeenAt: now });

@@ -29,9 +29,11 @@ import {
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { CronRunner } from "./functions/crons.ts";
 import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
+import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
 import { loadOrCreateAdminKey } from "./storage/adminKey.ts";
 import { Database } from "./storage/database.ts";
 import {
@@ -152,6 +154,8 @@ export async function startBackend(
   });
   const scheduler = new Scheduler(db, runner, { clock: options.clock });
   cleanup.push(() => scheduler.close());
+  const crons = new CronRunner(runner, { clock: options.clock, logger });
+  cleanup.push(() => crons.close());
   let siteUrl: string | null = null;
   let url = "";
   const files = FileStorage.open({
@@ -163,7 +167,7 @@ export async function startBackend(
   const convex = createSyscalls({
     db,
     nested: runner.nested,
-    extensions: [files.syscalls, scheduler.syscalls],
+    extensions: [files.syscalls, scheduler.syscalls, vectorSearchSyscalls(db)],
   });
   // Keys of Convex Auth live on this backend's own site port: ask the router
   // directly (no socket, and never from inside an executor slot, so an HTTP
@@ -205,13 +209,20 @@ export async function startBackend(
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
    */
-  const install = (next: Build) =>
-    runner.install(next.isolate, () => {
-      db.setSchema(next.isolate.schema);
+  const install = async (next: Build) => {
+    const { isolate } = next;
+    await runner.install(isolate, () => {
+      db.setSchema(isolate.schema);
       authenticator.verifier.setProviders(next.providers);
       current = next;
       hub.invalidateAll();
     });
+    try {
+      await crons.sync(isolate.modules.crons?.default);
+    } catch (error) {
+      logger.error(`Cron jobs not updated: ${(error as Error).message}`);
+    }
+  };
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());

@@ -26,9 +26,14 @@ export function useStartSession(): boolean {
     start().then(
       () => setFailed(false),
       (error: unknown) => {
-        // A secret the server will not accept (say, one stored by an older
-        // build) is replaced once; a second refusal is a real failure.
-        if (isRefusal(error, "INVALID_SESSION") && !refreshed.current) {
+        // A secret the server will not accept (one stored by an older build,
+        // or one unused for so long that it expired) is replaced once; a
+        // second refusal is a real failure.
+        if (
+          (isRefusal(error, "INVALID_SESSION") ||
+            isRefusal(error, "SESSION_EXPIRED")) &&
+          !refreshed.current
+        ) {
           refreshed.current = true;
           void refreshSessionId();
           return;

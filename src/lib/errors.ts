@@ -27,6 +27,12 @@ export type Refusal = WithoutMessage<ErrorData>;
 const GENERIC_SEND = "Couldn't send. Check your connection and try again.";
 const GENERIC_RENAME =
   "Couldn't save your name. Check your connection and try again.";
+const GENERIC_PAIRING =
+  "Couldn't reach the chat to pair devices. Check your connection and try again.";
+const GENERIC_DELETE =
+  "Couldn't delete everything. Check your connection and try again; what is already deleted stays deleted.";
+export const WRONG_PAIRING_CODE =
+  "That code is wrong, used or expired. Show a new code on your other device and type it here.";
 export const START_FAILED =
   "Couldn't start your chat session. Reload the page to try again.";
 
@@ -58,10 +64,31 @@ export function describeRefusal(refusal: Refusal, body?: string): string {
       return "Names can't contain control characters.";
     case "INVALID_SESSION":
       return "Your chat session has ended. Reload the page to start a new one.";
+    case "SESSION_EXPIRED":
+      return "Your chat session ended after a long time unused. Reload the page to start a new one.";
+    case "PAIRING_RATE_LIMITED":
+      return `Too many wrong codes. Try again ${formatWait(refusal.retryAfter)}.`;
     default:
       refusal satisfies never;
       throw new Error(`No words for refusal ${JSON.stringify(refusal)}`);
   }
+}
+
+/**
+ * When a refused action may be tried again, in words: "in 40 seconds",
+ * "in 3 minutes", "in about 2 hours". Rounded up, so the user is never told
+ * a time at which they would still be refused.
+ */
+export function formatWait(ms: number): string {
+  const seconds = Math.max(1, Math.ceil(ms / 1000));
+  if (seconds < 60) return `in ${plural(seconds, "second")}`;
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 60) return `in ${plural(minutes, "minute")}`;
+  return `in about ${plural(Math.ceil(minutes / 60), "hour")}`;
+}
+
+function plural(n: number, unit: string): string {
+  return n === 1 ? `1 ${unit}` : `${formatCount(n)} ${unit}s`;
 }
 
 /** `body` is the trimmed text about to be sent. */
@@ -101,6 +128,20 @@ export function renameErrorText(error: unknown): string {
     : (serverWords(error) ?? GENERIC_RENAME);
 }
 
+export function pairingErrorText(error: unknown): string {
+  const refusal = refusalOf(error);
+  return refusal
+    ? describeRefusal(refusal)
+    : (serverWords(error) ?? GENERIC_PAIRING);
+}
+
+export function deleteErrorText(error: unknown): string {
+  const refusal = refusalOf(error);
+  return refusal
+    ? describeRefusal(refusal)
+    : (serverWords(error) ?? GENERIC_DELETE);
+}
+
 export function isRefusal(error: unknown, code: ErrorCode): boolean {
   return refusalOf(error)?.code === code;
 }
@@ -112,6 +153,13 @@ export function refusalOf(error: unknown): Refusal | null {
   switch (data.code) {
     case "INVALID_SESSION":
       return { code: "INVALID_SESSION" };
+    case "SESSION_EXPIRED":
+      return { code: "SESSION_EXPIRED" };
+    case "PAIRING_RATE_LIMITED":
+      return {
+        code: "PAIRING_RATE_LIMITED",
+        retryAfter: numberOr(data.retryAfter, 60_000),
+      };
     case "NAME_EMPTY":
       return { code: "NAME_EMPTY" };
     case "NAME_TOO_LONG":

@@ -36,6 +36,18 @@ import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
 import { StartupGate } from "./startupGate.ts";
 import { Transaction } from "./transaction.ts";
+import {
+  ComponentError,
+  type ComponentFunctionPath,
+  type ComponentTree,
+  type FunctionAddress,
+  localTableName,
+  ROOT_COMPONENT,
+} from "./components.ts";
+
+/** convex-backend `bad_admin_key_error(None)`: what a non-admin caller gets for a component's function. */
+const BAD_DEPLOY_KEY =
+  "BadDeployKey: The provided deploy key was invalid for this deployment. Double check that the environment this key was generated for matches the desired deployment.";
 import { validateArgs, validateReturns } from "../values/validators.ts";
 
 /** Wall-clock limit for one query or mutation. Convex limits user code to 1 s of
@@ -70,23 +82,20 @@ export type QueryRequest = {
   path: string;
   args: JSONValue;
   journal?: string | null;
+  /** The component the function belongs to; "" (the app) by default. */
+  componentPath?: string;
   /** Who calls; anonymous when absent. An admin may call internal functions. */
   identity?: Identity;
 };
 export type MutationRequest = {
   path: string;
   args: JSONValue;
+  componentPath?: string;
+  identity?: Identity;
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
-  identity?: Identity;
   /** A scheduled run: the job's state changes commit with the mutation (scheduler.ts). */
   job?: MutationJob;
-};
-export type ActionRequest = {
-  path: string;
-  args: JSONValue;
-  identity?: Identity;
-  scheduledJobId?: string;
 };
 
 /**
@@ -96,7 +105,8 @@ export type ActionRequest = {
  * `application/src/scheduled_jobs/mod.rs` `handle_mutation`).
  */
 export type MutationJob = {
-  id: string;
+  /** The `_scheduled_functions` job, if this is one (crons have none). */
+  id?: string;
   /** In the run's transaction before the function; false skips the run (canceled meanwhile). */
   begin(tx: Transaction): boolean;
   /** In the run's transaction after success. */
@@ -177,27 +187,24 @@ export class FunctionRunner {
     return this.#gate.isOpen ? task() : this.#gate.wait().then(task);
   }
 
-  /** What `udfPath` names in the current build, or null when nothing callable (as `/api/function` needs). */
-  kindOf(udfPath: string): UdfType | null {
-    const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const fn = this.#isolate?.modules[module]?.[exportName] as
-      RegisteredFunction | undefined;
-    if (fn === undefined || fn === null) return null;
-    return fn.isQuery
-      ? "query"
-      : fn.isMutation
-        ? "mutation"
-        : fn.isAction
-          ? "action"
-          : null;
-  }
-
   /** Calls from inside functions (`ctx.runQuery` and friends), for the syscall layer. */
   readonly nested: NestedCalls = {
-    runInTransaction: (parent, udfType, path, args) =>
-      this.#runNested(parent, udfType, path, args),
-    runFromAction: (parent, udfType, path, args) =>
-      this.#runFromAction(parent, udfType, path, args),
+    runInTransaction: (parent, udfType, address, args) =>
+      this.#runNested(parent, udfType, this.#resolve(parent, address), args),
+    runFromAction: (parent, udfType, address, args) =>
+      this.#runFromAction(
+        parent,
+        udfType,
+        this.#resolve(parent, address),
+        args,
+      ),
+    createFunctionHandle: (parent, address) => {
+      const target = this.#resolve(parent, address);
+      // The handle must name a function that exists (convex-backend looks it
+      // up in `_function_handles`, which holds one row per function).
+      this.#findFunction(target.udfPath, target.componentPath);
+      return this.#components().functionHandle(target);
+    },
   };
 
   runQuery(
@@ -237,24 +244,33 @@ export class FunctionRunner {
   }
 
   async runAction(
-    request: ActionRequest,
+    request: {
+      path: string;
+      args: JSONValue;
+      componentPath?: string;
+      scheduledJobId?: string;
+      identity?: Identity;
+    },
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
     await this.#afterStartup(() => Promise.resolve());
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
       "action",
       request.path,
       null,
       null,
-      request.identity,
+      componentPath,
     );
     context.scheduledJobId = request.scheduledJobId ?? null;
+    context.identity = request.identity ?? ANONYMOUS;
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
         request.args,
         "action",
         visibility,
+        componentPath,
         context.identity,
       );
       context.path = path;
@@ -294,9 +310,8 @@ export class FunctionRunner {
       "action",
       `${request.method} ${routePath}`,
       null,
-      null,
-      identity,
     );
+    context.identity = identity;
     try {
       const response = await requestStorage.run(context, () =>
         endpoint.invokeHttpAction(request),
@@ -322,13 +337,15 @@ export class FunctionRunner {
     visibility: Visibility,
   ): Promise<QueryOutcome> {
     const tx = new Transaction(this.#db, { readOnly: true });
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
       "query",
       request.path,
       tx,
       request.journal ?? null,
-      request.identity,
+      componentPath,
     );
+    context.identity = request.identity ?? ANONYMOUS;
     let outcome: FunctionOutcome;
     try {
       const { fn, path, args } = this.#prepare(
@@ -336,6 +353,7 @@ export class FunctionRunner {
         request.args,
         "query",
         visibility,
+        componentPath,
         context.identity,
       );
       context.path = path;
@@ -382,16 +400,18 @@ export class FunctionRunner {
       }
     }
     const tx = new Transaction(this.#db, { readOnly: false });
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
       "mutation",
       request.path,
       tx,
       null,
-      request.identity,
+      componentPath,
     );
+    context.identity = request.identity ?? ANONYMOUS;
     const job = request.job;
     if (job !== undefined) {
-      context.scheduledJobId = job.id;
+      context.scheduledJobId = job.id ?? null;
       if (!job.begin(tx)) {
         tx.close();
         return { status: "success", value: null, logLines: [], ts: null };
@@ -403,6 +423,7 @@ export class FunctionRunner {
         request.args,
         "mutation",
         visibility,
+        componentPath,
         context.identity,
       );
       context.path = path;
@@ -489,7 +510,7 @@ export class FunctionRunner {
   async #runNested(
     parent: RequestContext,
     udfType: "query" | "mutation" | "snapshotQuery",
-    path: string,
+    target: ComponentFunctionPath,
     argsJson: JSONValue,
   ): Promise<JSONValue> {
     const kind = udfType === "mutation" ? "mutation" : "query";
@@ -503,7 +524,14 @@ export class FunctionRunner {
       fn,
       path: canonical,
       args,
-    } = this.#prepare(path, argsJson, kind, "any", parent.identity);
+    } = this.#prepare(
+      target.udfPath,
+      argsJson,
+      kind,
+      "any",
+      target.componentPath,
+      parent.identity,
+    );
     // The child writes to a layer of its own: folded into the caller's on
     // success, dropped on failure, whatever else the caller does meanwhile.
     const layer = tx.child(parent.layer!, udfType);
@@ -511,6 +539,7 @@ export class FunctionRunner {
       ...parent,
       udfType: kind,
       path: canonical,
+      componentPath: target.componentPath,
       layer,
       streams: new Map(),
       nextStreamId: 0,
@@ -533,10 +562,15 @@ export class FunctionRunner {
   async #runFromAction(
     parent: RequestContext,
     udfType: UdfType,
-    path: string,
+    target: ComponentFunctionPath,
     args: JSONValue,
   ): Promise<JSONValue> {
-    const request = { path, args, identity: parent.identity };
+    const request = {
+      path: target.udfPath,
+      componentPath: target.componentPath,
+      args,
+      identity: parent.identity,
+    };
     const outcome =
       udfType === "query"
         ? await this.runQuery(request, "any")
@@ -550,20 +584,35 @@ export class FunctionRunner {
     throw new Error(outcome.errorMessage);
   }
 
-  /** Finds the function and checks its visibility, type and arguments. */
-  #prepare(
+  #components(): ComponentTree {
+    if (this.#isolate === null)
+      throw new ExpectedError("The functions are not loaded yet");
+    return this.#isolate.components;
+  }
+
+  /** The function an address names, from where `parent` runs. */
+  #resolve(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    try {
+      return this.#components().resolveAddress(parent.componentPath, address);
+    } catch (error) {
+      if (error instanceof ComponentError)
+        throw new ExpectedError(error.message);
+      throw error;
+    }
+  }
+
+  /** The registered function at `udfPath` in a component, and its canonical path. */
+  #findFunction(
     udfPath: string,
-    argsJson: JSONValue,
-    kind: UdfType,
-    visibility: Visibility,
-    identity: Identity,
-  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    componentPath: string,
+  ): { fn: RegisteredFunction; canonical: string; actual: UdfType } {
     const { module, exportName, canonical } = canonicalizeUdfPath(udfPath);
-    const notFound = () =>
-      new ExpectedError(
-        `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
-      );
-    const exports = this.#isolate?.modules[module];
+    const notFound = () => this.#notFound(canonical);
+    const exports =
+      this.#isolate?.components.get(componentPath)?.modules[module];
     const fn = exports?.[exportName] as RegisteredFunction | undefined;
     if (
       fn === undefined ||
@@ -579,10 +628,32 @@ export class FunctionRunner {
           ? "action"
           : null;
     if (actual === null) throw notFound();
-    // An admin may call internal functions (convex-backend: internal UDFs are
-    // callable with an admin key, as `npx convex run` does).
-    if (visibility === "public" && fn.isPublic !== true && !isAdmin(identity))
-      throw notFound();
+    return { fn, canonical, actual };
+  }
+
+  /** Finds the function and checks its visibility, type and arguments. */
+  #prepare(
+    udfPath: string,
+    argsJson: JSONValue,
+    kind: UdfType,
+    visibility: Visibility,
+    componentPath: string,
+    identity: Identity,
+  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    // An admin may call internal functions and into components (convex-backend:
+    // internal UDFs are callable with an admin key, as `npx convex run` does).
+    if (isAdmin(identity)) visibility = "any";
+    if (visibility === "public" && componentPath !== ROOT_COMPONENT) {
+      // Only an admin may call into a component from outside (convex-backend
+      // `UdfPostRequestWithComponent::component_path` → `must_be_admin`).
+      throw new ExpectedError(BAD_DEPLOY_KEY);
+    }
+    const { fn, canonical, actual } = this.#findFunction(
+      udfPath,
+      componentPath,
+    );
+    if (visibility === "public" && fn.isPublic !== true)
+      throw this.#notFound(canonical);
     if (actual !== kind) {
       throw new ExpectedError(
         `Trying to execute ${canonical} as ${capitalize(kind)}, but it is defined as ${capitalize(actual)}.`,
@@ -603,10 +674,24 @@ export class FunctionRunner {
       );
     }
     const argsError = validateArgs(this.#validatorsOf(fn).args, decoded, {
-      tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+      tableNameOfId: (id) => this.#tableNameOfId(id, componentPath),
     });
     if (argsError !== null) throw new ExpectedError(argsError);
     return { fn, path: canonical, args };
+  }
+
+  /** `v.id("t")` in a component means its own `t`: another namespace's ID names no table there. */
+  #tableNameOfId(id: string, componentPath: string): string | null {
+    const table = this.#db.tableOfId(id);
+    return table === undefined
+      ? null
+      : localTableName(componentPath, table.name);
+  }
+
+  #notFound(canonical: string): ExpectedError {
+    return new ExpectedError(
+      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+    );
   }
 
   /** `exportArgs()` / `exportReturns()` re-serialize on every call; a function's validators never change. */
@@ -632,7 +717,7 @@ export class FunctionRunner {
       this.#validatorsOf(fn).returns,
       jsonToConvex(value),
       {
-        tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+        tableNameOfId: (id) => this.#tableNameOfId(id, context.componentPath),
       },
     );
     if (returnsError !== null) {
@@ -696,7 +781,7 @@ export class FunctionRunner {
     if (context.logLines.length > 0 || uncaught) {
       this.#onRun({
         udfType: context.udfType,
-        path: context.path,
+        path: componentFunctionName(context.componentPath, context.path),
         logLines: context.logLines,
         ...(uncaught
           ? {
@@ -756,14 +841,15 @@ function newRequest(
   path: string,
   tx: Transaction | null,
   journal: string | null = null,
-  identity: Identity = ANONYMOUS,
+  componentPath: string = ROOT_COMPONENT,
 ): RequestContext {
   return {
     udfType,
     path,
+    componentPath,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
-    identity,
     scheduledJobId: null,
+    identity: ANONYMOUS,
     tx,
     layer: tx?.root ?? null,
     nowMs: Date.now(),
@@ -815,6 +901,16 @@ function asSyscallError(error: unknown): Error {
   return error instanceof Error
     ? error
     : new Error(e?.message ?? String(error));
+}
+
+/** How logs name a component's function: "presence/batchWorker/lib:ping"; the app's keep "lib:ping". */
+export function componentFunctionName(
+  componentPath: string,
+  udfPath: string,
+): string {
+  return componentPath === ROOT_COMPONENT
+    ? udfPath
+    : `${componentPath}/${udfPath}`;
 }
 
 function capitalize(text: string): string {

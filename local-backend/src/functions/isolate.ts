@@ -18,6 +18,12 @@ import { SourceMap } from "node:module";
 import { inspect } from "node:util";
 import vm from "node:vm";
 import type { SchemaJson } from "../storage/database.ts";
+import {
+  type ComponentDefinition,
+  type ComponentTree,
+  createComponentTree,
+  type RuntimeDefinition,
+} from "./components.ts";
 import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
 
 /** convex-backend caps log lines per function execution (isolate `MAX_LOG_LINES`). */
@@ -27,7 +33,7 @@ const MAX_LOG_LINE_CHARS = 32_768;
 export type LogLevel = "LOG" | "INFO" | "WARN" | "ERROR" | "DEBUG";
 
 export type Bundle = {
-  /** An IIFE script that assigns `globalThis.__convexModules` and `__convexSchema`. */
+  /** An IIFE script that assigns `globalThis.__convexDefinitions` and `__convexApp` (loader.ts). */
   code: string;
   /** The esbuild source map (JSON), used to point stack frames at the app's sources. */
   sourceMap: string;
@@ -40,8 +46,11 @@ export type Bundle = {
 export type ModuleExports = Record<string, unknown>;
 
 export type Isolate = {
+  /** The app's own modules (`components.root.modules`). */
   modules: Record<string, ModuleExports>;
+  /** The app's schema with every component's tables under their internal names. */
   schema: SchemaJson | null;
+  components: ComponentTree;
   /** The default export of `auth.config.ts`, if there is one. */
   authConfig: unknown;
   /** Rewrites bundle positions in an error's stack to the app's source files. */
@@ -79,6 +88,8 @@ export function createIsolate(
     onStrayLog: (level: LogLevel, line: string) => void;
   },
 ): Isolate {
+  // Set once the bundle has run; `process.env` reads it per call.
+  let components: ComponentTree | undefined;
   const sourceMap = new SourceMap(
     JSON.parse(bundle.sourceMap) as ConstructorParameters<typeof SourceMap>[0],
   );
@@ -126,9 +137,13 @@ export function createIsolate(
   const context = vm.createContext(
     {
       Convex: options.convex,
-      process: Object.freeze({ env: Object.freeze({ ...options.env }) }),
+      process: Object.freeze({
+        env: componentAwareEnv(Object.freeze({ ...options.env }), (path) =>
+          components?.get(path),
+        ),
+      }),
       crypto: isolateCrypto(),
-      // Keys from \`crypto.subtle\` are the host's; jose checks \`instanceof CryptoKey\`.
+      // Keys from `crypto.subtle` are the host's; jose checks `instanceof CryptoKey`.
       CryptoKey: globalThis.CryptoKey,
       TextEncoder,
       TextDecoder,
@@ -186,26 +201,46 @@ export function createIsolate(
     );
   }
   const globals = context as {
-    __convexModules?: Record<string, ModuleExports>;
-    __convexSchema?: { export(): string };
+    __convexDefinitions?: Record<
+      string,
+      { modules: Record<string, ModuleExports>; schema?: { export(): string } }
+    >;
+    __convexApp?: RuntimeDefinition;
     __convexAuthConfig?: unknown;
   };
-  const schemaDefinition = globals.__convexSchema;
-  let schema: SchemaJson | null = null;
-  if (schemaDefinition !== undefined) {
-    if (typeof schemaDefinition.export !== "function") {
-      throw new ModuleLoadError(
-        "schema.ts must `export default defineSchema({...})`",
-      );
-    }
-    schema = JSON.parse(schemaDefinition.export()) as SchemaJson;
+  const definitions: Record<string, ComponentDefinition> = {};
+  for (const [key, { modules, schema }] of Object.entries(
+    globals.__convexDefinitions ?? { "": { modules: {} } },
+  )) {
+    definitions[key] = { modules, schema: exportSchema(schema, key) };
+  }
+  try {
+    components = createComponentTree(globals.__convexApp ?? null, definitions);
+  } catch (error) {
+    throw new ModuleLoadError(
+      `Failed to load the components: ${(error as Error).message}`,
+    );
   }
   return {
-    modules: globals.__convexModules ?? {},
-    schema,
+    modules: components.root.modules,
+    schema: components.mergedSchema(),
+    components,
     authConfig: globals.__convexAuthConfig,
     formatStack,
   };
+}
+
+function exportSchema(
+  schemaDefinition: { export(): string } | undefined,
+  definitionPath: string,
+): SchemaJson | null {
+  if (schemaDefinition === undefined) return null;
+  if (typeof schemaDefinition.export !== "function") {
+    throw new ModuleLoadError(
+      `${definitionPath === "" ? "schema.ts" : `${definitionPath}/schema`} must \`export default defineSchema({...})\``,
+    );
+  }
+  return JSON.parse(schemaDefinition.export()) as SchemaJson;
 }
 
 /**
@@ -383,4 +418,37 @@ function relativeSource(source: string, root: string): string {
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * `process.env` as each function sees it: the deployment's variables in the
+ * app, and in a component only what its parent passed in `use(component,
+ * { env })`, as on Convex, where a component cannot read the app's
+ * environment. One object for all (modules keep `env = process.env`), so it
+ * looks the running function's component up on every read; read-only, like a
+ * frozen object.
+ */
+function componentAwareEnv(
+  appEnv: Readonly<Record<string, string>>,
+  component: (path: string) => { env: Record<string, string> } | undefined,
+): Record<string, string> {
+  const current = (): Readonly<Record<string, string>> => {
+    const path = currentRequest()?.componentPath ?? "";
+    return path === "" ? appEnv : (component(path)?.env ?? {});
+  };
+  const target: Record<string, string> = {};
+  return new Proxy(target, {
+    get: (_, key) => (typeof key === "string" ? current()[key] : undefined),
+    has: (_, key) => typeof key === "string" && key in current(),
+    ownKeys: () => Object.keys(current()),
+    getOwnPropertyDescriptor: (_, key) => {
+      const env = current();
+      return typeof key === "string" && key in env
+        ? { value: env[key], enumerable: true, configurable: true }
+        : undefined;
+    },
+    set: () => false,
+    defineProperty: () => false,
+    deleteProperty: () => false,
+  });
 }

@@ -152,7 +152,12 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       sendAuthError(res, error, req);
       return;
     }
-    let body: { path?: unknown; args?: unknown; format?: unknown };
+    let body: {
+      path?: unknown;
+      args?: unknown;
+      format?: unknown;
+      componentPath?: unknown;
+    };
     try {
       body = JSON.parse(await readBody(req)) as typeof body;
     } catch (error) {
@@ -215,8 +220,13 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     // `/api/function` and `/api/run` run whatever the path names; an unknown
     // path runs as a query to get Convex's not-found error.
     const kind =
-      named === "function" ? (runner.kindOf(body.path) ?? "query") : named;
-    const request = { path: body.path, args, identity };
+      named === "function"
+        ? (runner.functionKind(body.path) ?? "query")
+        : named;
+    // `/api/function` names the component (`ConvexHttpClient.function`).
+    const componentPath =
+      typeof body.componentPath === "string" ? body.componentPath : undefined;
+    const request = { path: body.path, args, identity, componentPath };
     const outcome: FunctionOutcome =
       kind === "query"
         ? await runner.runQuery(request)

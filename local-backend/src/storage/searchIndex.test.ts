@@ -117,6 +117,29 @@ describe("search index storage", () => {
     });
   });
 
+  test("an index added to the schema is built from existing documents; a removed one is dropped", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    const id = insert(db, "written before the index existed");
+    db.setSchema(schema);
+    const compiled = compileSearch(definition, [
+      { type: "Search", fieldPath: "text", value: "before" },
+    ]);
+    expect(
+      db.textSearch.search(definition, compiled).hits.map((h) => h.id),
+    ).toEqual([id]);
+    db.setSchema({
+      ...schema,
+      tables: [{ ...schema.tables[0], searchIndexes: [] }],
+    });
+    expect(db.textSearch.search(definition, compiled).hits).toEqual([]);
+    expect(db.textSearch.stats(definition)).toEqual({
+      numDocs: 0,
+      numTokens: 0,
+    });
+  });
+
   test("a search's read set covers matching writes only", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
     dirs.push(dir);

@@ -7,8 +7,10 @@
  *
  * Tables (one row set per index, keyed by "table.index"):
  *   search_indexes  key -> definition, document count, token count (BM25 stats)
- *   search_docs     (key, doc) -> token count, _creationTime, filter values
- *   search_terms    (key, term, doc) -> term frequency
+ *   search_postings (key, term, doc) -> term frequency, the document's token
+ *                   count and _creationTime (all BM25 and ordering need)
+ *   search_filters  (key, doc) -> filter field values, read only for the
+ *                   best-scored candidates of a filtered query
  *
  * A query reads the postings of its terms (prefix terms by a range over
  * `term`), so its cost grows with the matching postings, not the table.
@@ -65,19 +67,19 @@ export class SearchIndexes {
         num_docs INTEGER NOT NULL,
         num_tokens INTEGER NOT NULL
       ) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS search_docs (
+      CREATE TABLE IF NOT EXISTS search_filters (
         key TEXT NOT NULL,
         doc_id TEXT NOT NULL,
-        length INTEGER NOT NULL,
-        creation_time REAL NOT NULL,
         filters TEXT NOT NULL,
         PRIMARY KEY (key, doc_id)
       ) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS search_terms (
+      CREATE TABLE IF NOT EXISTS search_postings (
         key TEXT NOT NULL,
         term TEXT NOT NULL,
         doc_id TEXT NOT NULL,
         tf INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        creation_time REAL NOT NULL,
         PRIMARY KEY (key, term, doc_id)
       ) WITHOUT ROWID;
     `);
@@ -155,37 +157,35 @@ export class SearchIndexes {
     const terms = this.#matchTerms(key, compiled);
     const scores = new Map<string, SearchHit>();
     for (const { term, boost, docFrequency } of terms) {
-      const postings = this.#stmt.postings.all(key, term) as {
-        doc_id: string;
-        tf: number;
-        length: number;
-        creation_time: number;
-        filters: string;
-      }[];
-      for (const posting of postings) {
-        let hit = scores.get(posting.doc_id);
+      const postings = this.#stmt.postings.raw().iterate(key, term) as Iterable<
+        [string, number, number, number]
+      >;
+      for (const [docId, tf, length, creationTime] of postings) {
+        let hit = scores.get(docId);
         if (hit === undefined) {
-          if (!storedFiltersMatch(definition, posting.filters, compiled))
-            continue;
           hit = {
-            id: posting.doc_id,
+            id: docId,
             score: 0,
-            creationTime: posting.creation_time,
+            creationTime,
           };
-          scores.set(posting.doc_id, hit);
+          scores.set(docId, hit);
         }
-        hit.score += bm25Term(
-          stats,
-          docFrequency,
-          posting.tf,
-          posting.length,
-          boost,
-        );
+        hit.score += bm25Term(stats, docFrequency, tf, length, boost);
       }
     }
-    const hits = [...scores.values()]
-      .sort(compareHits)
-      .slice(0, MAX_CANDIDATE_REVISIONS);
+    const ranked = [...scores.values()].sort(compareHits);
+    if (compiled.filters.length === 0)
+      return { hits: ranked.slice(0, MAX_CANDIDATE_REVISIONS), stats, terms };
+    // Filters are checked best first, only until the result is full.
+    const hits: SearchHit[] = [];
+    for (const hit of ranked) {
+      const row = this.#stmt.getFilters.get(key, hit.id) as {
+        filters: string;
+      };
+      if (!storedFiltersMatch(definition, row.filters, compiled)) continue;
+      hits.push(hit);
+      if (hits.length === MAX_CANDIDATE_REVISIONS) break;
+    }
     return { hits, stats, terms };
   }
 
@@ -231,14 +231,16 @@ export class SearchIndexes {
     for (const token of tokens)
       frequencies.set(token, (frequencies.get(token) ?? 0) + 1);
     for (const [term, tf] of frequencies)
-      this.#stmt.putTerm.run(key, term, doc._id, tf);
-    this.#stmt.putDoc.run(
-      key,
-      doc._id,
-      tokens.length,
-      doc._creationTime,
-      encodeFilters(definition, doc),
-    );
+      this.#stmt.putTerm.run(
+        key,
+        term,
+        doc._id,
+        tf,
+        tokens.length,
+        doc._creationTime,
+      );
+    if (definition.filterFields.length > 0)
+      this.#stmt.putFilters.run(key, doc._id, encodeFilters(definition, doc));
     this.#stmt.addStats.run(1, tokens.length, key);
   }
 
@@ -247,7 +249,7 @@ export class SearchIndexes {
     const tokens = documentTokens(doc, definition.searchField);
     for (const term of new Set(tokens))
       this.#stmt.deleteTerm.run(key, term, doc._id);
-    this.#stmt.deleteDoc.run(key, doc._id);
+    this.#stmt.deleteFilters.run(key, doc._id);
     this.#stmt.addStats.run(-1, -tokens.length, key);
   }
 }
@@ -262,32 +264,34 @@ function prepare(db: BetterSqlite3.Database) {
       "INSERT INTO search_indexes (key, definition, num_docs, num_tokens) VALUES (?, ?, 0, 0)",
     ),
     dropIndex: db.prepare("DELETE FROM search_indexes WHERE key = ?"),
-    dropDocs: db.prepare("DELETE FROM search_docs WHERE key = ?"),
-    dropTerms: db.prepare("DELETE FROM search_terms WHERE key = ?"),
+    dropDocs: db.prepare("DELETE FROM search_filters WHERE key = ?"),
+    dropTerms: db.prepare("DELETE FROM search_postings WHERE key = ?"),
     addStats: db.prepare(
       "UPDATE search_indexes SET num_docs = num_docs + ?, num_tokens = num_tokens + ? WHERE key = ?",
     ),
-    putDoc: db.prepare(
-      "INSERT INTO search_docs (key, doc_id, length, creation_time, filters) VALUES (?, ?, ?, ?, ?)",
+    putFilters: db.prepare(
+      "INSERT INTO search_filters (key, doc_id, filters) VALUES (?, ?, ?)",
     ),
-    deleteDoc: db.prepare(
-      "DELETE FROM search_docs WHERE key = ? AND doc_id = ?",
+    getFilters: db.prepare(
+      "SELECT filters FROM search_filters WHERE key = ? AND doc_id = ?",
+    ),
+    deleteFilters: db.prepare(
+      "DELETE FROM search_filters WHERE key = ? AND doc_id = ?",
     ),
     putTerm: db.prepare(
-      "INSERT INTO search_terms (key, term, doc_id, tf) VALUES (?, ?, ?, ?)",
+      "INSERT INTO search_postings (key, term, doc_id, tf, length, creation_time) VALUES (?, ?, ?, ?, ?, ?)",
     ),
     deleteTerm: db.prepare(
-      "DELETE FROM search_terms WHERE key = ? AND term = ? AND doc_id = ?",
+      "DELETE FROM search_postings WHERE key = ? AND term = ? AND doc_id = ?",
     ),
     docFrequency: db.prepare(
-      "SELECT COUNT(*) AS n FROM search_terms WHERE key = ? AND term = ?",
+      "SELECT COUNT(*) AS n FROM search_postings WHERE key = ? AND term = ?",
     ),
     prefixTerms: db.prepare(
-      "SELECT term, COUNT(*) AS n FROM search_terms WHERE key = ? AND term >= ? AND term < ? GROUP BY term ORDER BY term LIMIT ?",
+      "SELECT term, COUNT(*) AS n FROM search_postings WHERE key = ? AND term >= ? AND term < ? GROUP BY term ORDER BY term LIMIT ?",
     ),
     postings: db.prepare(
-      "SELECT t.doc_id, t.tf, d.length, d.creation_time, d.filters FROM search_terms t " +
-        "JOIN search_docs d ON d.key = t.key AND d.doc_id = t.doc_id WHERE t.key = ? AND t.term = ?",
+      "SELECT doc_id, tf, length, creation_time FROM search_postings WHERE key = ? AND term = ?",
     ),
   };
 }

@@ -134,7 +134,12 @@ export class VectorIndexes {
       )
         continue;
       // A copy: SQLite's buffer need not be 4-byte aligned.
-      const stored = new Float32Array(Uint8Array.from(row.vector).buffer);
+      const stored = new Float32Array(
+        row.vector.buffer.slice(
+          row.vector.byteOffset,
+          row.vector.byteOffset + row.vector.byteLength,
+        ),
+      );
       const hit = { id: row.doc_id, score: Math.fround(dot(query, stored)) };
       if (best.length === limit && compareVectorHits(hit, best[limit - 1]) >= 0)
         continue;

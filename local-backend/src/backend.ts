@@ -211,6 +211,9 @@ export async function startBackend(
    */
   const install = async (next: Build) => {
     const { isolate } = next;
+    // Backfills and schema checks run before the switch, yielding to the
+    // event loop, so the executor keeps serving the old build meanwhile.
+    await db.prepareSchema(isolate.schema);
     await runner.install(isolate, () => {
       db.setSchema(isolate.schema);
       authenticator.verifier.setProviders(next.providers);

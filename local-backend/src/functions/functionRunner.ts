@@ -439,6 +439,12 @@ export class FunctionRunner {
       const outcome = this.#report(context, this.#finish(context, fn, result));
       if (outcome.status === "error") return this.#failJob(job, outcome);
       job?.succeed(tx);
+      if (tx.pendingWrites().size === 0) {
+        // Nothing to make durable: no timestamp, no fsync, no de-duplication
+        // record. A retry re-runs it, which has no effect either (Convex's
+        // committer skips read-only transactions the same way).
+        return { ...outcome, ts: this.#db.lastTs };
+      }
       // The de-duplication record commits with the writes, so a retry after a
       // crash or a dropped socket can never run the mutation a second time.
       const record =
@@ -494,10 +500,14 @@ export class FunctionRunner {
   }
 
   /** What kind of function `udfPath` names in the current build, or null if none. */
-  functionKind(udfPath: string): UdfType | null {
+  functionKind(
+    udfPath: string,
+    componentPath: string = ROOT_COMPONENT,
+  ): UdfType | null {
     const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const fn = this.#isolate?.modules[module]?.[exportName] as
-      RegisteredFunction | undefined;
+    const fn = this.#isolate?.components.get(componentPath)?.modules[module]?.[
+      exportName
+    ] as RegisteredFunction | undefined;
     if (fn === undefined || fn === null) return null;
     return fn.isQuery
       ? "query"
@@ -509,8 +519,26 @@ export class FunctionRunner {
   }
 
   /** Whether the current build has a module `module` (a canonical path without ".js"). */
-  hasModule(module: string): boolean {
-    return this.#isolate?.modules[module] !== undefined;
+  hasModule(module: string, componentPath: string = ROOT_COMPONENT): boolean {
+    return (
+      this.#isolate?.components.get(componentPath)?.modules[module] !==
+      undefined
+    );
+  }
+
+  /** Every component instance's path in the current build, the app ("") first. */
+  componentPaths(): string[] {
+    return this.#isolate === null
+      ? [ROOT_COMPONENT]
+      : [...this.#isolate.components.instances()].map((c) => c.path);
+  }
+
+  /** The function a `ctx.scheduler` address names, from where `parent` runs. */
+  resolveAddress(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    return this.#resolve(parent, address);
   }
 
   async #runNested(
@@ -547,6 +575,9 @@ export class FunctionRunner {
       path: canonical,
       componentPath: target.componentPath,
       layer,
+      // A journal of its own: convex-backend runs a nested call with
+      // `QueryJournal::new()` (crates/isolate `async_syscall.rs` `run_udf`).
+      journal: { endCursor: null, produced: null, paginated: false },
       streams: new Map(),
       nextStreamId: 0,
     };

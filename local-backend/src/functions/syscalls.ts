@@ -185,6 +185,7 @@ export function createSyscalls(host: {
           args.id as string,
           tableOfDocument(request, host.db, args),
           layer,
+          args.isSystem === true ? "db.system" : "db",
         );
         return doc === null ? null : convexToJson(doc);
       }
@@ -207,6 +208,7 @@ export function createSyscalls(host: {
           decodePatch(args.value as JSONValue),
           tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       case "1.0/replace": {
@@ -219,6 +221,7 @@ export function createSyscalls(host: {
           value,
           tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       }
@@ -227,6 +230,7 @@ export function createSyscalls(host: {
           args.id as string,
           tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       case "1.0/queryStreamNext": {
@@ -338,6 +342,7 @@ function queryPage(request: RequestContext, args: Args): unknown {
       endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
       pageSize: args.pageSize as number,
       maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
+      maximumBytesRead: (args.maximumBytesRead as number | null) ?? null,
     },
     layer,
   );

@@ -11,7 +11,10 @@ import { convexAuth } from "@convex-dev/auth/server";
 
 const ITERATIONS = 100_000;
 
-async function pbkdf2(password: string, salt: Uint8Array): Promise<string> {
+async function pbkdf2(
+  password: string,
+  salt: Uint8Array<ArrayBuffer>,
+): Promise<string> {
   const key = await crypto.subtle.importKey(
     "raw",
     new TextEncoder().encode(password),

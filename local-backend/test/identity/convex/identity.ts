@@ -16,7 +16,11 @@ export const me = query({
 
 export const meInMutation = mutation({
   args: {},
-  handler: (ctx) => ctx.auth.getUserIdentity(),
+  handler: async (ctx) => {
+    const identity = await ctx.auth.getUserIdentity();
+    await ctx.db.insert("calls", { subject: identity?.subject ?? null });
+    return identity;
+  },
 });
 
 export const meInAction = action({

@@ -12,9 +12,18 @@ import type http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { createApiServer, createSiteServer } from "./http/server.ts";
+import {
+  type AuthFetch,
+  Authenticator,
+  networkFetch,
+  parseAuthConfig,
+  type AuthProvider,
+  TokenVerifier,
+} from "./functions/authentication.ts";
 import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
+  type Bundle,
   createIsolate,
   type Isolate,
   type LogLevel,
@@ -25,7 +34,13 @@ import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
 import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
+import { loadOrCreateAdminKey } from "./storage/adminKey.ts";
 import { Database } from "./storage/database.ts";
+import {
+  EnvironmentError,
+  EnvironmentStore,
+  type EnvironmentVariables,
+} from "./storage/environment.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
 export type BackendOptions = {
@@ -56,6 +71,8 @@ export type BackendOptions = {
   }) => Promise<void>;
   /** Sync socket heartbeat and send-buffer limits (`http/syncSocket.ts`); tests shorten them. */
   sync?: SyncSocketOptions;
+  /** Environment variables to set (persisted in the data folder) before start. */
+  env?: EnvironmentVariables;
 };
 
 export type BackendLogger = {
@@ -69,6 +86,8 @@ export type Backend = {
   /** The HTTP actions URL (CONVEX_SITE_URL), or null when disabled. */
   siteUrl: string | null;
   port: number;
+  /** The data folder's admin key (`Authorization: Convex <key>`). */
+  adminKey: string;
   /** Rebuilds and reloads the functions now; resolves false (and keeps the old ones) on failure. */
   reload(): Promise<boolean>;
   close(): Promise<void>;
@@ -83,6 +102,7 @@ export class StartupError extends Error {
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+export const INSTANCE_NAME = "local-backend";
 
 export async function startBackend(
   options: BackendOptions = {},
@@ -108,6 +128,20 @@ export async function startBackend(
       ? error
       : new StartupError((error as Error).message);
   };
+
+  const envStore = new EnvironmentStore(dataDir);
+  let adminKey: string;
+  try {
+    if (options.env !== undefined) envStore.update(options.env);
+    envStore.list();
+    adminKey = loadOrCreateAdminKey(dataDir, INSTANCE_NAME);
+  } catch (error) {
+    return fail(
+      error instanceof EnvironmentError
+        ? new StartupError(`${error.code}: ${error.message}`)
+        : error,
+    );
+  }
 
   const runner = new FunctionRunner(db, {
     onRun: ({ udfType, path: fnPath, logLines, uncaughtError }) => {
@@ -135,30 +169,55 @@ export async function startBackend(
     nested: runner.nested,
     extensions: [files.syscalls, scheduler.syscalls, vectorSearchSyscalls(db)],
   });
-  /** Builds and evaluates the functions; no effect on what is being served. */
-  const build = async (): Promise<Isolate> => {
-    const bundle = await buildFunctions(functionsDir);
-    return createIsolate(bundle, {
+  // Keys of Convex Auth live on this backend's own site port: ask the router
+  // directly (no socket, and never from inside an executor slot, so an HTTP
+  // action that runs a query cannot wait on the verification waiting on it).
+  const authFetch: AuthFetch = (target) =>
+    siteUrl !== null && new URL(target).origin === new URL(siteUrl).origin
+      ? runner.runHttpAction(
+          new Request(target, { headers: { accept: "application/json" } }),
+        )
+      : networkFetch(target);
+  const authenticator = new Authenticator(
+    new TokenVerifier({ fetch: authFetch }),
+    adminKey,
+  );
+  type Build = { bundle: Bundle; isolate: Isolate; providers: AuthProvider[] };
+  let current: Build | null = null;
+  /**
+   * Evaluates a bundle under the current environment variables: module top
+   * level and `auth.config.ts` see them, as on Convex.
+   */
+  const instantiate = (bundle: Bundle): Build => {
+    const isolate = createIsolate(bundle, {
       convex,
-      env:
-        siteUrl === null
-          ? { CONVEX_CLOUD_URL: url }
-          : { CONVEX_CLOUD_URL: url, CONVEX_SITE_URL: siteUrl },
+      env: {
+        ...envStore.list(),
+        CONVEX_CLOUD_URL: url,
+        ...(siteUrl === null ? {} : { CONVEX_SITE_URL: siteUrl }),
+      },
       onStrayLog: (level: LogLevel, line: string) =>
         logger.info(`[${level}] ${line}`),
     });
+    return { bundle, isolate, providers: parseAuthConfig(isolate.authConfig) };
   };
+  /** Builds and evaluates the functions; no effect on what is being served. */
+  const build = async (): Promise<Build> =>
+    instantiate(await buildFunctions(functionsDir));
   /**
    * Switches to a new build between two functions (an executor slot), so no
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
    */
-  const install = async (isolate: Isolate) => {
+  const install = async (next: Build) => {
+    const { isolate } = next;
     // Backfills and schema checks run before the switch, yielding to the
     // event loop, so the executor keeps serving the old build meanwhile.
     await db.prepareSchema(isolate.schema);
     await runner.install(isolate, () => {
       db.setSchema(isolate.schema);
+      authenticator.verifier.setProviders(next.providers);
+      current = next;
       hub.invalidateAll();
     });
     try {
@@ -174,7 +233,8 @@ export async function startBackend(
   const api = createApiServer({
     hub,
     runner,
-    instanceName: "local-backend",
+    authenticator,
+    instanceName: INSTANCE_NAME,
     loopbackOnly: LOOPBACK.has(host),
     files,
     sync: options.sync,
@@ -191,7 +251,11 @@ export async function startBackend(
   url = `http://${urlHost}:${port}`;
   const sitePort = options.sitePort === undefined ? 3211 : options.sitePort;
   if (sitePort !== null) {
-    const site = createSiteServer({ runner, loopbackOnly: LOOPBACK.has(host) });
+    const site = createSiteServer({
+      runner,
+      authenticator,
+      loopbackOnly: LOOPBACK.has(host),
+    });
     try {
       const actualSitePort = await listen(site, sitePort, host, "--site-port");
       siteUrl = `http://${urlHost}:${actualSitePort}`;
@@ -210,11 +274,15 @@ export async function startBackend(
   }
 
   let reloading: Promise<boolean> = Promise.resolve(true);
-  const reload = (): Promise<boolean> => {
+  /** Rebuilds (new code) or re-evaluates the last build (new environment), one at a time. */
+  const reinstall = (
+    next: () => Promise<Build>,
+    done: string,
+  ): Promise<boolean> => {
     reloading = reloading.then(async () => {
       try {
-        await install(await build());
-        logger.info("Reloaded functions");
+        await install(await next());
+        logger.info(done);
         return true;
       } catch (error) {
         logger.error(
@@ -225,16 +293,32 @@ export async function startBackend(
     });
     return reloading;
   };
+  const reload = () => reinstall(build, "Reloaded functions");
   if (options.watch ?? true) {
     const stop = watchFunctions(functionsDir, () => void reload());
     cleanup.push(stop);
   }
+  // Environment changes (`npm run backend -- env set`, from any process) apply
+  // to the next function run; cached query results are dropped, as a change
+  // to Convex's `_environment_variables` invalidates the queries that read it.
+  cleanup.push(
+    envStore.watch(
+      () =>
+        void reinstall(
+          () => Promise.resolve(instantiate(current!.bundle)),
+          "Environment variables changed; reloaded functions",
+        ),
+      (error) =>
+        logger.error(`Cannot read environment variables: ${error.message}`),
+    ),
+  );
 
   let closing: Promise<void> | null = null;
   return {
     url,
     siteUrl,
     port,
+    adminKey,
     reload,
     close() {
       closing ??= (async () => {

@@ -24,6 +24,7 @@ let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Isolate, RegisteredFunction } from "./isolate.ts";
+import { ANONYMOUS, type Identity, isAdmin } from "./authentication.ts";
 import {
   type NestedCalls,
   type RequestContext,
@@ -85,11 +86,14 @@ export type QueryRequest = {
   journal?: string | null;
   /** The component the function belongs to; "" (the app) by default. */
   componentPath?: string;
+  /** Who calls; anonymous when absent. An admin may call internal functions. */
+  identity?: Identity;
 };
 export type MutationRequest = {
   path: string;
   args: JSONValue;
   componentPath?: string;
+  identity?: Identity;
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
   /** A scheduled run: the job's state changes commit with the mutation (scheduler.ts). */
@@ -247,6 +251,7 @@ export class FunctionRunner {
       args: JSONValue;
       componentPath?: string;
       scheduledJobId?: string;
+      identity?: Identity;
     },
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
@@ -260,6 +265,7 @@ export class FunctionRunner {
       componentPath,
     );
     context.scheduledJobId = request.scheduledJobId ?? null;
+    context.identity = request.identity ?? ANONYMOUS;
     try {
       const { fn, path, args } = this.#prepare(
         request.path,
@@ -267,6 +273,7 @@ export class FunctionRunner {
         "action",
         visibility,
         componentPath,
+        context.identity,
       );
       context.path = path;
       const result = await requestStorage.run(context, () =>
@@ -284,7 +291,10 @@ export class FunctionRunner {
    * Serves an HTTP action from the router that `convex/http.ts` exports
    * (convex 1.48 `HttpRouter.lookup`), as the site origin does on Convex.
    */
-  async runHttpAction(request: Request): Promise<Response> {
+  async runHttpAction(
+    request: Request,
+    identity: Identity = ANONYMOUS,
+  ): Promise<Response> {
     await this.#afterStartup(() => Promise.resolve());
     const router = this.#isolate?.modules.http?.default as
       HttpRouterLike | undefined;
@@ -305,6 +315,7 @@ export class FunctionRunner {
       `${request.method} ${routePath}`,
       null,
     );
+    context.identity = identity;
     try {
       const response = await requestStorage.run(context, () =>
         withWallClockLimit(ACTION_TIMEOUT_MS, () =>
@@ -340,6 +351,7 @@ export class FunctionRunner {
       request.journal ?? null,
       componentPath,
     );
+    context.identity = request.identity ?? ANONYMOUS;
     let outcome: FunctionOutcome;
     try {
       const { fn, path, args } = this.#prepare(
@@ -348,6 +360,7 @@ export class FunctionRunner {
         "query",
         visibility,
         componentPath,
+        context.identity,
       );
       context.path = path;
       const result = await this.#invokeTimed(context, () =>
@@ -401,6 +414,7 @@ export class FunctionRunner {
       null,
       componentPath,
     );
+    context.identity = request.identity ?? ANONYMOUS;
     const job = request.job;
     if (job !== undefined) {
       context.scheduledJobId = job.id ?? null;
@@ -416,6 +430,7 @@ export class FunctionRunner {
         "mutation",
         visibility,
         componentPath,
+        context.identity,
       );
       context.path = path;
       const result = await this.#invokeTimed(context, () =>
@@ -549,6 +564,7 @@ export class FunctionRunner {
       kind,
       "any",
       target.componentPath,
+      parent.identity,
     );
     // The child writes to a layer of its own: folded into the caller's on
     // success, dropped on failure, whatever else the caller does meanwhile.
@@ -590,6 +606,7 @@ export class FunctionRunner {
       path: target.udfPath,
       componentPath: target.componentPath,
       args,
+      identity: parent.identity,
     };
     const outcome =
       udfType === "query"
@@ -658,7 +675,11 @@ export class FunctionRunner {
     kind: UdfType,
     visibility: Visibility,
     componentPath: string,
+    identity: Identity,
   ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    // An admin may call internal functions and into components (convex-backend:
+    // internal UDFs are callable with an admin key, as `npx convex run` does).
+    if (isAdmin(identity)) visibility = "any";
     if (visibility === "public" && componentPath !== ROOT_COMPONENT) {
       // Only an admin may call into a component from outside (convex-backend
       // `UdfPostRequestWithComponent::component_path` → `must_be_admin`).
@@ -880,6 +901,7 @@ function newRequest(
     componentPath,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
     scheduledJobId: null,
+    identity: ANONYMOUS,
     tx,
     layer: tx?.root ?? null,
     nowMs: Date.now(),

@@ -55,6 +55,8 @@ export type Isolate = {
   components: ComponentTree;
   /** Queries and mutations: a second evaluation of the bundle whose code runs under a deadline. */
   udf: TimedRealm<ComponentTree>;
+  /** The default export of `auth.config.ts`, if there is one. */
+  authConfig: unknown;
   /** Rewrites bundle positions in an error's stack to the app's source files. */
   formatStack(stack: string): string;
 };
@@ -150,6 +152,8 @@ export function createIsolate(
     schema: actions.components.mergedSchema(),
     components: actions.components,
     udf,
+    authConfig: (actions.context as { __convexAuthConfig?: unknown })
+      .__convexAuthConfig,
     formatStack,
   };
 }
@@ -184,6 +188,8 @@ function evaluate(
         ),
       }),
       crypto: isolateCrypto(),
+      // Keys from `crypto.subtle` are the host's; jose checks `instanceof CryptoKey`.
+      CryptoKey: (globalThis as unknown as { CryptoKey: unknown }).CryptoKey,
       TextEncoder,
       TextDecoder,
       URL,
@@ -333,6 +339,20 @@ const PRELUDE = `
   const timers = globalThis.__hostTimers;
   delete globalThis.__host;
   delete globalThis.__hostTimers;
+
+  // The host's TextEncoder returns the host realm's Uint8Array, which fails
+  // \`instanceof Uint8Array\` here (jose, used by Convex Auth, checks it).
+  const HostTextEncoder = globalThis.TextEncoder;
+  class TextEncoder {
+    #inner = new HostTextEncoder();
+    get encoding() { return this.#inner.encoding; }
+    encode(input) {
+      const bytes = this.#inner.encode(input);
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    }
+    encodeInto(source, destination) { return this.#inner.encodeInto(source, destination); }
+  }
+  globalThis.TextEncoder = TextEncoder;
 
   const RealDate = globalThis.Date;
   function Date(...args) {

@@ -108,7 +108,8 @@ function definitionFile(dir: string): string | undefined {
  * component its `convex.config.ts` installs, at any depth, into one script for
  * the isolate. The script assigns `globalThis.__convexDefinitions` (modules
  * and schema per definition directory, relative to the app's folder as the
- * CLI's `ComponentDefinitionPath`; the app is "") and `__convexApp`.
+ * CLI's `ComponentDefinitionPath`; the app is "") and `__convexApp`, and
+ * `__convexAuthConfig` from the app's `auth.config.ts`.
  */
 export async function buildFunctions(functionsDir: string): Promise<Bundle> {
   const absDir = path.resolve(functionsDir);
@@ -152,6 +153,15 @@ export async function buildFunctions(functionsDir: string): Promise<Bundle> {
   }
   if (appConfig !== undefined)
     lines.push(`import app from ${JSON.stringify(appConfig)};`);
+  // Read at push by the Convex CLI; here with the rest, under the deployment's env.
+  const authConfigFile = ["auth.config.ts", "auth.config.js"].find((f) =>
+    fs.existsSync(path.join(absDir, f)),
+  );
+  if (authConfigFile !== undefined)
+    lines.push(
+      `import authConfig from ${JSON.stringify(path.join(absDir, authConfigFile))};`,
+      `globalThis.__convexAuthConfig = authConfig;`,
+    );
   lines.push(
     `globalThis.__convexDefinitions = {${definitions.join(", ")}};`,
     `globalThis.__convexApp = ${appConfig !== undefined ? "app" : "undefined"};`,

@@ -20,6 +20,7 @@ import {
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
+import { type Identity, userIdentityOf } from "./authentication.ts";
 import {
   type FunctionAddress,
   internalTableName,
@@ -49,6 +50,8 @@ export type RequestContext = {
   /** The component the function belongs to ("" for the app): it names its tables and functions. */
   componentPath: string;
   requestId: string;
+  /** Who called; nested calls inherit it (as on Convex). */
+  identity: Identity;
   tx: Transaction | null;
   /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
   layer: WriteLayer | null;
@@ -273,8 +276,7 @@ export function createSyscalls(host: {
         );
       }
       case "1.0/getUserIdentity":
-        // Authentication is not implemented yet: every caller is anonymous.
-        return null;
+        return userIdentityOf(request.identity);
       case "1.0/getFunctionMetadata":
         return { name: request.path, componentPath: request.componentPath };
       case "1.0/createFunctionHandle":

@@ -1,8 +1,11 @@
 /**
  * The backend's HTTP surface on the deployment ("cloud") port:
  * - `GET /instance_name`, which the Convex CLI probes to find a local backend;
- * - `POST /api/query|mutation|action`, the `ConvexHttpClient` API (convex 1.48
- *   `http_client.ts`), with CORS for pages served from other origins;
+ * - `POST /api/query|mutation|action|function`, the `ConvexHttpClient` API
+ *   (convex 1.48 `http_client.ts`; `/api/function` is what `npx convex run`
+ *   calls), and `POST /api/run/<module path>/<name>`, Convex's public HTTP API,
+ *   with CORS for pages served from other origins;
+ * - `Authorization: Bearer <jwt>` or `Convex <admin key>` on all of them;
  * - the WebSocket upgrade on `/api/<client version>/sync`.
  *
  * When bound to loopback, requests must name a loopback host in `Host`, so a web
@@ -12,6 +15,13 @@
 import http from "node:http";
 import { WebSocketServer, type WebSocket } from "ws";
 import type { JSONValue } from "convex/values";
+import {
+  ANONYMOUS,
+  AuthenticationError,
+  Authenticator,
+  type Identity,
+  TokenVerifier,
+} from "../functions/authentication.ts";
 import type {
   FunctionOutcome,
   FunctionRunner,
@@ -31,6 +41,8 @@ const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);
 export type HttpServerOptions = {
   hub: SubscriptionHub;
   runner: FunctionRunner;
+  /** Checks `Authorization` and sync `Authenticate`; by default only anonymous calls pass. */
+  authenticator?: Authenticator;
   instanceName: string;
   /** Enforce loopback `Host` headers (when listening on a loopback address). */
   loopbackOnly: boolean;
@@ -48,6 +60,7 @@ export type ApiServer = {
 
 export function createApiServer(options: HttpServerOptions): ApiServer {
   const { hub, runner } = options;
+  const authenticator = options.authenticator ?? anonymousOnly();
   const sockets = new Set<WebSocket>();
   const wss = new WebSocketServer({
     noServer: true,
@@ -111,7 +124,8 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       (await serveStorage(options.files, req, res, pathname))
     )
       return;
-    const route = /^\/api\/(query|mutation|action)$/.exec(pathname);
+    const route =
+      /^\/api\/(?:(query|mutation|action|function)|run\/(.+))$/.exec(pathname);
     if (route === null) {
       sendJson(
         res,
@@ -130,20 +144,20 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       );
       return;
     }
-    if (typeof req.headers.authorization === "string") {
-      sendJson(
-        res,
-        401,
-        {
-          code: "Unauthenticated",
-          message:
-            "The local backend does not support authentication tokens yet; send requests without an Authorization header",
-        },
-        req,
-      );
+    let identity: Identity;
+    try {
+      identity = await authenticator.fromHeader(req.headers.authorization);
+    } catch (error) {
+      if (!(error instanceof AuthenticationError)) throw error;
+      sendAuthError(res, error, req);
       return;
     }
-    let body: { path?: unknown; args?: unknown; format?: unknown };
+    let body: {
+      path?: unknown;
+      args?: unknown;
+      format?: unknown;
+      componentPath?: unknown;
+    };
     try {
       body = JSON.parse(await readBody(req)) as typeof body;
     } catch (error) {
@@ -161,6 +175,13 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       );
       return;
     }
+    // `/api/run/messages/list` names "messages:list" (Convex's public HTTP API).
+    const runPath =
+      route[2] === undefined
+        ? undefined
+        : route[2].replace(/\/([^/]+)$/, ":$1");
+    if (runPath !== undefined && typeof body === "object" && body !== null)
+      body.path = runPath;
     if (
       typeof body !== "object" ||
       body === null ||
@@ -195,13 +216,23 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     }
     // The real backend accepts args as `[obj]` or `obj` (`UdfArgsJson`).
     const args = (body.args ?? {}) as JSONValue;
-    const kind = route[1] as "query" | "mutation" | "action";
+    const named = route[1] ?? "function";
+    // `/api/function` and `/api/run` run whatever the path names; an unknown
+    // path runs as a query to get Convex's not-found error.
+    const kind =
+      named === "function"
+        ? (runner.functionKind(body.path) ?? "query")
+        : named;
+    // `/api/function` names the component (`ConvexHttpClient.function`).
+    const componentPath =
+      typeof body.componentPath === "string" ? body.componentPath : undefined;
+    const request = { path: body.path, args, identity, componentPath };
     const outcome: FunctionOutcome =
       kind === "query"
-        ? await runner.runQuery({ path: body.path, args })
+        ? await runner.runQuery(request)
         : kind === "mutation"
-          ? await runner.runMutation({ path: body.path, args })
-          : await runner.runAction({ path: body.path, args });
+          ? await runner.runMutation(request)
+          : await runner.runAction(request);
     if (outcome.status === "success") {
       sendJson(
         res,
@@ -247,7 +278,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
       ws.on("close", () => sockets.delete(ws));
-      serveSyncSocket(ws, hub, options.sync ?? {});
+      serveSyncSocket(ws, hub, { ...options.sync, authenticator });
     });
   });
 
@@ -266,8 +297,10 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
  */
 export function createSiteServer(options: {
   runner: FunctionRunner;
+  authenticator?: Authenticator;
   loopbackOnly: boolean;
 }): http.Server {
+  const authenticator = options.authenticator ?? anonymousOnly();
   return http.createServer((req, res) => {
     const serve = async () => {
       if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
@@ -292,7 +325,16 @@ export function createSiteServer(options: {
           ...(body !== undefined ? { body } : {}),
         },
       );
-      const response = await options.runner.runHttpAction(request);
+      // A refused token does not stop an HTTP action: `getUserIdentity()`
+      // throws the refusal instead (convex-backend `Identity::Unknown(Some(..))`).
+      let identity: Identity = ANONYMOUS;
+      try {
+        identity = await authenticator.fromHeader(req.headers.authorization);
+      } catch (error) {
+        if (!(error instanceof AuthenticationError)) throw error;
+        identity = { type: "invalid", error };
+      }
+      const response = await options.runner.runHttpAction(request, identity);
       res.writeHead(response.status, Object.fromEntries(response.headers));
       res.end(Buffer.from(await response.arrayBuffer()));
     };
@@ -347,6 +389,25 @@ function sendJson(
     ...corsHeaders(req),
   });
   res.end(text);
+}
+
+/** No providers and no admin key: every credential is refused. */
+function anonymousOnly(): Authenticator {
+  return new Authenticator(new TokenVerifier(), "");
+}
+
+/** Convex answers a refused credential with 401 and `{code, message}` (`ErrorMetadata::unauthenticated`). */
+function sendAuthError(
+  res: http.ServerResponse,
+  error: AuthenticationError,
+  req: http.IncomingMessage,
+): void {
+  sendJson(
+    res,
+    error.kind === "badRequest" ? 400 : 401,
+    { code: error.code, message: error.message },
+    req,
+  );
 }
 
 class BodyTooLargeError extends Error {}

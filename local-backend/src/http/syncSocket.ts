@@ -21,6 +21,7 @@
  *   wss.handleUpgrade(req, socket, head, (ws) => serveSyncSocket(ws, hub, {}));
  */
 import type { WebSocket } from "ws";
+import type { Authenticator } from "../functions/authentication.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
 import { SyncSession } from "../sync/syncSession.ts";
 
@@ -35,6 +36,8 @@ export type SyncSocketOptions = {
   heartbeatMs?: number;
   /** Bytes that may wait in one socket's send buffer before it is closed. */
   maxSendBufferBytes?: number;
+  /** Verifies the socket's `Authenticate` messages. */
+  authenticator?: Authenticator;
 };
 
 export function serveSyncSocket(
@@ -43,23 +46,27 @@ export function serveSyncSocket(
   options: SyncSocketOptions,
 ): void {
   const maxBuffered = options.maxSendBufferBytes ?? MAX_SEND_BUFFER_BYTES;
-  const session = new SyncSession(hub, {
-    send: (frame, written) => {
-      if (ws.readyState !== ws.OPEN) return;
-      // Checked before sending more, so one large frame to a client that
-      // reads is fine; a backlog the client never drains is not.
-      if (ws.bufferedAmount > maxBuffered) {
-        ws.close(
-          CLOSE_TRY_AGAIN_LATER,
-          `SendBufferFull: over ${maxBuffered} bytes wait to be sent; the client is not reading`,
-        );
-        session.dispose();
-        return;
-      }
-      ws.send(frame, written === undefined ? undefined : () => written());
+  const session = new SyncSession(
+    hub,
+    {
+      send: (frame, written) => {
+        if (ws.readyState !== ws.OPEN) return;
+        // Checked before sending more, so one large frame to a client that
+        // reads is fine; a backlog the client never drains is not.
+        if (ws.bufferedAmount > maxBuffered) {
+          ws.close(
+            CLOSE_TRY_AGAIN_LATER,
+            `SendBufferFull: over ${maxBuffered} bytes wait to be sent; the client is not reading`,
+          );
+          session.dispose();
+          return;
+        }
+        ws.send(frame, written === undefined ? undefined : () => written());
+      },
+      close: (code, reason) => ws.close(code, reason),
     },
-    close: (code, reason) => ws.close(code, reason),
-  });
+    options.authenticator ?? null,
+  );
 
   let alive = true;
   const heartbeat = setInterval(() => {

@@ -58,6 +58,8 @@ export type ClientMessage =
       tokenType: "None" | "User" | "Admin";
       value?: string;
       baseVersion: IdentityVersion;
+      /** Admin only: the user identity attributes to act as. */
+      impersonating?: unknown;
     }
   | { type: "Event"; eventType: string; event: unknown };
 
@@ -230,6 +232,10 @@ export function parseClientMessage(frame: string): ClientMessage {
         "Authenticate.tokenType",
       );
       need(isCount(m.baseVersion), "Authenticate.baseVersion");
+      need(
+        m.tokenType === "None" || typeof m.value === "string",
+        "Authenticate.value",
+      );
       return m as ClientMessage;
     case "Event":
       return m as ClientMessage;

@@ -11,6 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import type { JSONValue } from "convex/values";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { ANONYMOUS } from "../functions/authentication.ts";
 import { FunctionRunner } from "../functions/functionRunner.ts";
 import { createIsolate } from "../functions/isolate.ts";
 import { buildFunctions } from "../functions/loader.ts";
@@ -351,11 +352,17 @@ describe("SubscriptionHub", () => {
       path: "items:range",
       args: { group: "a" },
       journal: null,
-      identity: "anonymous",
+      identity: ANONYMOUS,
     };
     const keys = new Set([
       sharingKey(base),
-      sharingKey({ ...base, identity: "user|issuer" }),
+      sharingKey({
+        ...base,
+        identity: {
+          type: "actingUser",
+          attributes: { tokenIdentifier: "i|u", subject: "u", issuer: "i" },
+        },
+      }),
       sharingKey({ ...base, journal: '{"end":"x"}' }),
       sharingKey({ ...base, args: { group: "b" } }),
     ]);

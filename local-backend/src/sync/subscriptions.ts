@@ -40,6 +40,10 @@ import type {
   QueryOutcome,
   QueryRequest,
 } from "../functions/functionRunner.ts";
+import {
+  type Identity,
+  identityCacheKey,
+} from "../functions/authentication.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import { ReadSetIndex } from "../query/readSetIndex.ts";
 import type { Database } from "../storage/database.ts";
@@ -48,20 +52,13 @@ import type { QueryId } from "./protocol.ts";
 /** How long one fan-out slice may run before yielding the event loop. */
 export const SLICE_MS = 8;
 
-/**
- * Who a query runs as, as a sharing-key component. Every caller is anonymous
- * until tokens are accepted; then a user's key must name the user (for
- * example the token's subject and issuer), or one user would be served
- * another's results.
- */
-export type IdentityKey = string;
-export const ANONYMOUS: IdentityKey = "anonymous";
-
 export type SharedQuery = {
   path: string;
   args: JSONValue;
   journal: string | null;
-  identity: IdentityKey;
+  /** Who the query runs as; its `identityCacheKey` is the sharing-key slot,
+   *  so one user is never served another's results. */
+  identity: Identity;
 };
 
 export type SharedResult = {
@@ -121,7 +118,7 @@ export function sharingKey(query: SharedQuery): string {
     query.path,
     query.args,
     query.journal,
-    query.identity,
+    identityCacheKey(query.identity),
   ]);
 }
 
@@ -211,8 +208,8 @@ export class SubscriptionHub {
     runQuery: UpdateSlot["runQuery"],
   ): Promise<SharedResult> {
     if (entry.result !== null) return entry.result;
-    const { path, args, journal } = entry.query;
-    const outcome = await runQuery({ path, args, journal });
+    const { path, args, journal, identity } = entry.query;
+    const outcome = await runQuery({ path, args, journal, identity });
     const result = shareResult(outcome);
     // Filed inside the slot: the next commit must already see what this run
     // read, or its invalidation would be missed. An entry everyone left while

@@ -26,6 +26,18 @@
  * changes meanwhile folds into the next, sent once the socket drains (as
  * convex-backend's `SYNC_MAX_SEND_TRANSITION_COUNT`, `crates/sync/src/worker.rs`).
  *
+ * Identity. `Authenticate` is verified asynchronously (a token may need its
+ * provider's keys); the messages that arrive meanwhile are held and handled
+ * after it, so a mutation sent after `setAuth` runs under the new identity.
+ * - `#identity`: set when verification succeeds; every query, mutation and
+ *   action from this socket runs under it, and the next Transition re-runs all
+ *   queries (under the new sharing key) and advances `identity`.
+ * - `#held`: non-null while a verification is in flight.
+ * - a refused token gets AuthError (`authUpdateAttempted: true`) and the
+ *   socket closes; the client retries with a fresh token or goes on without.
+ * - a user token that expires mid-session gets AuthError with
+ *   `authUpdateAttempted: false` at its `exp` (convex-backend sync worker).
+ *
  * Mutations from one socket run one at a time in arrival order. Each success
  * is answered with MutationResponse and then, on this socket, a Transition
  * whose ts is at least the commit's: the client resolves `await mutation()` only
@@ -33,11 +45,16 @@
  */
 import { performance } from "node:perf_hooks";
 import type { JSONValue } from "convex/values";
+import {
+  ANONYMOUS,
+  AuthenticationError,
+  type Authenticator,
+  type Credential,
+  type Identity,
+} from "../functions/authentication.ts";
 import type { FunctionFailure } from "../functions/functionRunner.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
 import {
-  ANONYMOUS,
-  type IdentityKey,
   type QueryEntry,
   type SubscriptionHub,
   type Subscriber,
@@ -58,6 +75,8 @@ export const PING_INTERVAL_MS = 15_000;
 
 /** convex-backend `SYNC_MAX_SEND_TRANSITION_COUNT` (`crates/common/src/knobs.rs`). */
 export const MAX_SEND_TRANSITIONS = 2;
+/** Messages held while a token is verified; more is a misbehaving client. */
+const MAX_HELD_MESSAGES = 10_000;
 
 export type SessionTransport = {
   /**
@@ -102,8 +121,11 @@ export class SyncSession implements Subscriber {
   #removed: QueryId[] = [];
   #dirty = new Set<QueryId>();
   #rerunAll = false;
-  /** The identity queries run as (the sharing key's slot). */
-  #identity: IdentityKey = ANONYMOUS;
+  /** The identity everything from this socket runs as (and the sharing key's slot). */
+  #identity: Identity = ANONYMOUS;
+  readonly #authenticator: Authenticator | null;
+  #held: ClientMessage[] | null = null;
+  #expiryTimer: NodeJS.Timeout | undefined;
   /**
    * The ts a Transition must reach for mutations answered on this socket, or
    * null when none is owed. A Transition is owed even when the mutation wrote
@@ -121,9 +143,15 @@ export class SyncSession implements Subscriber {
   #pingTimer: NodeJS.Timeout;
   #closed = false;
 
-  constructor(hub: SubscriptionHub, transport: SessionTransport) {
+  constructor(
+    hub: SubscriptionHub,
+    transport: SessionTransport,
+    /** Verifies `Authenticate`; without one, every credential is refused. */
+    authenticator: Authenticator | null = null,
+  ) {
     this.#hub = hub;
     this.#transport = transport;
+    this.#authenticator = authenticator;
     this.#unsubscribe = hub.add(this);
     this.#pingTimer = this.#schedulePing(PING_INTERVAL_MS);
   }
@@ -138,6 +166,15 @@ export class SyncSession implements Subscriber {
     let message: ClientMessage;
     try {
       message = parseClientMessage(frame);
+      if (this.#held !== null) {
+        if (this.#held.length >= MAX_HELD_MESSAGES) {
+          throw new ProtocolError(
+            `More than ${MAX_HELD_MESSAGES} messages while a token was being verified`,
+          );
+        }
+        this.#held.push(message);
+        return;
+      }
       this.#handle(message);
     } catch (error) {
       if (error instanceof ProtocolError) {
@@ -152,6 +189,7 @@ export class SyncSession implements Subscriber {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#pingTimer);
+    clearTimeout(this.#expiryTimer);
     for (const query of this.#queries.values())
       this.#hub.unsubscribe(this, query.queryId, query.entry);
     this.#queries.clear();
@@ -210,8 +248,9 @@ export class SyncSession implements Subscriber {
       }
       case "Mutation": {
         const { requestId, udfPath, args } = message;
+        const identity = this.#identity;
         this.#mutations = this.#mutations
-          .then(() => this.#runMutation(requestId, udfPath, args))
+          .then(() => this.#runMutation(requestId, udfPath, args, identity))
           .catch((error: unknown) => this.#internalError("mutation", error));
         return;
       }
@@ -227,20 +266,7 @@ export class SyncSession implements Subscriber {
             `Authenticate from identity version ${message.baseVersion}, but the identity is at version ${this.#receivedIdentity}`,
           );
         }
-        if (message.tokenType !== "None") {
-          this.#send({
-            type: "AuthError",
-            error: `The local backend does not support ${message.tokenType === "User" ? "user" : "admin"} authentication tokens yet`,
-            baseVersion: this.#sent.identity,
-            authUpdateAttempted: true,
-          });
-          this.#transport.close(1000, "AuthError");
-          this.dispose();
-          return;
-        }
-        this.#receivedIdentity = message.baseVersion + 1;
-        this.#rerunAll = true;
-        this.#scheduleUpdate();
+        this.#authenticate(message.baseVersion, credentialOf(message));
         return;
       }
       case "Event":
@@ -250,10 +276,110 @@ export class SyncSession implements Subscriber {
     }
   }
 
+  #authenticate(baseVersion: number, credential: Credential): void {
+    this.#held = [];
+    const verified =
+      credential.type === "None"
+        ? Promise.resolve(ANONYMOUS)
+        : this.#authenticator === null
+          ? Promise.reject(
+              new AuthenticationError(
+                "Unauthenticated",
+                "This backend has no authenticator",
+              ),
+            )
+          : this.#authenticator.authenticate(credential);
+    verified
+      .then(
+        (identity) => {
+          if (this.#closed) return;
+          this.#identity = identity;
+          this.#receivedIdentity = baseVersion + 1;
+          this.#watchExpiry(identity);
+          this.#rerunAll = true;
+          this.#scheduleUpdate();
+        },
+        (error: unknown) => {
+          if (this.#closed) return;
+          if (!(error instanceof AuthenticationError)) {
+            this.#internalError("authentication", error);
+            return;
+          }
+          this.#refuseIdentity(error, true);
+        },
+      )
+      .finally(() => this.#releaseHeld())
+      .catch((error: unknown) => this.#internalError("authentication", error));
+  }
+
+  /** Handles the messages held during a verification, until one starts another. */
+  #releaseHeld(): void {
+    const held = this.#held ?? [];
+    this.#held = null;
+    while (held.length > 0 && !this.#closed) {
+      if (this.#held !== null) {
+        (this.#held as ClientMessage[]).push(...held);
+        return;
+      }
+      try {
+        this.#handle(held.shift()!);
+      } catch (error) {
+        if (error instanceof ProtocolError) {
+          this.#fail(error.message);
+          return;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Sends AuthError (FatalError for a misconfigured provider, as Convex sends
+   * `bad_request` errors) and closes: the real sync worker ends the session.
+   * `baseVersion` is the identity version the server is still at.
+   */
+  #refuseIdentity(error: AuthenticationError, updateAttempted: boolean): void {
+    this.#send(
+      error.kind === "badRequest"
+        ? { type: "FatalError", error: error.message }
+        : {
+            type: "AuthError",
+            error: error.message,
+            baseVersion: this.#receivedIdentity,
+            authUpdateAttempted: updateAttempted,
+          },
+    );
+    this.#transport.close(1000, "AuthError");
+    this.dispose();
+  }
+
+  #watchExpiry(identity: Identity): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    if (identity.type !== "user") return;
+    // setTimeout's limit is 2^31-1 ms; a later expiry re-arms when it fires.
+    const delay = Math.min(identity.expiresAtMs - Date.now(), 2 ** 31 - 1);
+    this.#expiryTimer = setTimeout(
+      () => {
+        if (Date.now() < identity.expiresAtMs) {
+          this.#watchExpiry(identity);
+          return;
+        }
+        this.#refuseIdentity(
+          new AuthenticationError("TokenExpired", "Token expired"),
+          false,
+        );
+      },
+      Math.max(0, delay),
+    );
+    this.#expiryTimer.unref();
+  }
+
   async #runMutation(
     requestId: number,
     udfPath: string,
     args: JSONValue[],
+    identity: Identity,
   ): Promise<void> {
     const dedupe =
       this.#clientSessionId === null
@@ -263,6 +389,7 @@ export class SyncSession implements Subscriber {
       path: udfPath,
       args,
       dedupe,
+      identity,
     });
     if (this.#closed) return;
     if (outcome.status === "success") {
@@ -287,7 +414,11 @@ export class SyncSession implements Subscriber {
     udfPath: string,
     args: JSONValue[],
   ): Promise<void> {
-    const outcome = await this.#hub.runner.runAction({ path: udfPath, args });
+    const outcome = await this.#hub.runner.runAction({
+      path: udfPath,
+      args,
+      identity: this.#identity,
+    });
     if (this.#closed) return;
     this.#send(
       outcome.status === "success"
@@ -491,6 +622,27 @@ export class SyncSession implements Subscriber {
     // and reconnect with backoff; FatalError would stop it for good.
     this.#transport.close(4000, reason.slice(0, 120));
     this.dispose();
+  }
+}
+
+function credentialOf(
+  message: ClientMessage & { type: "Authenticate" },
+): Credential {
+  switch (message.tokenType) {
+    case "None":
+      return { type: "None" };
+    case "User":
+      return { type: "User", token: message.value ?? "" };
+    case "Admin":
+      return {
+        type: "Admin",
+        key: message.value ?? "",
+        ...(message.impersonating !== undefined
+          ? { actingAs: message.impersonating }
+          : {}),
+      };
+    default:
+      return message.tokenType satisfies never;
   }
 }
 

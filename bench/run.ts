@@ -12,7 +12,10 @@
  * - fan-out (bench/fanout.ts): identical and idle subscriptions beside a raw
  *   `ws` broadcast floor, with event-loop stalls.
  *
- * Usage: npm run bench [-- --quick] [-- --only=fanout] [-- --json=path]
+ * - storage (bench/storage.ts): cold start, RSS, reload and insert cost on a
+ *   generated chat folder of 100k and 1M messages, beside bare better-sqlite3.
+ *
+ * Usage: npm run bench [-- --quick] [-- --only=chat|storage|fanout] [-- --json=path]
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -24,6 +27,7 @@ import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fanOutBenchmarks } from "./fanout.ts";
+import { storageBenchmarks } from "./storage.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
@@ -247,8 +251,11 @@ async function spawnBackend(
 }
 
 async function main(): Promise<void> {
-  if (ONLY !== "fanout") await chatCases();
-  await fanOutBenchmarks({ quick: QUICK, json: JSON_PATH });
+  if (ONLY === undefined || ONLY === "chat") await chatCases();
+  if (ONLY === undefined || ONLY === "storage")
+    await storageBenchmarks({ quick: QUICK });
+  if (ONLY === undefined || ONLY === "fanout")
+    await fanOutBenchmarks({ quick: QUICK, json: JSON_PATH });
 }
 
 async function chatCases(): Promise<void> {

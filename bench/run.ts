@@ -22,7 +22,7 @@ import os from "node:os";
 import path from "node:path";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import type { FunctionArgs } from "convex/server";
-import { api } from "../convex/_generated/api.js";
+import { chatApi as api } from "../e2e/helpers/chatApi.ts";
 import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawn, type ChildProcess } from "node:child_process";

@@ -22,8 +22,8 @@ import {
   expect,
   test,
 } from "vitest";
-import { api } from "../convex/_generated/api";
 import { launchBrowser, PageErrorLog } from "./helpers/browser.ts";
+import { chatApi } from "./helpers/chatApi.ts";
 import {
   connectionStatus,
   descriptionOf,
@@ -270,7 +270,7 @@ test("a too-long message is refused in plain words, keeps its draft and is never
     expect(bodies.filter((b) => b.includes(tag))).toEqual([next]);
   }
   const stored = await new ConvexHttpClient(stack.convexUrl).query(
-    api.messages.list,
+    chatApi.messages.list,
     { paginationOpts: { numItems: 1000, cursor: null } },
   );
   expect(stored.page.filter((m) => m.body.includes(tag))).toHaveLength(1);
@@ -408,7 +408,7 @@ test("older messages load on scrolling up or on Load older, each exactly once", 
   let sessionId = randomUUID() as SessionId;
   for (const [i, body] of bodies.entries()) {
     if (i % 5 === 0) sessionId = randomUUID() as SessionId;
-    await author.mutation(api.messages.send, { sessionId, body });
+    await author.mutation(chatApi.messages.send, { sessionId, body });
   }
   const [oldest, newest] = [bodies[0], bodies[count - 1]];
 
@@ -588,6 +588,10 @@ test("delete everything asks first, then removes the visitor's messages for ever
 });
 
 test("a refused burst says in words when to try again, and keeps the draft", async () => {
+  // The Convex client logs every refused mutation to the console.
+  errors = new PageErrorLog([
+    /\[CONVEX M\(messages:send\)\][\s\S]*"code":"RATE_LIMITED"/,
+  ]);
   const tag = newTag();
   const alice = await openPerson();
   for (let i = 1; i <= 5; i++) await sendMessage(alice, `Burst ${i} (${tag})`);

@@ -237,4 +237,29 @@ describe("ReadSetIndex", () => {
     expect(index.affected(writes("users", "u1")).size).toBe(0);
     expect(index.affected(writes("counters", "y")).size).toBe(0);
   });
+
+  test("a predicate read (a text search) is found by the writes it accepts, before or after, until deleted", () => {
+    const index = new ReadSetIndex<string>();
+    const reads = new ReadSet();
+    reads.addPredicate("notes", (doc) => doc.tag === "hit");
+    index.set("search", reads);
+    const write = (before: string | null, after: string | null) => [
+      {
+        table: "notes",
+        id: "n1",
+        before:
+          before === null ? null : { _id: "n1", _creationTime: 1, tag: before },
+        after:
+          after === null ? null : { _id: "n1", _creationTime: 1, tag: after },
+      },
+    ];
+    expect(index.affected(write(null, "miss")).size).toBe(0);
+    expect(index.affected(write(null, "hit")).size).toBe(1);
+    expect(index.affected(write("hit", null)).size).toBe(1);
+    expect(
+      index.affected([{ ...write(null, "hit")[0], table: "other" }]).size,
+    ).toBe(0);
+    index.delete("search");
+    expect(index.affected(write(null, "hit")).size).toBe(0);
+  });
 });

@@ -94,16 +94,18 @@ export type IndexLookup<T> =
  * `model/scheduled_jobs/mod.rs` indexes `_scheduled_jobs` by `nextTs` for the same
  * purpose), and garbage-collects finished jobs by `completedTime`.
  */
-const SYSTEM_INDEXES: Record<string, SchemaJson["tables"][number]["indexes"]> =
-  {
-    _scheduled_functions: [
-      {
-        indexDescriptor: "by_state_scheduledTime",
-        fields: ["state.kind", "scheduledTime"],
-      },
-      { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
-    ],
-  };
+export const SYSTEM_INDEXES: Record<
+  string,
+  SchemaJson["tables"][number]["indexes"]
+> = {
+  _scheduled_functions: [
+    {
+      indexDescriptor: "by_state_scheduledTime",
+      fields: ["state.kind", "scheduledTime"],
+    },
+    { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
+  ],
+};
 
 const ID_CACHE_SIZE = 100_000;
 const MAX_CLOCK_ADVANCE_MS = 60 * 60 * 1000;

@@ -24,6 +24,7 @@ export const addToComponent = mutation({
 export const listBoth = query({
   args: {},
   handler: async (ctx) => ({
+    jobs: await ctx.runQuery(components.notes.lib.jobs, {}),
     app: (await ctx.db.query("notes").collect()).map((n) => n.text),
     notes: await ctx.runQuery(components.notes.lib.list, {}),
     archive: await ctx.runQuery(components.archive.lib.list, {}),
@@ -69,5 +70,21 @@ export const callMissingChild = query({
       (components as unknown as Record<string, typeof components.notes>).nowhere
         .lib.list,
       {},
+    ),
+});
+
+/** Schedules a component's function from the app; the job is the component's. */
+export const addLater = mutation({
+  args: { text: v.string() },
+  handler: (ctx, { text }) =>
+    ctx.scheduler.runAfter(0, components.notes.lib.add, { text }),
+});
+
+/** The app's own scheduled jobs. */
+export const appJobs = query({
+  args: {},
+  handler: async (ctx) =>
+    (await ctx.db.system.query("_scheduled_functions").collect()).map(
+      (job) => job.name,
     ),
 });

@@ -64,3 +64,13 @@ export const whereAmI = query({
   args: {},
   handler: () => "notes",
 });
+
+/** This component's scheduled jobs, as its `ctx.db.system` sees them. */
+export const jobs = query({
+  args: {},
+  returns: v.array(v.object({ name: v.string(), state: v.string() })),
+  handler: async (ctx) =>
+    (await ctx.db.system.query("_scheduled_functions").collect()).map(
+      (job) => ({ name: job.name, state: job.state.kind }),
+    ),
+});

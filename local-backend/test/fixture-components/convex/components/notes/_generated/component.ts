@@ -39,6 +39,13 @@ export type ComponentApi<Name extends string | undefined = string | undefined> =
         Name
       >;
       get: FunctionReference<"query", "internal", { id: string }, any, Name>;
+      jobs: FunctionReference<
+        "query",
+        "internal",
+        {},
+        Array<{ name: string; state: string }>,
+        Name
+      >;
       list: FunctionReference<"query", "internal", {}, Array<string>, Name>;
       tally: FunctionReference<"query", "internal", {}, number, Name>;
       whereAmI: FunctionReference<"query", "internal", {}, any, Name>;

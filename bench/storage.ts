@@ -195,8 +195,8 @@ async function sizeCase(messages: number, rows: Row[]): Promise<void> {
     // The first start installs the schema once (indexes on existing data).
     const first = await startCli(data);
     await stop(first.child);
-    const cold = await startCli(data);
     const bare = await bareStartMs(data);
+    const cold = await startCli(data);
     rows.push({
       case: `cold start to ready, ${label} messages`,
       value: cold.readyMs,

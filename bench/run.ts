@@ -13,7 +13,11 @@
  *   `ws` broadcast floor, with event-loop stalls, and the chat's real
  *   functions with 100 and 1,000 open pages (distinct sessions).
  *
- * Usage: npm run bench [-- --quick] [-- --only=fanout|chat] [-- --json=path]
+ * - storage (bench/storage.ts): cold start, RSS, reload and insert cost on a
+ *   generated chat folder of 100k and 1M messages, beside bare better-sqlite3.
+ *
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage] [-- --json=path]
+ * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out).
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -25,6 +29,7 @@ import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fanOutBenchmarks } from "./fanout.ts";
+import { storageBenchmarks } from "./storage.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
@@ -251,12 +256,15 @@ async function spawnBackend(
 }
 
 async function main(): Promise<void> {
-  if (ONLY !== "fanout" && ONLY !== "chat") await chatCases();
-  await fanOutBenchmarks({
-    quick: QUICK,
-    only: ONLY === "chat" ? "chat" : undefined,
-    json: JSON_PATH,
-  });
+  if (ONLY === undefined || ONLY === "clients") await chatCases();
+  if (ONLY === undefined || ONLY === "storage")
+    await storageBenchmarks({ quick: QUICK });
+  if (ONLY === undefined || ONLY === "fanout" || ONLY === "chat")
+    await fanOutBenchmarks({
+      quick: QUICK,
+      only: ONLY === "chat" ? "chat" : undefined,
+      json: JSON_PATH,
+    });
 }
 
 async function chatCases(): Promise<void> {

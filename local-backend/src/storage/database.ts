@@ -352,6 +352,21 @@ export class Database {
     const installed = this.#prepared!;
     this.#prepared = null;
     this.#schema = schema;
+    for (const tableSchema of schema?.schemaValidation === true
+      ? schema.tables
+      : []) {
+      const key = validatorKey(tableSchema);
+      if (this.#validatedAgainst(tableSchema.tableName) !== key)
+        this.#store.setMeta(`validated:${tableSchema.tableName}`, key);
+    }
+    // A table written without a validator loses its mark.
+    for (const name of this.#tablesByName.keys()) {
+      const validated =
+        schema?.schemaValidation === true &&
+        schema.tables.some((t) => t.tableName === name);
+      if (!validated && this.#validatedAgainst(name) !== null)
+        this.#store.setMeta(`validated:${name}`, "");
+    }
     for (const table of this.#tablesByName.values()) {
       const built = new Set(installed.built.get(table.name) ?? []);
       for (const index of [...table.indexes]) {
@@ -441,6 +456,11 @@ export class Database {
       for (const tableSchema of schema.tables) {
         const table = this.#tablesByName.get(tableSchema.tableName);
         if (table === undefined || table.count === 0) continue;
+        // Every commit validates its writes against the installed schema, so
+        // documents already checked against this same validator need no
+        // second look (a reload with an unchanged schema reads none).
+        if (this.#validatedAgainst(table.name) === validatorKey(tableSchema))
+          continue;
         for (const doc of this.#walk(table)) {
           const error = this.#validateAgainst(tableSchema.documentType, doc);
           if (error !== null) {
@@ -510,6 +530,12 @@ export class Database {
     }
     this.#store.insertEntries(index.indexId, chunk);
     return index.indexId;
+  }
+
+  /** The validator every document of a table was last checked against ("" or null: none). */
+  #validatedAgainst(tableName: string): string | null {
+    const value = this.#store.getMeta(`validated:${tableName}`);
+    return value === "" ? null : value;
   }
 
   /** Documents written since the last preparation started, to validate at install. */
@@ -863,6 +889,10 @@ function indexesOf(
       keyFields: indexedFieldsWithSuffix(i.fields),
     })),
   ];
+}
+
+function validatorKey(tableSchema: SchemaJson["tables"][number]): string {
+  return JSON.stringify(tableSchema.documentType);
 }
 
 function declaredIndexes(

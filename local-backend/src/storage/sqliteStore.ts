@@ -274,6 +274,21 @@ export class SqliteStore {
     })();
   }
 
+  getMeta(key: string): string | null {
+    const row = this.#db
+      .prepare("SELECT value FROM meta WHERE key = ?")
+      .get(key) as { value: string } | undefined;
+    return row?.value ?? null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.#db
+      .prepare(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      )
+      .run(key, value);
+  }
+
   setIndexState(indexId: number, state: IndexState): void {
     this.#db
       .prepare("UPDATE indexes SET state = ? WHERE index_id = ?")

@@ -1,0 +1,297 @@
+/**
+ * Storage benchmarks on a generated chat data folder (the app in `convex/`):
+ * cold start to ready, RSS after start and after reading the newest page,
+ * schema reload with nothing changed, and insert cost at 1k vs N documents;
+ * each beside a bare better-sqlite3 baseline measured in the same run.
+ *
+ * The folder is written through the store in big commits (`generateChat`),
+ * so generating 1M messages takes minutes, not hours.
+ *
+ * Usage: npm run bench -- --only=storage [--quick]   (--quick: 100k only)
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { ConvexHttpClient } from "convex/browser";
+import { api } from "../convex/_generated/api.js";
+import appSchema from "../convex/schema.ts";
+import {
+  Database,
+  type PendingWrite,
+  type SchemaJson,
+} from "../local-backend/src/storage/database.ts";
+import { encodeId, newInternalId } from "../local-backend/src/values/ids.ts";
+import type { Doc } from "../local-backend/src/values/wire.ts";
+import { formatSummary, summarize } from "./stats.ts";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const COMMIT_ROWS = 20_000;
+const INSERT_ROUNDS = 200;
+
+type Row = { case: string; value: number; unit: string; baseline?: number };
+
+/** The chat's tables as `messages.send` writes them: one author, N messages. */
+async function generateChat(dir: string, messages: number): Promise<number> {
+  const start = performance.now();
+  const db = Database.open(dir);
+  const users = db.tableForWrite("users");
+  const author = encodeId(users.number, newInternalId());
+  const first = new Map<string, PendingWrite>();
+  first.set(author, {
+    table: "users",
+    doc: {
+      _id: author,
+      _creationTime: db.nextCreationTime(),
+      name: "Bench",
+      isAnonymous: true,
+    },
+    inserted: true,
+  });
+  db.commit(first);
+  const table = db.tableForWrite("messages");
+  for (let done = 0; done < messages;) {
+    const writes = new Map<string, PendingWrite>();
+    for (let i = 0; i < COMMIT_ROWS && done < messages; i++, done++) {
+      const doc: Doc = {
+        _id: encodeId(table.number, newInternalId()),
+        _creationTime: db.nextCreationTime(),
+        author,
+        body: `message ${done} ${"x".repeat(60)}`,
+      };
+      writes.set(doc._id, { table: "messages", doc, inserted: true });
+    }
+    db.commit(writes);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  db.close();
+  return performance.now() - start;
+}
+
+function rssMiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+/** Starts the CLI on `data`; resolves at its ready line. */
+async function startCli(data: string) {
+  const started = performance.now();
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "local-backend/src/cli.ts",
+      "--data",
+      data,
+      "--port",
+      "0",
+      "--site-port",
+      "0",
+      "--no-watch",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /ready at (http:\/\/\S+)/.exec(output);
+      if (match !== null) resolve(match[1]);
+    });
+    child.once("exit", (code) =>
+      reject(new Error(`backend exited with ${code}:\n${output}`)),
+    );
+  });
+  return { child, url, readyMs: performance.now() - started };
+}
+
+/** The floor for a cold start: a Node process that loads tsx and opens the file. */
+async function bareStartMs(data: string): Promise<number> {
+  const started = performance.now();
+  const script = `const D=require("better-sqlite3");const db=new D(${JSON.stringify(path.join(data, "db.sqlite3"))});db.prepare("SELECT value FROM meta").all();db.close();`;
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "-e", script], {
+      cwd: ROOT,
+      stdio: "inherit",
+    });
+    child.once("exit", (code) =>
+      code === 0 ? resolve() : reject(new Error(`exit ${code}`)),
+    );
+  });
+  return performance.now() - started;
+}
+
+async function stop(child: ReturnType<typeof spawn>): Promise<void> {
+  child.kill("SIGTERM");
+  await new Promise((resolve) => child.once("exit", resolve));
+}
+
+/** Durable single-message commits, one at a time, as `messages.send` makes them. */
+function insertSamples(dir: string): number[] {
+  const db = Database.open(dir);
+  const messages = db.tableForWrite("messages");
+  const samples: number[] = [];
+  for (let i = 0; i < INSERT_ROUNDS; i++) {
+    const doc: Doc = {
+      _id: encodeId(messages.number, newInternalId()),
+      _creationTime: db.nextCreationTime(),
+      author: "x",
+      body: `insert ${i}`,
+    };
+    const start = performance.now();
+    db.commit(new Map([[doc._id, { table: "messages", doc, inserted: true }]]));
+    samples.push(performance.now() - start);
+  }
+  db.close();
+  return samples;
+}
+
+/** The same insert with bare better-sqlite3: one row and three index rows, fsynced. */
+function bareInsertSamples(rows: number): number[] {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-bare-"));
+  const db = new BetterSqlite3(path.join(dir, "db.sqlite3"));
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.exec(
+    "CREATE TABLE d (id TEXT PRIMARY KEY, json TEXT) WITHOUT ROWID; CREATE TABLE e (i INTEGER, k BLOB, id TEXT, PRIMARY KEY (i, k)) WITHOUT ROWID;",
+  );
+  const insertDoc = db.prepare("INSERT INTO d VALUES (?, ?)");
+  const insertEntry = db.prepare("INSERT INTO e VALUES (?, ?, ?)");
+  const one = db.transaction((id: string, n: number) => {
+    insertDoc.run(id, `{"author":"x","body":"message ${n}"}`);
+    insertEntry.run(1, Buffer.from(id), id);
+    insertEntry.run(2, Buffer.from(String(n).padStart(12, "0") + id), id);
+    insertEntry.run(3, Buffer.from("x" + String(n).padStart(12, "0") + id), id);
+  });
+  const fill = db.transaction((count: number) => {
+    for (let n = 0; n < count; n++) one(newId(), n);
+  });
+  fill(rows);
+  const samples: number[] = [];
+  for (let i = 0; i < INSERT_ROUNDS; i++) {
+    const start = performance.now();
+    one(newId(), rows + i);
+    samples.push(performance.now() - start);
+  }
+  db.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return samples;
+}
+
+const newId = () => Buffer.from(newInternalId()).toString("hex");
+
+async function sizeCase(messages: number, rows: Row[]): Promise<void> {
+  const label = messages >= 1e6 ? `${messages / 1e6}M` : `${messages / 1e3}k`;
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), `bench-chat-${label}-`));
+  try {
+    const generateMs = await generateChat(data, messages);
+    rows.push({
+      case: `generate ${label} messages`,
+      value: generateMs,
+      unit: "ms",
+    });
+    // The first start installs the schema once (indexes on existing data).
+    const first = await startCli(data);
+    await stop(first.child);
+    const bare = await bareStartMs(data);
+    const cold = await startCli(data);
+    rows.push({
+      case: `cold start to ready, ${label} messages`,
+      value: cold.readyMs,
+      unit: "ms",
+      baseline: bare,
+    });
+    const pid = cold.child.pid!;
+    rows.push({
+      case: `RSS after start, ${label} messages`,
+      value: rssMiB(pid),
+      unit: "MiB",
+    });
+    const client = new ConvexHttpClient(cold.url);
+    const pageStart = performance.now();
+    await client.query(api.messages.list, {
+      paginationOpts: { numItems: 30, cursor: null },
+    });
+    rows.push({
+      case: `newest page (30) over HTTP, ${label} messages`,
+      value: performance.now() - pageStart,
+      unit: "ms",
+    });
+    rows.push({
+      case: `RSS after reading the newest page, ${label} messages`,
+      value: rssMiB(pid),
+      unit: "MiB",
+    });
+    await stop(cold.child);
+
+    // Reload with the schema unchanged, in process: prepare + install.
+    const db = Database.open(data);
+    // The app's own schema, as the CLI installed it.
+    const schema = JSON.parse(
+      (appSchema as unknown as { export(): string }).export(),
+    ) as SchemaJson;
+    db.setSchema(schema);
+    const reloads: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const start = performance.now();
+      await db.prepareSchema(schema);
+      db.setSchema(schema);
+      reloads.push(performance.now() - start);
+    }
+    db.close();
+    rows.push({
+      case: `reload, schema unchanged, ${label} messages (p50 of 5)`,
+      value: summarize(reloads).p50,
+      unit: "ms",
+    });
+
+    const inserts = summarize(insertSamples(data));
+    const bareInserts = summarize(bareInsertSamples(messages));
+    console.log(formatSummary(`durable insert, ${label} messages`, inserts));
+    console.log(
+      formatSummary(`  bare better-sqlite3, ${label} rows`, bareInserts),
+    );
+    rows.push({
+      case: `durable insert p50, ${label} messages`,
+      value: inserts.p50,
+      unit: "ms",
+      baseline: bareInserts.p50,
+    });
+  } finally {
+    fs.rmSync(data, { recursive: true, force: true });
+  }
+}
+
+export async function storageBenchmarks(options: {
+  quick: boolean;
+}): Promise<Row[]> {
+  const rows: Row[] = [];
+  const small = summarize(bareInsertSamples(1_000));
+  const ours1k = fs.mkdtempSync(path.join(os.tmpdir(), "bench-1k-"));
+  await generateChat(ours1k, 1_000);
+  const inserts1k = summarize(insertSamples(ours1k));
+  fs.rmSync(ours1k, { recursive: true, force: true });
+  rows.push({
+    case: "durable insert p50, 1k messages",
+    value: inserts1k.p50,
+    unit: "ms",
+    baseline: small.p50,
+  });
+  for (const size of options.quick ? [100_000] : [100_000, 1_000_000]) {
+    await sizeCase(size, rows);
+  }
+  console.log("\nstorage");
+  for (const row of rows) {
+    const baseline =
+      row.baseline === undefined
+        ? ""
+        : `   baseline ${row.baseline.toFixed(1)} ${row.unit}`;
+    console.log(
+      `${row.case.padEnd(60)} ${row.value.toFixed(1).padStart(9)} ${row.unit}${baseline}`,
+    );
+  }
+  console.log(JSON.stringify({ storage: rows }));
+  return rows;
+}

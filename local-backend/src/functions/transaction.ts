@@ -39,6 +39,7 @@ import type { Doc } from "../values/wire.ts";
 import type { Database, PendingWrite } from "../storage/database.ts";
 import { encodeId, newInternalId } from "../values/ids.ts";
 import { ReadSet } from "../query/readSet.ts";
+import { checkDocument, UsageMeter } from "./limits.ts";
 
 /** convex 1.48 `query_impl.ts` serialized query. */
 export type SerializedQuery = {
@@ -73,8 +74,6 @@ export type PageResult = {
 /** Field names the library never sends but a forged syscall could (convex-backend
  *  rejects user fields that start with "_" at the top level). */
 const SYSTEM_FIELDS = new Set(["_id", "_creationTime"]);
-const MAX_DOCUMENT_BYTES = 1 << 20;
-
 /**
  * The writes of one function call within a transaction.
  * - `readOnly`: a query (nested or not) may not write
@@ -94,6 +93,8 @@ export class WriteLayer {
 export class Transaction {
   /** Tables this transaction read; a commit to any of them invalidates a query that ran here. */
   readonly readSet = new ReadSet();
+  /** Reads and writes against Convex's per-transaction limits (`limits.ts`). */
+  readonly usage = new UsageMeter();
   readonly #db: Database;
   readonly #readOnly: boolean;
   /** The top-level function's writes; what `pendingWrites()` commits. */
@@ -143,9 +144,12 @@ export class Transaction {
     if (table === undefined) return null;
     if (tableName !== undefined && table.name !== tableName) return null;
     this.readSet.addId(table.name, id);
+    this.usage.readRange(`id:${id}`);
     const pending = this.#pending(id, layer);
-    if (pending !== undefined) return pending.doc;
-    return table.docs.get(id) ?? null;
+    const doc =
+      pending !== undefined ? pending.doc : (table.docs.get(id) ?? null);
+    if (doc !== null) this.usage.readDocument(doc);
+    return doc;
   }
 
   insert(
@@ -257,6 +261,7 @@ export class Transaction {
   delete(id: string, tableName?: string, layer = this.root): void {
     this.#checkWrite(layer);
     const { table } = this.#existing(id, tableName, "Delete", layer);
+    this.usage.writeDocument(id, null);
     layer.writes.set(id, { table, doc: null });
   }
 
@@ -410,6 +415,10 @@ export class Transaction {
       order,
       after,
     );
+    // A read past a cursor is a range of its own; the same query again is not.
+    this.usage.readRange(
+      `${JSON.stringify(query.source)}${after === undefined ? "" : `@${this.usage.rangesRead}`}`,
+    );
     const table = this.#db.table(tableName);
     const pending = this.#pendingFor(tableName, layer);
     const inRange = (key: IndexKey) =>
@@ -428,6 +437,7 @@ export class Transaction {
     added.sort((a, b) => direction * compareKeys(a.key, b.key));
     let next = 0;
     const emit = (row: { key: IndexKey; doc: Doc }) => {
+      this.usage.readDocument(row.doc);
       read.lastKey = row.key;
       return row;
     };
@@ -516,12 +526,8 @@ export class Transaction {
         `System tables (prefixed with '_') are read-only: cannot write to "${tableName}"`,
       );
     }
-    const bytes = JSON.stringify(convexToJson(doc)).length;
-    if (bytes > MAX_DOCUMENT_BYTES) {
-      throw new Error(
-        `Document is too large (${bytes} bytes; the limit is ${MAX_DOCUMENT_BYTES} bytes)`,
-      );
-    }
+    checkDocument(doc);
+    this.usage.writeDocument(doc._id, doc);
     this.#db.validateDocument(tableName, doc);
     layer.writes.set(doc._id, { table: tableName, doc });
   }
@@ -662,7 +668,7 @@ function checkUserFields(value: Record<string, Value | undefined>): void {
   for (const field of Object.keys(value)) {
     if (field.startsWith("_")) {
       throw new Error(
-        `Field name "${field}" is reserved: top-level fields starting with "_" are system fields`,
+        `Field '${field}' starts with an underscore, which is only allowed for system fields like '_id'`,
       );
     }
   }

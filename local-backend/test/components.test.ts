@@ -4,16 +4,20 @@
  * `@convex-dev/presence` from npm, unmodified, and a local `notes` component
  * (with a nested `tally`) twice under two names.
  */
-import { anyApi } from "convex/server";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { rejection, startTestBackend, type TestBackend } from "./helpers.ts";
 import { fileURLToPath } from "node:url";
+import { makeFunctionReference } from "convex/server";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { api } from "./fixture-components/convex/_generated/api.js";
+import {
+  rejection,
+  startTestBackend,
+  type TestBackend,
+  waitFor,
+} from "./helpers.ts";
 
 const FUNCTIONS = fileURLToPath(
   new URL("./fixture-components/convex", import.meta.url),
 );
-// The fixture's API, untyped: `_generated/api.js` holds `anyApi` too.
-const api = anyApi;
 
 let harness: TestBackend;
 beforeAll(async () => {
@@ -26,12 +30,12 @@ afterAll(async () => {
 describe("a local component", () => {
   test("has its own table: same name as the app's, no collision", async () => {
     const client = harness.client();
-    const appId = (await client.mutation(api.notes.addLocal, {
+    const appId = await client.mutation(api.notes.addLocal, {
       text: "app note",
-    })) as string;
-    const componentId = (await client.mutation(api.notes.addToComponent, {
+    });
+    const componentId = await client.mutation(api.notes.addToComponent, {
       text: "component note",
-    })) as string;
+    });
     expect(componentId).not.toBe(appId);
     const both = (await client.query(api.notes.listBoth, {})) as {
       app: string[];
@@ -50,7 +54,7 @@ describe("a local component", () => {
     const client = harness.client();
     await client.mutation(api.notes.addToComponent, {
       text: "kept",
-      instance: "archive",
+      archive: true,
     });
     const both = (await client.query(api.notes.listBoth, {})) as {
       archive: string[];
@@ -74,14 +78,30 @@ describe("a local component", () => {
 
   test("a function handle lets the component call back into the app", async () => {
     const client = harness.client();
-    const handle = (await client.mutation(api.notes.addThroughHandle, {
+    const handle = await client.mutation(api.notes.addThroughHandle, {
       text: "via handle",
-    })) as string;
+    });
     expect(handle).toMatch(/^function:\/\/[0-9a-z]{31,37}$/);
     const both = (await client.query(api.notes.listBoth, {})) as {
       app: string[];
     };
     expect(both.app).toContain("via handle");
+  });
+
+  test("the app schedules a component's function; the job is the component's", async () => {
+    const client = harness.client();
+    const jobId = await client.mutation(api.notes.addLater, {
+      text: "scheduled",
+    });
+    expect(typeof jobId).toBe("string");
+    const both = await waitFor(async () => {
+      const value = await client.query(api.notes.listBoth, {});
+      return value.notes.includes("scheduled") && value;
+    }, "the scheduled add to run");
+    expect(both.jobs).toContainEqual({ name: "lib.js:add", state: "success" });
+    expect(await client.query(api.notes.appJobs, {})).not.toContain(
+      "lib.js:add",
+    );
   });
 
   test("a component's internal function is not exported to the app", async () => {
@@ -98,7 +118,11 @@ describe("a local component", () => {
 
   test("a client cannot call a component's function", async () => {
     const client = harness.client();
-    const error = await rejection(client.query(api.lib.whereAmI, {}));
+    // A client names functions of the app only: the component's `lib:whereAmI`
+    // is not one, whatever the client's typed API says.
+    const error = await rejection(
+      client.query(makeFunctionReference<"query">("lib:whereAmI"), {}),
+    );
     expect(error.message).toContain(
       "Could not find public function for 'lib:whereAmI'",
     );
@@ -145,5 +169,62 @@ describe("@convex-dev/rate-limiter from npm", () => {
     )) as Error & { data?: { kind: string; name: string; retryAfter: number } };
     expect(error.data).toMatchObject({ kind: "RateLimited", name: "send" });
     expect(error.data!.retryAfter).toBeGreaterThan(0);
+  });
+});
+
+describe("@convex-dev/presence from npm", () => {
+  test("heartbeat, list live, then disconnect", async () => {
+    const client = harness.client();
+    const { roomToken, sessionToken } = await client.mutation(
+      api.presence.heartbeat,
+      { roomId: "lobby", userId: "ann", sessionId: "s1", interval: 10_000 },
+    );
+    let latest: { userId: string; online: boolean }[] = [];
+    const unsubscribe = client.onUpdate(
+      api.presence.list,
+      { roomToken },
+      (value) => {
+        latest = value;
+      },
+    );
+    await waitFor(
+      () => latest.some((u) => u.userId === "ann" && u.online),
+      "ann online",
+    );
+    await client.mutation(api.presence.heartbeat, {
+      roomId: "lobby",
+      userId: "ben",
+      sessionId: "s2",
+      interval: 10_000,
+    });
+    await waitFor(() => latest.length === 2, "two users listed");
+    await client.mutation(api.presence.disconnect, { sessionToken });
+    await waitFor(
+      () => latest.some((u) => u.userId === "ann" && !u.online),
+      "ann offline",
+    );
+    unsubscribe();
+  });
+
+  test("a session that stops heartbeating goes offline (the batch worker's scheduled loop)", async () => {
+    const client = harness.client();
+    const { roomToken } = await client.mutation(api.presence.heartbeat, {
+      roomId: "quiet",
+      userId: "cat",
+      sessionId: "s3",
+      interval: 100,
+    });
+    expect(await client.query(api.presence.list, { roomToken })).toMatchObject([
+      { userId: "cat", online: true },
+    ]);
+    // The deadline is 2.5 intervals away; presence's worker, a nested
+    // component calling presence back through function handles, ends it.
+    await waitFor(
+      async () =>
+        (await client.query(api.presence.list, { roomToken })).some(
+          (u) => u.userId === "cat" && !u.online,
+        ),
+      "cat offline after the deadline",
+    );
   });
 });

@@ -25,7 +25,7 @@
  */
 import { createHash } from "node:crypto";
 import type { ValidatorJSON } from "convex/values";
-import type { SchemaJson } from "../storage/database.ts";
+import { type SchemaJson, SYSTEM_INDEXES } from "../storage/database.ts";
 import { encodeId, decodeId, INTERNAL_ID_LENGTH } from "../values/ids.ts";
 import type { ModuleExports, RegisteredFunction } from "./isolate.ts";
 
@@ -59,6 +59,8 @@ export type ComponentDefinition = {
  */
 export type RuntimeDefinition = {
   _name?: string;
+  /** convex 1.48 `exportAppForAnalysis` / `exportComponentForAnalysis`: what a push sends. */
+  export(): unknown;
   _childComponents: [
     string,
     ImportedDefinition,
@@ -76,6 +78,8 @@ export type ComponentInstance = {
   /** "" for the app, else the names from the app down, joined by "/". */
   path: string;
   definitionPath: string;
+  /** What `convex.config` exported (null for an app without one). */
+  definition: RuntimeDefinition | null;
   modules: Record<string, ModuleExports>;
   schema: SchemaJson | null;
   /** Environment values its parent passed in `use(component, { env })`. */
@@ -243,12 +247,20 @@ export class ComponentTree {
    */
   mergedSchema(): SchemaJson | null {
     const components = [...this.#byPath.values()].filter(
-      (c) => c.path !== ROOT_COMPONENT && c.schema !== null,
+      (c) => c.path !== ROOT_COMPONENT,
     );
     if (components.length === 0) return this.root.schema;
     const tables = [...(this.root.schema?.tables ?? [])];
     for (const component of components) {
-      for (const table of component.schema!.tables) {
+      // Its own system tables (`_scheduled_functions`), with their indexes.
+      for (const [tableName, indexes] of Object.entries(SYSTEM_INDEXES)) {
+        tables.push({
+          tableName: internalTableName(component.path, tableName),
+          indexes,
+          documentType: { type: "any" },
+        });
+      }
+      for (const table of component.schema?.tables ?? []) {
         tables.push({
           ...table,
           tableName: internalTableName(component.path, table.tableName),
@@ -305,6 +317,7 @@ export function createComponentTree(
     return {
       path,
       definitionPath,
+      definition,
       modules: evaluated.modules,
       schema: evaluated.schema,
       env,
@@ -338,6 +351,18 @@ export function localTableName(
   return at !== -1 && internalName.slice(at + 1) === componentPath
     ? internalName.slice(0, at)
     : null;
+}
+
+/** The component an internal table name belongs to ("" for the app's tables). */
+export function componentOfTable(internalName: string): string {
+  const at = internalName.indexOf(NAMESPACE_SEPARATOR);
+  return at === -1 ? ROOT_COMPONENT : internalName.slice(at + 1);
+}
+
+/** A table's name without its namespace: `_scheduled_functions@presence` → `_scheduled_functions`. */
+export function baseTableName(internalName: string): string {
+  const at = internalName.indexOf(NAMESPACE_SEPARATOR);
+  return at === -1 ? internalName : internalName.slice(0, at);
 }
 
 /** `{type: "id", tableName}` anywhere in a validator, renamed into `componentPath`'s namespace. */

@@ -480,10 +480,14 @@ export class FunctionRunner {
   }
 
   /** What kind of function `udfPath` names in the current build, or null if none. */
-  functionKind(udfPath: string): UdfType | null {
+  functionKind(
+    udfPath: string,
+    componentPath: string = ROOT_COMPONENT,
+  ): UdfType | null {
     const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const fn = this.#isolate?.modules[module]?.[exportName] as
-      RegisteredFunction | undefined;
+    const fn = this.#isolate?.components.get(componentPath)?.modules[module]?.[
+      exportName
+    ] as RegisteredFunction | undefined;
     if (fn === undefined || fn === null) return null;
     return fn.isQuery
       ? "query"
@@ -495,8 +499,26 @@ export class FunctionRunner {
   }
 
   /** Whether the current build has a module `module` (a canonical path without ".js"). */
-  hasModule(module: string): boolean {
-    return this.#isolate?.modules[module] !== undefined;
+  hasModule(module: string, componentPath: string = ROOT_COMPONENT): boolean {
+    return (
+      this.#isolate?.components.get(componentPath)?.modules[module] !==
+      undefined
+    );
+  }
+
+  /** Every component instance's path in the current build, the app ("") first. */
+  componentPaths(): string[] {
+    return this.#isolate === null
+      ? [ROOT_COMPONENT]
+      : [...this.#isolate.components.instances()].map((c) => c.path);
+  }
+
+  /** The function a `ctx.scheduler` address names, from where `parent` runs. */
+  resolveAddress(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    return this.#resolve(parent, address);
   }
 
   async #runNested(

@@ -154,6 +154,9 @@ export async function startBackend(
    * after the cache is cleared, or commit under a schema that was just checked.
    */
   const install = async (isolate: Isolate) => {
+    // Backfills and schema checks run before the switch, yielding to the
+    // event loop, so the executor keeps serving the old build meanwhile.
+    await db.prepareSchema(isolate.schema);
     await runner.install(isolate, () => {
       db.setSchema(isolate.schema);
       hub.invalidateAll();

@@ -425,6 +425,12 @@ export class FunctionRunner {
       const outcome = this.#report(context, this.#finish(context, fn, result));
       if (outcome.status === "error") return this.#failJob(job, outcome);
       job?.succeed(tx);
+      if (tx.pendingWrites().size === 0) {
+        // Nothing to make durable: no timestamp, no fsync, no de-duplication
+        // record. A retry re-runs it, which has no effect either (Convex's
+        // committer skips read-only transactions the same way).
+        return { ...outcome, ts: this.#db.lastTs };
+      }
       // The de-duplication record commits with the writes, so a retry after a
       // crash or a dropped socket can never run the mutation a second time.
       const record =
@@ -554,6 +560,9 @@ export class FunctionRunner {
       path: canonical,
       componentPath: target.componentPath,
       layer,
+      // A journal of its own: convex-backend runs a nested call with
+      // `QueryJournal::new()` (crates/isolate `async_syscall.rs` `run_udf`).
+      journal: { endCursor: null, produced: null, paginated: false },
       streams: new Map(),
       nextStreamId: 0,
     };

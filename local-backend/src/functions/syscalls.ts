@@ -182,6 +182,7 @@ export function createSyscalls(host: {
           args.id as string,
           tableOfDocument(request, host.db, args),
           layer,
+          args.isSystem === true ? "db.system" : "db",
         );
         return doc === null ? null : convexToJson(doc);
       }
@@ -204,6 +205,7 @@ export function createSyscalls(host: {
           decodePatch(args.value as JSONValue),
           tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       case "1.0/replace": {
@@ -216,6 +218,7 @@ export function createSyscalls(host: {
           value,
           tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       }
@@ -224,6 +227,7 @@ export function createSyscalls(host: {
           args.id as string,
           tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       case "1.0/queryStreamNext": {
@@ -336,6 +340,7 @@ function queryPage(request: RequestContext, args: Args): unknown {
       endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
       pageSize: args.pageSize as number,
       maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
+      maximumBytesRead: (args.maximumBytesRead as number | null) ?? null,
     },
     layer,
   );

@@ -11,7 +11,12 @@
  *
  * Usage: `createSyscalls({ ..., extensions: [vectorSearchSyscalls(db)] })`
  */
-import { jsonToConvex, type JSONValue, type Value } from "convex/values";
+import {
+  convexToJson,
+  jsonToConvex,
+  type JSONValue,
+  type Value,
+} from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { VectorFilterCondition } from "../storage/vectorIndex.ts";
 import type { SyscallExtensions } from "./syscalls.ts";
@@ -154,11 +159,18 @@ function decodeLiteral(json: JSONValue): Value | undefined {
 function groupByField(
   pairs: { field: string; value: Value | undefined }[],
 ): VectorFilterCondition[] {
-  const byField = new Map<string, (Value | undefined)[]>();
+  // A set per field, as convex-backend's `BTreeSet`: a repeated value counts once.
+  const byField = new Map<string, Map<string, Value | undefined>>();
   for (const { field, value } of pairs) {
-    const values = byField.get(field) ?? [];
-    values.push(value);
+    const values = byField.get(field) ?? new Map();
+    values.set(
+      value === undefined ? "undefined" : JSON.stringify(convexToJson(value)),
+      value,
+    );
     byField.set(field, values);
   }
-  return [...byField].map(([field, values]) => ({ field, values }));
+  return [...byField].map(([field, values]) => ({
+    field,
+    values: [...values.values()],
+  }));
 }

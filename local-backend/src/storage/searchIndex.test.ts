@@ -140,6 +140,24 @@ describe("search index storage", () => {
     });
   });
 
+  test("q.eq(field, undefined) matches documents without the field", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    db.setSchema(schema);
+    insert(db, "tagged text", "a");
+    const tx = new Transaction(db, { readOnly: false });
+    const untagged = tx.insert("notes", { text: "untagged text" });
+    db.commit(tx.pendingWrites());
+    const compiled = compileSearch(definition, [
+      { type: "Search", fieldPath: "text", value: "text" },
+      { type: "Eq", fieldPath: "tag", value: { $undefined: null } },
+    ]);
+    expect(
+      db.textSearch.search(definition, compiled).hits.map((h) => h.id),
+    ).toEqual([untagged]);
+  });
+
   test("a search's read set covers matching writes only", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
     dirs.push(dir);

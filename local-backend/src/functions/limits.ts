@@ -59,13 +59,19 @@ export class UsageMeter {
   /** Distinct index ranges read: the same range read twice is one interval in Convex's read set. */
   readonly #ranges = new Set<string>();
 
+  /** `enforce: false` counts without failing (the backend's own whole-table reads). */
+  constructor(readonly enforce = true) {}
+
   get rangesRead(): number {
     return this.#ranges.size;
   }
 
   readRange(key: string): void {
     this.#ranges.add(key);
-    if (this.#ranges.size > TRANSACTION_MAX_READ_SET_INTERVALS) {
+    if (
+      this.enforce &&
+      this.#ranges.size > TRANSACTION_MAX_READ_SET_INTERVALS
+    ) {
       throw new LimitError(
         "TooManyReads",
         `Too many reads in a single function execution (limit: ${TRANSACTION_MAX_READ_SET_INTERVALS}). ${OVER_LIMIT_HELP}`,
@@ -77,6 +83,7 @@ export class UsageMeter {
   readDocument(doc: Record<string, Value>): void {
     this.documentsRead++;
     this.bytesRead += valueSize(doc);
+    if (!this.enforce) return;
     if (this.documentsRead > TRANSACTION_MAX_READ_SIZE_ROWS) {
       throw new LimitError(
         "TooManyDocumentsRead",
@@ -95,6 +102,7 @@ export class UsageMeter {
   writeDocument(id: string, doc: Record<string, Value> | null): void {
     this.documentsWritten++;
     this.bytesWritten += id.length + 2 + (doc === null ? 0 : valueSize(doc));
+    if (!this.enforce) return;
     if (this.documentsWritten > TRANSACTION_MAX_NUM_USER_WRITES) {
       throw new LimitError(
         "TooManyWrites",

@@ -113,7 +113,7 @@ export class Transaction {
   /** Tables this transaction read; a commit to any of them invalidates a query that ran here. */
   readonly readSet = new ReadSet();
   /** Reads and writes against Convex's per-transaction limits (`limits.ts`). */
-  readonly usage = new UsageMeter();
+  readonly usage: UsageMeter;
   readonly #db: Database;
   readonly #readOnly: boolean;
   /** The top-level function's writes; what `pendingWrites()` commits. */
@@ -122,7 +122,12 @@ export class Transaction {
   readonly #snapshot: number;
   #closed = false;
 
-  constructor(db: Database, options: { readOnly: boolean }) {
+  /** `unmetered`: the backend's own reads and writes, outside Convex's per-function limits. */
+  constructor(
+    db: Database,
+    options: { readOnly: boolean; unmetered?: boolean },
+  ) {
+    this.usage = new UsageMeter(options.unmetered !== true);
     this.#db = db;
     this.#snapshot = db.commitCount;
     this.#readOnly = options.readOnly;

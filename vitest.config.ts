@@ -13,6 +13,9 @@ export default defineConfig({
           include: ["convex/**/*.test.ts"],
           environment: "edge-runtime",
           server: { deps: { inline: ["convex-test"] } },
+          // Some cases run hundreds of mutations through convex-test (rate
+          // limits, batched clean-up); 5 s is too tight on a loaded 2-core box.
+          testTimeout: 30_000,
         },
       },
       {

@@ -8,6 +8,9 @@
  *   of 100 fixture `items.range` queries, 20 per channel), one insert into one
  *   channel per round: insert to that channel's last Transition, and how many
  *   frames the 180 other sockets got (should be none);
+ * - the chat's real functions: N open pages with distinct sessions, each
+ *   subscribed to `users.me` and the first page of `messages.list`, one
+ *   sender in a closed loop rotating over a pool of sessions (`chatCase`);
  * - for every case, the backend's (and the floor's) longest event-loop stall
  *   while it ran (`monitorEventLoopDelay`, 2 ms resolution).
  *
@@ -15,13 +18,15 @@
  * marker in the frame text, so receiving costs the same on both sides and the
  * difference is the server's.
  *
- * Usage: called from bench/run.ts (`npm run bench`, `-- --quick`, `-- --only=fanout`).
+ * Usage: called from bench/run.ts (`npm run bench`, `-- --quick`, `-- --only=fanout`,
+ * `-- --only=chat` for the chat case alone).
  */
 import { fork, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
+import { MESSAGE_BURST } from "../convex/limits.ts";
 import { formatSummary, summarize, type Summary } from "./stats.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -419,6 +424,148 @@ async function idleCase(
   };
 }
 
+/**
+ * Mutation answers on `sender`, by request id: resolves with the answer, or
+ * rejects with the error text of a failed mutation.
+ */
+function mutations(sender: Peer): (requestId: number) => Promise<void> {
+  const waiting = new Map<number, (answer: MutationAnswer) => void>();
+  sender.ws.on("message", (data: Buffer) => {
+    const text = data.toString("utf8");
+    if (!text.startsWith('{"type":"MutationResponse"')) return;
+    const answer = JSON.parse(text) as MutationAnswer;
+    waiting.get(answer.requestId)?.(answer);
+    waiting.delete(answer.requestId);
+  });
+  return (requestId) =>
+    new Promise((resolve, reject) => {
+      waiting.set(requestId, (answer) => {
+        if (answer.success) resolve();
+        else
+          reject(
+            new Error(
+              `mutation ${requestId}: ${JSON.stringify(answer.result)}`,
+            ),
+          );
+      });
+    });
+}
+
+type MutationAnswer = {
+  requestId: number;
+  success: boolean;
+  result: unknown;
+};
+
+/**
+ * The chat's real page, `pages` times: each socket has its own session and
+ * subscribes to what `src/App.tsx` and `MessageList.tsx` do, `users.me` with
+ * its `sessionId` (distinct per page) and the first page of `messages.list`
+ * (the same for every page). One sender socket posts with `messages.send` in
+ * a closed loop.
+ *
+ * The chat's limits would otherwise be what is measured: a user may send a
+ * burst of `MESSAGE_BURST` (5) then 20 a minute, so the sender rotates over a
+ * pool of sessions, each sending at most `MESSAGE_BURST` times; and new
+ * guests have a deployment-wide burst of 300 (`GUEST_CREATION_BURST`), so only
+ * the sender pool calls `sessions.start` and the pages' `users.me` is null,
+ * as for a page whose first mutation has not run yet (same query, same read
+ * set shape: one `sessions.by_tokenHash` lookup).
+ */
+async function chatCase(
+  backend: Child,
+  pages: number,
+  rounds: number,
+): Promise<FanOutCase> {
+  const warmUp = 3;
+  const pool = Array.from(
+    { length: Math.ceil((warmUp + rounds) / MESSAGE_BURST) },
+    () => crypto.randomUUID(),
+  );
+  const peers = await openMany(pages, () =>
+    syncPeer(backend.url, [
+      { udfPath: "users:me", args: { sessionId: crypto.randomUUID() } },
+      {
+        udfPath: "messages:list",
+        args: { paginationOpts: { numItems: 30, cursor: null, id: 1 } },
+      },
+    ]),
+  );
+  const sender = await syncPeer(backend.url, []);
+  const committedAt = answers(sender);
+  const answered = mutations(sender);
+  let requestId = 0;
+  const mutate = (udfPath: string, args: object) => {
+    const id = requestId++;
+    const answer = answered(id);
+    sender.send({ type: "Mutation", requestId: id, udfPath, args: [args] });
+    return answer;
+  };
+  for (const sessionId of pool) await mutate("sessions:start", { sessionId });
+  let sent = 0;
+  // A failed send (a limit) is printed at once, before the round times out.
+  const failures: Error[] = [];
+  const send = (body: string) => {
+    const sessionId = pool[sent++ % pool.length];
+    mutate("messages:send", { sessionId, body }).catch((error: Error) => {
+      console.error(error.message);
+      failures.push(error);
+    });
+  };
+  await closedLoop(peers, warmUp, (_, marker) => send(marker));
+  const frames: string[] = [];
+  await backend.request("reset");
+  const ours = await closedLoop(
+    peers,
+    rounds,
+    (_, marker) => send(marker),
+    (round, text) => (frames[round] = text),
+    committedAt,
+  );
+  const oursStall = await backend.request<Stall>("stall");
+  if (failures.length > 0) throw failures[0];
+  for (const peer of [...peers, sender]) peer.close();
+
+  const raw = await startChild("rawBroadcast.ts", []);
+  const rawPeers = await openMany(pages, () => Peer.open(raw.url));
+  const rawSender = await Peer.open(raw.url);
+  await raw.request("reset");
+  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
+    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
+  );
+  const floorStall = await raw.request<Stall>("stall");
+  for (const peer of [...rawPeers, rawSender]) peer.close();
+  await raw.stop();
+  return {
+    name:
+      `chat's real functions, ${pages} open pages (distinct sessions: users.me + messages.list), closed loop; ` +
+      `sender rotates over ${pool.length} sessions, at most ${MESSAGE_BURST} sends each (under the rate limit)`,
+    subscribers: pages,
+    ours: {
+      perPeer: summarize(ours.perPeer),
+      last: summarize(ours.last),
+      commitToLast: summarize(ours.sinceCommit),
+      deliveriesPerSec: (pages * rounds) / ours.seconds,
+    },
+    floor: {
+      perPeer: summarize(floor.perPeer),
+      last: summarize(floor.last),
+      deliveriesPerSec: (pages * rounds) / floor.seconds,
+    },
+    stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    extra: {
+      senderSessions: pool.length,
+      // Queries updated in a page's frame: 1 when only `messages.list` changed.
+      queriesInFrame: (frames.at(-1) ?? "").split('"QueryUpdated"').length - 1,
+      frameBytes: Buffer.byteLength(frames.at(-1) ?? ""),
+      lastP50RatioToFloor:
+        Math.round(
+          (100 * summarize(ours.last).p50) / summarize(floor.last).p50,
+        ) / 100,
+    },
+  };
+}
+
 function report(cases: FanOutCase[]): void {
   const f = (x: number) => x.toFixed(2);
   for (const c of cases) {
@@ -456,6 +603,8 @@ function report(cases: FanOutCase[]): void {
 
 export async function fanOutBenchmarks(options: {
   quick: boolean;
+  /** `"chat"`: only the chat's real functions with 100 and 1,000 pages. */
+  only?: "chat";
   json?: string;
 }): Promise<FanOutCase[]> {
   const rounds = options.quick ? 20 : 100;
@@ -476,6 +625,12 @@ export async function fanOutBenchmarks(options: {
   console.log(
     `\nfan-out (bare sockets on both sides; rounds per case: ${rounds}; times in ms)`,
   );
+  for (const pages of [100, 1_000]) {
+    await run(path.join(ROOT, "convex"), async (backend) => {
+      cases.push(await chatCase(backend, pages, rounds));
+    });
+  }
+  if (options.only === "chat") return finish(cases, options.json);
   for (const subscribers of [10, 100, 1_000]) {
     await run(path.join(ROOT, "convex"), async (backend) => {
       cases.push(await identicalCase(backend, subscribers, rounds));
@@ -495,9 +650,13 @@ export async function fanOutBenchmarks(options: {
       );
     },
   );
+  return finish(cases, options.json);
+}
+
+function finish(cases: FanOutCase[], jsonPath?: string): FanOutCase[] {
   report(cases);
   const json = JSON.stringify({ fanOut: cases }, null, 2);
-  if (options.json !== undefined) fs.writeFileSync(options.json, json);
+  if (jsonPath !== undefined) fs.writeFileSync(jsonPath, json);
   console.log(`\nJSON:\n${json}`);
   return cases;
 }

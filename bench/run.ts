@@ -10,9 +10,10 @@
  *   stands apart: it measures one-shot query latency);
  * - memory: backend process RSS and heap after inserting M messages;
  * - fan-out (bench/fanout.ts): identical and idle subscriptions beside a raw
- *   `ws` broadcast floor, with event-loop stalls.
+ *   `ws` broadcast floor, with event-loop stalls, and the chat's real
+ *   functions with 100 and 1,000 open pages (distinct sessions).
  *
- * Usage: npm run bench [-- --quick] [-- --only=fanout] [-- --json=path]
+ * Usage: npm run bench [-- --quick] [-- --only=fanout|chat] [-- --json=path]
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -27,7 +28,10 @@ import { fanOutBenchmarks } from "./fanout.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
-/** `--only=fanout` runs just the fan-out cases (bench/fanout.ts). */
+/**
+ * `--only=fanout` runs just the fan-out cases (bench/fanout.ts), `--only=chat`
+ * just its chat case (real functions, 100 and 1,000 open pages).
+ */
 const ONLY = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
 /** `--json=path` also writes the fan-out results there. */
 const JSON_PATH = process.argv.find((a) => a.startsWith("--json="))?.slice(7);
@@ -247,8 +251,12 @@ async function spawnBackend(
 }
 
 async function main(): Promise<void> {
-  if (ONLY !== "fanout") await chatCases();
-  await fanOutBenchmarks({ quick: QUICK, json: JSON_PATH });
+  if (ONLY !== "fanout" && ONLY !== "chat") await chatCases();
+  await fanOutBenchmarks({
+    quick: QUICK,
+    only: ONLY === "chat" ? "chat" : undefined,
+    json: JSON_PATH,
+  });
 }
 
 async function chatCases(): Promise<void> {

@@ -89,6 +89,23 @@ describe("subscriptions", () => {
     expect(list.errors).toEqual([]);
   });
 
+  test("a mutation that writes nothing resolves, on a fresh backend and after writes", async () => {
+    const client = h.client();
+    expect(
+      await withTimeout(
+        client.mutation(api.counters.peek, { name: "none" }),
+        "the first read-only mutation",
+      ),
+    ).toBeNull();
+    await client.mutation(api.counters.increment, { name: "seen" });
+    expect(
+      await withTimeout(
+        client.mutation(api.counters.peek, { name: "seen" }),
+        "a read-only mutation after a write",
+      ),
+    ).toBe(1);
+  });
+
   test("await mutation() resolves only once the write is in the caller's own subscriptions", async () => {
     const client = h.client();
     const list = watch<Message[]>((onValue, onError) =>

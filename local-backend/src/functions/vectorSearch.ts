@@ -162,7 +162,7 @@ function groupByField(
   // A set per field, as convex-backend's `BTreeSet`: a repeated value counts once.
   const byField = new Map<string, Map<string, Value | undefined>>();
   for (const { field, value } of pairs) {
-    const values = byField.get(field) ?? new Map();
+    const values = byField.get(field) ?? new Map<string, Value | undefined>();
     values.set(
       value === undefined ? "undefined" : JSON.stringify(convexToJson(value)),
       value,

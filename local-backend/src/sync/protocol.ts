@@ -213,7 +213,7 @@ export function parseClientMessage(frame: string): ClientMessage {
           );
           need(
             q.componentPath === undefined || q.componentPath === "",
-            "Add.componentPath (components are not supported yet)",
+            "Add.componentPath (only the app's functions can be called from a client)",
           );
         } else {
           need(q.type === "Remove", "modification type");
@@ -227,7 +227,7 @@ export function parseClientMessage(frame: string): ClientMessage {
       need(Array.isArray(m.args), `${m.type}.args`);
       need(
         m.componentPath === undefined || m.componentPath === "",
-        `${m.type}.componentPath (components are not supported yet)`,
+        `${m.type}.componentPath (only the app's functions can be called from a client)`,
       );
       return m as ClientMessage;
     case "Authenticate":

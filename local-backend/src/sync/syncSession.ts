@@ -104,8 +104,14 @@ export class SyncSession implements Subscriber {
   #rerunAll = false;
   /** The identity queries run as (the sharing key's slot). */
   #identity: IdentityKey = ANONYMOUS;
-  /** Commit ts a Transition must reach for mutations answered on this socket; 0 when none is owed. */
-  #owedTs = 0n;
+  /**
+   * The ts a Transition must reach for mutations answered on this socket, or
+   * null when none is owed. A Transition is owed even when the mutation wrote
+   * nothing (its ts is then the snapshot it read, possibly 0 or already sent):
+   * the client resolves a completed mutation only on the next Transition
+   * (convex 1.48 `client.ts` calls `requestManager.removeCompleted` there).
+   */
+  #owedTs: bigint | null = null;
   /** Transitions sent but not yet written out (single flight). */
   #unwritten = 0;
   /** An update was asked for while single flight held it back. */
@@ -268,7 +274,8 @@ export class SyncSession implements Subscriber {
         ts: encodeTs(outcome.ts!),
         logLines: outcome.logLines,
       });
-      if (outcome.ts! > this.#owedTs) this.#owedTs = outcome.ts!;
+      if (this.#owedTs === null || outcome.ts! > this.#owedTs)
+        this.#owedTs = outcome.ts!;
       this.#scheduleUpdate();
     } else {
       this.#send({ type: "MutationResponse", requestId, ...failure(outcome) });
@@ -360,7 +367,7 @@ export class SyncSession implements Subscriber {
     const ts = this.#hub.db.lastTs;
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
-    if (modifications.length === 0 && !advancesVersion && this.#owedTs === 0n)
+    if (modifications.length === 0 && !advancesVersion && this.#owedTs === null)
       return true;
     const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
     const startVersion = JSON.stringify({
@@ -374,7 +381,7 @@ export class SyncSession implements Subscriber {
       ts: encodeTs(endTs),
     });
     this.#sent = { querySet, identity, ts: endTs };
-    if (this.#owedTs <= endTs) this.#owedTs = 0n;
+    if (this.#owedTs !== null && this.#owedTs <= endTs) this.#owedTs = null;
     this.#unwritten++;
     this.#sendFrame(
       `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]}`,

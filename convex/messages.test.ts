@@ -62,6 +62,22 @@ test("send accepts 2000 characters and refuses 2001", async () => {
   expect(page.map(({ body }) => body.length)).toEqual([8000, 2000]);
 });
 
+test.each([
+  ["40,000 one-character", "é".repeat(40_000)],
+  ["a million-character", "x".repeat(1_000_000)],
+])("send refuses a %s body with MESSAGE_TOO_LONG", async (_what, body) => {
+  const t = newTest();
+  const sessionId = newSessionId();
+  await expectErrorCode(
+    t.mutation(api.messages.send, { sessionId, body }),
+    "MESSAGE_TOO_LONG",
+  );
+  const { page } = await t.query(api.messages.list, {
+    paginationOpts: firstPage,
+  });
+  expect(page).toEqual([]);
+});
+
 test("list pages newest first without duplicates or gaps", async () => {
   const t = newTest();
   // Five writers, as one may send only a burst of five at once.

@@ -21,3 +21,12 @@ test("isLongerThan refuses a few characters carrying many combining marks", () =
   expect(isLongerThan(`a${"\u0301".repeat(59)}`, 3)).toBe(false);
   expect(isLongerThan(`a${"\u0301".repeat(60)}`, 3)).toBe(true);
 });
+
+test("a character that straddles a segmentation slice counts once", () => {
+  // Text is segmented 1,000 code units at a time (`SEGMENT_SLICE`).
+  expect(countCharacters(`${"a".repeat(999)}e\u0301`)).toBe(1_000);
+  expect(countCharacters(`${"a".repeat(995)}👩🏻‍❤️‍💋‍👨🏼b`)).toBe(997);
+  expect(countCharacters("é".repeat(40_000))).toBe(40_000);
+  expect(isLongerThan(`${"a".repeat(1_999)}👍🏽`, 2_000)).toBe(false);
+  expect(isLongerThan(`${"a".repeat(2_000)}👍🏽`, 2_000)).toBe(true);
+});

@@ -28,18 +28,52 @@ const graphemeSegmenter =
     ? new Intl.Segmenter("en", { granularity: "grapheme" })
     : null;
 
-/** The number of user-perceived characters in `text`. */
-export function countCharacters(text: string): number {
+/**
+ * Segmenting costs time in proportion to the whole string at every step
+ * (V8's `Intl.Segmenter` iterator: 2,000 graphemes of a 40,000-character
+ * string took 0.3 s in Node, seconds in the backend), so text is segmented
+ * in slices of this many code units, each cut at its last full grapheme.
+ */
+const SEGMENT_SLICE = 1_000;
+
+/** The number of user-perceived characters in `text`, counting no further than `limit + 1`. */
+function countUpTo(text: string, limit: number): number {
   if (graphemeSegmenter === null) {
-    return [...text].length;
+    let count = 0;
+    for (const _codePoint of text) if (++count > limit) break;
+    return count;
   }
-  return Array.from(graphemeSegmenter.segment(text)).length;
+  let count = 0;
+  let position = 0;
+  while (position < text.length && count <= limit) {
+    const end = Math.min(text.length, position + SEGMENT_SLICE);
+    const segments = Array.from(
+      graphemeSegmenter.segment(text.slice(position, end)),
+    );
+    if (end === text.length || segments.length === 1) {
+      // The end of the text, or one cluster longer than a slice.
+      count += segments.length;
+      position = end;
+    } else {
+      // The last cluster may continue past the cut: count it with the next slice.
+      count += segments.length - 1;
+      position += segments[segments.length - 1].index;
+    }
+  }
+  return count;
 }
 
-/** Whether `text` is over a `*_MAX_CHARS` limit. */
+/** The number of user-perceived characters in `text`. */
+export function countCharacters(text: string): number {
+  return countUpTo(text, Infinity);
+}
+
+/**
+ * Whether `text` is over a `*_MAX_CHARS` limit. Its cost is bounded by the
+ * limit, not by the input.
+ */
 export function isLongerThan(text: string, maxChars: number): boolean {
-  return (
-    text.length > maxChars * MAX_CODE_UNITS_PER_CHAR ||
-    countCharacters(text) > maxChars
-  );
+  if (text.length <= maxChars) return false;
+  if (text.length > maxChars * MAX_CODE_UNITS_PER_CHAR) return true;
+  return countUpTo(text, maxChars) > maxChars;
 }

@@ -551,7 +551,7 @@ describe("endpoints", () => {
     const oversized = JSON.stringify({
       path: "messages:send",
       format: "convex_encoded_json",
-      args: [{ author: "big", body: "x".repeat(18 * 1024 * 1024) }],
+      args: [{ author: "big", body: "x".repeat(65 * 1024 * 1024) }],
     });
     const response = await rawHttp(h.url, {
       method: "POST",

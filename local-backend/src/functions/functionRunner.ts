@@ -40,6 +40,7 @@ import {
   UserTimeoutError,
   withWallClockLimit,
 } from "./deadline.ts";
+import { argumentsSizeError, resultSizeError } from "./limits.ts";
 import { StartupGate } from "./startupGate.ts";
 import { Transaction } from "./transaction.ts";
 import {
@@ -710,6 +711,8 @@ export class FunctionRunner {
         `ArgumentValidationError: ${(error as Error).message}`,
       );
     }
+    const sizeError = argumentsSizeError(canonical, decoded);
+    if (sizeError !== null) throw new ExpectedError(sizeError);
     const argsError = validateArgs(this.#validatorsOf(fn).args, decoded, {
       tableNameOfId: (id) => this.#tableNameOfId(id, componentPath),
     });
@@ -769,13 +772,12 @@ export class FunctionRunner {
     resultJson: string,
   ): FunctionOutcome {
     const value = JSON.parse(resultJson) as JSONValue;
-    const returnsError = validateReturns(
-      this.#validatorsOf(fn).returns,
-      jsonToConvex(value),
-      {
+    const decoded = jsonToConvex(value);
+    const returnsError =
+      resultSizeError(context.path, decoded) ??
+      validateReturns(this.#validatorsOf(fn).returns, decoded, {
         tableNameOfId: (id) => this.#tableNameOfId(id, context.componentPath),
-      },
-    );
+      });
     if (returnsError !== null) {
       return {
         status: "error",

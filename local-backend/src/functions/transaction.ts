@@ -46,6 +46,7 @@ import {
 } from "../storage/database.ts";
 import { decodeId, encodeId, newInternalId } from "../values/ids.ts";
 import { ReadSet } from "../query/readSet.ts";
+import { checkDocument, UsageMeter } from "./limits.ts";
 import {
   compileSearch,
   MAX_CANDIDATE_REVISIONS,
@@ -92,8 +93,6 @@ export type Access = "db" | "db.system";
 /** Field names the library never sends but a forged syscall could (convex-backend
  *  rejects user fields that start with "_" at the top level). */
 const SYSTEM_FIELDS = new Set(["_id", "_creationTime"]);
-const MAX_DOCUMENT_BYTES = 1 << 20;
-
 /**
  * The writes of one function call within a transaction.
  * - `readOnly`: a query (nested or not) may not write
@@ -113,6 +112,8 @@ export class WriteLayer {
 export class Transaction {
   /** Tables this transaction read; a commit to any of them invalidates a query that ran here. */
   readonly readSet = new ReadSet();
+  /** Reads and writes against Convex's per-transaction limits (`limits.ts`). */
+  readonly usage: UsageMeter;
   readonly #db: Database;
   readonly #readOnly: boolean;
   /** The top-level function's writes; what `pendingWrites()` commits. */
@@ -121,7 +122,12 @@ export class Transaction {
   readonly #snapshot: number;
   #closed = false;
 
-  constructor(db: Database, options: { readOnly: boolean }) {
+  /** `unmetered`: the backend's own reads and writes, outside Convex's per-function limits. */
+  constructor(
+    db: Database,
+    options: { readOnly: boolean; unmetered?: boolean },
+  ) {
+    this.usage = new UsageMeter(options.unmetered !== true);
     this.#db = db;
     this.#snapshot = db.commitCount;
     this.#readOnly = options.readOnly;
@@ -176,9 +182,11 @@ export class Transaction {
     const table = this.#resolveId(id, tableName, "db.get", access);
     if (table === undefined) return null;
     this.readSet.addId(table.name, id);
+    this.usage.readRange(`id:${id}`);
     const pending = this.#pending(id, layer);
-    if (pending !== undefined) return pending.doc;
-    return this.#db.getDocument(id);
+    const doc = pending !== undefined ? pending.doc : this.#db.getDocument(id);
+    if (doc !== null) this.usage.readDocument(doc);
+    return doc;
   }
 
   insert(
@@ -309,6 +317,7 @@ export class Transaction {
   ): void {
     this.#checkWrite(layer);
     const { table } = this.#existing(id, tableName, "Delete", layer, access);
+    this.usage.writeDocument(id, null);
     layer.writes.set(id, { table, doc: null });
   }
 
@@ -481,6 +490,10 @@ export class Transaction {
     const { tableName, indexName, keyFields, order } = source;
     const interval = afterCursor(source.interval, order, after);
     const read = this.readSet.addScan(tableName, keyFields, interval, order);
+    // A read past a cursor is a range of its own; the same query again is not.
+    this.usage.readRange(
+      `${JSON.stringify(query.source)}${after === undefined ? "" : `@${this.usage.rangesRead}`}`,
+    );
     const pending = this.#pendingFor(tableName, layer);
     const added: { key: Buffer; doc: Doc; bytes: number }[] = [];
     for (const doc of pending.values()) {
@@ -494,6 +507,7 @@ export class Transaction {
     added.sort((a, b) => direction * compareKeyBytes(a.key, b.key));
     let next = 0;
     const emit = (row: { key: Buffer; doc: Doc; bytes: number }) => {
+      this.usage.readDocument(row.doc);
       read.lastKey = row.key;
       return row;
     };
@@ -695,12 +709,8 @@ export class Transaction {
         `System tables (prefixed with '_') are read-only: cannot write to "${tableName}"`,
       );
     }
-    const bytes = JSON.stringify(convexToJson(doc)).length;
-    if (bytes > MAX_DOCUMENT_BYTES) {
-      throw new Error(
-        `Document is too large (${bytes} bytes; the limit is ${MAX_DOCUMENT_BYTES} bytes)`,
-      );
-    }
+    checkDocument(doc);
+    this.usage.writeDocument(doc._id, doc);
     this.#db.validateDocument(tableName, doc);
     // A later patch of an inserted document is still an insert to commit.
     const isNew = inserted || this.#pending(doc._id, layer)?.inserted === true;
@@ -870,7 +880,7 @@ function checkUserFields(value: Record<string, Value | undefined>): void {
   for (const field of Object.keys(value)) {
     if (field.startsWith("_")) {
       throw new Error(
-        `Field name "${field}" is reserved: top-level fields starting with "_" are system fields`,
+        `Field '${field}' starts with an underscore, which is only allowed for system fields like '_id'`,
       );
     }
   }

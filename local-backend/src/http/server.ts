@@ -30,9 +30,10 @@ import type { FileStorage } from "../functions/fileStorage.ts";
 import { serveStorage } from "./storageRoutes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
 import { serveSyncSocket, type SyncSocketOptions } from "./syncSocket.ts";
+import { MAX_FRAME_BYTES } from "../sync/protocol.ts";
 
-/** Convex's function argument limit (16 MiB) plus room for the envelope. */
-const MAX_BODY_BYTES = 17 * 1024 * 1024;
+/** The same bound as a sync frame: calls over Convex's 16 MiB argument limit still get its error. */
+const MAX_BODY_BYTES = MAX_FRAME_BYTES;
 /** convex 1.48 `http_client.ts` `STATUS_CODE_UDF_FAILED`. */
 const STATUS_UDF_FAILED = 560;
 const SYNC_PATH = /^\/api\/[^/]+\/sync$/;

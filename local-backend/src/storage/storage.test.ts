@@ -75,13 +75,20 @@ const fullScan: SerializedQuery = {
 };
 
 function read(db: Database, query: SerializedQuery): Doc[] {
-  return [...new Transaction(db, { readOnly: true }).stream(query)];
+  return [
+    ...new Transaction(db, { readOnly: true, unmetered: true }).stream(query),
+  ];
 }
 
+/** In commits of at most Convex's 16,000 writes (`TRANSACTION_MAX_NUM_USER_WRITES`). */
 function insertMany(db: Database, rows: Record<string, Value>[]): string[] {
-  const tx = new Transaction(db, { readOnly: false });
-  const ids = rows.map((row) => tx.insert("messages", row));
-  db.commit(tx.pendingWrites());
+  const ids: string[] = [];
+  for (let start = 0; start < rows.length; start += 16_000) {
+    const tx = new Transaction(db, { readOnly: false });
+    for (const row of rows.slice(start, start + 16_000))
+      ids.push(tx.insert("messages", row));
+    db.commit(tx.pendingWrites());
+  }
   return ids;
 }
 

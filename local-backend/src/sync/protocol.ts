@@ -143,13 +143,21 @@ export class ProtocolError extends Error {
   }
 }
 
-const MAX_FRAME_CHARS = 16 * 1024 * 1024;
+/**
+ * The largest frame the sync endpoint reads. Well above Convex's 16 MiB
+ * argument limit, so an oversized call arrives and fails with Convex's
+ * "Arguments for … are too large" for that request while the socket stays
+ * open; refusing the frame instead would close the socket, and the client
+ * would reconnect and re-send it for ever (convex 1.48 `request_manager.ts`
+ * re-sends every in-flight mutation on reconnect).
+ */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 /** Parses and checks one text frame from a client. */
 export function parseClientMessage(frame: string): ClientMessage {
-  if (frame.length > MAX_FRAME_CHARS) {
+  if (frame.length > MAX_FRAME_BYTES) {
     throw new ProtocolError(
-      `Message too large (${frame.length} characters; the limit is ${MAX_FRAME_CHARS})`,
+      `Message too large (${frame.length} characters; the limit is ${MAX_FRAME_BYTES})`,
     );
   }
   let raw: unknown;

@@ -20,9 +20,11 @@ import {
   type LogLevel,
 } from "./functions/isolate.ts";
 import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import { CronRunner } from "./functions/crons.ts";
 import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
+import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -118,6 +120,8 @@ export async function startBackend(
   });
   const scheduler = new Scheduler(db, runner, { clock: options.clock });
   cleanup.push(() => scheduler.close());
+  const crons = new CronRunner(runner, { clock: options.clock, logger });
+  cleanup.push(() => crons.close());
   let siteUrl: string | null = null;
   let url = "";
   const files = FileStorage.open({
@@ -129,7 +133,7 @@ export async function startBackend(
   const convex = createSyscalls({
     db,
     nested: runner.nested,
-    extensions: [files.syscalls, scheduler.syscalls],
+    extensions: [files.syscalls, scheduler.syscalls, vectorSearchSyscalls(db)],
   });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {
@@ -149,11 +153,20 @@ export async function startBackend(
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
    */
-  const install = (isolate: Isolate) =>
-    runner.install(isolate, () => {
+  const install = async (isolate: Isolate) => {
+    // Backfills and schema checks run before the switch, yielding to the
+    // event loop, so the executor keeps serving the old build meanwhile.
+    await db.prepareSchema(isolate.schema);
+    await runner.install(isolate, () => {
       db.setSchema(isolate.schema);
       hub.invalidateAll();
     });
+    try {
+      await crons.sync(isolate.modules.crons?.default);
+    } catch (error) {
+      logger.error(`Cron jobs not updated: ${(error as Error).message}`);
+    }
+  };
 
   const hub = new SubscriptionHub(db, runner);
   cleanup.push(() => hub.close());

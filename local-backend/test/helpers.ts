@@ -221,7 +221,12 @@ export type TestBackend = {
 };
 
 export async function startTestBackend(
-  options: { functions?: string; watch?: boolean; dataDir?: string } = {},
+  options: {
+    functions?: string;
+    watch?: boolean;
+    dataDir?: string;
+    clock?: BackendOptions["clock"];
+  } = {},
 ): Promise<TestBackend> {
   const dataDir = options.dataDir ?? tempDir("data");
   const logs = quietLogger();
@@ -234,6 +239,7 @@ export async function startTestBackend(
       host: "127.0.0.1",
       watch: options.watch ?? false,
       logger: logs,
+      clock: options.clock,
     });
   const clients: ConvexClient[] = [];
   const raws: RawSyncClient[] = [];

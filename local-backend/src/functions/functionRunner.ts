@@ -33,13 +33,27 @@ import {
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
+import {
+  ACTION_TIMEOUT_MS,
+  USER_TIMEOUT_MS,
+  UserTimeoutError,
+  withWallClockLimit,
+} from "./deadline.ts";
 import { StartupGate } from "./startupGate.ts";
 import { Transaction } from "./transaction.ts";
-import { validateArgs, validateReturns } from "../values/validators.ts";
+import {
+  ComponentError,
+  type ComponentFunctionPath,
+  type ComponentTree,
+  type FunctionAddress,
+  localTableName,
+  ROOT_COMPONENT,
+} from "./components.ts";
 
-/** Wall-clock limit for one query or mutation. Convex limits user code to 1 s of
- *  CPU; a wall clock is what we can enforce here without a second thread. */
-export const FUNCTION_TIMEOUT_MS = 10_000;
+/** convex-backend `bad_admin_key_error(None)`: what a non-admin caller gets for a component's function. */
+const BAD_DEPLOY_KEY =
+  "BadDeployKey: The provided deploy key was invalid for this deployment. Double check that the environment this key was generated for matches the desired deployment.";
+import { validateArgs, validateReturns } from "../values/validators.ts";
 
 export type FunctionSuccess = {
   status: "success";
@@ -69,10 +83,13 @@ export type QueryRequest = {
   path: string;
   args: JSONValue;
   journal?: string | null;
+  /** The component the function belongs to; "" (the app) by default. */
+  componentPath?: string;
 };
 export type MutationRequest = {
   path: string;
   args: JSONValue;
+  componentPath?: string;
   /** The client session and request id, for exactly-once execution across reconnects. */
   dedupe?: { sessionId: string; requestId: number } | undefined;
   /** A scheduled run: the job's state changes commit with the mutation (scheduler.ts). */
@@ -86,7 +103,8 @@ export type MutationRequest = {
  * `application/src/scheduled_jobs/mod.rs` `handle_mutation`).
  */
 export type MutationJob = {
-  id: string;
+  /** The `_scheduled_functions` job, if this is one (crons have none). */
+  id?: string;
   /** In the run's transaction before the function; false skips the run (canceled meanwhile). */
   begin(tx: Transaction): boolean;
   /** In the run's transaction after success. */
@@ -169,10 +187,22 @@ export class FunctionRunner {
 
   /** Calls from inside functions (`ctx.runQuery` and friends), for the syscall layer. */
   readonly nested: NestedCalls = {
-    runInTransaction: (parent, udfType, path, args) =>
-      this.#runNested(parent, udfType, path, args),
-    runFromAction: (parent, udfType, path, args) =>
-      this.#runFromAction(parent, udfType, path, args),
+    runInTransaction: (parent, udfType, address, args) =>
+      this.#runNested(parent, udfType, this.#resolve(parent, address), args),
+    runFromAction: (parent, udfType, address, args) =>
+      this.#runFromAction(
+        parent,
+        udfType,
+        this.#resolve(parent, address),
+        args,
+      ),
+    createFunctionHandle: (parent, address) => {
+      const target = this.#resolve(parent, address);
+      // The handle must name a function that exists (convex-backend looks it
+      // up in `_function_handles`, which holds one row per function).
+      this.#findFunction(target.udfPath, target.componentPath);
+      return this.#components().functionHandle(target);
+    },
   };
 
   runQuery(
@@ -212,11 +242,23 @@ export class FunctionRunner {
   }
 
   async runAction(
-    request: { path: string; args: JSONValue; scheduledJobId?: string },
+    request: {
+      path: string;
+      args: JSONValue;
+      componentPath?: string;
+      scheduledJobId?: string;
+    },
     visibility: Visibility = "public",
   ): Promise<FunctionOutcome> {
     await this.#afterStartup(() => Promise.resolve());
-    const context = newRequest("action", request.path, null);
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
+    const context = newRequest(
+      "action",
+      request.path,
+      null,
+      null,
+      componentPath,
+    );
     context.scheduledJobId = request.scheduledJobId ?? null;
     try {
       const { fn, path, args } = this.#prepare(
@@ -224,10 +266,13 @@ export class FunctionRunner {
         request.args,
         "action",
         visibility,
+        componentPath,
       );
       context.path = path;
       const result = await requestStorage.run(context, () =>
-        fn.invokeAction!(context.requestId, JSON.stringify([args])),
+        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
+          fn.invokeAction!(context.requestId, JSON.stringify([args])),
+        ),
       );
       return this.#report(context, this.#finish(context, fn, result));
     } catch (error) {
@@ -262,7 +307,9 @@ export class FunctionRunner {
     );
     try {
       const response = await requestStorage.run(context, () =>
-        endpoint.invokeHttpAction(request),
+        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
+          endpoint.invokeHttpAction(request),
+        ),
       );
       this.#report(context, {
         status: "success",
@@ -285,11 +332,13 @@ export class FunctionRunner {
     visibility: Visibility,
   ): Promise<QueryOutcome> {
     const tx = new Transaction(this.#db, { readOnly: true });
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
       "query",
       request.path,
       tx,
       request.journal ?? null,
+      componentPath,
     );
     let outcome: FunctionOutcome;
     try {
@@ -298,9 +347,10 @@ export class FunctionRunner {
         request.args,
         "query",
         visibility,
+        componentPath,
       );
       context.path = path;
-      const result = await this.#invokeWithTimeout(context, () =>
+      const result = await this.#invokeTimed(context, () =>
         fn.invokeQuery!(JSON.stringify([args])),
       );
       outcome = this.#report(context, this.#finish(context, fn, result));
@@ -343,10 +393,17 @@ export class FunctionRunner {
       }
     }
     const tx = new Transaction(this.#db, { readOnly: false });
-    const context = newRequest("mutation", request.path, tx);
+    const componentPath = request.componentPath ?? ROOT_COMPONENT;
+    const context = newRequest(
+      "mutation",
+      request.path,
+      tx,
+      null,
+      componentPath,
+    );
     const job = request.job;
     if (job !== undefined) {
-      context.scheduledJobId = job.id;
+      context.scheduledJobId = job.id ?? null;
       if (!job.begin(tx)) {
         tx.close();
         return { status: "success", value: null, logLines: [], ts: null };
@@ -358,14 +415,21 @@ export class FunctionRunner {
         request.args,
         "mutation",
         visibility,
+        componentPath,
       );
       context.path = path;
-      const result = await this.#invokeWithTimeout(context, () =>
+      const result = await this.#invokeTimed(context, () =>
         fn.invokeMutation!(JSON.stringify([args])),
       );
       const outcome = this.#report(context, this.#finish(context, fn, result));
       if (outcome.status === "error") return this.#failJob(job, outcome);
       job?.succeed(tx);
+      if (tx.pendingWrites().size === 0) {
+        // Nothing to make durable: no timestamp, no fsync, no de-duplication
+        // record. A retry re-runs it, which has no effect either (Convex's
+        // committer skips read-only transactions the same way).
+        return { ...outcome, ts: this.#db.lastTs };
+      }
       // The de-duplication record commits with the writes, so a retry after a
       // crash or a dropped socket can never run the mutation a second time.
       const record =
@@ -421,10 +485,14 @@ export class FunctionRunner {
   }
 
   /** What kind of function `udfPath` names in the current build, or null if none. */
-  functionKind(udfPath: string): UdfType | null {
+  functionKind(
+    udfPath: string,
+    componentPath: string = ROOT_COMPONENT,
+  ): UdfType | null {
     const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const fn = this.#isolate?.modules[module]?.[exportName] as
-      RegisteredFunction | undefined;
+    const fn = this.#isolate?.components.get(componentPath)?.modules[module]?.[
+      exportName
+    ] as RegisteredFunction | undefined;
     if (fn === undefined || fn === null) return null;
     return fn.isQuery
       ? "query"
@@ -436,14 +504,32 @@ export class FunctionRunner {
   }
 
   /** Whether the current build has a module `module` (a canonical path without ".js"). */
-  hasModule(module: string): boolean {
-    return this.#isolate?.modules[module] !== undefined;
+  hasModule(module: string, componentPath: string = ROOT_COMPONENT): boolean {
+    return (
+      this.#isolate?.components.get(componentPath)?.modules[module] !==
+      undefined
+    );
+  }
+
+  /** Every component instance's path in the current build, the app ("") first. */
+  componentPaths(): string[] {
+    return this.#isolate === null
+      ? [ROOT_COMPONENT]
+      : [...this.#isolate.components.instances()].map((c) => c.path);
+  }
+
+  /** The function a `ctx.scheduler` address names, from where `parent` runs. */
+  resolveAddress(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    return this.#resolve(parent, address);
   }
 
   async #runNested(
     parent: RequestContext,
     udfType: "query" | "mutation" | "snapshotQuery",
-    path: string,
+    target: ComponentFunctionPath,
     argsJson: JSONValue,
   ): Promise<JSONValue> {
     const kind = udfType === "mutation" ? "mutation" : "query";
@@ -457,7 +543,13 @@ export class FunctionRunner {
       fn,
       path: canonical,
       args,
-    } = this.#prepare(path, argsJson, kind, "any");
+    } = this.#prepare(
+      target.udfPath,
+      argsJson,
+      kind,
+      "any",
+      target.componentPath,
+    );
     // The child writes to a layer of its own: folded into the caller's on
     // success, dropped on failure, whatever else the caller does meanwhile.
     const layer = tx.child(parent.layer!, udfType);
@@ -465,12 +557,16 @@ export class FunctionRunner {
       ...parent,
       udfType: kind,
       path: canonical,
+      componentPath: target.componentPath,
       layer,
+      // A journal of its own: convex-backend runs a nested call with
+      // `QueryJournal::new()` (crates/isolate `async_syscall.rs` `run_udf`).
+      journal: { endCursor: null, produced: null, paginated: false },
       streams: new Map(),
       nextStreamId: 0,
     };
     try {
-      const result = await requestStorage.run(child, () =>
+      const result = await this.#invokeTimed(child, () =>
         kind === "mutation"
           ? fn.invokeMutation!(JSON.stringify([args]))
           : fn.invokeQuery!(JSON.stringify([args])),
@@ -487,15 +583,20 @@ export class FunctionRunner {
   async #runFromAction(
     parent: RequestContext,
     udfType: UdfType,
-    path: string,
+    target: ComponentFunctionPath,
     args: JSONValue,
   ): Promise<JSONValue> {
+    const request = {
+      path: target.udfPath,
+      componentPath: target.componentPath,
+      args,
+    };
     const outcome =
       udfType === "query"
-        ? await this.runQuery({ path, args }, "any")
+        ? await this.runQuery(request, "any")
         : udfType === "mutation"
-          ? await this.runMutation({ path, args }, "any")
-          : await this.runAction({ path, args }, "any");
+          ? await this.runMutation(request, "any")
+          : await this.runAction(request, "any");
     parent.logLines.push(...outcome.logLines);
     if (outcome.status === "success") return outcome.value;
     if (outcome.errorData !== undefined)
@@ -503,19 +604,35 @@ export class FunctionRunner {
     throw new Error(outcome.errorMessage);
   }
 
-  /** Finds the function and checks its visibility, type and arguments. */
-  #prepare(
+  #components(): ComponentTree {
+    if (this.#isolate === null)
+      throw new ExpectedError("The functions are not loaded yet");
+    return this.#isolate.components;
+  }
+
+  /** The function an address names, from where `parent` runs. */
+  #resolve(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    try {
+      return this.#components().resolveAddress(parent.componentPath, address);
+    } catch (error) {
+      if (error instanceof ComponentError)
+        throw new ExpectedError(error.message);
+      throw error;
+    }
+  }
+
+  /** The registered function at `udfPath` in a component, and its canonical path. */
+  #findFunction(
     udfPath: string,
-    argsJson: JSONValue,
-    kind: UdfType,
-    visibility: Visibility,
-  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    componentPath: string,
+  ): { fn: RegisteredFunction; canonical: string; actual: UdfType } {
     const { module, exportName, canonical } = canonicalizeUdfPath(udfPath);
-    const notFound = () =>
-      new ExpectedError(
-        `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
-      );
-    const exports = this.#isolate?.modules[module];
+    const notFound = () => this.#notFound(canonical);
+    const exports =
+      this.#isolate?.components.get(componentPath)?.modules[module];
     const fn = exports?.[exportName] as RegisteredFunction | undefined;
     if (
       fn === undefined ||
@@ -531,7 +648,28 @@ export class FunctionRunner {
           ? "action"
           : null;
     if (actual === null) throw notFound();
-    if (visibility === "public" && fn.isPublic !== true) throw notFound();
+    return { fn, canonical, actual };
+  }
+
+  /** Finds the function and checks its visibility, type and arguments. */
+  #prepare(
+    udfPath: string,
+    argsJson: JSONValue,
+    kind: UdfType,
+    visibility: Visibility,
+    componentPath: string,
+  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+    if (visibility === "public" && componentPath !== ROOT_COMPONENT) {
+      // Only an admin may call into a component from outside (convex-backend
+      // `UdfPostRequestWithComponent::component_path` → `must_be_admin`).
+      throw new ExpectedError(BAD_DEPLOY_KEY);
+    }
+    const { fn, canonical, actual } = this.#findFunction(
+      udfPath,
+      componentPath,
+    );
+    if (visibility === "public" && fn.isPublic !== true)
+      throw this.#notFound(canonical);
     if (actual !== kind) {
       throw new ExpectedError(
         `Trying to execute ${canonical} as ${capitalize(kind)}, but it is defined as ${capitalize(actual)}.`,
@@ -552,10 +690,43 @@ export class FunctionRunner {
       );
     }
     const argsError = validateArgs(this.#validatorsOf(fn).args, decoded, {
-      tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+      tableNameOfId: (id) => this.#tableNameOfId(id, componentPath),
     });
     if (argsError !== null) throw new ExpectedError(argsError);
-    return { fn, path: canonical, args };
+    return {
+      fn:
+        kind === "action" ? fn : this.#timed(udfPath, componentPath, canonical),
+      path: canonical,
+      args,
+    };
+  }
+
+  /** The same query or mutation in the timed context, where it must run (`deadline.ts`). */
+  #timed(
+    udfPath: string,
+    componentPath: string,
+    canonical: string,
+  ): RegisteredFunction {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    const fn = this.#isolate?.udf.modules.get(componentPath)?.modules[module]?.[
+      exportName
+    ] as RegisteredFunction | undefined;
+    if (fn === undefined) throw this.#notFound(canonical);
+    return fn;
+  }
+
+  /** `v.id("t")` in a component means its own `t`: another namespace's ID names no table there. */
+  #tableNameOfId(id: string, componentPath: string): string | null {
+    const table = this.#db.tableOfId(id);
+    return table === undefined
+      ? null
+      : localTableName(componentPath, table.name);
+  }
+
+  #notFound(canonical: string): ExpectedError {
+    return new ExpectedError(
+      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+    );
   }
 
   /** `exportArgs()` / `exportReturns()` re-serialize on every call; a function's validators never change. */
@@ -581,7 +752,7 @@ export class FunctionRunner {
       this.#validatorsOf(fn).returns,
       jsonToConvex(value),
       {
-        tableNameOfId: (id) => this.#db.tableOfId(id)?.name ?? null,
+        tableNameOfId: (id) => this.#tableNameOfId(id, context.componentPath),
       },
     );
     if (returnsError !== null) {
@@ -601,7 +772,7 @@ export class FunctionRunner {
       stack?: string;
       data?: unknown;
     } | null;
-    if (error instanceof ExpectedError) {
+    if (error instanceof ExpectedError || error instanceof UserTimeoutError) {
       return {
         status: "error",
         errorMessage: serverError(context, error.message),
@@ -645,7 +816,7 @@ export class FunctionRunner {
     if (context.logLines.length > 0 || uncaught) {
       this.#onRun({
         udfType: context.udfType,
-        path: context.path,
+        path: componentFunctionName(context.componentPath, context.path),
         logLines: context.logLines,
         ...(uncaught
           ? {
@@ -660,26 +831,22 @@ export class FunctionRunner {
     return outcome;
   }
 
-  async #invokeWithTimeout(
+  /**
+   * Runs a query or mutation in the timed context with Convex's 1 s; a nested
+   * call joins its caller's budget. A timed-out run leaves its transaction
+   * closed, so nothing it wrote commits.
+   */
+  #invokeTimed(
     context: RequestContext,
     invoke: () => Promise<string>,
   ): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        context.tx?.close();
-        reject(
-          new ExpectedError(
-            `Function execution timed out (maximum duration: ${FUNCTION_TIMEOUT_MS / 1000}s)`,
-          ),
-        );
-      }, FUNCTION_TIMEOUT_MS);
-    });
-    try {
-      return await Promise.race([requestStorage.run(context, invoke), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const realm = this.#isolate!.udf;
+    return requestStorage.run(context, () =>
+      realm.invoke(USER_TIMEOUT_MS, invoke).catch((error: unknown) => {
+        if (error instanceof UserTimeoutError) context.tx?.close();
+        throw error;
+      }),
+    );
   }
 }
 
@@ -705,10 +872,12 @@ function newRequest(
   path: string,
   tx: Transaction | null,
   journal: string | null = null,
+  componentPath: string = ROOT_COMPONENT,
 ): RequestContext {
   return {
     udfType,
     path,
+    componentPath,
     requestId: `${REQUEST_ID_PREFIX}${(requestCounter++).toString(16).padStart(8, "0")}`,
     scheduledJobId: null,
     tx,
@@ -762,6 +931,16 @@ function asSyscallError(error: unknown): Error {
   return error instanceof Error
     ? error
     : new Error(e?.message ?? String(error));
+}
+
+/** How logs name a component's function: "presence/batchWorker/lib:ping"; the app's keep "lib:ping". */
+export function componentFunctionName(
+  componentPath: string,
+  udfPath: string,
+): string {
+  return componentPath === ROOT_COMPONENT
+    ? udfPath
+    : `${componentPath}/${udfPath}`;
 }
 
 function capitalize(text: string): string {

@@ -36,6 +36,11 @@ import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
 import type { FunctionRunner } from "./functionRunner.ts";
 import { canonicalizeUdfPath } from "./functionRunner.ts";
+import {
+  baseTableName,
+  componentOfTable,
+  internalTableName,
+} from "./components.ts";
 import type { RequestContext, SyscallExtensions } from "./syscalls.ts";
 import type {
   SerializedQuery,
@@ -44,8 +49,8 @@ import type {
 } from "./transaction.ts";
 
 export const SCHEDULED_FUNCTIONS = "_scheduled_functions";
-const BY_STATE_SCHEDULED_TIME = `${SCHEDULED_FUNCTIONS}.by_state_scheduledTime`;
-const BY_COMPLETED_TIME = `${SCHEDULED_FUNCTIONS}.by_completedTime`;
+const BY_STATE_SCHEDULED_TIME = "by_state_scheduledTime";
+const BY_COMPLETED_TIME = "by_completedTime";
 
 /** convex-backend knobs `TRANSACTION_MAX_NUM_SCHEDULED` and the argument size limits. */
 export const MAX_SCHEDULED_PER_TRANSACTION = 1000;
@@ -127,20 +132,24 @@ export class Scheduler {
     this.#runner = runner;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#stopListening = db.onCommit((result) => {
-      if (result.tables.has(SCHEDULED_FUNCTIONS)) this.#wake();
+      for (const table of result.tables) {
+        if (baseTableName(table) === SCHEDULED_FUNCTIONS) return this.#wake();
+      }
     });
   }
 
   /** Fails the actions a previous process left running, then runs due jobs. */
   async start(): Promise<void> {
     await this.#runner.runSystem((tx) => {
-      for (const job of readJobs(tx, BY_STATE_SCHEDULED_TIME, [
-        eq("state.kind", "inProgress"),
-      ])) {
-        this.#complete(tx, job._id, {
-          kind: "failed",
-          error: "Transient error while executing action",
-        });
+      for (const table of this.#tables()) {
+        for (const job of readJobs(tx, table, BY_STATE_SCHEDULED_TIME, [
+          eq("state.kind", "inProgress"),
+        ])) {
+          this.#complete(tx, job._id, {
+            kind: "failed",
+            error: "Transient error while executing action",
+          });
+        }
       }
     });
     this.#started = true;
@@ -168,7 +177,7 @@ export class Scheduler {
       },
       "1.0/cancel_job": (request, args) => {
         const { tx, layer } = requireMutation(request, "1.0/cancel_job");
-        this.cancelInTransaction(tx, layer, args.id);
+        this.cancelInTransaction(request, tx, layer, args.id);
         return Promise.resolve(null);
       },
       "1.0/actions/schedule": (request, args) => {
@@ -177,7 +186,7 @@ export class Scheduler {
       },
       "1.0/actions/cancel_job": async (request, args) => {
         requireAction(request, "1.0/actions/cancel_job");
-        await this.cancelFromAction(args.id);
+        await this.cancelFromAction(request, args.id);
         return null;
       },
     },
@@ -190,7 +199,13 @@ export class Scheduler {
     layer: WriteLayer,
     args: ScheduleArgs,
   ): string {
-    const { name, fnArgs, scheduledTime } = this.#validate(request, args);
+    const { name, fnArgs, scheduledTime, componentPath } = this.#validate(
+      request,
+      args,
+    );
+    // A job lives in its function's component, which runs it; a handle into
+    // another component schedules there.
+    const table = internalTableName(componentPath, SCHEDULED_FUNCTIONS);
     const used = this.#scheduledBy.get(tx) ?? { count: 0, bytes: 0 };
     if (used.count >= MAX_SCHEDULED_PER_TRANSACTION) {
       throw new Error(
@@ -219,13 +234,13 @@ export class Scheduler {
         ? null
         : (tx.get(
             request.scheduledJobId,
-            SCHEDULED_FUNCTIONS,
+            internalTableName(request.componentPath, SCHEDULED_FUNCTIONS),
             layer,
           ) as Job | null);
     if (parent?.state.kind === "canceled") {
       const now = this.#clock.now();
       return tx.insertSystem(
-        SCHEDULED_FUNCTIONS,
+        table,
         {
           name,
           args: [fnArgs],
@@ -237,7 +252,7 @@ export class Scheduler {
       );
     }
     return tx.insertSystem(
-      SCHEDULED_FUNCTIONS,
+      table,
       { name, args: [fnArgs], scheduledTime, state: { kind: "pending" } },
       layer,
     );
@@ -254,10 +269,18 @@ export class Scheduler {
   }
 
   /** `1.0/cancel_job`: pending and running jobs become canceled; finished ones stay. */
-  cancelInTransaction(tx: Transaction, layer: WriteLayer, id: unknown): void {
+  cancelInTransaction(
+    request: RequestContext,
+    tx: Transaction,
+    layer: WriteLayer,
+    id: unknown,
+  ): void {
     if (
       typeof id !== "string" ||
-      !this.#db.isIdOfTable(SCHEDULED_FUNCTIONS, id)
+      !this.#db.isIdOfTable(
+        internalTableName(request.componentPath, SCHEDULED_FUNCTIONS),
+        id,
+      )
     ) {
       throw new Error(
         `Invalid argument \`id\` for \`cancel\`: ${JSON.stringify(id)} is not an ID of the "${SCHEDULED_FUNCTIONS}" table`,
@@ -266,23 +289,35 @@ export class Scheduler {
     this.#complete(tx, id, { kind: "canceled" }, layer);
   }
 
-  cancelFromAction(id: unknown): Promise<void> {
+  cancelFromAction(request: RequestContext, id: unknown): Promise<void> {
     return this.#runner.runSystem((tx) =>
-      this.cancelInTransaction(tx, tx.root, id),
+      this.cancelInTransaction(request, tx, tx.root, id),
     );
   }
 
   #validate(
     request: RequestContext,
     args: ScheduleArgs,
-  ): { name: string; fnArgs: Value; scheduledTime: number } {
-    if (typeof args.name !== "string") {
-      throw new Error(
-        args.reference !== undefined || args.functionHandle !== undefined
-          ? "Scheduling components' functions and function handles is not supported by the local backend yet"
-          : "ctx.scheduler needs a function reference",
-      );
-    }
+  ): {
+    name: string;
+    fnArgs: Value;
+    scheduledTime: number;
+    componentPath: string;
+  } {
+    const address =
+      typeof args.name === "string"
+        ? { name: args.name }
+        : typeof args.reference === "string"
+          ? { reference: args.reference }
+          : typeof args.functionHandle === "string"
+            ? { functionHandle: args.functionHandle }
+            : null;
+    if (address === null)
+      throw new Error("ctx.scheduler needs a function reference");
+    const { componentPath, udfPath } = this.#runner.resolveAddress(
+      request,
+      address,
+    );
     if (typeof args.ts !== "number" || !Number.isFinite(args.ts)) {
       throw new Error("The scheduled time must be a finite number");
     }
@@ -295,13 +330,13 @@ export class Scheduler {
     }
     // The function must exist when it is scheduled, though it runs with the
     // code of its time (convex-backend `validate_schedule_args`).
-    const { module, exportName } = canonicalizeUdfPath(args.name);
-    if (!this.#runner.hasModule(module)) {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    if (!this.#runner.hasModule(module, componentPath)) {
       throw new Error(
         `Attempted to schedule function at nonexistent path: ${module}.js`,
       );
     }
-    if (this.#runner.functionKind(args.name) === null) {
+    if (this.#runner.functionKind(udfPath, componentPath) === null) {
       throw new Error(
         `Attempted to schedule function, but no exported function ${exportName} found in the file: ${module}.js. Did you forget to export it?`,
       );
@@ -309,7 +344,12 @@ export class Scheduler {
     const fnArgs = jsonToConvex((args.args ?? {}) as JSONValue);
     // The stored name is the canonical path, "module.js:function" (convex-backend
     // `PublicScheduledJob.name` is a `CanonicalizedUdfPath`).
-    return { name: `${module}.js:${exportName}`, fnArgs, scheduledTime };
+    return {
+      name: `${module}.js:${exportName}`,
+      fnArgs,
+      scheduledTime,
+      componentPath,
+    };
   }
 
   // ---- the executor -------------------------------------------------------------
@@ -339,17 +379,27 @@ export class Scheduler {
     const now = this.#clock.now();
     const free = EXECUTION_PARALLELISM - this.#running.size;
     const { due, nextAt } = await this.#runner.runSystem((tx) => {
-      const due: Job[] = [];
+      // Each component has its queue; the earliest jobs of all of them run first.
+      let due: Job[] = [];
       let nextAt: number | null = null;
-      for (const job of readJobs(tx, BY_STATE_SCHEDULED_TIME, [
-        eq("state.kind", "pending"),
-      ])) {
-        if (this.#running.has(job._id)) continue;
-        if (job.scheduledTime > now || due.length >= free) {
-          nextAt = job.scheduledTime;
-          break;
+      for (const table of this.#tables()) {
+        let taken = 0;
+        for (const job of readJobs(tx, table, BY_STATE_SCHEDULED_TIME, [
+          eq("state.kind", "pending"),
+        ])) {
+          if (this.#running.has(job._id)) continue;
+          if (job.scheduledTime > now || taken >= free) {
+            nextAt = Math.min(nextAt ?? Infinity, job.scheduledTime);
+            break;
+          }
+          due.push(job);
+          taken++;
         }
-        due.push(job);
+      }
+      due.sort((a, b) => a.scheduledTime - b.scheduledTime);
+      if (due.length > free) {
+        nextAt = Math.min(nextAt ?? Infinity, due[free].scheduledTime);
+        due = due.slice(0, free);
       }
       if (now - this.#lastGc >= GC_INTERVAL_MS) {
         this.#lastGc = now;
@@ -388,12 +438,14 @@ export class Scheduler {
   async #execute(job: Job): Promise<void> {
     const id = job._id;
     const args = convexToJson(job.args);
-    const kind = this.#runner.functionKind(job.name);
+    const componentPath = componentOfTable(this.#tableOf(id));
+    const kind = this.#runner.functionKind(job.name, componentPath);
     switch (kind) {
       case "mutation":
         await this.#runner.runMutation(
           {
             path: job.name,
+            componentPath,
             args,
             job: {
               id,
@@ -414,7 +466,7 @@ export class Scheduler {
         );
         if (!started) return;
         const outcome = await this.#runner.runAction(
-          { path: job.name, args, scheduledJobId: id },
+          { path: job.name, componentPath, args, scheduledJobId: id },
           "any",
         );
         await this.#runner.runSystem((tx) => {
@@ -454,9 +506,10 @@ export class Scheduler {
 
   /** pending → inProgress; false when the job was canceled (or ran) meanwhile. */
   #start(tx: Transaction, id: string): boolean {
-    const job = tx.get(id, SCHEDULED_FUNCTIONS) as Job | null;
+    const table = this.#tableOf(id);
+    const job = tx.get(id, table) as Job | null;
     if (job?.state.kind !== "pending") return false;
-    tx.writeSystem(SCHEDULED_FUNCTIONS, id, {
+    tx.writeSystem(table, id, {
       ...job,
       state: { kind: "inProgress" },
     });
@@ -464,7 +517,22 @@ export class Scheduler {
   }
 
   #stateOf(tx: Transaction, id: string): JobState["kind"] | null {
-    return (tx.get(id, SCHEDULED_FUNCTIONS) as Job | null)?.state.kind ?? null;
+    return (tx.get(id, this.#tableOf(id)) as Job | null)?.state.kind ?? null;
+  }
+
+  /** The job tables: the app's and each component's (components.ts names them). */
+  #tables(): string[] {
+    return this.#runner
+      .componentPaths()
+      .map((path) => internalTableName(path, SCHEDULED_FUNCTIONS));
+  }
+
+  /** The table a job ID belongs to: its component's `_scheduled_functions`. */
+  #tableOf(id: string): string {
+    const name = this.#db.tableOfId(id)?.name;
+    return name !== undefined && baseTableName(name) === SCHEDULED_FUNCTIONS
+      ? name
+      : SCHEDULED_FUNCTIONS;
   }
 
   /**
@@ -477,11 +545,12 @@ export class Scheduler {
     state: JobState,
     layer: WriteLayer = tx.root,
   ): void {
-    const job = tx.get(id, SCHEDULED_FUNCTIONS, layer) as Job | null;
+    const table = this.#tableOf(id);
+    const job = tx.get(id, table, layer) as Job | null;
     if (job === null) return;
     if (job.state.kind !== "pending" && job.state.kind !== "inProgress") return;
     tx.writeSystem(
-      SCHEDULED_FUNCTIONS,
+      table,
       id,
       { ...job, state, completedTime: this.#clock.now() },
       layer,
@@ -491,16 +560,18 @@ export class Scheduler {
   /** Deletes up to a batch of jobs that finished more than the retention period ago. */
   #collectGarbage(tx: Transaction, now: number): void {
     let deleted = 0;
-    for (const job of readJobs(tx, BY_COMPLETED_TIME, [
-      { type: "Gte", fieldPath: "completedTime", value: 0 },
-      {
-        type: "Lt",
-        fieldPath: "completedTime",
-        value: now - COMPLETED_JOB_RETENTION_MS,
-      },
-    ])) {
-      tx.writeSystem(SCHEDULED_FUNCTIONS, job._id, null);
-      if (++deleted >= GC_BATCH) return;
+    for (const table of this.#tables()) {
+      for (const job of readJobs(tx, table, BY_COMPLETED_TIME, [
+        { type: "Gte", fieldPath: "completedTime", value: 0 },
+        {
+          type: "Lt",
+          fieldPath: "completedTime",
+          value: now - COMPLETED_JOB_RETENTION_MS,
+        },
+      ])) {
+        tx.writeSystem(table, job._id, null);
+        if (++deleted >= GC_BATCH) return;
+      }
     }
   }
 }
@@ -533,11 +604,17 @@ function eq(fieldPath: string, value: JSONValue) {
 
 function* readJobs(
   tx: Transaction,
-  indexName: string,
+  table: string,
+  index: string,
   range: Extract<SerializedQuery["source"], { type: "IndexRange" }>["range"],
 ): Generator<Job> {
   const query: SerializedQuery = {
-    source: { type: "IndexRange", indexName, range, order: "asc" },
+    source: {
+      type: "IndexRange",
+      indexName: `${table}.${index}`,
+      range,
+      order: "asc",
+    },
     operators: [],
   };
   // Lazy, so the next due job costs one index step however many are pending.

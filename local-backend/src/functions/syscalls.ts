@@ -20,6 +20,11 @@ import {
 } from "convex/values";
 import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
+import {
+  type FunctionAddress,
+  internalTableName,
+  localTableName,
+} from "./components.ts";
 import type {
   SerializedQuery,
   Transaction,
@@ -41,6 +46,8 @@ export type UdfType = "query" | "mutation" | "action";
 export type RequestContext = {
   udfType: UdfType;
   path: string;
+  /** The component the function belongs to ("" for the app): it names its tables and functions. */
+  componentPath: string;
   requestId: string;
   tx: Transaction | null;
   /** Where this call's writes go: the transaction's root, or a nested call's own layer. */
@@ -71,22 +78,34 @@ export type NestedCalls = {
   runInTransaction(
     parent: RequestContext,
     udfType: "query" | "mutation" | "snapshotQuery",
-    path: string,
+    address: FunctionAddress,
     args: JSONValue,
   ): Promise<JSONValue>;
   /** `ctx.runQuery` / `runMutation` / `runAction` inside an action: a new transaction each. */
   runFromAction(
     parent: RequestContext,
     udfType: UdfType,
-    path: string,
+    address: FunctionAddress,
     args: JSONValue,
   ): Promise<JSONValue>;
+  /** `createFunctionHandle(ref)`: a `function://` string for an existing function. */
+  createFunctionHandle(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): string;
 };
 
 export type ConvexGlobal = {
   syscall(op: string, jsonArgs: string): string;
   asyncSyscall(op: string, jsonArgs: string): Promise<string>;
   jsSyscall(op: string, args: Record<string, unknown>): unknown;
+  /**
+   * `asyncSyscall` with the result handed back synchronously when the op
+   * completes at once (the database ops), and a promise otherwise; throws
+   * synchronously. Lets a timed context finish a function in one window
+   * (`deadline.ts`).
+   */
+  asyncSyscallNow?(op: string, jsonArgs: string): string | Promise<string>;
 };
 
 /** An error whose `data` the library re-throws as a ConvexError (`performAsyncSyscall`). */
@@ -133,7 +152,7 @@ export function createSyscalls(host: {
         const queryId = request.nextStreamId++;
         request.streams.set(
           queryId,
-          tx.stream(args.query as SerializedQuery, layer),
+          tx.stream(ownQuery(request, args.query as SerializedQuery), layer),
         );
         return { queryId };
       }
@@ -142,7 +161,7 @@ export function createSyscalls(host: {
       case "1.0/db/normalizeId":
         return {
           id: requireTx(request, op).tx.normalizeId(
-            args.table as string,
+            ownTable(request, args.table as string),
             args.idString as string,
           ),
         };
@@ -153,15 +172,17 @@ export function createSyscalls(host: {
     }
   };
 
-  const async = async (op: string, args: Args): Promise<unknown> => {
+  /** Returns the result, or a promise of it for ops that wait (nested calls). */
+  const async = (op: string, args: Args): unknown => {
     const request = requireRequest(op);
     switch (op) {
       case "1.0/get": {
         const { tx, layer } = requireTx(request, op);
         const doc = tx.get(
           args.id as string,
-          args.table as string | undefined,
+          tableOfDocument(request, host.db, args),
           layer,
+          args.isSystem === true ? "db.system" : "db",
         );
         return doc === null ? null : convexToJson(doc);
       }
@@ -172,7 +193,7 @@ export function createSyscalls(host: {
         >;
         return {
           _id: requireTx(request, op).tx.insert(
-            args.table as string,
+            ownTable(request, args.table as string),
             value,
             request.layer!,
           ),
@@ -182,8 +203,9 @@ export function createSyscalls(host: {
         requireTx(request, op).tx.patch(
           args.id as string,
           decodePatch(args.value as JSONValue),
-          args.table as string | undefined,
+          tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       case "1.0/replace": {
@@ -194,16 +216,18 @@ export function createSyscalls(host: {
         requireTx(request, op).tx.replace(
           args.id as string,
           value,
-          args.table as string | undefined,
+          tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       }
       case "1.0/remove":
         requireTx(request, op).tx.delete(
           args.id as string,
-          args.table as string | undefined,
+          tableOfDocument(request, host.db, args),
           request.layer!,
+          "db",
         );
         return {};
       case "1.0/queryStreamNext": {
@@ -222,7 +246,7 @@ export function createSyscalls(host: {
         return queryPage(request, args);
       case "1.0/count":
         return requireTx(request, op).tx.count(
-          args.table as string,
+          ownTable(request, args.table as string),
           request.layer!,
         );
       case "1.0/runUdf": {
@@ -231,7 +255,7 @@ export function createSyscalls(host: {
         return host.nested.runInTransaction(
           request,
           udfType,
-          functionName(args),
+          functionAddress(args),
           args.args as JSONValue,
         );
       }
@@ -244,7 +268,7 @@ export function createSyscalls(host: {
         return host.nested.runFromAction(
           request,
           udfType,
-          functionName(args),
+          functionAddress(args),
           args.args as JSONValue,
         );
       }
@@ -252,7 +276,9 @@ export function createSyscalls(host: {
         // Authentication is not implemented yet: every caller is anonymous.
         return null;
       case "1.0/getFunctionMetadata":
-        return { name: request.path, componentPath: "" };
+        return { name: request.path, componentPath: request.componentPath };
+      case "1.0/createFunctionHandle":
+        return host.nested.createFunctionHandle(request, functionAddress(args));
       case "1.0/getDeploymentMetadata":
         return { name: "local", region: null, class: "local" };
       case "1.0/getRequestMetadata":
@@ -284,6 +310,12 @@ export function createSyscalls(host: {
         (await async(op, JSON.parse(jsonArgs) as Args)) ?? null,
       );
     },
+    asyncSyscallNow(op, jsonArgs) {
+      const result = async(op, JSON.parse(jsonArgs) as Args);
+      return result instanceof Promise
+        ? result.then((value: unknown) => JSON.stringify(value ?? null))
+        : JSON.stringify(result ?? null);
+    },
     jsSyscall(op, args) {
       const extension = jsExtensions.get(op);
       if (extension === undefined) throw unsupported(op);
@@ -294,6 +326,7 @@ export function createSyscalls(host: {
 
 function queryPage(request: RequestContext, args: Args): unknown {
   const { tx, layer } = requireTx(request, "1.0/queryPage");
+  const query = ownQuery(request, args.query as SerializedQuery);
   if (request.journal.paginated) {
     throw new Error(
       "This query or mutation function ran multiple paginated queries. Convex only supports a single paginated query in each function.",
@@ -302,11 +335,12 @@ function queryPage(request: RequestContext, args: Args): unknown {
   request.journal.paginated = true;
   const result = tx.page(
     {
-      query: args.query as SerializedQuery,
+      query,
       cursor: (args.cursor as string | null) ?? null,
       endCursor: (args.endCursor as string | null) ?? request.journal.endCursor,
       pageSize: args.pageSize as number,
       maximumRowsRead: (args.maximumRowsRead as number | null) ?? null,
+      maximumBytesRead: (args.maximumBytesRead as number | null) ?? null,
     },
     layer,
   );
@@ -331,15 +365,74 @@ function decodePatch(json: JSONValue): Record<string, Value | undefined> {
   return result;
 }
 
-/** The function a nested call names; only `{name}` addresses exist without components. */
-function functionName(args: Args): string {
-  if (typeof args.name === "string") return args.name;
-  if (args.reference !== undefined) {
-    throw new Error("Components are not supported by the local backend yet");
-  }
+/** The address a call names (convex 1.48 `getFunctionAddress`): exactly one of three fields. */
+function functionAddress(args: Args): FunctionAddress {
+  if (typeof args.name === "string") return { name: args.name };
+  if (typeof args.reference === "string") return { reference: args.reference };
+  if (typeof args.functionHandle === "string")
+    return { functionHandle: args.functionHandle };
   throw new Error(
-    "Function handles are not supported by the local backend yet",
+    "A function call needs a name, a reference or a function handle",
   );
+}
+
+// ---- component namespaces ------------------------------------------------
+// A function names tables as its component knows them; the database knows
+// them by internal names (components.ts). Mapping here, at the boundary, keeps
+// the transaction and storage layers unaware of components.
+
+/** A table name no table has ("@" is reserved for namespaces). */
+const FOREIGN_TABLE = "@";
+
+function ownTable(request: RequestContext, tableName: string): string {
+  return internalTableName(request.componentPath, tableName);
+}
+
+/**
+ * The table argument of a document call, mapped; a call without one (legacy
+ * `db.get(id)`) on another namespace's ID gets a table name it cannot match,
+ * so it sees no document, as a function of another component would.
+ */
+function tableOfDocument(
+  request: RequestContext,
+  db: Database,
+  args: Args,
+): string | undefined {
+  if (typeof args.table === "string") return ownTable(request, args.table);
+  const table = db.tableOfId(args.id as string);
+  if (table === undefined) return undefined;
+  return localTableName(request.componentPath, table.name) === null
+    ? FOREIGN_TABLE
+    : undefined;
+}
+
+function ownQuery(
+  request: RequestContext,
+  query: SerializedQuery,
+): SerializedQuery {
+  const source = query.source;
+  switch (source.type) {
+    case "FullTableScan":
+      return {
+        ...query,
+        source: { ...source, tableName: ownTable(request, source.tableName) },
+      };
+    case "IndexRange":
+    case "Search": {
+      const dot = source.indexName.indexOf(".");
+      if (dot <= 0) return query;
+      return {
+        ...query,
+        source: {
+          ...source,
+          indexName: `${ownTable(request, source.indexName.slice(0, dot))}${source.indexName.slice(dot)}`,
+        },
+      };
+    }
+    default:
+      source satisfies never;
+      return query;
+  }
 }
 
 function requireRequest(op: string): RequestContext {
@@ -377,7 +470,6 @@ function unsupported(op: string): Error {
     "storage/getBlob": "file storage",
     "1.0/actions/vectorSearch": "vector search",
     "1.0/signJwt": "ctx.auth.signJwt",
-    "1.0/createFunctionHandle": "function handles",
     "1.0/createServiceToken": "Convex-hosted services",
     "1.0/getServiceUrl": "Convex-hosted services",
   };

@@ -4,8 +4,13 @@ import path from "node:path";
 import type { Value } from "convex/values";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { Database, type SchemaJson } from "../storage/database.ts";
+import { encodeId, newInternalId } from "../values/ids.ts";
 import type { Doc } from "../values/wire.ts";
-import { type SerializedQuery, Transaction } from "./transaction.ts";
+import {
+  type PageRequest,
+  type SerializedQuery,
+  Transaction,
+} from "./transaction.ts";
 
 let dir: string;
 let db: Database;
@@ -168,9 +173,48 @@ describe("Transaction reads", () => {
     const tx = new Transaction(db, { readOnly: false });
     expect(() => tx.patch(a, { _creationTime: 1 })).toThrow(/system field/);
     expect(() => tx.insert("messages", { _secret: 1 })).toThrow(/reserved/);
-    expect(() => tx.patch("nonexistent", { body: "y" })).toThrow(
-      /nonexistent document/,
+    tx.delete(a);
+    expect(() => tx.patch(a, { body: "y" })).toThrow(
+      `Update on nonexistent document ID ${a}`,
     );
+  });
+
+  test("a malformed id, an id of another table, or a system id through db fail with Convex's errors", () => {
+    const [message] = seed([{ body: "x" }]);
+    const tx = new Transaction(db, { readOnly: false });
+    const userId = tx.insert("users", { name: "u" });
+    const systemId = encodeId(2, newInternalId());
+    expect(() => tx.get("not-an-id")).toThrow(
+      "Invalid argument `id` for `db.get`: Unable to decode ID: Invalid ID length 9",
+    );
+    expect(() => tx.get("!".repeat(32))).toThrow(
+      "Invalid argument `id` for `db.get`: Unable to decode ID: ID wasn't valid base32",
+    );
+    expect(() => tx.get(message, "users")).toThrow(
+      'Invalid argument `id` for `db.get`: expected to be an Id<"users">, got Id<"messages"> instead.',
+    );
+    expect(() => tx.patch(userId, { name: "v" }, "messages")).toThrow(
+      'Invalid argument `id` for `db.patch`: expected to be an Id<"messages">, got Id<"users"> instead.',
+    );
+    expect(() => tx.replace("x", {}, "messages")).toThrow(
+      "Invalid argument `id` for `db.replace`: Unable to decode ID",
+    );
+    expect(() => tx.delete(message, "users")).toThrow(
+      "Invalid argument `id` for `db.delete`",
+    );
+    expect(() => tx.get(systemId, undefined, tx.root, "db")).toThrow(
+      "System tables can only be accessed with db.system.",
+    );
+    expect(() => tx.delete(systemId, undefined, tx.root, "db")).toThrow(
+      "System tables can only be accessed with db.system.",
+    );
+    expect(() => tx.get(message, undefined, tx.root, "db.system")).toThrow(
+      "User tables cannot be accessed with db.system.",
+    );
+    expect(tx.get(systemId, undefined, tx.root, "db.system")).toBeNull();
+    // A well-formed id of a table that does not exist reads as null.
+    expect(tx.get(encodeId(9999, newInternalId()))).toBeNull();
+    expect(tx.get(message, "messages")).toMatchObject({ body: "x" });
   });
 });
 
@@ -261,34 +305,153 @@ describe("Transaction pagination", () => {
     expect(result.isDone).toBe(false);
   });
 
-  test("maximumRowsRead on a page with an end keeps the end and asks for a split", () => {
+  test("maximumRowsRead without an end cursor stops with SplitRequired and the next page continues without a gap", () => {
     seed(Array.from({ length: 10 }, (_, i) => ({ body: String(i) })));
-    const full = new Transaction(db, { readOnly: true }).page({
-      query: scan(),
-      cursor: null,
-      endCursor: null,
-      pageSize: 8,
-      maximumRowsRead: null,
-    });
-    const limited = new Transaction(db, { readOnly: true }).page({
-      query: scan(),
-      cursor: null,
-      endCursor: full.continueCursor,
-      pageSize: 8,
-      maximumRowsRead: 3,
-    });
-    expect(bodies(limited.page)).toEqual(["0", "1", "2"]);
-    expect(limited.pageStatus).toBe("SplitRequired");
+    const tx = new Transaction(db, { readOnly: true });
+    const first = tx.page(request(scan(), { pageSize: 8, maximumRowsRead: 3 }));
+    expect(bodies(first.page)).toEqual(["0", "1", "2"]);
+    expect(first.pageStatus).toBe("SplitRequired");
+    const rest = tx.page(
+      request(scan(), { cursor: first.continueCursor, pageSize: 8 }),
+    );
+    expect(bodies(rest.page)).toEqual(["3", "4", "5", "6", "7", "8", "9"]);
+    // Filtered-out rows count as read.
+    const filtered = tx.page(
+      request(
+        {
+          ...scan(),
+          operators: [
+            {
+              filter: {
+                $eq: [{ $field: "body" }, { $literal: "2" }],
+              },
+            },
+          ],
+        },
+        { pageSize: 8, maximumRowsRead: 2 },
+      ),
+    );
+    expect(filtered.page).toEqual([]);
+    expect(filtered.pageStatus).toBe("SplitRequired");
+  });
+
+  test("a range that ends exactly at maximumRowsRead is done, with a split only recommended", () => {
+    seed(Array.from({ length: 3 }, (_, i) => ({ body: String(i) })));
+    const result = new Transaction(db, { readOnly: true }).page(
+      request(scan(), { pageSize: 8, maximumRowsRead: 3 }),
+    );
+    expect(bodies(result.page)).toEqual(["0", "1", "2"]);
+    expect(result.isDone).toBe(true);
+    // Over 3/4 of maximumRowsRead was read (`is_approaching_data_limit`).
+    expect(result.pageStatus).toBe("SplitRecommended");
+  });
+
+  test("maximumBytesRead stops after the row that reaches it, reading at least one", () => {
+    seed(
+      Array.from({ length: 5 }, (_, i) => ({ body: String(i).repeat(1000) })),
+    );
+    const tx = new Transaction(db, { readOnly: true });
+    const one = tx.page(request(scan(), { pageSize: 5, maximumBytesRead: 1 }));
+    expect(one.page).toHaveLength(1);
+    expect(one.pageStatus).toBe("SplitRequired");
+    const two = tx.page(
+      request(scan(), { pageSize: 5, maximumBytesRead: 1500 }),
+    );
+    expect(two.page).toHaveLength(2);
+    expect(two.pageStatus).toBe("SplitRequired");
+  });
+
+  test("with an end cursor the read limits do not apply and the split cursor halves the page", () => {
+    seed(Array.from({ length: 10 }, (_, i) => ({ body: String(i) })));
+    const tx = new Transaction(db, { readOnly: true });
+    const full = tx.page(request(scan(), { pageSize: 8 }));
+    const limited = tx.page(
+      request(scan(), {
+        endCursor: full.continueCursor,
+        pageSize: 8,
+        maximumRowsRead: 3,
+      }),
+    );
+    expect(bodies(limited.page)).toEqual(bodies(full.page));
+    expect(limited.pageStatus).toBe("SplitRecommended");
     expect(limited.continueCursor).toBe(full.continueCursor);
-    const rest = new Transaction(db, { readOnly: true }).page({
-      query: scan(),
-      cursor: limited.splitCursor,
-      endCursor: full.continueCursor,
-      pageSize: 8,
-      maximumRowsRead: null,
-    });
-    expect([...bodies(limited.page), ...bodies(rest.page)]).toEqual(
+    const firstHalf = tx.page(
+      request(scan(), { endCursor: full.splitCursor, pageSize: 8 }),
+    );
+    const secondHalf = tx.page(
+      request(scan(), {
+        cursor: full.splitCursor,
+        endCursor: full.continueCursor,
+        pageSize: 8,
+      }),
+    );
+    expect(firstHalf.page.length).toBeGreaterThan(0);
+    expect(secondHalf.page.length).toBeGreaterThan(0);
+    expect([...bodies(firstHalf.page), ...bodies(secondHalf.page)]).toEqual(
       bodies(full.page),
     );
   });
+
+  test("numItems 0 and zero read limits fail with Convex's errors", () => {
+    const tx = new Transaction(db, { readOnly: true });
+    expect(() => tx.page(request(scan(), { pageSize: 0 }))).toThrow(
+      "Must request at least 1 document while paginating",
+    );
+    expect(() =>
+      tx.page(request(scan(), { pageSize: 1, maximumRowsRead: 0 })),
+    ).toThrow("maximumRowsRead and maximumBytesRead must be greater than 0");
+    expect(() =>
+      tx.page(request(scan(), { pageSize: 1, maximumBytesRead: 0 })),
+    ).toThrow("maximumRowsRead and maximumBytesRead must be greater than 0");
+  });
+
+  test("a cursor is tied to its order, range and filters, and is opaque", () => {
+    seed([
+      { author: "a", body: "1" },
+      { author: "a", body: "2" },
+      { author: "b", body: "3" },
+    ]);
+    const tx = new Transaction(db, { readOnly: true });
+    const { continueCursor } = tx.page(request(byAuthor("a"), { pageSize: 1 }));
+    expect(continueCursor).toMatch(/^[A-Za-z0-9_-]+$/);
+    const others: SerializedQuery[] = [
+      byAuthor("a", "desc"),
+      byAuthor("b"),
+      scan(),
+      {
+        ...byAuthor("a"),
+        operators: [
+          { filter: { $eq: [{ $field: "body" }, { $literal: "2" }] } },
+        ],
+      },
+    ];
+    for (const query of others) {
+      expect(() =>
+        tx.page(request(query, { cursor: continueCursor, pageSize: 1 })),
+      ).toThrow(
+        "InvalidCursor: Tried to run a query starting from a cursor, but it looks like this cursor is from a different query.",
+      );
+      expect(() =>
+        tx.page(request(query, { endCursor: continueCursor, pageSize: 1 })),
+      ).toThrow(/InvalidCursor/);
+    }
+    const next = tx.page(
+      request(byAuthor("a"), { cursor: continueCursor, pageSize: 5 }),
+    );
+    expect(bodies(next.page)).toEqual(["2"]);
+  });
 });
+
+function request(
+  query: SerializedQuery,
+  options: Partial<Omit<PageRequest, "query">> & { pageSize: number },
+): PageRequest {
+  return {
+    query,
+    cursor: null,
+    endCursor: null,
+    maximumRowsRead: null,
+    maximumBytesRead: null,
+    ...options,
+  };
+}

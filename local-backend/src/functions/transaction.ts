@@ -13,32 +13,47 @@
  *
  * Transactions are not concurrent: the executor runs one function at a time, so
  * committed state cannot change under an open transaction (serializable by
- * construction).
+ * construction). Every committed read checks that no commit happened since the
+ * transaction began (`#check`), so a caller that breaks this rule gets an error
+ * rather than a mixed snapshot.
  */
-import {
-  convexToJson,
-  jsonToConvex,
-  type JSONValue,
-  type Value,
-} from "convex/values";
+import { createHash } from "node:crypto";
+import { convexToJson, type JSONValue, type Value } from "convex/values";
 import { filterMatches } from "../query/filter.ts";
 import {
   boundsToKeyRange,
-  compareKeys,
   compileIndexRange,
-  type IndexKey,
   indexKey,
   indexedFieldsWithSuffix,
   type IndexRangeExpr,
-  type KeyRange,
-  keyInRange,
-  type Order,
 } from "../query/indexRange.ts";
-import { BY_CREATION_TIME, FULL_RANGE } from "../storage/memoryTables.ts";
+import {
+  afterCursor,
+  compareKeyBytes,
+  encodeKey,
+  FULL_RANGE,
+  intervalContains,
+  isPast,
+  type KeyInterval,
+  type Order,
+  rangeToInterval,
+} from "../query/keys.ts";
 import type { Doc } from "../values/wire.ts";
-import type { Database, PendingWrite } from "../storage/database.ts";
-import { encodeId, newInternalId } from "../values/ids.ts";
+import {
+  BY_CREATION_TIME,
+  type Database,
+  type PendingWrite,
+} from "../storage/database.ts";
+import { decodeId, encodeId, newInternalId } from "../values/ids.ts";
 import { ReadSet } from "../query/readSet.ts";
+import {
+  compileSearch,
+  MAX_CANDIDATE_REVISIONS,
+  scoreDocument,
+  searchCouldMatch,
+  type SerializedSearchFilter,
+} from "../query/textSearch.ts";
+import { compareHits } from "../storage/searchIndex.ts";
 
 /** convex 1.48 `query_impl.ts` serialized query. */
 export type SerializedQuery = {
@@ -60,6 +75,7 @@ export type PageRequest = {
   endCursor: string | null;
   pageSize: number;
   maximumRowsRead: number | null;
+  maximumBytesRead?: number | null;
 };
 
 export type PageResult = {
@@ -69,6 +85,9 @@ export type PageResult = {
   splitCursor: string | null;
   pageStatus: "SplitRecommended" | "SplitRequired" | null;
 };
+
+/** How user code reached a document call: `ctx.db` or `ctx.db.system`. */
+export type Access = "db" | "db.system";
 
 /** Field names the library never sends but a forged syscall could (convex-backend
  *  rejects user fields that start with "_" at the top level). */
@@ -98,10 +117,13 @@ export class Transaction {
   readonly #readOnly: boolean;
   /** The top-level function's writes; what `pendingWrites()` commits. */
   readonly root: WriteLayer;
+  /** `db.commitCount` when the transaction began: its snapshot. */
+  readonly #snapshot: number;
   #closed = false;
 
   constructor(db: Database, options: { readOnly: boolean }) {
     this.#db = db;
+    this.#snapshot = db.commitCount;
     this.#readOnly = options.readOnly;
     this.root = new WriteLayer(null, options.readOnly);
   }
@@ -137,15 +159,26 @@ export class Transaction {
 
   // ---- documents ---------------------------------------------------------
 
-  get(id: string, tableName?: string, layer = this.root): Doc | null {
+  /**
+   * `db.get`. A malformed id or an id of another table than the one named
+   * fail; an id of a table that does not exist reads as null (convex-backend
+   * `query_batch` in crates/isolate `async_syscall.rs`). `access` is how user
+   * code called it (`db` or `db.system`), which must match the id's table;
+   * the backend's own modules (scheduler, file storage) leave it out.
+   */
+  get(
+    id: string,
+    tableName?: string,
+    layer = this.root,
+    access?: Access,
+  ): Doc | null {
     this.#check();
-    const table = this.#db.tableOfId(id);
+    const table = this.#resolveId(id, tableName, "db.get", access);
     if (table === undefined) return null;
-    if (tableName !== undefined && table.name !== tableName) return null;
     this.readSet.addId(table.name, id);
     const pending = this.#pending(id, layer);
     if (pending !== undefined) return pending.doc;
-    return table.docs.get(id) ?? null;
+    return this.#db.getDocument(id);
   }
 
   insert(
@@ -167,7 +200,7 @@ export class Transaction {
       _id: id,
       _creationTime: this.#db.nextCreationTime(),
     } as Doc;
-    this.#write(tableName, doc, layer);
+    this.#write(tableName, doc, layer, true);
     return id;
   }
 
@@ -189,7 +222,7 @@ export class Transaction {
       _id: id,
       _creationTime: this.#db.nextCreationTime(),
     } as Doc;
-    layer.writes.set(id, { table: tableName, doc });
+    layer.writes.set(id, { table: tableName, doc, inserted: true });
     return id;
   }
 
@@ -210,9 +243,16 @@ export class Transaction {
     value: Record<string, Value | undefined>,
     tableName?: string,
     layer = this.root,
+    access?: Access,
   ): void {
     this.#checkWrite(layer);
-    const { table, doc } = this.#existing(id, tableName, "Update", layer);
+    const { table, doc } = this.#existing(
+      id,
+      tableName,
+      "Update",
+      layer,
+      access,
+    );
     const next: Record<string, Value> = { ...doc };
     for (const [field, fieldValue] of Object.entries(value)) {
       if (SYSTEM_FIELDS.has(field)) {
@@ -235,9 +275,16 @@ export class Transaction {
     value: Record<string, Value>,
     tableName?: string,
     layer = this.root,
+    access?: Access,
   ): void {
     this.#checkWrite(layer);
-    const { table, doc } = this.#existing(id, tableName, "Replace", layer);
+    const { table, doc } = this.#existing(
+      id,
+      tableName,
+      "Replace",
+      layer,
+      access,
+    );
     for (const field of SYSTEM_FIELDS) {
       if (field in value && !sameValue(value[field], doc[field])) {
         throw new Error(
@@ -254,9 +301,14 @@ export class Transaction {
     );
   }
 
-  delete(id: string, tableName?: string, layer = this.root): void {
+  delete(
+    id: string,
+    tableName?: string,
+    layer = this.root,
+    access?: Access,
+  ): void {
     this.#checkWrite(layer);
-    const { table } = this.#existing(id, tableName, "Delete", layer);
+    const { table } = this.#existing(id, tableName, "Delete", layer, access);
     layer.writes.set(id, { table, doc: null });
   }
 
@@ -268,9 +320,9 @@ export class Transaction {
     this.#check();
     this.readSet.addTable(tableName);
     const table = this.#db.table(tableName);
-    let count = table?.docs.size ?? 0;
+    let count = table?.count ?? 0;
     for (const [id, write] of this.#pendingFor(tableName, layer)) {
-      const committed = table?.docs.has(id) ?? false;
+      const committed = this.#db.getDocument(id) !== null;
       if (committed && write === null) count--;
       if (!committed && write !== null) count++;
     }
@@ -298,161 +350,236 @@ export class Transaction {
   }
 
   /**
-   * `paginate()`: the rows after `cursor`, up to `pageSize` matches, or, when an
-   * end cursor is given (by the caller or by the subscription's journal), every
+   * `paginate()`, as convex-backend `DatabaseSyscallsShared::query_page` and
+   * `IndexRange::_next` (crates/isolate `async_syscall.rs`, crates/database
+   * `query/index_range.rs`): the rows after `cursor`, up to `pageSize` matches;
+   * or, with an end cursor (the caller's, or the subscription's journal), every
    * row up to and including it, so a re-run page keeps its boundary while rows
-   * are inserted (convex-backend `query_journal.rs`).
+   * are inserted. Without an end cursor, `maximumRowsRead` and
+   * `maximumBytesRead` end the page early with `SplitRequired`; a page that
+   * read more than 3/4 of a limit, or returned over 6,144 rows, gets
+   * `SplitRecommended`. Cursors carry a fingerprint of their query.
    */
   page(request: PageRequest, layer = this.root): PageResult {
     const { query, pageSize, maximumRowsRead } = request;
+    const maximumBytesRead = request.maximumBytesRead ?? null;
+    if (pageSize === 0) {
+      throw new Error("Must request at least 1 document while paginating");
+    }
+    if (maximumRowsRead === 0 || maximumBytesRead === 0) {
+      throw new Error(
+        "maximumRowsRead and maximumBytesRead must be greater than 0",
+      );
+    }
     if (query.operators.some((op) => "limit" in op)) {
       throw new Error("paginate() cannot be combined with take() or a limit");
     }
-    const indexName = sourceIndexName(query);
-    const after =
+    // Search results are keyed by relevance, not by index fields (convex-backend
+    // fingerprints search queries with an empty field list).
+    const source =
+      query.source.type === "Search"
+        ? { keyFields: [], order: "asc" as const }
+        : this.#resolveSource(query);
+    const fingerprint = queryFingerprint(query, source.keyFields);
+    const start =
       request.cursor === null
-        ? undefined
-        : decodeCursor(request.cursor, indexName);
-    if (after === "end") {
-      return {
-        page: [],
-        isDone: true,
-        continueCursor: encodeEndCursor(indexName),
-        splitCursor: null,
-        pageStatus: null,
-      };
-    }
+        ? null
+        : decodeCursor(request.cursor, fingerprint);
     const end =
       request.endCursor === null
-        ? undefined
-        : decodeCursor(request.endCursor, indexName);
-    const order =
-      query.source.type === "Search" ? "asc" : (query.source.order ?? "asc");
+        ? null
+        : decodeCursor(request.endCursor, fingerprint);
+    const order = source.order;
     const filters = query.operators.filter(
       (op): op is { filter: JSONValue } => "filter" in op,
     );
     const page: Doc[] = [];
-    const pageKeys: IndexKey[] = [];
-    let scanned = 0;
-    for (const { key, doc } of this.#scan(query, layer, after)) {
-      if (end !== undefined && end !== "end") {
-        const c = compareKeys(key, end);
-        if (order === "asc" ? c > 0 : c < 0) {
-          return pageResult(
-            indexName,
-            page,
-            pageKeys,
-            request.endCursor!,
-            false,
-          );
+    const scannedKeys: Buffer[] = [];
+    let rowsRead = 0;
+    let bytesRead = 0;
+    let position: CursorPosition | null = start;
+    let splitRequired = false;
+    if (start?.type !== "end") {
+      // With an end cursor the whole interval must be read, so the limits
+      // do not apply (`enforce_limits` in index_range.rs).
+      const enforceLimits = end === null;
+      const rows = this.#scan(query, layer, start?.key);
+      for (;;) {
+        if (end === null && page.length >= pageSize) break;
+        if (
+          enforceLimits &&
+          maximumBytesRead !== null &&
+          bytesRead >= maximumBytesRead
+        ) {
+          splitRequired = true;
+          break;
+        }
+        const next = rows.next();
+        if (
+          next.done === true ||
+          (end?.type === "after" && isPast(order, next.value.key, end.key))
+        ) {
+          position = end ?? { type: "end" };
+          break;
+        }
+        if (
+          enforceLimits &&
+          maximumRowsRead !== null &&
+          rowsRead >= maximumRowsRead
+        ) {
+          splitRequired = true;
+          break;
+        }
+        const { key, doc, bytes } = next.value;
+        rowsRead++;
+        bytesRead += bytes;
+        scannedKeys.push(key);
+        position = { type: "after", key };
+        if (filters.every(({ filter }) => filterMatches(filter, doc))) {
+          page.push(doc);
         }
       }
-      scanned++;
-      if (filters.every(({ filter }) => filterMatches(filter, doc))) {
-        page.push(doc);
-        pageKeys.push(key);
-      }
-      if (end === undefined && page.length >= pageSize) {
-        return pageResult(
-          indexName,
-          page,
-          pageKeys,
-          encodeCursor(indexName, key),
-          false,
-        );
-      }
-      if (end !== undefined && end !== "end" && compareKeys(key, end) === 0) {
-        return pageResult(indexName, page, pageKeys, request.endCursor!, false);
-      }
-      if (maximumRowsRead !== null && scanned >= maximumRowsRead) {
-        const cursor = encodeCursor(indexName, key);
-        if (end === undefined) {
-          // No boundary to keep: the page just ends early.
-          return pageResult(indexName, page, pageKeys, cursor, false);
-        }
-        // The page must keep its end (the journal pins it), so it is returned
-        // incomplete: the client splits it at the scan position and reads
-        // (cursor, split] and (split, end] separately (`SplitRequired`).
-        return {
-          page,
-          isDone: false,
-          continueCursor: request.endCursor!,
-          splitCursor: cursor,
-          pageStatus: "SplitRequired",
-        };
-      }
     }
-    if (end !== undefined && end !== "end") {
-      return pageResult(indexName, page, pageKeys, request.endCursor!, false);
-    }
-    return pageResult(
-      indexName,
+    const cursor: CursorPosition = end ?? position ?? { type: "end" };
+    const approachingLimit =
+      rowsRead >
+        softLimit(Math.min(maximumRowsRead ?? Infinity, MAX_ROWS_READ)) ||
+      bytesRead >
+        softLimit(Math.min(maximumBytesRead ?? Infinity, MAX_BYTES_READ)) ||
+      page.length > softLimit(MAX_PAGE_ROWS);
+    return {
       page,
-      pageKeys,
-      encodeEndCursor(indexName),
-      true,
-    );
+      isDone: cursor.type === "end",
+      continueCursor: encodeCursor(fingerprint, cursor),
+      splitCursor:
+        scannedKeys.length > 2
+          ? encodeCursor(fingerprint, {
+              type: "after",
+              key: scannedKeys[Math.floor(scannedKeys.length / 2)],
+            })
+          : null,
+      pageStatus: splitRequired
+        ? "SplitRequired"
+        : approachingLimit
+          ? "SplitRecommended"
+          : null,
+    };
   }
 
   /** Rows of the query's index range in order, committed rows merged with pending writes. */
   *#scan(
     query: SerializedQuery,
     layer: WriteLayer,
-    after?: IndexKey,
-  ): Generator<{ key: IndexKey; doc: Doc }> {
+    after?: Buffer,
+  ): Generator<{ key: Buffer; doc: Doc; bytes: number }> {
     this.#check();
-    const { tableName, indexName, keyFields, range, order } =
-      this.#resolveSource(query);
-    const read = this.readSet.addScan(
-      tableName,
-      keyFields,
-      range,
-      order,
-      after,
-    );
-    const table = this.#db.table(tableName);
+    if (query.source.type === "Search") {
+      yield* this.#searchScan(query.source, layer, after);
+      return;
+    }
+    const source = this.#resolveSource(query);
+    const { tableName, indexName, keyFields, order } = source;
+    const interval = afterCursor(source.interval, order, after);
+    const read = this.readSet.addScan(tableName, keyFields, interval, order);
     const pending = this.#pendingFor(tableName, layer);
-    const inRange = (key: IndexKey) =>
-      keyInRange(key, range) &&
-      (after === undefined ||
-        (order === "asc"
-          ? compareKeys(key, after) > 0
-          : compareKeys(key, after) < 0));
-    const added: { key: IndexKey; doc: Doc }[] = [];
+    const added: { key: Buffer; doc: Doc; bytes: number }[] = [];
     for (const doc of pending.values()) {
       if (doc === null) continue;
-      const key = indexKey(doc, keyFields);
-      if (inRange(key)) added.push({ key, doc });
+      const key = encodeKey(indexKey(doc, keyFields));
+      if (intervalContains(interval, key)) {
+        added.push({ key, doc, bytes: documentBytes(doc) });
+      }
     }
     const direction = order === "asc" ? 1 : -1;
-    added.sort((a, b) => direction * compareKeys(a.key, b.key));
+    added.sort((a, b) => direction * compareKeyBytes(a.key, b.key));
     let next = 0;
-    const emit = (row: { key: IndexKey; doc: Doc }) => {
+    const emit = (row: { key: Buffer; doc: Doc; bytes: number }) => {
       read.lastKey = row.key;
       return row;
     };
-    const index = table?.indexes.get(indexName);
+    const index = this.#db.table(tableName)?.queryable(indexName);
     if (index !== undefined) {
-      for (const entry of index.scan(range, order, after)) {
-        if (pending.has(entry.id)) continue;
+      for (const entry of this.#db.scan(index, interval, order)) {
+        this.#check();
+        if (pending.has(entry.doc._id)) continue;
         while (
           next < added.length &&
-          direction * compareKeys(added[next].key, entry.key) < 0
+          direction * compareKeyBytes(added[next].key, entry.key) < 0
         ) {
           yield emit(added[next++]);
         }
-        yield emit({ key: entry.key, doc: table!.docs.get(entry.id)! });
+        yield emit(entry);
       }
     }
     while (next < added.length) yield emit(added[next++]);
     read.done = true;
   }
 
+  /**
+   * `withSearchIndex`: the on-disk index's best matches, with this call's
+   * pending writes scored in, in relevance order. Each row's key is
+   * `[-score, -_creationTime, _id]`, so pagination cursors work as for index
+   * ranges (convex-backend keys search results the same way).
+   */
+  *#searchScan(
+    source: Extract<SerializedQuery["source"], { type: "Search" }>,
+    layer: WriteLayer,
+    after?: Buffer,
+  ): Generator<{ key: Buffer; doc: Doc; bytes: number }> {
+    const dot = source.indexName.indexOf(".");
+    const tableName = source.indexName.slice(0, dot);
+    const lookup = this.#db.searchIndex(
+      tableName,
+      source.indexName.slice(dot + 1),
+    );
+    if (lookup.state === "staged")
+      throw indexBackfillingError(source.indexName);
+    if (dot <= 0 || lookup.state === "missing")
+      throw new Error(`Index ${source.indexName} not found.`);
+    const definition = lookup.index;
+    const compiled = compileSearch(
+      definition,
+      source.filters as SerializedSearchFilter[],
+    );
+    this.readSet.addPredicate(tableName, (doc) =>
+      searchCouldMatch(doc, definition.searchField, compiled),
+    );
+    if (compiled.terms.length === 0) return;
+    const { hits, stats, terms } = this.#db.textSearch.search(
+      definition,
+      compiled,
+    );
+    const frequencies = new Map(terms.map((t) => [t.term, t.docFrequency]));
+    const pending = this.#pendingFor(tableName, layer);
+    const rows = hits.filter((hit) => !pending.has(hit.id));
+    for (const doc of pending.values()) {
+      if (doc === null) continue;
+      const score = scoreDocument(
+        doc,
+        definition.searchField,
+        compiled,
+        stats,
+        (term) => frequencies.get(term) ?? 0,
+      );
+      if (score > 0)
+        rows.push({ id: doc._id, score, creationTime: doc._creationTime });
+    }
+    rows.sort(compareHits);
+    for (const hit of rows.slice(0, MAX_CANDIDATE_REVISIONS)) {
+      const key = encodeKey([-hit.score, -hit.creationTime, hit.id]);
+      if (after !== undefined && compareKeyBytes(key, after) <= 0) continue;
+      const doc = pending.has(hit.id)
+        ? pending.get(hit.id)!
+        : this.#db.getDocument(hit.id);
+      if (doc !== null) yield { key, doc, bytes: documentBytes(doc) };
+    }
+  }
+
   #resolveSource(query: SerializedQuery): {
     tableName: string;
     indexName: string;
     keyFields: string[];
-    range: KeyRange;
+    interval: KeyInterval;
     order: Order;
   } {
     const source = query.source;
@@ -462,7 +589,7 @@ export class Transaction {
           tableName: source.tableName,
           indexName: BY_CREATION_TIME,
           keyFields: indexedFieldsWithSuffix(["_creationTime"]),
-          range: FULL_RANGE,
+          interval: rangeToInterval(FULL_RANGE),
           order: source.order ?? "asc",
         };
       case "IndexRange": {
@@ -472,6 +599,8 @@ export class Transaction {
         const fields =
           dot <= 0 ? undefined : this.#db.indexFields(tableName, indexName);
         if (fields === undefined) {
+          if (this.#db.isStagedIndex(tableName, indexName))
+            throw indexBackfillingError(source.indexName);
           throw new Error(`Index ${source.indexName} not found.`);
         }
         const bounds = compileIndexRange(
@@ -483,18 +612,50 @@ export class Transaction {
           tableName,
           indexName,
           keyFields: indexedFieldsWithSuffix(fields),
-          range: boundsToKeyRange(bounds),
+          interval: rangeToInterval(boundsToKeyRange(bounds)),
           order: source.order ?? "asc",
         };
       }
       case "Search":
-        throw new Error(
-          `Text search (withSearchIndex on ${source.indexName}) is not supported by the local backend yet`,
-        );
+        throw new Error("Search sources are scanned by #searchScan");
       default:
         source satisfies never;
         throw new Error(`Unknown query source ${JSON.stringify(source)}`);
     }
+  }
+
+  /**
+   * The table an id names, checked as convex-backend checks the `id` argument
+   * of a database syscall (`DeveloperDocumentId::decode`, `check_table_name`
+   * in crates/isolate `environment/helpers/mod.rs`, `system_table_guard`), or
+   * undefined when no such table exists.
+   */
+  #resolveId(
+    id: string,
+    tableName: string | undefined,
+    syscall: "db.get" | "db.patch" | "db.replace" | "db.delete",
+    access: Access | undefined,
+  ): { name: string } | undefined {
+    if (typeof id !== "string" || decodeId(id) === null) {
+      throw new Error(
+        `Invalid argument \`id\` for \`${syscall}\`: ${idDecodeError(String(id))}`,
+      );
+    }
+    const table = this.#db.tableOfId(id);
+    if (table === undefined) return undefined;
+    if (tableName !== undefined && tableName !== table.name) {
+      throw new Error(
+        `Invalid argument \`id\` for \`${syscall}\`: expected to be an Id<"${tableName}">, got Id<"${table.name}"> instead.`,
+      );
+    }
+    const systemTable = table.name.startsWith("_");
+    if (systemTable && access === "db") {
+      throw new Error("System tables can only be accessed with db.system.");
+    }
+    if (!systemTable && access === "db.system") {
+      throw new Error("User tables cannot be accessed with db.system.");
+    }
+    return table;
   }
 
   #existing(
@@ -502,15 +663,33 @@ export class Transaction {
     tableName: string | undefined,
     op: "Update" | "Replace" | "Delete",
     layer: WriteLayer,
+    access: Access | undefined,
   ): { table: string; doc: Doc } {
-    const doc = this.get(id, tableName, layer);
+    const syscall =
+      op === "Update"
+        ? "db.patch"
+        : op === "Replace"
+          ? "db.replace"
+          : "db.delete";
+    const table = this.#resolveId(id, tableName, syscall, access);
+    let doc: Doc | null = null;
+    if (table !== undefined) {
+      this.readSet.addId(table.name, id);
+      const pending = this.#pending(id, layer);
+      doc = pending !== undefined ? pending.doc : this.#db.getDocument(id);
+    }
     if (doc === null) {
       throw new Error(`${op} on nonexistent document ID ${id}`);
     }
     return { table: this.#db.tableOfId(id)!.name, doc };
   }
 
-  #write(tableName: string, doc: Doc, layer: WriteLayer): void {
+  #write(
+    tableName: string,
+    doc: Doc,
+    layer: WriteLayer,
+    inserted = false,
+  ): void {
     if (tableName.startsWith("_")) {
       throw new Error(
         `System tables (prefixed with '_') are read-only: cannot write to "${tableName}"`,
@@ -523,7 +702,9 @@ export class Transaction {
       );
     }
     this.#db.validateDocument(tableName, doc);
-    layer.writes.set(doc._id, { table: tableName, doc });
+    // A later patch of an inserted document is still an insert to commit.
+    const isNew = inserted || this.#pending(doc._id, layer)?.inserted === true;
+    layer.writes.set(doc._id, { table: tableName, doc, inserted: isNew });
   }
 
   /** The layers a call sees, outermost first: its ancestors' and its own. */
@@ -565,6 +746,11 @@ export class Transaction {
         "This transaction has already finished (the function timed out or returned)",
       );
     }
+    if (this.#db.commitCount !== this.#snapshot) {
+      throw new Error(
+        "Internal error: a commit happened while this transaction was open; transactions must run on the serial executor",
+      );
+    }
   }
 
   #checkWrite(layer: WriteLayer): void {
@@ -577,76 +763,98 @@ export class Transaction {
   }
 }
 
-function pageResult(
-  indexName: string,
-  page: Doc[],
-  keys: IndexKey[],
-  continueCursor: string,
-  isDone: boolean,
-): PageResult {
-  // The client splits a page that grew past twice its size at this cursor
-  // (convex 1.48 `paginated_query_client.ts`), keeping both halves gapless.
-  const splitCursor =
-    keys.length >= 2
-      ? encodeCursor(indexName, keys[Math.floor(keys.length / 2) - 1])
-      : null;
-  return { page, isDone, continueCursor, splitCursor, pageStatus: null };
-}
-
-function sourceIndexName(query: SerializedQuery): string {
-  const source = query.source;
-  return source.type === "FullTableScan"
-    ? `${source.tableName}.${BY_CREATION_TIME}`
-    : source.indexName;
-}
-
 // ---- cursors ---------------------------------------------------------------
-// A cursor is JSON `{i: indexName, k: key}` (or `{i, end: true}` past the last
-// row). It names its index so that a cursor from another query is refused with
-// "InvalidCursor", which makes `usePaginatedQuery` start over (convex 1.48
-// `use_paginated_query.ts`).
+// A cursor is opaque to clients (convex-backend encrypts its cursors with the
+// instance key): base64url of a version byte, the 16-byte fingerprint of the
+// query it belongs to, and a position, "end" or "after this index key". A
+// cursor from another query (another table, index, range, order or filter) is
+// refused with convex-backend's `invalid_cursor()` text, which makes
+// `usePaginatedQuery` start over (convex 1.48 `use_paginated_query.ts`).
 
-function encodeCursor(indexName: string, key: IndexKey): string {
-  return JSON.stringify({
-    i: indexName,
-    k: key.map((v) =>
-      v === undefined ? { $undefined: null } : convexToJson(v),
-    ),
-  });
+const CURSOR_VERSION = 1;
+const FINGERPRINT_BYTES = 16;
+const POSITION_END = 0;
+const POSITION_AFTER = 1;
+/** Transaction read limits (Convex limits page: 32,000 documents scanned, 16 MiB read). */
+const MAX_ROWS_READ = 32_000;
+const MAX_BYTES_READ = 16 << 20;
+/** Value::Array's 8,192 elements; over 3/4 of it a page should split (`SOFT_MAX_PAGE_LEN`). */
+const MAX_PAGE_ROWS = 8192;
+
+type CursorPosition = { type: "end" } | { type: "after"; key: Buffer };
+
+const softLimit = (hard: number) => Math.floor((hard * 3) / 4);
+
+/** What a cursor is tied to: the query's source, order, filters, and the index's fields. */
+function queryFingerprint(query: SerializedQuery, keyFields: string[]): Buffer {
+  return createHash("sha256")
+    .update(
+      JSON.stringify({
+        source: query.source,
+        operators: query.operators,
+        keyFields,
+      }),
+    )
+    .digest()
+    .subarray(0, FINGERPRINT_BYTES);
 }
 
-function encodeEndCursor(indexName: string): string {
-  return JSON.stringify({ i: indexName, end: true });
+function encodeCursor(fingerprint: Buffer, position: CursorPosition): string {
+  const head = Buffer.from([CURSOR_VERSION]);
+  const tail =
+    position.type === "end"
+      ? Buffer.from([POSITION_END])
+      : Buffer.concat([Buffer.from([POSITION_AFTER]), position.key]);
+  return Buffer.concat([head, fingerprint, tail]).toString("base64url");
 }
 
-function decodeCursor(cursor: string, indexName: string): IndexKey | "end" {
-  let parsed: { i?: unknown; k?: unknown; end?: unknown };
-  try {
-    parsed = JSON.parse(cursor) as typeof parsed;
-  } catch {
-    throw invalidCursor("it is not a cursor this backend issued");
+function decodeCursor(cursor: string, fingerprint: Buffer): CursorPosition {
+  const bytes = Buffer.from(cursor, "base64url");
+  const kind = bytes[1 + FINGERPRINT_BYTES];
+  if (
+    bytes[0] !== CURSOR_VERSION ||
+    bytes.toString("base64url") !== cursor ||
+    !bytes.subarray(1, 1 + FINGERPRINT_BYTES).equals(fingerprint) ||
+    (kind !== POSITION_END && kind !== POSITION_AFTER) ||
+    (kind === POSITION_END && bytes.length !== 2 + FINGERPRINT_BYTES)
+  ) {
+    throw invalidCursor();
   }
-  if (parsed.i !== indexName) {
-    throw invalidCursor(
-      `it belongs to a query on ${String(parsed.i)}, not ${indexName}`,
-    );
-  }
-  if (parsed.end === true) return "end";
-  if (!Array.isArray(parsed.k)) throw invalidCursor("it is malformed");
-  return parsed.k.map((v: JSONValue) =>
-    v !== null &&
-    typeof v === "object" &&
-    !Array.isArray(v) &&
-    "$undefined" in v
-      ? undefined
-      : jsonToConvex(v),
-  );
+  return kind === POSITION_END
+    ? { type: "end" }
+    : { type: "after", key: bytes.subarray(2 + FINGERPRINT_BYTES) };
 }
 
-function invalidCursor(reason: string): Error {
+/** A staged index is never enabled, so Convex answers as for one still
+ *  backfilling (convex-backend `index_registry.rs` `index_backfilling_error`). */
+export function indexBackfillingError(printableName: string): Error {
   return new Error(
-    `InvalidCursor: this cursor cannot be used with this query because ${reason}`,
+    `Index ${printableName} is currently backfilling and not available to query yet.`,
   );
+}
+
+/** convex-backend `crates/database/src/query/mod.rs` `invalid_cursor()`. */
+function invalidCursor(): Error {
+  return new Error(
+    "InvalidCursor: Tried to run a query starting from a cursor, but it looks like this cursor is from a different query.",
+  );
+}
+
+/** A document's size as the read limits count it. */
+function documentBytes(doc: Doc): number {
+  return JSON.stringify(convexToJson(doc)).length;
+}
+
+/** convex-backend `IdDecodeError` texts (crates/value `id_v6.rs`) for a string `decodeId` refused. */
+function idDecodeError(id: string): string {
+  // 31 and 37 characters: base32 of the shortest and longest binary ID.
+  if (id.length < 31 || id.length > 37) {
+    return `Unable to decode ID: Invalid ID length ${id.length}`;
+  }
+  if (!/^[0-9a-hjkmnp-tv-z]*$/.test(id)) {
+    return "Unable to decode ID: ID wasn't valid base32";
+  }
+  return `Unable to decode ID: Invalid ID length ${id.length}`;
 }
 
 // ---- values ----------------------------------------------------------------

@@ -10,22 +10,28 @@
  * end with the implicit `_creationTime, _id`, so both can be ranged over too.
  *
  * An index key is the list of a document's values for the index fields, a
- * missing field being `undefined` (which sorts before `null`). Keys compare
- * element by element with Convex's cross-type order (`compareValues`).
+ * missing field being `undefined` (which sorts before `null`); how keys
+ * compare, with each other and with ranges, is `keys.ts`.
  *
  * Usage:
  *   const fields = indexedFieldsWithSuffix(["author"]);
  *   const bounds = compileIndexRange("messages.by_author", ["author"], range);
  *   const range = boundsToKeyRange(bounds);
- *   const [from, to] = keyRangeIndices(sortedKeys, range);
  */
-import { compareValues, type JSONValue, type Value } from "convex/values";
+import type { JSONValue, Value } from "convex/values";
+import {
+  compareKeyBytes,
+  encodeKey,
+  type IndexKey,
+  intervalContains,
+  type KeyRange,
+  type Order,
+  rangeToInterval,
+} from "./keys.ts";
 import { decodeValueOrUndefined, displayValue } from "../values/wire.ts";
 import { getFieldPath } from "./filter.ts";
 
-export type Order = "asc" | "desc";
-
-export type IndexKey = (Value | undefined)[];
+export type { IndexKey, KeyRange, Order };
 
 export type IndexRangeExpr = {
   type: "Eq" | "Gt" | "Gte" | "Lt" | "Lte";
@@ -45,17 +51,6 @@ export type IndexBounds = {
   /** Bounds on `fields[eq.length]`. */
   lower?: Bound;
   upper?: Bound;
-};
-
-/**
- * Bounds on a key's prefix: a key is inside when its first `start.key.length`
- * values compare after `start.key` (or equal, if inclusive) and its first
- * `end.key.length` values compare before `end.key` (or equal, if inclusive).
- * Both tests are monotone over sorted keys, so they suit a binary search.
- */
-export type KeyRange = {
-  start: { key: IndexKey; inclusive: boolean };
-  end: { key: IndexKey; inclusive: boolean };
 };
 
 const CREATION_TIME = "_creationTime";
@@ -238,34 +233,9 @@ export function indexKey(
   return fields.map((field) => getFieldPath(doc, field));
 }
 
-/** Lexicographic order of keys; a key that is a prefix of another sorts first. */
+/** Convex's order of keys (lexicographic over `compareValues`), by their bytes. */
 export function compareKeys(a: IndexKey, b: IndexKey): number {
-  for (let i = 0; i < a.length && i < b.length; i++) {
-    const cmp = compareValues(a[i], b[i]);
-    if (cmp !== 0) return cmp;
-  }
-  return Math.sign(a.length - b.length);
-}
-
-/** Compares only the first `prefix.length` values of `key` with `prefix`. */
-export function comparePrefix(key: IndexKey, prefix: IndexKey): number {
-  return compareKeys(key.slice(0, prefix.length), prefix);
-}
-
-export function keyInBounds(key: IndexKey, bounds: IndexBounds): boolean {
-  for (let i = 0; i < bounds.eq.length; i++) {
-    if (compareValues(key[i], bounds.eq[i]) !== 0) return false;
-  }
-  const value = key[bounds.eq.length];
-  if (bounds.lower !== undefined) {
-    const cmp = compareValues(value, bounds.lower.value);
-    if (bounds.lower.inclusive ? cmp < 0 : cmp <= 0) return false;
-  }
-  if (bounds.upper !== undefined) {
-    const cmp = compareValues(value, bounds.upper.value);
-    if (bounds.upper.inclusive ? cmp > 0 : cmp >= 0) return false;
-  }
-  return true;
+  return compareKeyBytes(encodeKey(a), encodeKey(b));
 }
 
 /**
@@ -293,39 +263,6 @@ export function boundsToKeyRange(bounds: IndexBounds): KeyRange {
   };
 }
 
-function afterStart(key: IndexKey, range: KeyRange): boolean {
-  const cmp = comparePrefix(key, range.start.key);
-  return range.start.inclusive ? cmp >= 0 : cmp > 0;
-}
-
-function beforeEnd(key: IndexKey, range: KeyRange): boolean {
-  const cmp = comparePrefix(key, range.end.key);
-  return range.end.inclusive ? cmp <= 0 : cmp < 0;
-}
-
 export function keyInRange(key: IndexKey, range: KeyRange): boolean {
-  return afterStart(key, range) && beforeEnd(key, range);
-}
-
-/**
- * The half-open slice `[from, to)` of ascending `sortedKeys` inside `range`,
- * found by binary search; `from === to` when nothing matches.
- */
-export function keyRangeIndices(
-  sortedKeys: readonly IndexKey[],
-  range: KeyRange,
-): [number, number] {
-  const firstWhere = (pred: (key: IndexKey) => boolean) => {
-    let lo = 0;
-    let hi = sortedKeys.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (pred(sortedKeys[mid])) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
-  };
-  const from = firstWhere((key) => afterStart(key, range));
-  const to = firstWhere((key) => !beforeEnd(key, range));
-  return [from, Math.max(from, to)];
+  return intervalContains(rangeToInterval(range), encodeKey(key));
 }

@@ -1,8 +1,15 @@
 import type { Value } from "convex/values";
 import { describe, expect, test } from "vitest";
-import type { KeyRange } from "./indexRange.ts";
 import type { Doc } from "../values/wire.ts";
-import { type DocumentChange, ReadSet } from "./readSet.ts";
+import {
+  afterCursor,
+  encodeKey,
+  type IndexKey,
+  type KeyRange,
+  type Order,
+  rangeToInterval,
+} from "./keys.ts";
+import { type DocumentChange, ReadSet, type ScanRecord } from "./readSet.ts";
 
 const WHOLE: KeyRange = {
   start: { key: [], inclusive: true },
@@ -14,6 +21,22 @@ function doc(creationTime: number, fields: Record<string, Value> = {}): Doc {
   return { _id: `id${creationTime}`, _creationTime: creationTime, ...fields };
 }
 
+// A scan of `range` in `order`, starting after a cursor's key when given.
+function addScan(
+  reads: ReadSet,
+  keyFields: string[],
+  range: KeyRange,
+  order: Order,
+  after: IndexKey | undefined,
+): ScanRecord {
+  const interval = afterCursor(
+    rangeToInterval(range),
+    order,
+    after === undefined ? undefined : encodeKey(after),
+  );
+  return reads.addScan("messages", keyFields, interval, order);
+}
+
 const inserted = (d: Doc, table = "messages"): DocumentChange[] => [
   { table, id: d._id, before: null, after: d },
 ];
@@ -21,14 +44,8 @@ const inserted = (d: Doc, table = "messages"): DocumentChange[] => [
 describe("ReadSet", () => {
   test("a newest-first first page is invalidated by a newer row, not by an older one below it", () => {
     const reads = new ReadSet();
-    const scan = reads.addScan(
-      "messages",
-      KEY_FIELDS,
-      WHOLE,
-      "desc",
-      undefined,
-    );
-    scan.lastKey = [50, "id50"]; // the page read rows 100 down to 50 and stopped
+    const scan = addScan(reads, KEY_FIELDS, WHOLE, "desc", undefined);
+    scan.lastKey = encodeKey([50, "id50"]); // the page read rows 100 down to 50 and stopped
     expect(reads.overlaps(inserted(doc(101)))).toBe(true);
     expect(reads.overlaps(inserted(doc(75)))).toBe(true);
     expect(reads.overlaps(inserted(doc(10)))).toBe(false);
@@ -36,11 +53,8 @@ describe("ReadSet", () => {
 
   test("a later page covers only its own interval", () => {
     const reads = new ReadSet();
-    const scan = reads.addScan("messages", KEY_FIELDS, WHOLE, "desc", [
-      50,
-      "id50",
-    ]);
-    scan.lastKey = [20, "id20"];
+    const scan = addScan(reads, KEY_FIELDS, WHOLE, "desc", [50, "id50"]);
+    scan.lastKey = encodeKey([20, "id20"]);
     expect(reads.overlaps(inserted(doc(101)))).toBe(false);
     expect(reads.overlaps(inserted(doc(30)))).toBe(true);
     expect(reads.overlaps(inserted(doc(5)))).toBe(false);
@@ -48,15 +62,15 @@ describe("ReadSet", () => {
 
   test("a scan that ran to the end covers its whole range, including rows added past its last key", () => {
     const reads = new ReadSet();
-    const scan = reads.addScan("messages", KEY_FIELDS, WHOLE, "asc", undefined);
-    scan.lastKey = [3, "id3"];
+    const scan = addScan(reads, KEY_FIELDS, WHOLE, "asc", undefined);
+    scan.lastKey = encodeKey([3, "id3"]);
     scan.done = true;
     expect(reads.overlaps(inserted(doc(1000)))).toBe(true);
   });
 
   test("a scan that never produced a row has read nothing", () => {
     const reads = new ReadSet();
-    reads.addScan("messages", KEY_FIELDS, WHOLE, "asc", undefined);
+    addScan(reads, KEY_FIELDS, WHOLE, "asc", undefined);
     expect(reads.overlaps(inserted(doc(1)))).toBe(false);
   });
 
@@ -66,8 +80,8 @@ describe("ReadSet", () => {
       start: { key: ["alice"], inclusive: true },
       end: { key: ["alice"], inclusive: true },
     };
-    reads.addScan(
-      "messages",
+    addScan(
+      reads,
       ["author", "_creationTime", "_id"],
       byAuthor,
       "asc",

@@ -14,18 +14,18 @@
  * whenever the query stops, whether or not it drained its streams.
  *
  * Usage:
- *   const record = readSet.addScan("messages", keyFields, range, "desc", after);
- *   record.lastKey = key;   // for each row handed to the query
+ *   const record = readSet.addScan("messages", keyFields, interval, "desc");
+ *   record.lastKey = key;   // the encoded key of each row handed to the query
  *   readSet.overlaps(commit.changes)
  */
+import { indexKey } from "./indexRange.ts";
 import {
-  compareKeys,
-  type IndexKey,
-  indexKey,
-  type KeyRange,
-  keyInRange,
+  coveredInterval,
+  encodeKey,
+  intervalContains,
+  type KeyInterval,
   type Order,
-} from "./indexRange.ts";
+} from "./keys.ts";
 import type { Doc } from "../values/wire.ts";
 
 /** One document written by a commit: its value before and after (null = absent). */
@@ -40,15 +40,17 @@ export type DocumentChange = {
 export type ScanRecord = {
   table: string;
   keyFields: string[];
-  range: KeyRange;
+  /** The keys the scan could read: its range, less what a cursor skipped. */
+  interval: KeyInterval;
   order: Order;
-  /** The scan started strictly after this key (a pagination cursor). */
-  after: IndexKey | undefined;
-  /** The last key handed to the query; undefined until the first row. */
-  lastKey: IndexKey | undefined;
+  /** The encoded key of the last row handed to the query; undefined until the first. */
+  lastKey: Buffer | undefined;
   /** True once the scan reached the end of its range. */
   done: boolean;
 };
+
+/** A read of the documents of `table` that `matches` accepts (a text search). */
+export type ReadPredicate = { table: string; matches: (doc: Doc) => boolean };
 
 export class ReadSet {
   /** Every table read in any way; a cheap first filter. */
@@ -56,20 +58,19 @@ export class ReadSet {
   readonly #scans: ScanRecord[] = [];
   readonly #ids = new Set<string>();
   readonly #wholeTables = new Set<string>();
+  readonly #predicates: ReadPredicate[] = [];
 
   addScan(
     table: string,
     keyFields: string[],
-    range: KeyRange,
+    interval: KeyInterval,
     order: Order,
-    after: IndexKey | undefined,
   ): ScanRecord {
     const record: ScanRecord = {
       table,
       keyFields,
-      range,
+      interval,
       order,
-      after,
       lastKey: undefined,
       done: false,
     };
@@ -105,6 +106,20 @@ export class ReadSet {
     return this.#wholeTables;
   }
 
+  /** The predicate reads (`query/readSetIndex.ts` checks them per table). */
+  get predicates(): readonly ReadPredicate[] {
+    return this.#predicates;
+  }
+
+  /**
+   * A read that depends on the documents of a table a predicate accepts (a
+   * text search: its filter values and query terms, textSearch.ts).
+   */
+  addPredicate(table: string, matches: (doc: Doc) => boolean): void {
+    this.tables.add(table);
+    this.#predicates.push({ table, matches });
+  }
+
   /** Whether any of these writes can change what was read. */
   overlaps(changes: readonly DocumentChange[]): boolean {
     for (const change of changes) {
@@ -116,6 +131,14 @@ export class ReadSet {
         if (scanCovers(scan, change.before) || scanCovers(scan, change.after))
           return true;
       }
+      for (const { table, matches } of this.#predicates) {
+        if (table !== change.table) continue;
+        if (
+          (change.before !== null && matches(change.before)) ||
+          (change.after !== null && matches(change.after))
+        )
+          return true;
+      }
     }
     return false;
   }
@@ -123,19 +146,14 @@ export class ReadSet {
 
 function scanCovers(scan: ScanRecord, doc: Doc | null): boolean {
   if (doc === null) return false;
-  if (scan.lastKey === undefined && !scan.done) return false;
-  const key = indexKey(doc, scan.keyFields);
-  if (!keyInRange(key, scan.range)) return false;
-  const forward = scan.order === "asc" ? 1 : -1;
-  // Strictly after the starting cursor, in scan order...
-  if (scan.after !== undefined && forward * compareKeys(key, scan.after) <= 0)
-    return false;
-  // ...and, unless the scan ran to the end, no further than its last row.
-  if (
-    !scan.done &&
-    scan.lastKey !== undefined &&
-    forward * compareKeys(key, scan.lastKey) > 0
-  )
-    return false;
-  return true;
+  const covered = coveredInterval(
+    scan.interval,
+    scan.order,
+    scan.lastKey,
+    scan.done,
+  );
+  return (
+    covered !== null &&
+    intervalContains(covered, encodeKey(indexKey(doc, scan.keyFields)))
+  );
 }

@@ -6,8 +6,15 @@
  */
 import type { Value } from "convex/values";
 import { describe, expect, test } from "vitest";
-import type { IndexKey, KeyRange } from "./indexRange.ts";
-import { type DocumentChange, ReadSet } from "./readSet.ts";
+import {
+  afterCursor,
+  encodeKey,
+  type IndexKey,
+  type KeyRange,
+  type Order,
+  rangeToInterval,
+} from "./keys.ts";
+import { type DocumentChange, ReadSet, type ScanRecord } from "./readSet.ts";
 import { ReadSetIndex } from "./readSetIndex.ts";
 import type { Doc } from "../values/wire.ts";
 
@@ -37,6 +44,23 @@ function randomDoc(rng: Rng, n: number): Doc {
   if (group !== undefined) doc.group = group;
   if (rng.next() < 0.9) doc.rank = rng.int(6);
   return doc;
+}
+
+// A scan of `range` in `order`, starting after a cursor's key when given.
+function addScan(
+  reads: ReadSet,
+  table: string,
+  keyFields: string[],
+  range: KeyRange,
+  order: Order,
+  after: IndexKey | undefined,
+): ScanRecord {
+  const interval = afterCursor(
+    rangeToInterval(range),
+    order,
+    after === undefined ? undefined : encodeKey(after),
+  );
+  return reads.addScan(table, keyFields, interval, order);
 }
 
 function key(doc: Doc, fields: string[]): IndexKey {
@@ -70,7 +94,8 @@ function randomReadSet(rng: Rng, docs: Doc[]): ReadSet {
     const table = rng.pick(["items", "other"]);
     const fields = rng.next() < 0.7 ? KEY_FIELDS : BY_TIME;
     const someKey = () => key(rng.pick(docs), fields);
-    const scan = reads.addScan(
+    const scan = addScan(
+      reads,
       table,
       fields,
       randomRange(rng, fields),
@@ -78,7 +103,7 @@ function randomReadSet(rng: Rng, docs: Doc[]): ReadSet {
       rng.next() < 0.3 ? someKey() : undefined,
     );
     const progress = rng.int(3);
-    if (progress >= 1) scan.lastKey = someKey();
+    if (progress >= 1) scan.lastKey = encodeKey(someKey());
     if (progress === 2 || rng.next() < 0.2) scan.done = true;
   }
   if (rng.next() < 0.3) reads.addId("items", rng.pick(docs)._id);
@@ -151,7 +176,8 @@ describe("ReadSetIndex", () => {
     for (let c = 0; c < 100; c++) {
       const reads = new ReadSet();
       const channel = `c${c}`;
-      reads.addScan(
+      addScan(
+        reads,
         "messages",
         fields,
         {
@@ -160,7 +186,7 @@ describe("ReadSetIndex", () => {
         },
         "desc",
         undefined,
-      ).lastKey = [channel, 50, "id50"];
+      ).lastKey = encodeKey([channel, 50, "id50"]);
       index.set(channel, reads);
     }
     const doc = { _id: "new", _creationTime: 99, channel: "c42" };
@@ -180,7 +206,8 @@ describe("ReadSetIndex", () => {
   test("deleting a subscriber takes all of its intervals, IDs and tables out", () => {
     const index = new ReadSetIndex<string>();
     const reads = new ReadSet();
-    reads.addScan(
+    addScan(
+      reads,
       "items",
       BY_TIME,
       {
@@ -209,5 +236,30 @@ describe("ReadSetIndex", () => {
     expect(index.affected(writes("items", "x")).size).toBe(0);
     expect(index.affected(writes("users", "u1")).size).toBe(0);
     expect(index.affected(writes("counters", "y")).size).toBe(0);
+  });
+
+  test("a predicate read (a text search) is found by the writes it accepts, before or after, until deleted", () => {
+    const index = new ReadSetIndex<string>();
+    const reads = new ReadSet();
+    reads.addPredicate("notes", (doc) => doc.tag === "hit");
+    index.set("search", reads);
+    const write = (before: string | null, after: string | null) => [
+      {
+        table: "notes",
+        id: "n1",
+        before:
+          before === null ? null : { _id: "n1", _creationTime: 1, tag: before },
+        after:
+          after === null ? null : { _id: "n1", _creationTime: 1, tag: after },
+      },
+    ];
+    expect(index.affected(write(null, "miss")).size).toBe(0);
+    expect(index.affected(write(null, "hit")).size).toBe(1);
+    expect(index.affected(write("hit", null)).size).toBe(1);
+    expect(
+      index.affected([{ ...write(null, "hit")[0], table: "other" }]).size,
+    ).toBe(0);
+    index.delete("search");
+    expect(index.affected(write(null, "hit")).size).toBe(0);
   });
 });

@@ -8,14 +8,9 @@
  * looks up its key in every index of its table that some read set scanned.
  * Documents fetched by ID and tables read whole (`count()`) are hash lookups.
  *
- * Intervals. A scan (`ScanRecord`: a range, a cursor it started after, the
- * last key it handed out, whether it reached the end) covers exactly the keys
- * `ReadSet.overlaps` says it covers, written as an open interval between two
- * bounds. A bound lies between keys: `(prefix, -1)` just before every key that
- * starts with `prefix`, `(prefix, +1)` just after them (`[]` is before or after
- * everything). Cursors and last keys are whole index keys, so `(key, ±1)` is
- * just before or after that one key. A key never equals a bound, which leaves
- * no inclusive/exclusive cases below.
+ * Intervals. A scan covers the half-open byte interval of encoded keys that
+ * `coveredInterval` (query/keys.ts, the one place that compares keys with
+ * ranges) gives for it, which is exactly what `ReadSet.overlaps` tests.
  *
  * Each interval map is a treap ordered by lower bound and augmented with the
  * largest upper bound of each subtree (a classic interval tree): a stabbing
@@ -27,53 +22,30 @@
  *   for (const entry of index.affected(commit.changes)) ...
  *   index.delete(entry);
  */
-import { compareValues } from "convex/values";
-import { type IndexKey, indexKey } from "./indexRange.ts";
-import type { DocumentChange, ReadSet, ScanRecord } from "./readSet.ts";
+import { indexKey } from "./indexRange.ts";
+import { coveredInterval, encodeKey } from "./keys.ts";
+import type {
+  DocumentChange,
+  ReadPredicate,
+  ReadSet,
+  ScanRecord,
+} from "./readSet.ts";
 
-type Bound = { key: IndexKey; side: -1 | 1 };
+/** A bound between keys: an interval is `lo <= key < hi`. */
+type Bound = Buffer;
 
-/** Where a whole key lies relative to a bound; never 0. */
-function compareKeyToBound(key: IndexKey, bound: Bound): number {
-  const prefix = bound.key;
-  for (let i = 0; i < prefix.length; i++) {
-    if (i >= key.length) return -1;
-    const cmp = compareValues(key[i], prefix[i]);
-    if (cmp !== 0) return cmp;
-  }
-  return -bound.side;
-}
-
-function compareBounds(a: Bound, b: Bound): number {
-  const n = Math.min(a.key.length, b.key.length);
-  for (let i = 0; i < n; i++) {
-    const cmp = compareValues(a.key[i], b.key[i]);
-    if (cmp !== 0) return cmp;
-  }
-  if (a.key.length === b.key.length) return a.side - b.side;
-  // The shorter prefix's region contains the longer one's.
-  return a.key.length < b.key.length ? a.side : -b.side;
-}
-
+const compareBounds = (a: Bound, b: Bound) => Buffer.compare(a, b);
 const maxBound = (a: Bound, b: Bound) => (compareBounds(a, b) >= 0 ? a : b);
-const minBound = (a: Bound, b: Bound) => (compareBounds(a, b) <= 0 ? a : b);
 
-/** The keys a scan has covered, as an open interval; null when it covered none. */
+/** The keys a scan has covered, as `[lo, hi)`; null when it covered none. */
 export function scanInterval(scan: ScanRecord): [Bound, Bound] | null {
-  if (scan.lastKey === undefined && !scan.done) return null;
-  const { start, end } = scan.range;
-  let lo: Bound = { key: start.key, side: start.inclusive ? -1 : 1 };
-  let hi: Bound = { key: end.key, side: end.inclusive ? 1 : -1 };
-  const asc = scan.order === "asc";
-  if (scan.after !== undefined) {
-    if (asc) lo = maxBound(lo, { key: scan.after, side: 1 });
-    else hi = minBound(hi, { key: scan.after, side: -1 });
-  }
-  if (!scan.done && scan.lastKey !== undefined) {
-    if (asc) hi = minBound(hi, { key: scan.lastKey, side: 1 });
-    else lo = maxBound(lo, { key: scan.lastKey, side: -1 });
-  }
-  return compareBounds(lo, hi) < 0 ? [lo, hi] : null;
+  const covered = coveredInterval(
+    scan.interval,
+    scan.order,
+    scan.lastKey,
+    scan.done,
+  );
+  return covered === null ? null : [covered.lo, covered.hi];
 }
 
 type Node<T> = {
@@ -155,16 +127,16 @@ function removeNode<T>(root: Node<T> | null, node: Node<T>): Node<T> | null {
 
 function stab<T>(
   start: Node<T> | null,
-  key: IndexKey,
+  key: Buffer,
   found: (value: T) => void,
 ): void {
   let node = start;
   while (node !== null) {
-    if (compareKeyToBound(key, node.maxHi) > 0) return;
+    if (Buffer.compare(key, node.maxHi) >= 0) return;
     stab(node.left, key, found);
     // Every node to the right starts at or after this one.
-    if (compareKeyToBound(key, node.lo) < 0) return;
-    if (compareKeyToBound(key, node.hi) < 0) found(node.value);
+    if (Buffer.compare(key, node.lo) < 0) return;
+    if (Buffer.compare(key, node.hi) < 0) found(node.value);
     node = node.right;
   }
 }
@@ -195,7 +167,7 @@ class IntervalTree<T> {
     this.size--;
   }
 
-  stab(key: IndexKey, found: (value: T) => void): void {
+  stab(key: Buffer, found: (value: T) => void): void {
     stab(this.#root, key, found);
   }
 }
@@ -206,12 +178,15 @@ type IndexMap<T> = { keyFields: string[]; tree: IntervalTree<T> };
 type Registration<T> = {
   ids: string[];
   tables: string[];
+  predicates: ReadPredicate[];
   intervals: { table: string; indexKey: string; node: Node<T> }[];
 };
 
 export class ReadSetIndex<T> {
   readonly #byId = new Map<string, Set<T>>();
   readonly #byTable = new Map<string, Set<T>>();
+  /** table → subscriber → its predicate reads of that table (text searches). */
+  readonly #predicates = new Map<string, Map<T, ReadPredicate[]>>();
   /** table → index (its key fields) → interval map. */
   readonly #indexes = new Map<string, Map<string, IndexMap<T>>>();
   readonly #registered = new Map<T, Registration<T>>();
@@ -230,8 +205,19 @@ export class ReadSetIndex<T> {
     const registration: Registration<T> = {
       ids: [...readSet.ids],
       tables: [...readSet.wholeTables],
+      predicates: [...readSet.predicates],
       intervals: [],
     };
+    for (const predicate of registration.predicates) {
+      let bySubscriber = this.#predicates.get(predicate.table);
+      if (bySubscriber === undefined) {
+        bySubscriber = new Map();
+        this.#predicates.set(predicate.table, bySubscriber);
+      }
+      const list = bySubscriber.get(subscriber);
+      if (list === undefined) bySubscriber.set(subscriber, [predicate]);
+      else list.push(predicate);
+    }
     for (const id of registration.ids) addTo(this.#byId, id, subscriber);
     for (const table of registration.tables)
       addTo(this.#byTable, table, subscriber);
@@ -262,6 +248,11 @@ export class ReadSetIndex<T> {
     for (const id of registration.ids) removeFrom(this.#byId, id, subscriber);
     for (const table of registration.tables)
       removeFrom(this.#byTable, table, subscriber);
+    for (const { table } of registration.predicates) {
+      const bySubscriber = this.#predicates.get(table);
+      bySubscriber?.delete(subscriber);
+      if (bySubscriber?.size === 0) this.#predicates.delete(table);
+    }
     for (const { table, indexKey: key, node } of registration.intervals) {
       const indexes = this.#indexes.get(table)!;
       const map = indexes.get(key)!;
@@ -276,6 +267,7 @@ export class ReadSetIndex<T> {
   clear(): void {
     this.#byId.clear();
     this.#byTable.clear();
+    this.#predicates.clear();
     this.#indexes.clear();
     this.#registered.clear();
   }
@@ -287,13 +279,23 @@ export class ReadSetIndex<T> {
     for (const change of changes) {
       this.#byTable.get(change.table)?.forEach(add);
       this.#byId.get(change.id)?.forEach(add);
+      this.#predicates.get(change.table)?.forEach((predicates, subscriber) => {
+        if (
+          predicates.some(
+            ({ matches }) =>
+              (change.before !== null && matches(change.before)) ||
+              (change.after !== null && matches(change.after)),
+          )
+        )
+          found.add(subscriber);
+      });
       const indexes = this.#indexes.get(change.table);
       if (indexes === undefined) continue;
       for (const { keyFields, tree } of indexes.values()) {
         if (change.before !== null)
-          tree.stab(indexKey(change.before, keyFields), add);
+          tree.stab(encodeKey(indexKey(change.before, keyFields)), add);
         if (change.after !== null)
-          tree.stab(indexKey(change.after, keyFields), add);
+          tree.stab(encodeKey(indexKey(change.after, keyFields)), add);
       }
     }
     return found;

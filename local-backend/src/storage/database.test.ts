@@ -68,14 +68,12 @@ describe("Database", () => {
     const ids = Array.from({ length: 20 }, (_, i) =>
       insert(db, "messages", { author: "a", body: `m${i}` }),
     );
-    const before = ids.map((id) => db.table("messages")!.docs.get(id));
+    const before = ids.map((id) => db.getDocument(id));
     const lastTs = db.lastTs;
     closeDb(db);
 
     const reopened = openDb(dir);
-    expect(ids.map((id) => reopened.table("messages")!.docs.get(id))).toEqual(
-      before,
-    );
+    expect(ids.map((id) => reopened.getDocument(id))).toEqual(before);
     expect(reopened.lastTs).toBe(lastTs);
   });
 
@@ -84,15 +82,15 @@ describe("Database", () => {
     const db = openDb(dir);
     const first = insert(db, "t", { n: 1 });
     const firstTs = db.lastTs;
-    const firstCreation = db.table("t")!.docs.get(first)!._creationTime;
+    const firstCreation = db.getDocument(first)!._creationTime;
     closeDb(db);
 
     const reopened = openDb(dir);
     const second = insert(reopened, "t", { n: 2 });
     expect(reopened.lastTs).toBeGreaterThan(firstTs);
-    expect(
-      reopened.table("t")!.docs.get(second)!._creationTime,
-    ).toBeGreaterThan(firstCreation);
+    expect(reopened.getDocument(second)!._creationTime).toBeGreaterThan(
+      firstCreation,
+    );
   });
 
   test("user tables get numbers from 10001 and keep them across a restart", () => {
@@ -169,9 +167,9 @@ describe("Database", () => {
       nested: [commitTsPlaceholder],
     });
     const { ts } = db.commit(tx.pendingWrites());
-    expect(db.table("t")!.docs.get(id)).toMatchObject({ at: ts, nested: [ts] });
+    expect(db.getDocument(id)).toMatchObject({ at: ts, nested: [ts] });
     closeDb(db);
-    expect(openDb(dir).table("t")!.docs.get(id)).toMatchObject({
+    expect(openDb(dir).getDocument(id)).toMatchObject({
       at: ts,
       nested: [ts],
     });

@@ -1,15 +1,24 @@
 /**
- * The database: committed documents in memory (memoryTables.ts), written through
- * to SQLite (sqliteStore.ts), with the table-number registry, the schema, and
- * the clocks for commit timestamps and `_creationTime`.
+ * The database: documents and index entries in SQLite (sqliteStore.ts), a
+ * bounded cache of decoded documents, the table and index registry, the schema,
+ * and the clocks for commit timestamps and `_creationTime`.
+ *
+ * Memory and start-up do not grow with the data: opening reads the registry
+ * and two clocks, never the documents; queries read index ranges from SQLite in
+ * pages (`scan`); a schema whose indexes did not change costs nothing to
+ * install, and a new or changed index is backfilled in chunks that yield to the
+ * event loop (`prepareSchema`) before the schema that uses it is installed, as
+ * a Convex push waits for its indexes to backfill.
  *
  * `commit()` is the only place committed state changes. It runs synchronously:
- * SQLite first (fsynced), then memory, then the commit listeners that drive
- * subscription invalidation.
+ * SQLite first (fsynced), then the cache, then the commit listeners that drive
+ * subscription invalidation. An index whose key a write leaves unchanged is not
+ * touched.
  *
  * Usage:
  *   const db = Database.open(dataDir);
- *   db.setSchema(schemaJson);                 // after each successful build
+ *   await db.prepareSchema(schemaJson);       // backfills, outside the executor
+ *   db.setSchema(schemaJson);                 // cheap once prepared
  *   const { ts } = db.commit(tx.pendingWrites(), sessionRequest);
  */
 import fs from "node:fs";
@@ -19,39 +28,65 @@ import type { ValidatorJSON } from "convex/values";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
 import { type Doc, resolveCommitTs } from "../values/wire.ts";
 import { validateValue } from "../values/validators.ts";
-import { indexedFieldsWithSuffix } from "../query/indexRange.ts";
+import { indexedFieldsWithSuffix, indexKey } from "../query/indexRange.ts";
+import {
+  afterCursor,
+  compareKeyBytes,
+  encodeKey,
+  FULL_RANGE,
+  type KeyInterval,
+  type Order,
+  rangeToInterval,
+} from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
+import type { SearchIndexDefinition } from "../query/textSearch.ts";
+import { SearchIndexes } from "./searchIndex.ts";
+import { type VectorIndexDefinition, VectorIndexes } from "./vectorIndex.ts";
 import {
   BY_CREATION_TIME,
   BY_ID,
-  type IndexDefinition,
-  Table,
-} from "./memoryTables.ts";
-import {
+  builtInIndexes,
   type DocumentWrite,
+  type IndexWrite,
   type SessionRequestRecord,
   SqliteStore,
+  type StoredIndex,
+  SYSTEM_TABLES,
   type StoredTable,
 } from "./sqliteStore.ts";
+
+export { BY_CREATION_TIME, BY_ID } from "./sqliteStore.ts";
 
 /** What `schema.export()` of convex/server returns (convex 1.48 `SchemaDefinition.export`). */
 export type SchemaJson = {
   tables: {
     tableName: string;
     indexes: { indexDescriptor: string; fields: string[] }[];
-    searchIndexes?: unknown[];
-    vectorIndexes?: unknown[];
+    stagedDbIndexes?: { indexDescriptor: string; fields: string[] }[];
+    searchIndexes?: SearchIndexJson[];
+    stagedSearchIndexes?: SearchIndexJson[];
+    vectorIndexes?: VectorIndexJson[];
+    stagedVectorIndexes?: VectorIndexJson[];
     documentType: ValidatorJSON;
   }[];
   schemaValidation: boolean;
 };
 
-/** System tables have fixed numbers below the user range (convex-backend reserves 1..10000). */
-const SYSTEM_TABLES: Record<string, number> = {
-  _scheduled_functions: 1,
-  _storage: 2,
-  _cron_jobs: 3,
+type SearchIndexJson = {
+  indexDescriptor: string;
+  searchField: string;
+  filterFields: string[];
 };
+type VectorIndexJson = {
+  indexDescriptor: string;
+  vectorField: string;
+  dimensions: number;
+  filterFields: string[];
+};
+
+/** How an index name resolves: Convex serves only enabled indexes, and a staged one is "backfilling". */
+export type IndexLookup<T> =
+  { state: "enabled"; index: T } | { state: "staged" } | { state: "missing" };
 
 /**
  * System tables' own indexes, beside the built-in two. The scheduler finds the
@@ -59,21 +94,39 @@ const SYSTEM_TABLES: Record<string, number> = {
  * `model/scheduled_jobs/mod.rs` indexes `_scheduled_jobs` by `nextTs` for the same
  * purpose), and garbage-collects finished jobs by `completedTime`.
  */
-const SYSTEM_INDEXES: Record<string, SchemaJson["tables"][number]["indexes"]> =
-  {
-    _scheduled_functions: [
-      {
-        indexDescriptor: "by_state_scheduledTime",
-        fields: ["state.kind", "scheduledTime"],
-      },
-      { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
-    ],
-  };
+export const SYSTEM_INDEXES: Record<
+  string,
+  SchemaJson["tables"][number]["indexes"]
+> = {
+  _scheduled_functions: [
+    {
+      indexDescriptor: "by_state_scheduledTime",
+      fields: ["state.kind", "scheduledTime"],
+    },
+    { indexDescriptor: "by_completedTime", fields: ["completedTime"] },
+  ],
+};
 
 const ID_CACHE_SIZE = 100_000;
 const MAX_CLOCK_ADVANCE_MS = 60 * 60 * 1000;
+/** Decoded documents kept in memory; a bound on count and on JSON size. */
+const DOC_CACHE_MAX_DOCS = 20_000;
+const DOC_CACHE_MAX_BYTES = 32 << 20;
+/** Rows per SQLite read of a scan: small first (most queries take a few), then larger. */
+const FIRST_PAGE_ROWS = 32;
+const MAX_PAGE_ROWS = 1024;
+/** Backfill, validation and index drops work in slices of about this long, then yield. */
+const SLICE_MS = 20;
+const SLICE_ROWS = 500;
+const BACKFILL_CHUNK_ROWS = 200;
 
-export type PendingWrite = { table: string; doc: Doc | null };
+/** A document's new value (null: deleted); `inserted` when no committed
+ *  version can exist (a fresh id from `insert`), which saves a lookup. */
+export type PendingWrite = {
+  table: string;
+  doc: Doc | null;
+  inserted?: boolean;
+};
 
 export type CommitResult = {
   ts: bigint;
@@ -91,50 +144,132 @@ export class SchemaViolationError extends Error {
   }
 }
 
+/** An index as stored: `ready` ones serve queries, all of them are kept up to date by commits. */
+export type PhysicalIndex = StoredIndex;
+
+export class Table {
+  /** Every physical index; while a schema change backfills, an index name may have two. */
+  readonly indexes: PhysicalIndex[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly number: number,
+    public count: number,
+  ) {}
+
+  /** The index queries use: the ready one with this name. */
+  queryable(indexName: string): PhysicalIndex | undefined {
+    return this.indexes.find(
+      (i) => i.name === indexName && i.state === "ready",
+    );
+  }
+}
+
+/**
+ * The index entries a write changes: for each index, the old key out and the
+ * new one in, and nothing at all for an index whose key the write leaves as
+ * it was (a patch of unindexed fields touches no index).
+ */
+export function indexWritesFor(
+  indexes: readonly PhysicalIndex[],
+  docId: string,
+  before: Doc | null,
+  after: Doc | null,
+): IndexWrite[] {
+  const writes: IndexWrite[] = [];
+  for (const index of indexes) {
+    const remove = before === null ? null : documentKey(before, index);
+    const add = after === null ? null : documentKey(after, index);
+    if (remove !== null && add !== null && compareKeyBytes(remove, add) === 0)
+      continue;
+    writes.push({ indexId: index.indexId, docId, remove, add });
+  }
+  return writes;
+}
+
+/** A document's encoded key for an index. */
+export function documentKey(doc: Doc, index: { keyFields: string[] }): Buffer {
+  return encodeKey(indexKey(doc, index.keyFields));
+}
+
+type PreparedSchema = {
+  schema: SchemaJson | null;
+  /** Index ids, per table, that the schema installs and that are backfilled. */
+  built: Map<string, number[]>;
+};
+
 export class Database {
   readonly #store: SqliteStore;
   readonly #tablesByName = new Map<string, Table>();
   readonly #tablesByNumber = new Map<number, Table>();
-  /** Tables named by a transaction but not yet written to SQLite. A table is
-   *  persisted with the first commit after it was named; a rolled-back
-   *  transaction only leaves an empty table behind, as in Convex. */
+  /** Tables (with their built-in indexes) named by a transaction but not yet
+   *  written to SQLite. A table is persisted with the first commit after it was
+   *  named; a rolled-back transaction only leaves an empty table behind, as in Convex. */
   readonly #unpersistedTables: StoredTable[] = [];
+  readonly #unpersistedIndexes: StoredIndex[] = [];
   readonly #listeners = new Set<CommitListener>();
   /** id → table number (0 for strings that are not IDs); see `tableOfId`. */
   readonly #idTableNumbers = new Map<string, number>();
+  readonly #cache = new DocumentCache();
   #schema: SchemaJson | null = null;
+  #prepared: PreparedSchema | null = null;
+  /** Bumped by every schema preparation, so an older one still running stops. */
+  #schemaGeneration = 0;
   #lastTs: bigint;
-  #lastCreationTime = 0;
+  #lastCreationTime: number;
   #nextTableNumber = FIRST_USER_TABLE_NUMBER;
+  #nextIndexId = 1;
+  #commits = 0;
+  /** Index drops waiting for their entries to be deleted, a slice at a time. */
+  readonly #drops: number[] = [];
+  #dropping = false;
+
+  /** Text and vector search indexes: tables in the same SQLite file, kept up
+   *  to date inside each commit's transaction (storage/searchIndex.ts,
+   *  storage/vectorIndex.ts). */
+  readonly textSearch: SearchIndexes;
+  readonly vectorSearch: VectorIndexes;
 
   private constructor(store: SqliteStore) {
     this.#store = store;
-    const loaded = store.load();
-    this.#lastTs = loaded.lastTs;
-    for (const { name, number } of loaded.tables) {
-      this.#addTable(name, number);
+    this.textSearch = new SearchIndexes(store.connection);
+    this.vectorSearch = new VectorIndexes(store.connection);
+    const registry = store.loadRegistry();
+    this.#lastTs = registry.lastTs;
+    this.#lastCreationTime = registry.lastCreationTime;
+    for (const { name, number, count } of registry.tables) {
+      this.#addTable(name, number, count);
     }
-    // System tables are never persisted as rows of `tables`, yet their
-    // documents are (`_storage`), so they must exist before documents load.
-    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
-      if (!this.#tablesByName.has(name)) this.#addTable(name, number);
-    }
-    for (const stored of loaded.documents) {
-      const table = this.#tablesByNumber.get(stored.tableNumber);
+    for (const index of registry.indexes) {
+      const table = this.#tablesByNumber.get(index.tableNumber);
       if (table === undefined) {
         throw new Error(
-          `Document ${stored.id} names unknown table number ${stored.tableNumber}`,
+          `Index ${index.indexId} names unknown table number ${index.tableNumber}`,
         );
       }
-      const doc = jsonToConvex(JSON.parse(stored.json) as JSONValue) as Doc;
-      table.docs.set(doc._id, doc);
-      this.#lastCreationTime = Math.max(
-        this.#lastCreationTime,
-        doc._creationTime,
-      );
+      this.#nextIndexId = Math.max(this.#nextIndexId, index.indexId + 1);
+      // A backfill cut short by a restart is not resumed: the next schema
+      // install starts a fresh one, so the half-built index is dropped.
+      if (index.state === "ready") table.indexes.push(index);
+      else this.#dropIndex(index.indexId);
     }
-    for (const table of this.#tablesByName.values())
-      table.setIndexes(this.#indexesFor(table.name));
+    for (const id of store.orphanedIndexIds()) this.#dropIndex(id);
+    for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
+      const table =
+        this.#tablesByName.get(name) ?? this.#registerTable(name, number);
+      // System indexes do not wait for a schema: the scheduler reads them
+      // from the start. Only a folder migrated from version 1 lacks them.
+      for (const want of indexesOf(null, name)) {
+        if (table.queryable(want.name) !== undefined) continue;
+        const steps = this.#buildIndex(table, want);
+        let step = steps.next();
+        while (step.done !== true) step = steps.next();
+        const index = table.indexes.find((i) => i.indexId === step.value)!;
+        index.state = "ready";
+        if (!this.#unpersistedIndexes.includes(index))
+          this.#store.setIndexState(index.indexId, "ready");
+      }
+    }
   }
 
   /** Opens the database in `dataDir`, creating the directory and file if needed. */
@@ -144,11 +279,18 @@ export class Database {
   }
 
   close(): void {
+    this.#schemaGeneration++;
+    this.#drops.length = 0;
     this.#store.close();
   }
 
   get lastTs(): bigint {
     return this.#lastTs;
+  }
+
+  /** How many commits this process made; a transaction's snapshot is the value it started at. */
+  get commitCount(): number {
+    return this.#commits;
   }
 
   get schema(): SchemaJson | null {
@@ -160,45 +302,321 @@ export class Database {
     return () => this.#listeners.delete(listener);
   }
 
+  // ---- schema ------------------------------------------------------------
+
   /**
-   * Installs a new schema: rebuilds indexes and, when schema validation is on,
-   * checks every existing document first. A violation leaves the old schema in
-   * place and throws, as the real backend refuses such a push.
+   * Gets a schema ready to install without holding the event loop: checks
+   * existing documents when schema validation is on, and backfills every index
+   * the schema adds or changes, in slices of about 20 ms. Commits made
+   * meanwhile keep the new indexes up to date. Throws SchemaViolationError (and
+   * installs nothing) when a document does not match, as a Convex push fails.
+   */
+  async prepareSchema(schema: SchemaJson | null): Promise<void> {
+    const generation = ++this.#schemaGeneration;
+    const steps = this.#prepare(schema);
+    let sliceStart = performance.now();
+    for (;;) {
+      if (generation !== this.#schemaGeneration) throw new SupersededError();
+      const step = steps.next();
+      if (step.done === true) break;
+      if (performance.now() - sliceStart >= SLICE_MS) {
+        await yieldToEventLoop();
+        sliceStart = performance.now();
+      }
+    }
+  }
+
+  /**
+   * Installs a schema: switches queries to its indexes and drops the ones it
+   * no longer has. Cheap when `prepareSchema` ran for it, or when no index
+   * changed; otherwise it checks and backfills right here, synchronously. A
+   * violation leaves the old schema in place and throws.
    */
   setSchema(schema: SchemaJson | null): void {
+    const prepared = this.#prepared;
+    if (
+      prepared === null ||
+      JSON.stringify(prepared.schema) !== JSON.stringify(schema) ||
+      // A table created since the preparation has indexes of the old schema.
+      [...this.#tablesByName.keys()].some((name) => !prepared.built.has(name))
+    ) {
+      this.#schemaGeneration++;
+      const steps = this.#prepare(schema);
+      while (steps.next().done !== true);
+    } else if (schema !== null && schema.schemaValidation) {
+      // Documents written since the check was made were validated against
+      // the old schema only.
+      const error = this.#validateRecent(schema);
+      if (error !== null) throw error;
+    }
+    const installed = this.#prepared!;
+    this.#prepared = null;
+    this.#schema = schema;
+    for (const table of this.#tablesByName.values()) {
+      const built = new Set(installed.built.get(table.name) ?? []);
+      for (const index of [...table.indexes]) {
+        if (!built.has(index.indexId)) {
+          table.indexes.splice(table.indexes.indexOf(index), 1);
+          this.#dropIndex(index.indexId);
+        } else if (index.state === "backfilling") {
+          index.state = "ready";
+          if (!this.#unpersistedIndexes.includes(index)) {
+            this.#store.setIndexState(index.indexId, "ready");
+          }
+        }
+      }
+    }
+    const docsOf = (name: string): Iterable<Doc> => {
+      const table = this.#tablesByName.get(name);
+      return table === undefined ? [] : this.#walk(table);
+    };
+    const tables = schema?.tables ?? [];
+    this.textSearch.setSchema(
+      tables.flatMap((t) =>
+        (t.searchIndexes ?? []).map((i) => searchDefinition(t.tableName, i)),
+      ),
+      docsOf,
+    );
+    this.vectorSearch.setSchema(
+      tables.flatMap((t) =>
+        (t.vectorIndexes ?? []).map((i) => vectorDefinition(t.tableName, i)),
+      ),
+      docsOf,
+    );
+  }
+
+  /** The search index `indexName` of a table, as the schema declares it. */
+  searchIndex(
+    tableName: string,
+    indexName: string,
+  ): IndexLookup<SearchIndexDefinition> {
+    const table = this.#schemaTable(tableName);
+    const found = table?.searchIndexes?.find(
+      (i) => i.indexDescriptor === indexName,
+    );
+    if (found !== undefined)
+      return { state: "enabled", index: searchDefinition(tableName, found) };
+    return table?.stagedSearchIndexes?.some(
+      (i) => i.indexDescriptor === indexName,
+    ) === true
+      ? { state: "staged" }
+      : { state: "missing" };
+  }
+
+  vectorIndex(
+    tableName: string,
+    indexName: string,
+  ): IndexLookup<VectorIndexDefinition> {
+    const table = this.#schemaTable(tableName);
+    const found = table?.vectorIndexes?.find(
+      (i) => i.indexDescriptor === indexName,
+    );
+    if (found !== undefined)
+      return { state: "enabled", index: vectorDefinition(tableName, found) };
+    return table?.stagedVectorIndexes?.some(
+      (i) => i.indexDescriptor === indexName,
+    ) === true
+      ? { state: "staged" }
+      : { state: "missing" };
+  }
+
+  /** Whether `indexName` is a staged database index (`stagedDbIndexes`). */
+  isStagedIndex(tableName: string, indexName: string): boolean {
+    return (
+      this.#schemaTable(tableName)?.stagedDbIndexes?.some(
+        (i) => i.indexDescriptor === indexName,
+      ) ?? false
+    );
+  }
+
+  /**
+   * Validation and backfill as small steps: the caller runs them all at once
+   * or yields to the event loop between them. Ends by recording which index
+   * of each table the schema uses (`#prepared`).
+   */
+  *#prepare(schema: SchemaJson | null): Generator<void, void> {
+    this.#prepared = null;
+    this.#recentWrites = new Set();
     if (schema !== null && schema.schemaValidation) {
       for (const tableSchema of schema.tables) {
         const table = this.#tablesByName.get(tableSchema.tableName);
-        if (table === undefined) continue;
-        for (const doc of table.docs.values()) {
+        if (table === undefined || table.count === 0) continue;
+        for (const doc of this.#walk(table)) {
           const error = this.#validateAgainst(tableSchema.documentType, doc);
           if (error !== null) {
             throw new SchemaViolationError(
               `Schema validation failed: document ${doc._id} in table "${tableSchema.tableName}" does not match the schema: ${error}`,
             );
           }
+          yield;
         }
       }
     }
-    this.#schema = schema;
+    const built = new Map<string, number[]>();
     for (const table of this.#tablesByName.values()) {
-      table.setIndexes(this.#indexesFor(table.name));
+      const ids: number[] = [];
+      built.set(table.name, ids);
+      for (const want of indexesOf(schema, table.name)) {
+        const ready = table.indexes.find(
+          (i) => i.state === "ready" && sameIndex(want, i),
+        );
+        if (ready !== undefined) {
+          ids.push(ready.indexId);
+          continue;
+        }
+        ids.push(yield* this.#buildIndex(table, want));
+      }
     }
+    this.#prepared = { schema, built };
   }
+
+  /**
+   * Creates (or resumes) a backfilling index with `want`'s fields and fills
+   * it from the table's documents, a chunk per step; returns its id.
+   */
+  *#buildIndex(
+    table: Table,
+    want: { name: string; keyFields: string[] },
+  ): Generator<void, number> {
+    const existing = table.indexes.find(
+      (i) => i.state === "backfilling" && sameIndex(want, i),
+    );
+    // A backfilling index left by a preparation that a newer one replaced
+    // is built again from the start: its entries are idempotent.
+    const index: StoredIndex = existing ?? {
+      indexId: this.#nextIndexId++,
+      tableNumber: table.number,
+      name: want.name,
+      keyFields: want.keyFields,
+      state: "backfilling",
+    };
+    if (existing === undefined) {
+      if (this.#unpersistedTables.some((t) => t.number === table.number))
+        this.#unpersistedIndexes.push(index);
+      else this.#store.addIndex(index);
+      table.indexes.push(index);
+    }
+    let chunk: { key: Buffer; docId: string }[] = [];
+    for (const doc of this.#walk(table)) {
+      chunk.push({ key: documentKey(doc, index), docId: doc._id });
+      if (chunk.length >= BACKFILL_CHUNK_ROWS) {
+        // Entries and the documents they were read from belong to one
+        // synchronous step, so no commit slips between them; commits
+        // between steps write their own entries to this index.
+        this.#store.insertEntries(index.indexId, chunk);
+        chunk = [];
+        yield;
+      }
+    }
+    this.#store.insertEntries(index.indexId, chunk);
+    return index.indexId;
+  }
+
+  /** Documents written since the last preparation started, to validate at install. */
+  #recentWrites = new Set<string>();
+
+  #validateRecent(schema: SchemaJson): SchemaViolationError | null {
+    for (const id of this.#recentWrites) {
+      const table = this.tableOfId(id);
+      const doc = this.getDocument(id);
+      if (table === undefined || doc === null) continue;
+      const tableSchema = schema.tables.find((t) => t.tableName === table.name);
+      if (tableSchema === undefined) continue;
+      const error = this.#validateAgainst(tableSchema.documentType, doc);
+      if (error !== null) {
+        return new SchemaViolationError(
+          `Schema validation failed: document ${doc._id} in table "${table.name}" does not match the schema: ${error}`,
+        );
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Every committed document of a table in id order, safe across yields:
+   * documents deleted meanwhile are skipped.
+   */
+  *#walk(table: Table): Generator<Doc> {
+    const byId = table.queryable(BY_ID)!;
+    for (const { doc } of this.scan(
+      byId,
+      rangeToInterval(FULL_RANGE),
+      "asc",
+      true,
+    ))
+      yield doc;
+  }
+
+  // ---- reading -----------------------------------------------------------
 
   table(name: string): Table | undefined {
     return this.#tablesByName.get(name);
+  }
+
+  /** A committed document, from the cache or SQLite. */
+  getDocument(id: string): Doc | null {
+    return this.#load(id)?.doc ?? null;
+  }
+
+  /** A committed document and the length of its JSON. */
+  #load(id: string): { doc: Doc; bytes: number } | null {
+    const cached = this.#cache.get(id);
+    if (cached !== undefined) return cached;
+    const json = this.#store.getDocument(id);
+    if (json === null) return null;
+    const entry = {
+      doc: jsonToConvex(JSON.parse(json) as JSONValue) as Doc,
+      bytes: json.length,
+    };
+    this.#cache.set(id, entry.doc, entry.bytes);
+    return entry;
+  }
+
+  /**
+   * Committed entries of an index inside `interval`, in `order`, with their
+   * documents. Reads SQLite a page at a time, each page starting after the last
+   * key of the one before, so nothing holds a statement open between rows.
+   */
+  *scan(
+    index: PhysicalIndex,
+    interval: KeyInterval,
+    order: Order,
+    skipMissing = false,
+  ): Generator<{ key: Buffer; doc: Doc; bytes: number }> {
+    let remaining = interval;
+    let pageRows = FIRST_PAGE_ROWS;
+    for (;;) {
+      const entries = this.#store.scanIndex(
+        index.indexId,
+        remaining,
+        order,
+        pageRows,
+      );
+      for (const { key, docId } of entries) {
+        const loaded = this.#load(docId);
+        if (loaded === null) {
+          if (skipMissing) continue;
+          throw new Error(
+            `Index ${index.name} is out of sync: ${docId} has an entry but no document`,
+          );
+        }
+        yield { key, doc: loaded.doc, bytes: loaded.bytes };
+      }
+      if (entries.length < pageRows) return;
+      remaining = afterCursor(
+        remaining,
+        order,
+        entries[entries.length - 1].key,
+      );
+      pageRows = Math.min(pageRows * 4, MAX_PAGE_ROWS);
+    }
   }
 
   /** The table for `name`, registering a new user table if there is none yet. */
   tableForWrite(name: string): Table {
     const existing = this.#tablesByName.get(name);
     if (existing !== undefined) return existing;
-    const number = this.#nextTableNumber;
-    const table = this.#addTable(name, number);
-    table.setIndexes(this.#indexesFor(name));
-    this.#unpersistedTables.push({ name, number });
-    return table;
+    return this.#registerTable(name, this.#nextTableNumber);
   }
 
   /** The table an ID belongs to, or undefined for malformed IDs and unknown tables. */
@@ -225,7 +643,7 @@ export class Database {
   indexFields(tableName: string, indexName: string): string[] | undefined {
     if (indexName === BY_ID) return ["_id"];
     if (indexName === BY_CREATION_TIME) return ["_creationTime"];
-    return this.#declaredIndexes(tableName).find(
+    return declaredIndexes(this.#schema, tableName).find(
       (i) => i.indexDescriptor === indexName,
     )?.fields;
   }
@@ -271,10 +689,12 @@ export class Database {
     return this.#store.findSessionRequest(sessionId, requestId);
   }
 
+  // ---- committing --------------------------------------------------------
+
   /**
    * Commits a transaction's writes (and the de-duplication record of the
-   * mutation that made them) durably, then applies them in memory and tells
-   * the listeners which tables changed.
+   * mutation that made them) durably, then updates the cache and tells the
+   * listeners what changed.
    */
   commit(
     writes: Map<string, PendingWrite>,
@@ -282,39 +702,65 @@ export class Database {
   ): CommitResult {
     const ts = this.#nextTs();
     const documentWrites: DocumentWrite[] = [];
+    const indexWrites: IndexWrite[] = [];
+    const counts = new Map<number, number>();
     const tables = new Set<string>();
-    for (const write of writes.values()) {
-      if (write.doc !== null) write.doc = resolveCommitTs(write.doc, ts);
-    }
+    const changes: DocumentChange[] = [];
+    const jsonById = new Map<string, string>();
     for (const [id, write] of writes) {
+      if (write.doc !== null) write.doc = resolveCommitTs(write.doc, ts);
       const table = this.tableForWrite(write.table);
       tables.add(write.table);
+      const before = write.inserted === true ? null : this.getDocument(id);
+      const after = write.doc;
+      changes.push({ table: write.table, id, before, after });
+      const json = after === null ? null : JSON.stringify(convexToJson(after));
+      if (json !== null) jsonById.set(id, json);
       documentWrites.push({
         id,
         tableNumber: table.number,
-        json:
-          write.doc === null ? null : JSON.stringify(convexToJson(write.doc)),
+        json,
       });
+      indexWrites.push(...indexWritesFor(table.indexes, id, before, after));
+
+      const delta = (after === null ? 0 : 1) - (before === null ? 0 : 1);
+      if (delta !== 0) {
+        counts.set(
+          table.number,
+          (counts.get(table.number) ?? table.count) + delta,
+        );
+      }
     }
     this.#store.commit({
       ts,
+      lastCreationTime: this.#lastCreationTime,
       newTables: this.#unpersistedTables,
+      newIndexes: this.#unpersistedIndexes,
       writes: documentWrites,
+      indexWrites,
+      counts,
       sessionRequest,
+      // Search index entries commit with their documents, or not at all.
+      inTransaction: () => {
+        this.textSearch.apply(changes);
+        this.vectorSearch.apply(changes);
+      },
     });
     this.#unpersistedTables.length = 0;
+    this.#unpersistedIndexes.length = 0;
     this.#lastTs = ts;
-    const changes: DocumentChange[] = [];
-    for (const [id, write] of writes) {
-      const table = this.#tablesByName.get(write.table)!;
-      changes.push({
-        table: write.table,
-        id,
-        before: table.docs.get(id) ?? null,
-        after: write.doc,
-      });
-      if (write.doc === null) table.delete(id);
-      else table.put(write.doc);
+    this.#commits++;
+    for (const [number, count] of counts)
+      this.#tablesByNumber.get(number)!.count = count;
+    for (const change of changes) {
+      this.#recentWrites.add(change.id);
+      if (change.after === null) this.#cache.delete(change.id);
+      else
+        this.#cache.set(
+          change.id,
+          change.after,
+          jsonById.get(change.id)!.length,
+        );
     }
     const result = { ts, tables, changes };
     for (const listener of this.#listeners) listener(result);
@@ -326,37 +772,68 @@ export class Database {
     return now > this.#lastTs ? now : this.#lastTs + 1n;
   }
 
-  #addTable(name: string, number: number): Table {
-    const table = new Table(name, number);
+  #addTable(name: string, number: number, count: number): Table {
+    const table = new Table(name, number, count);
     this.#tablesByName.set(name, table);
     this.#tablesByNumber.set(number, table);
     if (number >= this.#nextTableNumber) this.#nextTableNumber = number + 1;
     return table;
   }
 
+  /** A table new to the data, with its built-in indexes and any the schema declares (all empty, so ready). */
+  #registerTable(name: string, number: number): Table {
+    const table = this.#addTable(name, number, 0);
+    this.#unpersistedTables.push({ name, number, count: 0 });
+    for (const { name: indexName, keyFields } of indexesOf(
+      this.#schema,
+      name,
+    )) {
+      const index: StoredIndex = {
+        indexId: this.#nextIndexId++,
+        tableNumber: number,
+        name: indexName,
+        keyFields,
+        state: "ready",
+      };
+      table.indexes.push(index);
+      this.#unpersistedIndexes.push(index);
+    }
+    return table;
+  }
+
+  /** Forgets an index now and deletes its entries in slices that yield. */
+  #dropIndex(indexId: number): void {
+    const pending = this.#unpersistedIndexes.findIndex(
+      (i) => i.indexId === indexId,
+    );
+    if (pending !== -1) {
+      this.#unpersistedIndexes.splice(pending, 1);
+      return;
+    }
+    this.#store.dropIndex(indexId);
+    this.#drops.push(indexId);
+    if (this.#dropping) return;
+    this.#dropping = true;
+    const step = () => {
+      const indexId = this.#drops[0];
+      if (indexId === undefined) {
+        this.#dropping = false;
+        return;
+      }
+      const started = performance.now();
+      while (performance.now() - started < SLICE_MS) {
+        if (this.#store.deleteEntries(indexId, SLICE_ROWS) === 0) {
+          this.#drops.shift();
+          break;
+        }
+      }
+      setImmediate(step);
+    };
+    setImmediate(step);
+  }
+
   #schemaTable(tableName: string): SchemaJson["tables"][number] | undefined {
     return this.#schema?.tables.find((t) => t.tableName === tableName);
-  }
-
-  #declaredIndexes(tableName: string): SchemaJson["tables"][number]["indexes"] {
-    return (
-      SYSTEM_INDEXES[tableName] ?? this.#schemaTable(tableName)?.indexes ?? []
-    );
-  }
-
-  #indexesFor(tableName: string): IndexDefinition[] {
-    const declared = [
-      { name: BY_ID, fields: ["_id"] },
-      { name: BY_CREATION_TIME, fields: ["_creationTime"] },
-      ...this.#declaredIndexes(tableName).map((i) => ({
-        name: i.indexDescriptor,
-        fields: i.fields,
-      })),
-    ];
-    return declared.map(({ name, fields }) => ({
-      name,
-      keyFields: indexedFieldsWithSuffix(fields),
-    }));
   }
 
   #validateAgainst(documentType: ValidatorJSON, doc: Doc): string | null {
@@ -365,4 +842,110 @@ export class Database {
       tableNameOfId: (id) => this.tableOfId(id)?.name ?? null,
     });
   }
+}
+
+/** A preparation that a newer schema replaced before it finished. */
+export class SupersededError extends Error {
+  constructor() {
+    super("A newer schema replaced this one before its indexes were ready");
+    this.name = "SupersededError";
+  }
+}
+
+function indexesOf(
+  schema: SchemaJson | null,
+  tableName: string,
+): { name: string; keyFields: string[] }[] {
+  return [
+    ...builtInIndexes(),
+    ...declaredIndexes(schema, tableName).map((i) => ({
+      name: i.indexDescriptor,
+      keyFields: indexedFieldsWithSuffix(i.fields),
+    })),
+  ];
+}
+
+function declaredIndexes(
+  schema: SchemaJson | null,
+  tableName: string,
+): SchemaJson["tables"][number]["indexes"] {
+  return (
+    SYSTEM_INDEXES[tableName] ??
+    schema?.tables.find((t) => t.tableName === tableName)?.indexes ??
+    []
+  );
+}
+
+function sameIndex(
+  a: { name: string; keyFields: string[] },
+  b: { name: string; keyFields: string[] },
+): boolean {
+  return (
+    a.name === b.name &&
+    a.keyFields.length === b.keyFields.length &&
+    a.keyFields.every((f, i) => f === b.keyFields[i])
+  );
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Least recently used documents go first once either bound is passed. */
+class DocumentCache {
+  readonly #docs = new Map<string, { doc: Doc; bytes: number }>();
+  #bytes = 0;
+
+  get(id: string): { doc: Doc; bytes: number } | undefined {
+    const entry = this.#docs.get(id);
+    if (entry === undefined) return undefined;
+    this.#docs.delete(id);
+    this.#docs.set(id, entry);
+    return entry;
+  }
+
+  set(id: string, doc: Doc, bytes: number): void {
+    this.delete(id);
+    this.#docs.set(id, { doc, bytes });
+    this.#bytes += bytes;
+    while (
+      this.#docs.size > DOC_CACHE_MAX_DOCS ||
+      this.#bytes > DOC_CACHE_MAX_BYTES
+    ) {
+      const oldest = this.#docs.keys().next().value!;
+      this.delete(oldest);
+    }
+  }
+
+  delete(id: string): void {
+    const entry = this.#docs.get(id);
+    if (entry === undefined) return;
+    this.#bytes -= entry.bytes;
+    this.#docs.delete(id);
+  }
+}
+
+function searchDefinition(
+  table: string,
+  index: SearchIndexJson,
+): SearchIndexDefinition {
+  return {
+    table,
+    name: index.indexDescriptor,
+    searchField: index.searchField,
+    filterFields: index.filterFields,
+  };
+}
+
+function vectorDefinition(
+  table: string,
+  index: VectorIndexJson,
+): VectorIndexDefinition {
+  return {
+    table,
+    name: index.indexDescriptor,
+    vectorField: index.vectorField,
+    dimensions: index.dimensions,
+    filterFields: index.filterFields,
+  };
 }

@@ -1,27 +1,42 @@
 /**
- * Durable storage for the embedded backend: one SQLite file per data directory.
+ * Durable storage for the embedded backend: one SQLite file per data directory,
+ * holding documents, index entries and the mutation de-duplication records.
  *
- * The in-memory tables (`storage/tables.ts`) are the source of truth while the
- * process runs; this store is written through on every commit and read once at
- * start-up. A commit is one SQLite transaction holding the changed documents,
- * the new commit timestamp and the mutation's de-duplication record, so either
- * all of it survives a crash or none of it does.
+ * SQLite is the source of truth; nothing is loaded into memory at start-up
+ * beyond the table and index registry. Documents are Convex JSON keyed by id;
+ * every index (the built-in `by_id` and `by_creation_time` too) is a set of
+ * rows `(index_id, key, doc_id)` whose key is the byte-comparable encoding of
+ * the document's index values with the `_creationTime, _id` suffix
+ * (query/keys.ts), so keys are unique and SQLite's BLOB order is Convex's order.
+ * Range scans run in SQLite and are read in pages (`scanIndex`).
+ *
+ * A commit is one SQLite transaction holding the changed documents, their
+ * index entries, table counts, the new commit timestamp and the mutation's
+ * de-duplication record, so either all of it survives a crash or none of it.
  *
  * Durability: WAL with `synchronous = FULL`, so a commit is fsynced before
  * `commit()` returns, and the backend acknowledges a mutation only after that.
  * (better-sqlite3 compiles WAL with `synchronous = NORMAL` as its default, which
  * survives a process crash but may lose the last commits on power loss; see its
  * docs/performance.md.) `locking_mode = EXCLUSIVE` keeps a second backend process
- * from opening the same data directory and diverging from our in-memory copy.
+ * from opening the same data directory.
+ *
+ * Storage versions: "1" had documents only (indexes were rebuilt in memory at
+ * every start); "2" adds `indexes`, `index_entries` and table counts. A version
+ * 1 folder is migrated on open (`migrateFromV1`).
  *
  * Usage:
  *   const store = SqliteStore.open(path.join(dataDir, "db.sqlite3"));
- *   const snapshot = store.load();
- *   store.commit({ ts, newTables, writes, sessionRequest });
+ *   const registry = store.loadRegistry();
+ *   store.scanIndex(indexId, interval, "asc", 100);
+ *   store.commit({ ts, newTables, newIndexes, writes, indexWrites, ... });
  */
 import Database from "better-sqlite3";
+import { type JSONValue, jsonToConvex, type Value } from "convex/values";
+import { indexKey, indexedFieldsWithSuffix } from "../query/indexRange.ts";
+import { encodeKey, type KeyInterval, type Order } from "../query/keys.ts";
 
-const SCHEMA_VERSION = "1";
+export const SCHEMA_VERSION = "2";
 
 /** Session requests older than this are forgotten at start-up. A client that
  *  reconnects resends only mutations it has not seen confirmed, so a week is far
@@ -29,18 +44,30 @@ const SCHEMA_VERSION = "1";
  *  bounded time too). */
 const SESSION_REQUEST_RETENTION_NS = 7n * 24n * 3600n * 1_000_000_000n;
 
-export type StoredTable = { name: string; number: number };
+export type StoredTable = { name: string; number: number; count: number };
 
-export type StoredDocument = {
-  id: string;
+export type IndexState = "ready" | "backfilling";
+
+export type StoredIndex = {
+  indexId: number;
   tableNumber: number;
-  /** The document as Convex JSON (`convexToJson`), system fields included. */
-  json: string;
+  name: string;
+  /** Every key field, the `_creationTime, _id` suffix included. */
+  keyFields: string[];
+  state: IndexState;
 };
 
 export type DocumentWrite =
   | { id: string; tableNumber: number; json: string }
   | { id: string; tableNumber: number; json: null };
+
+/** One index entry to remove and/or add for a written document. */
+export type IndexWrite = {
+  indexId: number;
+  docId: string;
+  remove: Buffer | null;
+  add: Buffer | null;
+};
 
 export type SessionRequestRecord = {
   sessionId: string;
@@ -51,29 +78,52 @@ export type SessionRequestRecord = {
 
 export type CommitBatch = {
   ts: bigint;
+  lastCreationTime: number;
   newTables: StoredTable[];
+  newIndexes: StoredIndex[];
   writes: DocumentWrite[];
+  indexWrites: IndexWrite[];
+  /** New document counts of the tables this commit changed. */
+  counts: Map<number, number>;
   sessionRequest?: SessionRequestRecord | undefined;
+  /** Runs last inside the commit's SQLite transaction (search index upkeep). */
+  inTransaction?: (() => void) | undefined;
 };
 
-export type LoadedState = {
+export type Registry = {
   lastTs: bigint;
+  lastCreationTime: number;
   tables: StoredTable[];
-  documents: Iterable<StoredDocument>;
+  indexes: StoredIndex[];
 };
+
+export type IndexEntry = { key: Buffer; docId: string };
 
 export class SqliteStore {
   readonly #db: Database.Database;
   readonly #commit: (batch: CommitBatch) => void;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
+  readonly #getDocument: Database.Statement<[string]>;
+  readonly #scanAsc: Database.Statement<[number, Buffer, Buffer, number]>;
+  readonly #scanDesc: Database.Statement<[number, Buffer, Buffer, number]>;
+  readonly #insertIndex: Database.Statement<
+    [number, number, string, string, string]
+  >;
+  readonly #insertEntry: Database.Statement<[number, Buffer, string]>;
 
   private constructor(db: Database.Database) {
     this.#db = db;
     const setMeta = db.prepare<[string, string]>(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
-    const insertTable = db.prepare<[string, number]>(
-      "INSERT INTO tables (name, number) VALUES (?, ?)",
+    const insertTable = db.prepare<[string, number, number]>(
+      "INSERT INTO tables (name, number, count) VALUES (?, ?, ?)",
+    );
+    const setCount = db.prepare<[number, number]>(
+      "UPDATE tables SET count = ? WHERE number = ?",
+    );
+    this.#insertIndex = db.prepare(
+      "INSERT INTO indexes (index_id, table_number, name, fields, state) VALUES (?, ?, ?, ?, ?)",
     );
     const upsertDocument = db.prepare<[string, number, bigint, string]>(
       "INSERT INTO documents (id, table_number, ts, json) VALUES (?, ?, ?, ?) " +
@@ -81,6 +131,13 @@ export class SqliteStore {
     );
     const deleteDocument = db.prepare<[string]>(
       "DELETE FROM documents WHERE id = ?",
+    );
+    // OR REPLACE: a backfill may have written the same entry already.
+    this.#insertEntry = db.prepare(
+      "INSERT OR REPLACE INTO index_entries (index_id, key, doc_id) VALUES (?, ?, ?)",
+    );
+    const deleteEntry = db.prepare<[number, Buffer]>(
+      "DELETE FROM index_entries WHERE index_id = ? AND key = ?",
     );
     const insertSessionRequest = db.prepare<[string, number, bigint, string]>(
       "INSERT OR REPLACE INTO session_requests (session_id, request_id, ts, outcome) VALUES (?, ?, ?, ?)",
@@ -90,10 +147,18 @@ export class SqliteStore {
         "SELECT outcome, ts FROM session_requests WHERE session_id = ? AND request_id = ?",
       )
       .safeIntegers(true);
+    this.#getDocument = db.prepare("SELECT json FROM documents WHERE id = ?");
+    this.#scanAsc = db.prepare(
+      "SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key ASC LIMIT ?",
+    );
+    this.#scanDesc = db.prepare(
+      "SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key DESC LIMIT ?",
+    );
     this.#commit = db.transaction((batch: CommitBatch) => {
       for (const table of batch.newTables) {
-        insertTable.run(table.name, table.number);
+        insertTable.run(table.name, table.number, table.count);
       }
+      for (const index of batch.newIndexes) this.#insertIndexRow(index);
       for (const write of batch.writes) {
         if (write.json === null) {
           deleteDocument.run(write.id);
@@ -101,11 +166,19 @@ export class SqliteStore {
           upsertDocument.run(write.id, write.tableNumber, batch.ts, write.json);
         }
       }
+      for (const write of batch.indexWrites) {
+        if (write.remove !== null) deleteEntry.run(write.indexId, write.remove);
+        if (write.add !== null)
+          this.#insertEntry.run(write.indexId, write.add, write.docId);
+      }
+      for (const [number, count] of batch.counts) setCount.run(count, number);
       if (batch.sessionRequest !== undefined) {
         const { sessionId, requestId, outcome } = batch.sessionRequest;
         insertSessionRequest.run(sessionId, requestId, batch.ts, outcome);
       }
       setMeta.run("last_ts", batch.ts.toString());
+      setMeta.run("last_creation_time", String(batch.lastCreationTime));
+      batch.inTransaction?.();
     });
   }
 
@@ -129,25 +202,111 @@ export class SqliteStore {
       }
       throw error;
     }
-    migrate(db);
+    try {
+      migrate(db);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
     return new SqliteStore(db);
   }
 
-  load(): LoadedState {
-    const lastTsRow = this.#db
-      .prepare("SELECT value FROM meta WHERE key = 'last_ts'")
-      .get() as { value: string } | undefined;
-    const lastTs = lastTsRow === undefined ? 0n : BigInt(lastTsRow.value);
+  /** Tables, indexes and clocks: everything start-up needs, independent of the number of documents. */
+  loadRegistry(): Registry {
+    const meta = (key: string) =>
+      (
+        this.#db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+          { value: string } | undefined
+      )?.value;
+    const lastTs = BigInt(meta("last_ts") ?? "0");
+    const lastCreationTime = Number(meta("last_creation_time") ?? "0");
     this.#db
       .prepare("DELETE FROM session_requests WHERE ts < ?")
       .run(lastTs - SESSION_REQUEST_RETENTION_NS);
     const tables = this.#db
-      .prepare("SELECT name, number FROM tables ORDER BY number")
+      .prepare("SELECT name, number, count FROM tables ORDER BY number")
       .all() as StoredTable[];
-    const documents = this.#db
-      .prepare("SELECT id, table_number AS tableNumber, json FROM documents")
-      .iterate() as IterableIterator<StoredDocument>;
-    return { lastTs, tables, documents };
+    const indexes = (
+      this.#db
+        .prepare(
+          "SELECT index_id AS indexId, table_number AS tableNumber, name, fields, state FROM indexes ORDER BY index_id",
+        )
+        .all() as (Omit<StoredIndex, "keyFields"> & { fields: string })[]
+    ).map(({ fields, ...rest }) => ({
+      ...rest,
+      keyFields: JSON.parse(fields) as string[],
+    }));
+    return { lastTs, lastCreationTime, tables, indexes };
+  }
+
+  /** A committed document's Convex JSON, or null. */
+  getDocument(id: string): string | null {
+    const row = this.#getDocument.get(id) as { json: string } | undefined;
+    return row?.json ?? null;
+  }
+
+  /** Up to `limit` entries of an index inside `interval`, in `order`. */
+  scanIndex(
+    indexId: number,
+    interval: KeyInterval,
+    order: Order,
+    limit: number,
+  ): IndexEntry[] {
+    const statement = order === "asc" ? this.#scanAsc : this.#scanDesc;
+    return statement.all(
+      indexId,
+      interval.lo,
+      interval.hi,
+      limit,
+    ) as IndexEntry[];
+  }
+
+  /** Registers an index outside a commit (a backfill about to start). */
+  addIndex(index: StoredIndex): void {
+    this.#insertIndexRow(index);
+  }
+
+  /** Writes a chunk of backfilled entries in one transaction. */
+  insertEntries(indexId: number, entries: IndexEntry[]): void {
+    this.#db.transaction(() => {
+      for (const { key, docId } of entries)
+        this.#insertEntry.run(indexId, key, docId);
+    })();
+  }
+
+  setIndexState(indexId: number, state: IndexState): void {
+    this.#db
+      .prepare("UPDATE indexes SET state = ? WHERE index_id = ?")
+      .run(state, indexId);
+  }
+
+  /** Forgets an index: its row at once, its entries `limit` at a time (returns how many went). */
+  dropIndex(indexId: number): void {
+    this.#db.prepare("DELETE FROM indexes WHERE index_id = ?").run(indexId);
+  }
+
+  deleteEntries(indexId: number, limit: number): number {
+    return this.#db
+      .prepare(
+        "DELETE FROM index_entries WHERE index_id = ? AND key IN (SELECT key FROM index_entries WHERE index_id = ? LIMIT ?)",
+      )
+      .run(indexId, indexId, limit).changes;
+  }
+
+  /** Ids of indexes whose entries are still there but whose row is gone (a drop cut short by a restart). */
+  orphanedIndexIds(): number[] {
+    return (
+      this.#db
+        .prepare(
+          "SELECT DISTINCT index_id AS id FROM index_entries WHERE index_id NOT IN (SELECT index_id FROM indexes)",
+        )
+        .all() as { id: number }[]
+    ).map((r) => r.id);
+  }
+
+  /** The open connection, for indexes kept in tables of the same file (searchIndex.ts). */
+  get connection(): Database.Database {
+    return this.#db;
   }
 
   commit(batch: CommitBatch): void {
@@ -169,6 +328,16 @@ export class SqliteStore {
       this.#db.close();
     }
   }
+
+  #insertIndexRow(index: StoredIndex): void {
+    this.#insertIndex.run(
+      index.indexId,
+      index.tableNumber,
+      index.name,
+      JSON.stringify(index.keyFields),
+      index.state,
+    );
+  }
 }
 
 export class DataDirectoryLockedError extends Error {
@@ -180,7 +349,60 @@ export class DataDirectoryLockedError extends Error {
   }
 }
 
+/** System tables have fixed numbers below the user range (convex-backend reserves 1..10000). */
+export const SYSTEM_TABLES: Record<string, number> = {
+  _scheduled_functions: 1,
+  _storage: 2,
+  _cron_jobs: 3,
+};
+
+export const BY_ID = "by_id";
+export const BY_CREATION_TIME = "by_creation_time";
+
+/** The built-in indexes every table has, with their full key fields. */
+export function builtInIndexes(): { name: string; keyFields: string[] }[] {
+  return [
+    { name: BY_ID, keyFields: ["_id"] },
+    {
+      name: BY_CREATION_TIME,
+      keyFields: indexedFieldsWithSuffix(["_creationTime"]),
+    },
+  ];
+}
+
 function migrate(db: Database.Database): void {
+  const hasMeta =
+    db
+      .prepare(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+      )
+      .get() !== undefined;
+  const version = hasMeta
+    ? (
+        db
+          .prepare("SELECT value FROM meta WHERE key = 'schema_version'")
+          .get() as { value: string } | undefined
+      )?.value
+    : undefined;
+  if (version === SCHEMA_VERSION) return;
+  if (version === "1") {
+    db.transaction(() => migrateFromV1(db))();
+    return;
+  }
+  if (version !== undefined) {
+    throw new Error(
+      `The data directory was written by an incompatible backend (storage version ${version}, expected ${SCHEMA_VERSION}); move it aside or pass a different --data directory`,
+    );
+  }
+  db.transaction(() => {
+    createTables(db);
+    db.prepare(
+      "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+    ).run(SCHEMA_VERSION);
+  })();
+}
+
+function createTables(db: Database.Database): void {
   db.exec(`
     CREATE TABLE IF NOT EXISTS meta (
       key TEXT PRIMARY KEY,
@@ -188,13 +410,27 @@ function migrate(db: Database.Database): void {
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS tables (
       name TEXT PRIMARY KEY,
-      number INTEGER NOT NULL UNIQUE
+      number INTEGER NOT NULL UNIQUE,
+      count INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS documents (
       id TEXT PRIMARY KEY,
       table_number INTEGER NOT NULL,
       ts INTEGER NOT NULL,
       json TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS indexes (
+      index_id INTEGER PRIMARY KEY,
+      table_number INTEGER NOT NULL,
+      name TEXT NOT NULL,
+      fields TEXT NOT NULL,
+      state TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS index_entries (
+      index_id INTEGER NOT NULL,
+      key BLOB NOT NULL,
+      doc_id TEXT NOT NULL,
+      PRIMARY KEY (index_id, key)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS session_requests (
       session_id TEXT NOT NULL,
@@ -204,16 +440,101 @@ function migrate(db: Database.Database): void {
       PRIMARY KEY (session_id, request_id)
     ) WITHOUT ROWID;
   `);
-  const version = db
-    .prepare("SELECT value FROM meta WHERE key = 'schema_version'")
-    .get() as { value: string } | undefined;
-  if (version === undefined) {
-    db.prepare(
-      "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-    ).run(SCHEMA_VERSION);
-  } else if (version.value !== SCHEMA_VERSION) {
-    throw new Error(
-      `The data directory was written by an incompatible backend (storage version ${version.value}, expected ${SCHEMA_VERSION}); move it aside or pass a different --data directory`,
-    );
+}
+
+/**
+ * Version 1 kept documents only. Builds the built-in indexes of every table,
+ * the table counts and the `_creationTime` clock, in one transaction (schema
+ * indexes are backfilled when the app's schema is installed). This is the only
+ * per-document work at an open, and it happens once.
+ */
+function migrateFromV1(db: Database.Database): void {
+  db.exec("ALTER TABLE tables ADD COLUMN count INTEGER NOT NULL DEFAULT 0");
+  createTables(db);
+  // Version 1 never wrote rows for system tables, yet stored their documents.
+  const insertSystemTable = db.prepare(
+    "INSERT OR IGNORE INTO tables (name, number, count) VALUES (?, ?, 0)",
+  );
+  for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
+    insertSystemTable.run(name, number);
   }
+  const tables = db.prepare("SELECT number FROM tables").all() as {
+    number: number;
+  }[];
+  const insertIndex = db.prepare(
+    "INSERT INTO indexes (index_id, table_number, name, fields, state) VALUES (?, ?, ?, ?, 'ready')",
+  );
+  const insertEntry = db.prepare(
+    "INSERT INTO index_entries (index_id, key, doc_id) VALUES (?, ?, ?)",
+  );
+  const setCount = db.prepare("UPDATE tables SET count = ? WHERE number = ?");
+  // Pages by id rather than one .iterate(): the connection cannot write while
+  // a statement iterates, and a page bounds the memory used.
+  const page = db.prepare(
+    "SELECT id, table_number AS tableNumber, json FROM documents WHERE id > ? ORDER BY id LIMIT 2000",
+  );
+  let nextIndexId = 1;
+  let lastCreationTime = 0;
+  const indexesOf = new Map<
+    number,
+    { indexId: number; keyFields: string[] }[]
+  >();
+  const counts = new Map<number, number>();
+  for (const { number } of tables) {
+    const indexes = builtInIndexes().map((index) => ({
+      ...index,
+      indexId: nextIndexId++,
+    }));
+    for (const index of indexes) {
+      insertIndex.run(
+        index.indexId,
+        number,
+        index.name,
+        JSON.stringify(index.keyFields),
+      );
+    }
+    indexesOf.set(number, indexes);
+    counts.set(number, 0);
+  }
+  let after = "";
+  for (;;) {
+    const rows = page.all(after) as {
+      id: string;
+      tableNumber: number;
+      json: string;
+    }[];
+    if (rows.length === 0) break;
+    for (const { id, tableNumber, json } of rows) {
+      const indexes = indexesOf.get(tableNumber);
+      if (indexes === undefined) {
+        throw new Error(
+          `Document ${id} names unknown table number ${tableNumber}`,
+        );
+      }
+      const doc = jsonToConvex(JSON.parse(json) as JSONValue) as Record<
+        string,
+        Value
+      >;
+      lastCreationTime = Math.max(
+        lastCreationTime,
+        doc._creationTime as number,
+      );
+      for (const index of indexes) {
+        insertEntry.run(
+          index.indexId,
+          encodeKey(indexKey(doc, index.keyFields)),
+          id,
+        );
+      }
+      counts.set(tableNumber, counts.get(tableNumber)! + 1);
+    }
+    after = rows[rows.length - 1].id;
+  }
+  for (const [number, count] of counts) setCount.run(count, number);
+  db.prepare(
+    "INSERT INTO meta (key, value) VALUES ('last_creation_time', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  ).run(String(lastCreationTime));
+  db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(
+    SCHEMA_VERSION,
+  );
 }

@@ -3,8 +3,8 @@
  * the interval index never misses a re-run (a randomized model test against
  * fresh runs), identical subscriptions share one run and never see another
  * snapshot's or another identity's result, unchanged failures are not sent
- * again, and neither a socket with a huge query set nor one that stops
- * reading can hold the others.
+ * again, a large room's Transitions go out in slices, and neither a socket
+ * with a huge query set nor one that stops reading can hold the others.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -426,6 +426,38 @@ describe("SubscriptionHub", () => {
     expect(crowded.state.size).toBe(1_000);
     crowded.session.dispose();
     other.session.dispose();
+  });
+
+  test("a large room's Transitions go out in slices that let the event loop run in between", async () => {
+    const group = `room-${crypto.randomUUID()}`;
+    for (let rank = 0; rank < 40; rank++) {
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank, value: "x".repeat(100) },
+      });
+    }
+    const room = Array.from({ length: 2_000 }, () => new FakeClient());
+    for (const client of room) client.add("items:range", { group });
+    await expect
+      .poll(() => room.every((c) => c.state.size === 1), { timeout: 30_000 })
+      .toBe(true);
+    const delivered = () =>
+      room.filter(
+        (c) => (c.state.get(0) as { value: unknown[] }).value.length === 41,
+      ).length;
+    let deliveredWhenTheLoopRan = -1;
+    await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 40 },
+    });
+    // A macrotask queued right after the commit runs between two slices.
+    setImmediate(() => {
+      setImmediate(() => (deliveredWhenTheLoopRan = delivered()));
+    });
+    await expect.poll(delivered, { timeout: 30_000 }).toBe(room.length);
+    expect(deliveredWhenTheLoopRan).toBeGreaterThan(0);
+    expect(deliveredWhenTheLoopRan).toBeLessThan(room.length);
+    for (const client of room) client.session.dispose();
   });
 
   test("a client that stops reading is sent at most two Transitions, then the latest state once it reads again", async () => {

@@ -172,6 +172,18 @@ export function decodeId(
   return { tableNumber: vint.value, internalId };
 }
 
+/** Random bytes drawn 4 KiB at a time: one `randomBytes` call per 256 ids. */
+let idPool = Buffer.alloc(0);
+let idPoolOffset = 0;
+
 export function newInternalId(): Uint8Array {
-  return new Uint8Array(randomBytes(INTERNAL_ID_LENGTH));
+  if (idPoolOffset + INTERNAL_ID_LENGTH > idPool.length) {
+    idPool = randomBytes(256 * INTERNAL_ID_LENGTH);
+    idPoolOffset = 0;
+  }
+  const id = new Uint8Array(
+    idPool.subarray(idPoolOffset, idPoolOffset + INTERNAL_ID_LENGTH),
+  );
+  idPoolOffset += INTERNAL_ID_LENGTH;
+  return id;
 }

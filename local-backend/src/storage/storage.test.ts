@@ -1,0 +1,328 @@
+/**
+ * The on-disk storage: a folder written by the storage version 1 code is
+ * migrated, a large database survives a restart exactly, index backfills
+ * yield and stay in step with commits made meanwhile, and a write touches only
+ * the indexes whose key it changes.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { convexToJson, type Value } from "convex/values";
+import { afterEach, describe, expect, test } from "vitest";
+import { Transaction, type SerializedQuery } from "../functions/transaction.ts";
+import {
+  encodeId,
+  FIRST_USER_TABLE_NUMBER,
+  newInternalId,
+} from "../values/ids.ts";
+import type { Doc } from "../values/wire.ts";
+import {
+  Database,
+  indexWritesFor,
+  type PendingWrite,
+  type SchemaJson,
+} from "./database.ts";
+
+const dirs: string[] = [];
+const open: Database[] = [];
+afterEach(() => {
+  for (const db of open.splice(0)) db.close();
+  for (const dir of dirs.splice(0))
+    fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "storage-test-"));
+  dirs.push(dir);
+  return dir;
+}
+
+function openDb(dir: string): Database {
+  const db = Database.open(dir);
+  open.push(db);
+  return db;
+}
+
+function closeDb(db: Database): void {
+  db.close();
+  open.splice(open.indexOf(db), 1);
+}
+
+const schema = (
+  indexes: { indexDescriptor: string; fields: string[] }[],
+): SchemaJson => ({
+  tables: [{ tableName: "messages", indexes, documentType: { type: "any" } }],
+  schemaValidation: false,
+});
+const BY_AUTHOR = [{ indexDescriptor: "by_author", fields: ["author"] }];
+
+function byAuthor(author: Value): SerializedQuery {
+  return {
+    source: {
+      type: "IndexRange",
+      indexName: "messages.by_author",
+      range: [{ type: "Eq", fieldPath: "author", value: convexToJson(author) }],
+      order: "asc",
+    },
+    operators: [],
+  };
+}
+
+const fullScan: SerializedQuery = {
+  source: { type: "FullTableScan", tableName: "messages", order: "asc" },
+  operators: [],
+};
+
+function read(db: Database, query: SerializedQuery): Doc[] {
+  return [...new Transaction(db, { readOnly: true }).stream(query)];
+}
+
+function insertMany(db: Database, rows: Record<string, Value>[]): string[] {
+  const tx = new Transaction(db, { readOnly: false });
+  const ids = rows.map((row) => tx.insert("messages", row));
+  db.commit(tx.pendingWrites());
+  return ids;
+}
+
+/**
+ * A data folder as storage version 1 wrote it (`SqliteStore` before indexes
+ * moved to disk): tables, documents as Convex JSON, meta with version "1".
+ */
+function writeVersion1Folder(
+  dir: string,
+  docs: { doc: Doc; tableNumber: number }[],
+): void {
+  const db = new BetterSqlite3(path.join(dir, "db.sqlite3"));
+  db.exec(`
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE tables (name TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQUE) WITHOUT ROWID;
+    CREATE TABLE documents (id TEXT PRIMARY KEY, table_number INTEGER NOT NULL, ts INTEGER NOT NULL, json TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE session_requests (session_id TEXT NOT NULL, request_id INTEGER NOT NULL, ts INTEGER NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (session_id, request_id)) WITHOUT ROWID;
+  `);
+  db.prepare("INSERT INTO meta VALUES ('schema_version', '1')").run();
+  db.prepare("INSERT INTO meta VALUES ('last_ts', ?)").run(
+    String(BigInt(Date.now()) * 1_000_000n),
+  );
+  db.prepare("INSERT INTO tables VALUES ('messages', ?)").run(
+    FIRST_USER_TABLE_NUMBER,
+  );
+  const insert = db.prepare("INSERT INTO documents VALUES (?, ?, 1, ?)");
+  for (const { doc, tableNumber } of docs) {
+    insert.run(doc._id, tableNumber, JSON.stringify(convexToJson(doc)));
+  }
+  db.close();
+}
+
+describe("migration from storage version 1", () => {
+  test("a version 1 folder opens with every document, its indexes built and the version bumped", () => {
+    const dir = tempDir();
+    const now = Date.now();
+    const docs: Doc[] = Array.from({ length: 50 }, (_, i) => ({
+      _id: encodeId(FIRST_USER_TABLE_NUMBER, newInternalId()),
+      _creationTime: now - 1000 + i,
+      author: i % 2 === 0 ? "ann" : "bob",
+      body: `m${i}`,
+    }));
+    const storageDoc: Doc = {
+      _id: encodeId(2, newInternalId()),
+      _creationTime: now - 2000,
+      sha256: "x",
+      size: 1,
+    };
+    writeVersion1Folder(dir, [
+      ...docs.map((doc) => ({ doc, tableNumber: FIRST_USER_TABLE_NUMBER })),
+      // System tables had no row in `tables` in version 1.
+      { doc: storageDoc, tableNumber: 2 },
+    ]);
+
+    const db = openDb(dir);
+    for (const doc of docs) expect(db.getDocument(doc._id)).toEqual(doc);
+    expect(db.getDocument(storageDoc._id)).toEqual(storageDoc);
+    expect(read(db, fullScan).map((d) => d._id)).toEqual(
+      docs.map((d) => d._id),
+    );
+    db.setSchema(schema(BY_AUTHOR));
+    expect(read(db, byAuthor("bob")).map((d) => d.body)).toEqual(
+      docs.filter((d) => d.author === "bob").map((d) => d.body),
+    );
+    expect(db.table("messages")!.count).toBe(50);
+    const [id] = insertMany(db, [{ author: "ann", body: "new" }]);
+    expect(db.getDocument(id)!._creationTime).toBeGreaterThan(
+      docs[49]._creationTime,
+    );
+    closeDb(db);
+
+    const file = new BetterSqlite3(path.join(dir, "db.sqlite3"));
+    expect(
+      file.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get(),
+    ).toEqual({ value: "2" });
+    file.close();
+    expect(read(openDb(dir), fullScan)).toHaveLength(51);
+  });
+
+  test("a folder from an unknown storage version is refused with one line saying what to do", () => {
+    const dir = tempDir();
+    const db = new BetterSqlite3(path.join(dir, "db.sqlite3"));
+    db.exec(
+      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('schema_version', '99');",
+    );
+    db.close();
+    expect(() => Database.open(dir)).toThrow(
+      /^The data directory was written by an incompatible backend \(storage version 99, expected 2\); move it aside or pass a different --data directory$/,
+    );
+  });
+});
+
+describe("restart", () => {
+  test(
+    "100k documents keep every id, _creationTime and field across a restart",
+    { timeout: 120_000 },
+    () => {
+      const dir = tempDir();
+      const db = openDb(dir);
+      db.setSchema(schema(BY_AUTHOR));
+      // Big commits of ready-made writes: what is under test is the storage,
+      // not the transaction layer above it.
+      const table = db.tableForWrite("messages");
+      const expected: Doc[] = [];
+      for (let batch = 0; batch < 10; batch++) {
+        const writes = new Map<string, PendingWrite>();
+        for (let i = 0; i < 10_000; i++) {
+          const n = batch * 10_000 + i;
+          const doc: Doc = {
+            _id: encodeId(table.number, newInternalId()),
+            _creationTime: db.nextCreationTime(),
+            author: `a${n % 7}`,
+            body: `message ${n}`,
+          };
+          writes.set(doc._id, { table: "messages", doc, inserted: true });
+          expected.push(doc);
+        }
+        db.commit(writes);
+      }
+      closeDb(db);
+
+      const reopened = openDb(dir);
+      reopened.setSchema(schema(BY_AUTHOR));
+      expect(reopened.table("messages")!.count).toBe(100_000);
+      const all = read(reopened, fullScan);
+      expect(all.length).toBe(100_000);
+      for (let i = 0; i < expected.length; i++) {
+        const doc = all[i];
+        if (
+          doc._id !== expected[i]._id ||
+          doc._creationTime !== expected[i]._creationTime ||
+          doc.body !== expected[i].body ||
+          doc.author !== expected[i].author
+        ) {
+          expect(doc).toEqual(expected[i]);
+        }
+      }
+      expect(read(reopened, byAuthor("a3")).length).toBe(
+        expected.filter((d) => d.author === "a3").length,
+      );
+    },
+  );
+});
+
+describe("schema changes", () => {
+  test("a new index is backfilled in slices that yield, and commits made meanwhile land in it", async () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    db.setSchema(schema([]));
+    const ids = insertMany(
+      db,
+      Array.from({ length: 20_000 }, (_, i) => ({
+        author: `a${i % 10}`,
+        body: `m${i}`,
+      })),
+    );
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 0);
+    let committed = false;
+    const concurrent = new Promise<void>((resolve) => {
+      setImmediate(() => {
+        // A commit between two slices: an insert, a move to another key and a delete.
+        const tx = new Transaction(db, { readOnly: false });
+        tx.insert("messages", { author: "a1", body: "during" });
+        tx.patch(ids[0], { author: "a1" });
+        tx.delete(ids[11]);
+        db.commit(tx.pendingWrites());
+        committed = true;
+        resolve();
+      });
+    });
+    await db.prepareSchema(schema(BY_AUTHOR));
+    clearInterval(ticker);
+    await concurrent;
+    expect(committed).toBe(true);
+    expect(ticks).toBeGreaterThan(0);
+    db.setSchema(schema(BY_AUTHOR));
+    const expected = read(db, fullScan)
+      .filter((d) => d.author === "a1")
+      .map((d) => d._id);
+    expect(read(db, byAuthor("a1")).map((d) => d._id)).toEqual(expected);
+    expect(expected).toContain(ids[0]);
+    expect(expected).not.toContain(ids[11]);
+  });
+
+  test("a dropped index is gone from queries and a changed one serves its new fields", () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    db.setSchema(schema(BY_AUTHOR));
+    insertMany(db, [
+      { author: "x", body: "2" },
+      { author: "x", body: "1" },
+    ]);
+    db.setSchema(
+      schema([{ indexDescriptor: "by_author", fields: ["author", "body"] }]),
+    );
+    expect(read(db, byAuthor("x")).map((d) => d.body)).toEqual(["1", "2"]);
+    db.setSchema(schema([]));
+    expect(() => read(db, byAuthor("x"))).toThrow(
+      "Index messages.by_author not found.",
+    );
+  });
+});
+
+describe("index writes", () => {
+  const indexes = [
+    { indexId: 1, tableNumber: 1, name: "by_id", keyFields: ["_id"] },
+    {
+      indexId: 2,
+      tableNumber: 1,
+      name: "by_creation_time",
+      keyFields: ["_creationTime", "_id"],
+    },
+    {
+      indexId: 3,
+      tableNumber: 1,
+      name: "by_author",
+      keyFields: ["author", "_creationTime", "_id"],
+    },
+  ].map((i) => ({ ...i, state: "ready" as const }));
+  const doc: Doc = { _id: "id1", _creationTime: 5, author: "a", body: "x" };
+
+  test("a patch that leaves every key unchanged touches no index", () => {
+    expect(indexWritesFor(indexes, "id1", doc, { ...doc, body: "y" })).toEqual(
+      [],
+    );
+  });
+
+  test("a patch of an indexed field rewrites only that index's entry", () => {
+    const writes = indexWritesFor(indexes, "id1", doc, { ...doc, author: "b" });
+    expect(writes.map((w) => w.indexId)).toEqual([3]);
+    expect(writes[0].remove).not.toBeNull();
+    expect(writes[0].add).not.toBeNull();
+  });
+
+  test("inserts and deletes write every index", () => {
+    expect(
+      indexWritesFor(indexes, "id1", null, doc).map((w) => w.remove),
+    ).toEqual([null, null, null]);
+    expect(indexWritesFor(indexes, "id1", doc, null).map((w) => w.add)).toEqual(
+      [null, null, null],
+    );
+  });
+});

@@ -13,6 +13,9 @@ export default defineConfig({
           include: ["convex/**/*.test.ts"],
           environment: "edge-runtime",
           server: { deps: { inline: ["convex-test"] } },
+          // The rate-limit and clean-up tests make hundreds of calls; on a
+          // busy 2-core machine that can pass the 5 s default.
+          testTimeout: 30_000,
         },
       },
       {

@@ -13,7 +13,6 @@ import type * as auth from "../auth.js";
 import type * as cleanup from "../cleanup.js";
 import type * as crons from "../crons.js";
 import type * as http from "../http.js";
-import type * as lib_components from "../lib/components.js";
 import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
@@ -43,7 +42,6 @@ declare const fullApi: ApiFromModules<{
   cleanup: typeof cleanup;
   crons: typeof crons;
   http: typeof http;
-  "lib/components": typeof lib_components;
   "lib/sessions": typeof lib_sessions;
   limits: typeof limits;
   messages: typeof messages;

@@ -16,7 +16,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
-import { api } from "../convex/_generated/api.js";
+import { chatApi as api } from "../e2e/helpers/chatApi.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");

@@ -15,8 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { ConvexHttpClient } from "convex/browser";
-import { api } from "../convex/_generated/api.js";
-import appSchema from "../convex/schema.ts";
+import { chatApi as api } from "../e2e/helpers/chatApi.ts";
 import {
   Database,
   type PendingWrite,
@@ -229,9 +228,7 @@ async function sizeCase(messages: number, rows: Row[]): Promise<void> {
     // Reload with the schema unchanged, in process: prepare + install.
     const db = Database.open(data);
     // The app's own schema, as the CLI installed it.
-    const schema = JSON.parse(
-      (appSchema as unknown as { export(): string }).export(),
-    ) as SchemaJson;
+    const schema = JSON.parse((await loadAppSchema()).export()) as SchemaJson;
     db.setSchema(schema);
     const reloads: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -294,4 +291,14 @@ export async function storageBenchmarks(options: {
   }
   console.log(JSON.stringify({ storage: rows }));
   return rows;
+}
+
+/**
+ * The chat's `convex/schema.ts`, imported at run time by URL so that its types
+ * (Convex Auth's, which bring in the DOM lib) stay out of the Node project.
+ */
+async function loadAppSchema(): Promise<{ export(): string }> {
+  const url = new URL("../convex/schema.ts", import.meta.url).href;
+  const module = (await import(url)) as { default: { export(): string } };
+  return module.default;
 }

@@ -67,6 +67,8 @@ export type RateLimitedAction = "createGuest" | "send" | "rename";
 export type ErrorData =
   | { code: "INVALID_SESSION"; message: string }
   | { code: "SESSION_EXPIRED"; message: string }
+  | { code: "NOT_SIGNED_IN"; message: string }
+  | { code: "MERGE_NOT_A_GUEST"; message: string }
   | {
       code: "RATE_LIMITED";
       action: RateLimitedAction;

@@ -13,7 +13,7 @@
 import { Presence } from "@convex-dev/presence";
 import { v } from "convex/values";
 import { mutation, query } from "./_generated/server";
-import { components } from "./lib/components";
+import { components } from "./_generated/api";
 import { mutationWithSession } from "./lib/sessions";
 import { userFields } from "./schema";
 

@@ -6,6 +6,7 @@
  * is never stored, only its SHA-256 (see `lib/sessions.ts`), and nothing
  * secret lives on `users`, so a user document is always safe to return.
  */
+import { authTables } from "@convex-dev/auth/server";
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
@@ -14,6 +15,24 @@ export const userFields = {
   isAnonymous: v.boolean(),
   /** Set by a later sign-in: `ctx.auth.getUserIdentity().tokenIdentifier`. */
   tokenIdentifier: v.optional(v.string()),
+  /** A member's sign-in e-mail (Convex Auth's `users.email`, index `email`). */
+  email: v.optional(v.string()),
+  /**
+   * Set on a guest who signed in to an existing account: the account the
+   * guest's messages belong to now. The row stays as a tombstone, so a
+   * message not yet moved still resolves to the account's name.
+   */
+  mergedInto: v.optional(v.id("users")),
+};
+
+/**
+ * A one-time ticket that lets the next sign-up turn the caller's guest into
+ * the account (`model/accounts.ts`); only its SHA-256 is stored.
+ */
+export const upgradeTicketFields = {
+  ticketHash: v.string(),
+  userId: v.id("users"),
+  expiresAt: v.number(),
 };
 
 export const sessionFields = {
@@ -55,9 +74,14 @@ export const messageFields = {
 };
 
 export default defineSchema({
-  users: defineTable(userFields).index("by_tokenIdentifier", [
-    "tokenIdentifier",
-  ]),
+  // Convex Auth's tables; `users` is ours, with the fields it reads.
+  ...authTables,
+  users: defineTable(userFields)
+    .index("by_tokenIdentifier", ["tokenIdentifier"])
+    .index("email", ["email"]),
+  upgradeTickets: defineTable(upgradeTicketFields)
+    .index("by_ticketHash", ["ticketHash"])
+    .index("by_expiresAt", ["expiresAt"]),
   sessions: defineTable(sessionFields)
     .index("by_tokenHash", ["tokenHash"])
     .index("by_userId", ["userId"])

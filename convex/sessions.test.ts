@@ -156,6 +156,9 @@ test("no public function returns or throws the secret or its hash", async () => 
   const wrongCase = { sessionId: sessionId.toUpperCase() as SessionId };
   const phone = newSessionId();
   const paired = newSessionId();
+  const guestSecret = newSessionId();
+  const signedIn = newSessionId();
+  const signedOut = newSessionId();
   const otherCode = (code: string) =>
     code.startsWith("0") ? `1${code.slice(1)}` : `0${code.slice(1)}`;
 
@@ -255,6 +258,32 @@ test("no public function returns or throws the secret or its hash", async () => 
     outputs.push({ done });
   }
 
+  // Accounts: a ticket for sign-up, a sign-in that rotates, a sign-out.
+  const accountId = await t.run((ctx) =>
+    ctx.db.insert("users", { name: "Member", isAnonymous: false }),
+  );
+  const asMember = t.withIdentity({ subject: `${accountId}|auth-session` });
+  outputs.push(
+    await t.mutation(api.accounts.prepareUpgrade, { sessionId: guestSecret }),
+    await asMember.mutation(api.accounts.afterSignIn, {
+      sessionId: guestSecret,
+      newSessionId: signedIn,
+    }),
+    await asMember.query(api.users.me, { sessionId: signedIn }),
+    await asMember.mutation(api.accounts.signOutDevice, {
+      sessionId: signedIn,
+      newSessionId: signedOut,
+    }),
+  );
+  errors.push(
+    await rejection(
+      t.mutation(api.accounts.afterSignIn, {
+        sessionId: newSessionId(),
+        newSessionId: newSessionId(),
+      }),
+    ),
+  );
+
   const texts = [
     ...outputs.map((output) => JSON.stringify(output)),
     ...errors.flatMap((error) => {
@@ -280,8 +309,9 @@ test("no public function returns or throws the secret or its hash", async () => 
     "INVALID_SESSION",
     "INVALID_SESSION",
     "RATE_LIMITED",
+    "NOT_SIGNED_IN",
   ]);
-  const secrets = [sessionId, phone, paired];
+  const secrets = [sessionId, phone, paired, guestSecret, signedIn, signedOut];
   const leaks = [
     ...secrets,
     ...(await Promise.all(secrets.map((secret) => sha256Hex(secret)))),

@@ -8,12 +8,15 @@
  * @module
  */
 
+import type * as accounts from "../accounts.js";
+import type * as auth from "../auth.js";
 import type * as cleanup from "../cleanup.js";
 import type * as crons from "../crons.js";
-import type * as lib_components from "../lib/components.js";
+import type * as http from "../http.js";
 import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
+import type * as model_accounts from "../model/accounts.js";
 import type * as model_cleanup from "../model/cleanup.js";
 import type * as model_expiry from "../model/expiry.js";
 import type * as model_messages from "../model/messages.js";
@@ -34,12 +37,15 @@ import type {
 } from "convex/server";
 
 declare const fullApi: ApiFromModules<{
+  accounts: typeof accounts;
+  auth: typeof auth;
   cleanup: typeof cleanup;
   crons: typeof crons;
-  "lib/components": typeof lib_components;
+  http: typeof http;
   "lib/sessions": typeof lib_sessions;
   limits: typeof limits;
   messages: typeof messages;
+  "model/accounts": typeof model_accounts;
   "model/cleanup": typeof model_cleanup;
   "model/expiry": typeof model_expiry;
   "model/messages": typeof model_messages;

@@ -1,5 +1,7 @@
 /**
- * Function builders that identify the caller by a session id: a secret the
+ * Function builders that identify the caller: the signed-in account's user
+ * when the call carries a Convex Auth token, otherwise the guest of a session
+ * id. The session id is a secret the
  * browser makes once with `crypto.randomUUID()` and sends as the `sessionId`
  * argument (convex-helpers `SessionIdArg`; `useSessionQuery` and
  * `useSessionMutation` add it on the client). Handlers see the caller as
@@ -38,6 +40,7 @@ import {
   customQuery,
 } from "convex-helpers/server/customFunctions";
 import { SessionIdArg, type SessionId } from "convex-helpers/server/sessions";
+import { getAuthUserId } from "@convex-dev/auth/server";
 import { ConvexError } from "convex/values";
 import type { Doc, Id } from "../_generated/dataModel";
 import {
@@ -79,7 +82,9 @@ export const queryWithSession = customQuery(query, {
     const found = await findSession(ctx, await hashSessionId(sessionId));
     const session =
       found === null || isSessionExpired(found, Date.now()) ? null : found;
-    const user = session === null ? null : await getSessionUser(ctx, session);
+    const account = await getAccount(ctx);
+    const user =
+      account ?? (session === null ? null : await getSessionUser(ctx, session));
     return { ctx: { session, user }, args: {} };
   },
 });
@@ -111,11 +116,12 @@ export const mutationWithSession = customMutation(mutation, {
   input: async (ctx, { sessionId }) => {
     const tokenHash = await hashSessionId(sessionId);
     const existing = await findSession(ctx, tokenHash);
+    const account = await getAccount(ctx);
     const session =
       existing === null
-        ? await createSession(ctx, tokenHash)
+        ? await createSession(ctx, tokenHash, account?._id ?? null)
         : await markSeen(ctx, existing);
-    const user = await getSessionUser(ctx, session);
+    const user = account ?? (await getSessionUser(ctx, session));
     return { ctx: { session, user }, args: {} };
   },
 });
@@ -179,12 +185,17 @@ async function findSession(
     .unique();
 }
 
+/** A session for `accountId`, or for a new guest when signed out. */
 async function createSession(
   ctx: MutationCtx,
   tokenHash: string,
+  accountId: Id<"users"> | null,
 ): Promise<Doc<"sessions">> {
-  await enforceLimit(ctx, "createGuest");
-  const userId = await createAnonymousUser(ctx);
+  let userId = accountId;
+  if (userId === null) {
+    await enforceLimit(ctx, "createGuest");
+    userId = await createAnonymousUser(ctx);
+  }
   const id = await ctx.db.insert("sessions", {
     tokenHash,
     userId,
@@ -211,6 +222,15 @@ async function markSeen(
   }
   await ctx.db.patch("sessions", session._id, { lastSeenAt: now });
   return { ...session, lastSeenAt: now };
+}
+
+/**
+ * The signed-in account's user (Convex Auth puts `userId|sessionId` in the
+ * token's subject), or null without a token or when the user is gone.
+ */
+async function getAccount(ctx: QueryCtx): Promise<Doc<"users"> | null> {
+  const userId = await getAuthUserId(ctx);
+  return userId === null ? null : await ctx.db.get("users", userId);
 }
 
 async function getSessionUser(

@@ -1,7 +1,8 @@
 /**
  * The clean-up job's one step, in bounded batches: expired sessions (and
  * the guests they leave with nothing: no other session, no message), expired
- * pairing codes, and pairing failure counters whose window has closed.
+ * pairing codes and upgrade tickets, and pairing failure counters whose
+ * window has closed.
  * A guest with messages keeps them under their last name: nothing here
  * deletes a message.
  *
@@ -49,6 +50,14 @@ export async function sweepExpired(
     .take(CLEANUP_BATCH_SIZE);
   for (const code of codes) await ctx.db.delete("pairingCodes", code._id);
 
+  const tickets = await ctx.db
+    .query("upgradeTickets")
+    .withIndex("by_expiresAt", (q) => q.lte("expiresAt", now))
+    .take(CLEANUP_BATCH_SIZE);
+  for (const ticket of tickets) {
+    await ctx.db.delete("upgradeTickets", ticket._id);
+  }
+
   const counters = await ctx.db
     .query("pairingFailures")
     .withIndex("by_windowStart", (q) =>
@@ -64,7 +73,7 @@ export async function sweepExpired(
     users,
     pairingCodes: codes.length,
     pairingFailures: counters.length,
-    more: [sessions, codes, counters].some(
+    more: [sessions, codes, tickets, counters].some(
       (batch) => batch.length === CLEANUP_BATCH_SIZE,
     ),
   };

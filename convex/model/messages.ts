@@ -15,6 +15,7 @@ import type { Id } from "../_generated/dataModel";
 import type { MutationCtx, QueryCtx } from "../_generated/server";
 import { MESSAGE_MAX_CHARS, type ErrorData } from "../limits";
 import { messageFields, userFields } from "../schema";
+import { resolveAuthor } from "./accounts";
 import { isLongerThan } from "./text";
 
 /** A message as the chat shows it to everyone. */
@@ -64,32 +65,35 @@ export async function listMessages(
     .query("messages")
     .order("desc")
     .paginate(paginationOpts);
-  const authorNames = new Map<Id<"users">, Promise<string>>();
-  const authorName = (id: Id<"users">) => {
-    let name = authorNames.get(id);
-    if (name === undefined) {
-      name = readAuthorName(ctx, id);
-      authorNames.set(id, name);
+  const authors = new Map<Id<"users">, Promise<Author>>();
+  const authorOf = (id: Id<"users">) => {
+    let author = authors.get(id);
+    if (author === undefined) {
+      author = readAuthor(ctx, id);
+      authors.set(id, author);
     }
-    return name;
+    return author;
   };
   const page = await Promise.all(
     result.page.map(async (message) => ({
       _id: message._id,
       _creationTime: message._creationTime,
       body: message.body,
-      author: { _id: message.author, name: await authorName(message.author) },
+      author: await authorOf(message.author),
     })),
   );
   return { ...result, page };
 }
 
-async function readAuthorName(ctx: QueryCtx, id: Id<"users">): Promise<string> {
-  const user = await ctx.db.get("users", id);
+type Author = { _id: Id<"users">; name: string };
+
+/** A merged guest's messages show as the account's until they are moved. */
+async function readAuthor(ctx: QueryCtx, id: Id<"users">): Promise<Author> {
+  const user = await resolveAuthor(ctx, id);
   if (user === null) {
     throw new Error(
       `Message author ${id} does not exist; users must not be deleted while they have messages.`,
     );
   }
-  return user.name;
+  return { _id: user._id, name: user.name };
 }

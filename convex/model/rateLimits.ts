@@ -20,7 +20,7 @@ import { HOUR, MINUTE, RateLimiter } from "@convex-dev/rate-limiter";
 import { ConvexError } from "convex/values";
 import type { Id } from "../_generated/dataModel";
 import type { MutationCtx } from "../_generated/server";
-import { components } from "../lib/components";
+import { components } from "../_generated/api";
 import {
   GUEST_CREATION_BURST,
   GUEST_CREATIONS_PER_HOUR,

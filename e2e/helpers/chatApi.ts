@@ -43,4 +43,11 @@ export const chatApi = {
       "sessions:start",
     ),
   },
+  users: {
+    setName: makeFunctionReference<
+      "mutation",
+      { sessionId: SessionId; name: string },
+      null
+    >("users:setName"),
+  },
 };

@@ -75,6 +75,10 @@ export function describeRefusal(refusal: Refusal, body?: string): string {
       return "Your chat session ended after a long time unused. Reload the page to start a new one.";
     case "PAIRING_RATE_LIMITED":
       return `Too many wrong codes. Try again ${formatWait(refusal.retryAfter)}.`;
+    case "NOT_SIGNED_IN":
+      return "Sign in first.";
+    case "MERGE_NOT_A_GUEST":
+      return "This guest has already joined an account.";
     case "RATE_LIMITED":
       return `${RATE_LIMITED_WORDS[refusal.action]} Try again ${formatWait(refusal.retryAfter)}.`;
     default:

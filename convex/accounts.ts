@@ -1,0 +1,87 @@
+import { vSessionId } from "convex-helpers/server/sessions";
+import { getAuthUserId } from "@convex-dev/auth/server";
+import { ConvexError, v } from "convex/values";
+import { internalMutation } from "./_generated/server";
+import { internal } from "./_generated/api";
+import type { ErrorData } from "./limits";
+import { addSession, mutationWithSession } from "./lib/sessions";
+import {
+  createUpgradeTicket,
+  mergeGuest,
+  moveMessages,
+} from "./model/accounts";
+import { deleteSession } from "./model/sessions";
+import { createAnonymousUser, toProfile, vProfile } from "./model/users";
+
+/**
+ * A one-time ticket to pass as `upgradeTicket` with the sign-up form, so the
+ * new account keeps this guest's user id, name and messages.
+ */
+export const prepareUpgrade = mutationWithSession({
+  args: {},
+  returns: v.object({ ticket: v.string() }),
+  handler: async (ctx) => ({
+    ticket: await createUpgradeTicket(ctx, ctx.user._id),
+  }),
+});
+
+/**
+ * Called by the page right after a sign-in or sign-up: joins this device's
+ * guest to the account if it is another user (messages move, the guest
+ * becomes a tombstone) and rotates the device's secret: `newSessionId` is
+ * the device's session from now on, the old one stops working.
+ *
+ * @throws ConvexError NOT_SIGNED_IN without a Convex Auth token.
+ */
+export const afterSignIn = mutationWithSession({
+  args: { newSessionId: vSessionId },
+  returns: vProfile,
+  handler: async (ctx, { newSessionId }) => {
+    const accountId = await getAuthUserId(ctx);
+    if (accountId === null) {
+      throw new ConvexError<ErrorData>({
+        code: "NOT_SIGNED_IN",
+        message: "Sign in first.",
+      });
+    }
+    if (ctx.session.userId !== accountId) {
+      await mergeGuest(ctx, ctx.session.userId, accountId);
+    }
+    if ((await ctx.db.get("sessions", ctx.session._id)) !== null) {
+      await deleteSession(ctx, ctx.session);
+    }
+    await addSession(ctx, newSessionId, accountId);
+    return toProfile(ctx.user);
+  },
+});
+
+/**
+ * Called by the page before Convex Auth's `signOut`: this device's session
+ * ends (its secret stops working at once) and `newSessionId` becomes a fresh
+ * guest; the account and its other devices are untouched.
+ */
+export const signOutDevice = mutationWithSession({
+  args: { newSessionId: vSessionId },
+  returns: vProfile,
+  handler: async (ctx, { newSessionId }) => {
+    await deleteSession(ctx, ctx.session);
+    const guestId = await createAnonymousUser(ctx);
+    await addSession(ctx, newSessionId, guestId);
+    return toProfile((await ctx.db.get("users", guestId))!);
+  },
+});
+
+/** Scheduled by a merge with more than one batch of messages. */
+export const continueMerge = internalMutation({
+  args: { from: v.id("users"), to: v.id("users") },
+  returns: v.null(),
+  handler: async (ctx, { from, to }) => {
+    if (await moveMessages(ctx, from, to)) {
+      await ctx.scheduler.runAfter(0, internal.accounts.continueMerge, {
+        from,
+        to,
+      });
+    }
+    return null;
+  },
+});

@@ -15,7 +15,6 @@
  */
 import { createHash, type webcrypto } from "node:crypto";
 import { SourceMap } from "node:module";
-import { inspect } from "node:util";
 import vm from "node:vm";
 import type { SchemaJson } from "../storage/database.ts";
 import {
@@ -24,6 +23,8 @@ import {
   createComponentTree,
   type RuntimeDefinition,
 } from "./components.ts";
+import { formatLogArgs, inspectValue } from "./consoleFormat.ts";
+import { jsError, uncaught } from "./errors.ts";
 import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
 
 /** convex-backend caps log lines per function execution (isolate `MAX_LOG_LINES`). */
@@ -51,8 +52,8 @@ export type Isolate = {
   /** The app's schema with every component's tables under their internal names. */
   schema: SchemaJson | null;
   components: ComponentTree;
-  /** Rewrites bundle positions in an error's stack to the app's source files. */
-  formatStack(stack: string): string;
+  /** An error's stack frames, mapped to the app's sources as Convex prints them. */
+  errorFrames(stack: string): string[];
 };
 
 /** The contract of `convex/server` registered functions (convex 1.48 `registration_impl.ts`). */
@@ -91,7 +92,39 @@ export function createIsolate(
   const sourceMap = new SourceMap(
     JSON.parse(bundle.sourceMap) as ConstructorParameters<typeof SourceMap>[0],
   );
-  const formatStack = (stack: string) => mapStack(stack, bundle, sourceMap);
+  const errorFrames = (stack: string) =>
+    mapFrames(stack, bundle, sourceMap).frames;
+
+  /** One line of a function's log; Convex caps both the line and the count. */
+  const writeLine = (level: LogLevel, message: string): void => {
+    const line =
+      message.length > MAX_LOG_LINE_CHARS
+        ? `${message.slice(0, MAX_LOG_LINE_CHARS)} (truncated due to length)`
+        : message;
+    const request = currentRequest();
+    if (request === undefined) {
+      options.onStrayLog(level, line);
+    } else if (request.logLines.length < MAX_LOG_LINES) {
+      request.logLines.push(`[${level}] ${line}`);
+    } else if (request.logLines.length === MAX_LOG_LINES) {
+      request.logLines.push(
+        `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
+      );
+    }
+  };
+  /** `console.time` labels belong to one function execution. */
+  const strayTimers = new Map<string, number>();
+  const timersByRequest = new WeakMap<object, Map<string, number>>();
+  const consoleTimers = (): Map<string, number> => {
+    const request = currentRequest();
+    if (request === undefined) return strayTimers;
+    let timers = timersByRequest.get(request);
+    if (timers === undefined) {
+      timers = new Map();
+      timersByRequest.set(request, timers);
+    }
+    return timers;
+  };
 
   const host = {
     now(): number {
@@ -101,25 +134,35 @@ export function createIsolate(
         : Date.now();
     },
     log(level: LogLevel, args: unknown[]): void {
-      let line = args
-        .map((arg) =>
-          typeof arg === "string"
-            ? arg
-            : inspect(arg, { depth: 4, breakLength: Infinity }),
-        )
-        .join(" ");
-      if (line.length > MAX_LOG_LINE_CHARS)
-        line = `${line.slice(0, MAX_LOG_LINE_CHARS)} (truncated)`;
-      const request = currentRequest();
-      if (request === undefined) {
-        options.onStrayLog(level, line);
-      } else if (request.logLines.length < MAX_LOG_LINES) {
-        request.logLines.push(`[${level}] ${line}`);
-      } else if (request.logLines.length === MAX_LOG_LINES) {
-        request.logLines.push(
-          `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
-        );
+      writeLine(level, formatLogArgs(args));
+    },
+    /** `console.trace`: the arguments, then the caller's frames (convex-backend `op_console_trace`). */
+    trace(args: unknown[], stack: string): void {
+      const frames = jsError("", errorFrames(stack)).trace;
+      writeLine("LOG", [...args.map(inspectValue), frames].join(" "));
+    },
+    // console.time and friends measure real time even in queries and
+    // mutations (`unix_timestamp_non_deterministic` in `ops/console.rs`).
+    time(label: string): void {
+      const timers = consoleTimers();
+      if (timers.has(label))
+        writeLine("WARN", `Timer '${label}' already exists`);
+      else timers.set(label, Date.now());
+    },
+    timeLog(label: string, args: unknown[], end: boolean): void {
+      const timers = consoleTimers();
+      const start = timers.get(label);
+      if (start === undefined) {
+        writeLine("WARN", `Timer '${label}' does not exist`);
+        return;
       }
+      if (end) timers.delete(label);
+      writeLine(
+        "INFO",
+        [`${label}: ${Date.now() - start}ms`, ...args.map(inspectValue)].join(
+          " ",
+        ),
+      );
     },
     /** Timers and fetch would make queries and mutations non-deterministic; Convex forbids them there. */
     assertAction(what: string): void {
@@ -188,12 +231,10 @@ export function createIsolate(
     // "Uncaught Error: boom at convex/messages.ts:3:7": the error and where it
     // was thrown, on one line.
     const e = error as { stack?: string; message?: string; name?: string };
-    const [first, ...frames] = formatStack(
-      e.stack ?? `${e.name ?? "Error"}: ${e.message ?? String(error)}`,
-    ).split("\n");
-    const where = /\(?([^()\s]+:\d+:\d+)\)?$/.exec(frames[0] ?? "")?.[1];
+    const frames = e.stack === undefined ? [] : errorFrames(e.stack);
+    const where = /\(?\.\.\/([^()\s]+:\d+:\d+)\)?$/.exec(frames[0] ?? "")?.[1];
     throw new ModuleLoadError(
-      `Failed to load the functions: Uncaught ${first}${where === undefined ? "" : ` at ${where}`}`,
+      `Failed to load the functions: ${uncaught(e.name ?? "Error", e.message ?? String(error))}${where === undefined ? "" : ` at ${where}`}`,
     );
   }
   const globals = context as {
@@ -220,7 +261,7 @@ export function createIsolate(
     modules: components.root.modules,
     schema: components.mergedSchema(),
     components,
-    formatStack,
+    errorFrames,
   };
 }
 
@@ -260,30 +301,20 @@ const PRELUDE = `
   Date.now = () => host.now();
   globalThis.Date = Date;
 
-  const counters = new Map();
-  const timersByLabel = new Map();
+  // Convex's console has exactly these methods (convex-backend
+  // udf-runtime/src/02_console.ts); labels are stringified as there.
+  const label = (value) => value === undefined ? "default" : value === null ? "null" : value.toString();
   const log = (level) => (...args) => host.log(level, args);
   globalThis.console = {
-    log: log("LOG"),
-    info: log("INFO"),
-    warn: log("WARN"),
-    error: log("ERROR"),
     debug: log("DEBUG"),
-    trace: (...args) => host.log("ERROR", [...args, new Error().stack.split("\\n").slice(2).join("\\n")]),
-    assert: (condition, ...args) => { if (!condition) host.log("ERROR", ["Assertion failed", ...args]); },
-    count: (label = "default") => {
-      const n = (counters.get(label) ?? 0) + 1;
-      counters.set(label, n);
-      host.log("INFO", [label + ": " + n]);
-    },
-    countReset: (label = "default") => counters.delete(label),
-    time: (label = "default") => timersByLabel.set(label, host.now()),
-    timeLog: (label = "default", ...args) => host.log("INFO", [label + ": " + (host.now() - (timersByLabel.get(label) ?? host.now())) + "ms", ...args]),
-    timeEnd: (label = "default") => {
-      host.log("INFO", [label + ": " + (host.now() - (timersByLabel.get(label) ?? host.now())) + "ms"]);
-      timersByLabel.delete(label);
-    },
-    table: (data) => host.log("LOG", [data]),
+    error: log("ERROR"),
+    info: log("INFO"),
+    log: log("LOG"),
+    warn: log("WARN"),
+    trace: (...args) => host.trace(args, new Error().stack),
+    time: (name) => host.time(label(name)),
+    timeLog: (name, ...args) => host.timeLog(label(name), args, false),
+    timeEnd: (name) => host.timeLog(label(name), [], true),
   };
 
   const actionOnly = (name, fn) => function (...args) {
@@ -354,19 +385,30 @@ function isolateCrypto(): Pick<
   };
 }
 
-/** Rewrites `bundle.js:line:col` frames to `convex/file.ts:line:col` and drops host frames. */
-function mapStack(stack: string, bundle: Bundle, sourceMap: SourceMap): string {
-  const lines = stack.split("\n");
-  const frame = new RegExp(
+/**
+ * An error's stack frames as Convex prints them (convex-backend
+ * `common/src/errors.rs` `JsError::from_frames`): bundle positions mapped
+ * through the source map to `../convex/file.ts:L:C` (paths relative to the
+ * bundle's folder, as the CLI's bundle has them), frames outside the bundle
+ * (the host) dropped, and leading and trailing frames inside the `convex`
+ * package's own runtime (`convex/src/server/impl`) omitted.
+ */
+function mapFrames(
+  stack: string,
+  bundle: Bundle,
+  sourceMap: SourceMap,
+): { header: string[]; frames: string[] } {
+  const location = new RegExp(
     `(\\(|at )${escapeRegExp(bundle.filename)}:(\\d+):(\\d+)`,
   );
-  const out: string[] = [];
-  for (const line of lines) {
+  const header: string[] = [];
+  const frames: { line: string; internal: boolean }[] = [];
+  for (const line of stack.split("\n")) {
     if (!/^\s+at /.test(line)) {
-      out.push(line);
+      if (frames.length === 0) header.push(line);
       continue;
     }
-    const match = frame.exec(line);
+    const match = location.exec(line);
     if (match === null) continue;
     const entry = sourceMap.findEntry(
       Number(match[2]) - 1,
@@ -377,16 +419,22 @@ function mapStack(stack: string, bundle: Bundle, sourceMap: SourceMap): string {
       originalColumn?: number;
     };
     if (entry.originalSource === undefined) continue;
-    if (entry.originalSource.includes("node_modules")) continue;
-    const source = relativeSource(entry.originalSource, bundle.sourceRoot);
-    out.push(
-      line.replace(
-        match[0],
-        `${match[1]}${source}:${entry.originalLine! + 1}:${entry.originalColumn! + 1}`,
-      ),
-    );
+    const source = `../${relativeSource(entry.originalSource, bundle.sourceRoot)}`;
+    frames.push({
+      line: `    ${line
+        .trim()
+        .replace(
+          match[0],
+          `${match[1]}${source}:${entry.originalLine! + 1}:${entry.originalColumn! + 1}`,
+        )}`,
+      internal:
+        source.includes("convex/src/server/impl") ||
+        source.includes("convex/dist/"),
+    });
   }
-  return out.join("\n");
+  while (frames.length > 0 && frames[0].internal) frames.shift();
+  while (frames.length > 0 && frames[frames.length - 1].internal) frames.pop();
+  return { header, frames: frames.map((f) => f.line) };
 }
 
 function relativeSource(source: string, root: string): string {

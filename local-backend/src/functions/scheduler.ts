@@ -426,10 +426,7 @@ export class Scheduler {
               ? { kind: "success" }
               : {
                   kind: "failed",
-                  error: outcome.errorMessage.replace(
-                    /^\[Request ID: [^\]]*\] Server Error\n/,
-                    "",
-                  ),
+                  error: outcome.error.trace,
                 },
           );
         });

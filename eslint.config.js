@@ -11,6 +11,7 @@ export default tseslint.config(
       "node_modules",
       ".convex-local",
       "convex/_generated",
+      "**/_generated",
       "**/*.js",
       "**/*.mjs",
       "**/*.cjs",

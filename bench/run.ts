@@ -8,9 +8,11 @@
  * - subscription update: from the start of a send until each of N subscribed
  *   clients' `messages.list` subscription shows the new message (ConvexHttpClient
  *   stands apart: it measures one-shot query latency);
- * - memory: backend process RSS and heap after inserting M messages.
+ * - memory: backend process RSS and heap after inserting M messages;
+ * - fan-out (bench/fanout.ts): identical and idle subscriptions beside a raw
+ *   `ws` broadcast floor, with event-loop stalls.
  *
- * Usage: npm run bench [-- --quick]
+ * Usage: npm run bench [-- --quick] [-- --only=fanout] [-- --json=path]
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -21,9 +23,14 @@ import { api } from "../convex/_generated/api.js";
 import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawn, type ChildProcess } from "node:child_process";
+import { fanOutBenchmarks } from "./fanout.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
+/** `--only=fanout` runs just the fan-out cases (bench/fanout.ts). */
+const ONLY = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
+/** `--json=path` also writes the fan-out results there. */
+const JSON_PATH = process.argv.find((a) => a.startsWith("--json="))?.slice(7);
 const ROUNDS = QUICK ? 40 : 200;
 const TIMEOUT_MS = 10_000;
 /** The page's first page size (src/components/MessageList.tsx). */
@@ -240,6 +247,11 @@ async function spawnBackend(
 }
 
 async function main(): Promise<void> {
+  if (ONLY !== "fanout") await chatCases();
+  await fanOutBenchmarks({ quick: QUICK, json: JSON_PATH });
+}
+
+async function chatCases(): Promise<void> {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), "bench-"));
   const { url, child } = await spawnBackend(data);
   console.log(

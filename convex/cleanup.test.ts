@@ -1,9 +1,7 @@
-import { convexTest } from "convex-test";
 import { afterEach, expect, test, vi } from "vitest";
 import { api, internal } from "./_generated/api";
 import { CLEANUP_BATCH_SIZE, PAIRING_CODE_TTL_MS } from "./limits";
-import schema from "./schema";
-import { modules, newSessionId, rowsOf } from "./test.setup";
+import { newSessionId, newTest, rowsOf } from "./test.setup";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -20,7 +18,7 @@ function freezeClock(): number {
 
 test("the sweep deletes expired sessions and the guests left with nothing", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const silent = newSessionId();
   const writer = newSessionId();
   const active = newSessionId();
@@ -66,7 +64,7 @@ test("the sweep deletes expired sessions and the guests left with nothing", asyn
 
 test("a guest with a paired device still in use is not deleted when one session expires", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const laptop = newSessionId();
   const me = await t.mutation(api.sessions.start, { sessionId: laptop });
   const { code } = await t.mutation(api.pairing.create, { sessionId: laptop });
@@ -91,7 +89,7 @@ test("a guest with a paired device still in use is not deleted when one session 
 
 test("the sweep never deletes a member, even with no session and no message", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
   const me = await t.mutation(api.sessions.start, { sessionId });
   await t.run((ctx) =>
@@ -110,7 +108,7 @@ test("the sweep never deletes a member, even with no session and no message", as
 
 test("the sweep deletes expired pairing codes and closed failure counters, and keeps live ones", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const old = newSessionId();
   await t.mutation(api.pairing.create, { sessionId: old });
   const guesser = newSessionId();
@@ -135,7 +133,7 @@ test("the sweep deletes expired pairing codes and closed failure counters, and k
 
 test("a backlog is swept in batches that schedule the next one", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const count = CLEANUP_BATCH_SIZE * 2 + 7;
   await t.run(async (ctx) => {
     for (let i = 0; i < count; i++) {

@@ -44,9 +44,36 @@ export const CLEANUP_BATCH_SIZE = 100;
 /** How often the clean-up job runs (`crons.ts`); a full batch runs again at once. */
 export const CLEANUP_INTERVAL_MINUTES = 10;
 
+/**
+ * New guests per hour for the whole deployment, and how many may arrive at
+ * once. For scale: Firebase allows 100 anonymous sign-ups an hour per IP
+ * address and Supabase 30; this budget is shared by everyone because
+ * mutations see no address (`model/rateLimits.ts`).
+ */
+export const GUEST_CREATIONS_PER_HOUR = 3000;
+export const GUEST_CREATION_BURST = 300;
+
+/** Messages per user: a quick burst of 5, then one every 3 s, at most 300 an hour. */
+export const MESSAGE_BURST = 5;
+export const MESSAGES_PER_MINUTE = 20;
+export const MESSAGES_PER_HOUR = 300;
+
+/** Renames per user: 5 in a row, then one every 6 minutes. */
+export const RENAME_BURST = 5;
+export const RENAMES_PER_HOUR = 10;
+
+export type RateLimitedAction = "createGuest" | "send" | "rename";
+
 export type ErrorData =
   | { code: "INVALID_SESSION"; message: string }
   | { code: "SESSION_EXPIRED"; message: string }
+  | {
+      code: "RATE_LIMITED";
+      action: RateLimitedAction;
+      /** Milliseconds until the same call would be allowed. */
+      retryAfter: number;
+      message: string;
+    }
   | {
       code: "PAIRING_RATE_LIMITED";
       /** Milliseconds until the next guess is accepted. */

@@ -6,6 +6,7 @@ import { v } from "convex/values";
 import { query } from "./_generated/server";
 import { mutationWithSession } from "./lib/sessions";
 import { listMessages, sendMessage, vListedMessage } from "./model/messages";
+import { enforceLimit } from "./model/rateLimits";
 import { messageFields } from "./schema";
 
 /**
@@ -18,9 +19,15 @@ export const list = query({
   handler: (ctx, { paginationOpts }) => listMessages(ctx, paginationOpts),
 });
 
-/** Posts a message as the caller and returns its id. */
+/**
+ * Posts a message as the caller and returns its id; at most a burst of 5,
+ * then one every 3 s (`RATE_LIMITED` with `retryAfter` beyond that).
+ */
 export const send = mutationWithSession({
   args: { body: messageFields.body },
   returns: v.id("messages"),
-  handler: (ctx, { body }) => sendMessage(ctx, ctx.user._id, body),
+  handler: async (ctx, { body }) => {
+    await enforceLimit(ctx, "send", ctx.user._id);
+    return await sendMessage(ctx, ctx.user._id, body);
+  },
 });

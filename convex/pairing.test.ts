@@ -1,4 +1,3 @@
-import { convexTest } from "convex-test";
 import { afterEach, expect, test, vi } from "vitest";
 import { api } from "./_generated/api";
 import {
@@ -8,12 +7,11 @@ import {
   PAIRING_MAX_FAILURES_PER_SESSION,
   PAIRING_SESSION_WINDOW_MS,
 } from "./limits";
-import schema from "./schema";
 import {
   allRows,
   expectErrorCode,
-  modules,
   newSessionId,
+  newTest,
   rowsOf,
   sha256Hex,
 } from "./test.setup";
@@ -37,7 +35,7 @@ function freezeClock(): number {
 }
 
 /** A guest on a first device with a name and one message, and their code. */
-async function guestWithCode(t: ReturnType<typeof convexTest>) {
+async function guestWithCode(t: ReturnType<typeof newTest>) {
   const laptop = newSessionId();
   const me = await t.mutation(api.sessions.start, { sessionId: laptop });
   await t.mutation(api.users.setName, { sessionId: laptop, name: "Ada" });
@@ -54,7 +52,7 @@ function otherCode(code: string): string {
 }
 
 test("a code moves a guest to a second device with its own secret", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { laptop, me, code } = await guestWithCode(t);
   const phone = newSessionId();
   await t.mutation(api.sessions.start, { sessionId: phone });
@@ -97,7 +95,7 @@ test("a code moves a guest to a second device with its own secret", async () => 
 
 test("a code looks like ABCD-EFGH, lasts 10 minutes and is stored only hashed", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   const { code, expiresAt } = await guestWithCode(t);
 
@@ -114,7 +112,7 @@ test("a code looks like ABCD-EFGH, lasts 10 minutes and is stored only hashed", 
 });
 
 test("a code works once", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { code } = await guestWithCode(t);
   const claim = () =>
     t.mutation(api.pairing.claim, {
@@ -133,7 +131,7 @@ test.each([
   { when: "a millisecond before", offset: -1, ok: true },
 ])("a code claimed $when works: $ok", async ({ offset, ok }) => {
   freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { code, expiresAt } = await guestWithCode(t);
 
   vi.setSystemTime(expiresAt + offset);
@@ -147,7 +145,7 @@ test.each([
 });
 
 test("a new code replaces the previous one", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { laptop, code: first } = await guestWithCode(t);
   const { code: second } = await t.mutation(api.pairing.create, {
     sessionId: laptop,
@@ -165,7 +163,7 @@ test("a new code replaces the previous one", async () => {
 });
 
 test("a code is read leniently: lowercase, spaces, no dash, O for 0 and I or L for 1", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { code } = await guestWithCode(t);
   const sloppy = ` ${code.slice(0, 4).toLowerCase()} ${code.slice(5)} `
     .replace(/0/g, "o")
@@ -182,7 +180,7 @@ test("a code is read leniently: lowercase, spaces, no dash, O for 0 and I or L f
 
 test("five wrong codes make a session wait ten minutes, even for the right code", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { laptop, code } = await guestWithCode(t);
   const phone = newSessionId();
   const claim = (attempt: string) =>
@@ -219,7 +217,7 @@ test("five wrong codes make a session wait ten minutes, even for the right code"
 });
 
 test("a malformed code is refused without counting as a guess", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { code } = await guestWithCode(t);
   const phone = newSessionId();
 
@@ -245,7 +243,7 @@ test("a malformed code is refused without counting as a guess", async () => {
 
 test("wrong codes from many sessions are limited for the whole deployment", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { code } = await guestWithCode(t);
   const claim = (attempt: string) =>
     t.mutation(api.pairing.claim, {
@@ -267,7 +265,7 @@ test("wrong codes from many sessions are limited for the whole deployment", asyn
 });
 
 test("the claiming device's guest is kept when it has messages", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { me, code } = await guestWithCode(t);
   const phone = newSessionId();
   const phoneUser = await t.mutation(api.sessions.start, { sessionId: phone });
@@ -293,7 +291,7 @@ test("the claiming device's guest is kept when it has messages", async () => {
 });
 
 test("a claim refuses a new secret that is malformed or already in use", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const { laptop, code } = await guestWithCode(t);
   const phone = newSessionId();
 

@@ -1,13 +1,11 @@
 import type { SessionId } from "convex-helpers/server/sessions";
-import { convexTest } from "convex-test";
 import { afterEach, expect, test, vi } from "vitest";
 import { api } from "./_generated/api";
-import schema from "./schema";
 import {
   allRows,
   expectErrorCode,
-  modules,
   newSessionId,
+  newTest,
   rejection,
   rowsOf,
   sha256Hex,
@@ -31,7 +29,7 @@ function freezeClock(): number {
 }
 
 test("start creates one session and one user, and reuses them for the same secret", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
 
   const first = await t.mutation(api.sessions.start, { sessionId });
@@ -45,7 +43,7 @@ test("start creates one session and one user, and reuses them for the same secre
 });
 
 test("a new visitor is an anonymous user named User NNNN", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   const profile = await t.mutation(api.sessions.start, {
     sessionId: newSessionId(),
@@ -57,7 +55,7 @@ test("a new visitor is an anonymous user named User NNNN", async () => {
 });
 
 test("two secrets get two users", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   const alice = await t.mutation(api.sessions.start, {
     sessionId: newSessionId(),
@@ -90,7 +88,7 @@ test.each([
   { shape: "a braced", sessionId: `{${validSessionId}}` },
   { shape: "a padded", sessionId: ` ${validSessionId} ` },
 ])("$shape session id is refused", async ({ sessionId }) => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const args = { sessionId: sessionId as SessionId };
 
   await expectErrorCode(
@@ -102,7 +100,7 @@ test.each([
 });
 
 test("a mutation that fails leaves no session or user behind", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   await expectErrorCode(
     t.mutation(api.messages.send, { sessionId: newSessionId(), body: " " }),
@@ -114,7 +112,7 @@ test("a mutation that fails leaves no session or user behind", async () => {
 
 test("lastSeenAt is rewritten at most once an hour with the default 30 days", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
   const lastSeenAt = async () => {
     const [session] = await rowsOf(t, "sessions");
@@ -134,7 +132,7 @@ test("lastSeenAt is rewritten at most once an hour with the default 30 days", as
 });
 
 test("the sessions table stores only the hash of the secret", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
 
   await t.mutation(api.sessions.start, { sessionId });
@@ -151,7 +149,7 @@ test("the sessions table stores only the hash of the secret", async () => {
 });
 
 test("no public function returns or throws the secret or its hash", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
   const tokenHash = await sha256Hex(sessionId);
   const paginationOpts = { numItems: 10, cursor: null };
@@ -170,6 +168,18 @@ test("no public function returns or throws the secret or its hash", async () => 
     await t.query(api.users.me, { sessionId }),
     await t.query(api.messages.list, { paginationOpts }),
   ];
+  const tokens = await t.mutation(api.presence.heartbeat, {
+    sessionId,
+    presenceId: crypto.randomUUID(),
+    interval: 10_000,
+  });
+  outputs.push(
+    tokens,
+    await t.query(api.presence.list, { roomToken: tokens.roomToken }),
+    await t.mutation(api.presence.disconnect, {
+      sessionToken: tokens.sessionToken,
+    }),
+  );
   // A second device pairs, then the first one deletes everything.
   const created = await t.mutation(api.pairing.create, { sessionId });
   const { code } = created;
@@ -221,7 +231,25 @@ test("no public function returns or throws the secret or its hash", async () => 
       }),
     ),
     await rejection(t.mutation(api.users.remove, wrongCase)),
+    await rejection(
+      t.mutation(api.presence.heartbeat, {
+        ...wrongCase,
+        presenceId: crypto.randomUUID(),
+        interval: 10_000,
+      }),
+    ),
   ];
+  // A refusal by the rate limits: the message after a burst.
+  let limited: unknown = null;
+  for (let i = 0; i < 10 && limited === null; i++) {
+    limited = await t
+      .mutation(api.messages.send, { sessionId, body: `burst ${i}` })
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+  }
+  errors.push(limited);
   for (let done = false; !done;) {
     ({ done } = await t.mutation(api.users.remove, { sessionId: paired }));
     outputs.push({ done });
@@ -250,6 +278,8 @@ test("no public function returns or throws the secret or its hash", async () => 
     "INVALID_SESSION",
     "INVALID_SESSION",
     "INVALID_SESSION",
+    "INVALID_SESSION",
+    "RATE_LIMITED",
   ]);
   const secrets = [sessionId, phone, paired];
   const leaks = [
@@ -264,7 +294,7 @@ test("no public function returns or throws the secret or its hash", async () => 
 
 test("a session unused for 30 days stops working, one used within 30 days keeps going", async () => {
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const active = newSessionId();
   const idle = newSessionId();
   const activeUser = await t.mutation(api.sessions.start, {
@@ -299,7 +329,7 @@ test("a session unused for 30 days stops working, one used within 30 days keeps 
 test("SESSION_IDLE_DAYS sets the idle period and the lastSeenAt slice", async () => {
   vi.stubEnv("SESSION_IDLE_DAYS", "1");
   const start = freezeClock();
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
   await t.mutation(api.sessions.start, { sessionId });
   const lastSeenAt = async () => (await rowsOf(t, "sessions"))[0].lastSeenAt;
@@ -324,7 +354,7 @@ test.each(["", "zero", "0", "-3", "NaN", "Infinity"])(
   async (value) => {
     vi.stubEnv("SESSION_IDLE_DAYS", value);
     const start = freezeClock();
-    const t = convexTest(schema, modules);
+    const t = newTest();
     const sessionId = newSessionId();
     await t.mutation(api.sessions.start, { sessionId });
 

@@ -4,7 +4,9 @@
  * for callers and errors. Two dots in the name, so Convex never deploys it.
  */
 import type { SessionId } from "convex-helpers/server/sessions";
-import type { TestConvex } from "convex-test";
+import presenceTest from "@convex-dev/presence/test";
+import rateLimiterTest from "@convex-dev/rate-limiter/test";
+import { convexTest, type TestConvex } from "convex-test";
 import { ConvexError } from "convex/values";
 import { expect } from "vitest";
 import type { Doc, TableNames } from "./_generated/dataModel";
@@ -12,6 +14,14 @@ import type { ErrorCode, ErrorData } from "./limits";
 import schema from "./schema";
 
 export const modules = import.meta.glob("./**/*.*s");
+
+/** A fresh deployment with the app's components (`convex.config.ts`). */
+export function newTest(): TestConvex<typeof schema> {
+  const t = convexTest(schema, modules);
+  rateLimiterTest.register(t);
+  presenceTest.register(t);
+  return t;
+}
 
 /** More rows than any test writes, so `rowsOf` never truncates. */
 const MAX_TEST_ROWS = 1000;

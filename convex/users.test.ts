@@ -1,12 +1,10 @@
-import { convexTest } from "convex-test";
 import { expect, test } from "vitest";
 import { api } from "./_generated/api";
 import { DELETE_BATCH_SIZE, NAME_MAX_CHARS } from "./limits";
-import schema from "./schema";
-import { allRows, expectErrorCode, modules, newSessionId } from "./test.setup";
+import { allRows, expectErrorCode, newSessionId, newTest } from "./test.setup";
 
 test("me is null before start and the profile after", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
 
   expect(await t.query(api.users.me, { sessionId })).toBeNull();
@@ -16,7 +14,7 @@ test("me is null before start and the profile after", async () => {
 });
 
 test("setName stores the trimmed name", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
 
   const result = await t.mutation(api.users.setName, {
@@ -34,7 +32,7 @@ test("setName stores the trimmed name", async () => {
 test.each(["", " ", "\t\n ", "\u00a0\u3000"])(
   "setName refuses the blank name %j",
   async (name) => {
-    const t = convexTest(schema, modules);
+    const t = newTest();
 
     await expectErrorCode(
       t.mutation(api.users.setName, { sessionId: newSessionId(), name }),
@@ -44,7 +42,7 @@ test.each(["", " ", "\t\n ", "\u00a0\u3000"])(
 );
 
 test("setName accepts 40 characters and refuses 41", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
 
   await t.mutation(api.users.setName, { sessionId, name: "a".repeat(40) });
@@ -67,7 +65,7 @@ test.each([
   { emoji: "🏴󠁧󠁢󠁳󠁣󠁴󠁿", kind: "a tag flag" },
   { emoji: "e\u0301", kind: "a letter with a combining accent" },
 ])("setName counts $kind as one character", async ({ emoji }) => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
 
   await t.mutation(api.users.setName, { sessionId, name: emoji.repeat(40) });
@@ -78,7 +76,7 @@ test.each([
 });
 
 test("setName refuses a short name padded with combining marks", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   await expectErrorCode(
     t.mutation(api.users.setName, {
@@ -100,7 +98,7 @@ test.each([
   { character: "\u2029", label: "a paragraph separator" },
   { character: "\u202e", label: "a right-to-left override" },
 ])("setName refuses $label inside a name", async ({ character }) => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   await expectErrorCode(
     t.mutation(api.users.setName, {
@@ -112,7 +110,7 @@ test.each([
 });
 
 test("a refused rename keeps the old name", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
   const { name } = await t.mutation(api.sessions.start, { sessionId });
 
@@ -125,7 +123,7 @@ test("a refused rename keeps the old name", async () => {
 });
 
 test("remove deletes the caller's messages, sessions and user, and nothing of anyone else", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const laptop = newSessionId();
   const me = await t.mutation(api.sessions.start, { sessionId: laptop });
   const count = DELETE_BATCH_SIZE * 2 + 5;
@@ -170,7 +168,7 @@ test("remove deletes the caller's messages, sessions and user, and nothing of an
 });
 
 test("remove with a new secret only deletes the guest it just made", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
 
   expect(
     await t.mutation(api.users.remove, { sessionId: newSessionId() }),
@@ -180,7 +178,7 @@ test("remove with a new secret only deletes the guest it just made", async () =>
 });
 
 test("a step that stops early leaves the user able to continue", async () => {
-  const t = convexTest(schema, modules);
+  const t = newTest();
   const sessionId = newSessionId();
   const me = await t.mutation(api.sessions.start, { sessionId });
   await t.run(async (ctx) => {

@@ -1,5 +1,6 @@
 import { v } from "convex/values";
 import { mutationWithSession, queryWithSession } from "./lib/sessions";
+import { enforceLimit } from "./model/rateLimits";
 import { deleteEverythingStep } from "./model/sessions";
 import { setUserName, toProfile, vProfile } from "./model/users";
 import { userFields } from "./schema";
@@ -11,11 +12,15 @@ export const me = queryWithSession({
   handler: (ctx) => (ctx.user === null ? null : toProfile(ctx.user)),
 });
 
-/** Renames the caller; old messages show the new name too. */
+/**
+ * Renames the caller; old messages show the new name too. Limited per user
+ * (`RATE_LIMITED` with `retryAfter`).
+ */
 export const setName = mutationWithSession({
   args: { name: userFields.name },
   returns: v.null(),
   handler: async (ctx, { name }) => {
+    await enforceLimit(ctx, "rename", ctx.user._id);
     await setUserName(ctx, ctx.user._id, name);
     return null;
   },

@@ -403,9 +403,11 @@ test("older messages load on scrolling up or on Load older, each exactly once", 
     { length: count },
     (_, i) => `Old message ${String(i + 1).padStart(2, "0")} (${tag})`,
   );
+  // One writer per five messages: a burst of five is all one person may send.
   const author = new ConvexHttpClient(stack.convexUrl);
-  const sessionId = randomUUID() as SessionId;
-  for (const body of bodies) {
+  let sessionId = randomUUID() as SessionId;
+  for (const [i, body] of bodies.entries()) {
+    if (i % 5 === 0) sessionId = randomUUID() as SessionId;
     await author.mutation(api.messages.send, { sessionId, body });
   }
   const [oldest, newest] = [bodies[0], bodies[count - 1]];
@@ -583,4 +585,47 @@ test("delete everything asks first, then removes the visitor's messages for ever
   expect(await storedSecret(alice, "local")).not.toBe(secret);
   expect(await messageItem(alice, stays).count()).toBe(1);
   await dialog.waitFor({ state: "hidden" });
+});
+
+test("a refused burst says in words when to try again, and keeps the draft", async () => {
+  const tag = newTag();
+  const alice = await openPerson();
+  for (let i = 1; i <= 5; i++) await sendMessage(alice, `Burst ${i} (${tag})`);
+
+  const box = messageBox(alice);
+  const sixth = `One too many (${tag})`;
+  await box.fill(sixth);
+  await box.press("Enter");
+
+  const reason = alice.getByRole("alert");
+  await reason.waitFor();
+  expect(await reason.textContent()).toMatch(
+    /^You're sending messages faster than the chat allows\. Try again in [1-3] seconds?\.$/,
+  );
+  expect(await descriptionOf(box)).toContain(await reason.textContent());
+  expect(await box.inputValue()).toBe(sixth);
+  await eventually(() => messageItem(alice, sixth).count()).toBe(0);
+});
+
+test("who is here shows a second browser live and drops it when its tab closes", async () => {
+  const tag = newTag();
+  const alice = await openPerson();
+  const bob = await openPerson();
+  await rename(alice, `Alice ${tag}`);
+  await rename(bob, `Bob ${tag}`);
+  const here = (page: Page) =>
+    page.getByRole("list", { name: /^Here now/ }).getByRole("listitem");
+  const names = async (page: Page) =>
+    (await here(page).allTextContents()).filter((n) => n.includes(tag));
+
+  await eventually(() => names(alice)).toEqual(
+    expect.arrayContaining([`Alice ${tag} (you)`, `Bob ${tag}`]) as unknown,
+  );
+  await eventually(() => names(bob)).toEqual(
+    expect.arrayContaining([`Alice ${tag}`, `Bob ${tag} (you)`]) as unknown,
+  );
+
+  await bob.close({ runBeforeUnload: true });
+
+  await eventually(() => names(alice)).toEqual([`Alice ${tag} (you)`]);
 });

@@ -8,11 +8,11 @@ import { DeleteEverything } from "./components/DeleteEverything";
 import { MessageList } from "./components/MessageList";
 import { NameField } from "./components/NameField";
 import { PairDevice } from "./components/PairDevice";
+import { WhoIsHere } from "./components/WhoIsHere";
 import { useStartSession } from "./hooks/useStartSession";
-import { START_FAILED } from "./lib/errors";
 
 export function App() {
-  const startFailed = useStartSession();
+  const startError = useStartSession();
   const me = useSessionQuery(api.users.me);
   const [sentId, setSentId] = useState<Id<"messages"> | null>(null);
 
@@ -23,9 +23,9 @@ export function App() {
         <NameField me={me} />
         <ConnectionStatus />
       </header>
-      {startFailed && (
+      {startError && (
         <p role="alert" className="banner">
-          {START_FAILED}
+          {startError}
         </p>
       )}
       <main className="chat">
@@ -33,6 +33,7 @@ export function App() {
         <Composer onSent={setSentId} />
       </main>
       <footer className="app-footer">
+        <WhoIsHere meId={me?._id ?? null} />
         <PairDevice />
         <DeleteEverything />
       </footer>

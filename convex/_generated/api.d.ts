@@ -15,6 +15,7 @@ import type {
 } from "convex/server";
 import type * as cleanup from "../cleanup.js";
 import type * as crons from "../crons.js";
+import type * as lib_components from "../lib/components.js";
 import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
@@ -22,10 +23,12 @@ import type * as model_cleanup from "../model/cleanup.js";
 import type * as model_expiry from "../model/expiry.js";
 import type * as model_messages from "../model/messages.js";
 import type * as model_pairing from "../model/pairing.js";
+import type * as model_rateLimits from "../model/rateLimits.js";
 import type * as model_sessions from "../model/sessions.js";
 import type * as model_text from "../model/text.js";
 import type * as model_users from "../model/users.js";
 import type * as pairing from "../pairing.js";
+import type * as presence from "../presence.js";
 import type * as sessions from "../sessions.js";
 import type * as users from "../users.js";
 
@@ -40,6 +43,7 @@ import type * as users from "../users.js";
 declare const fullApi: ApiFromModules<{
   cleanup: typeof cleanup;
   crons: typeof crons;
+  "lib/components": typeof lib_components;
   "lib/sessions": typeof lib_sessions;
   limits: typeof limits;
   messages: typeof messages;
@@ -47,10 +51,12 @@ declare const fullApi: ApiFromModules<{
   "model/expiry": typeof model_expiry;
   "model/messages": typeof model_messages;
   "model/pairing": typeof model_pairing;
+  "model/rateLimits": typeof model_rateLimits;
   "model/sessions": typeof model_sessions;
   "model/text": typeof model_text;
   "model/users": typeof model_users;
   pairing: typeof pairing;
+  presence: typeof presence;
   sessions: typeof sessions;
   users: typeof users;
 }>;

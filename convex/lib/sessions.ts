@@ -48,6 +48,7 @@ import {
 } from "../_generated/server";
 import type { ErrorData } from "../limits";
 import { isSessionExpired, lastSeenSliceMs } from "../model/expiry";
+import { enforceLimit } from "../model/rateLimits";
 import { createAnonymousUser } from "../model/users";
 
 /** What `crypto.randomUUID()` returns: version nibble 4, variant 8 to b. */
@@ -88,8 +89,9 @@ export const queryWithSession = customQuery(query, {
  *
  * Adds `ctx.session` (`Doc<"sessions">`) and `ctx.user` (`Doc<"users">`),
  * never null: an unknown session id gets a new session and a new anonymous
- * user ("User NNNN"), which roll back with everything else if the handler
- * throws. Refreshes `session.lastSeenAt` at most once per slice of the idle
+ * user ("User NNNN"), within the deployment's guest budget
+ * (`model/rateLimits.ts`), which roll back with everything else if the
+ * handler throws. Refreshes `session.lastSeenAt` at most once per slice of the idle
  * period (hourly for 30 days).
  *
  * ```ts
@@ -101,7 +103,8 @@ export const queryWithSession = customQuery(query, {
  * ```
  *
  * @throws ConvexError INVALID_SESSION when `sessionId` is not a lowercase
- *   UUID v4, SESSION_EXPIRED when its session was unused for the idle period.
+ *   UUID v4, SESSION_EXPIRED when its session was unused for the idle period,
+ *   RATE_LIMITED when a new guest would exceed the guest budget.
  */
 export const mutationWithSession = customMutation(mutation, {
   args: SessionIdArg,
@@ -180,6 +183,7 @@ async function createSession(
   ctx: MutationCtx,
   tokenHash: string,
 ): Promise<Doc<"sessions">> {
+  await enforceLimit(ctx, "createGuest");
   const userId = await createAnonymousUser(ctx);
   const id = await ctx.db.insert("sessions", {
     tokenHash,

@@ -24,6 +24,7 @@ import { CronRunner } from "./functions/crons.ts";
 import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
+import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
 import { Database } from "./storage/database.ts";
 import { SubscriptionHub } from "./sync/subscriptions.ts";
 
@@ -132,7 +133,7 @@ export async function startBackend(
   const convex = createSyscalls({
     db,
     nested: runner.nested,
-    extensions: [files.syscalls, scheduler.syscalls],
+    extensions: [files.syscalls, scheduler.syscalls, vectorSearchSyscalls(db)],
   });
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Isolate> => {

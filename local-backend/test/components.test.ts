@@ -50,7 +50,7 @@ describe("a local component", () => {
     const client = harness.client();
     await client.mutation(api.notes.addToComponent, {
       text: "kept",
-      instance: "archive",
+      archive: true,
     });
     const both = (await client.query(api.notes.listBoth, {})) as {
       archive: string[];

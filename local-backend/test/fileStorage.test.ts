@@ -12,7 +12,9 @@ import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { afterEach, describe, expect, test } from "vitest";
 import { parseRange } from "../src/http/storageRoutes.ts";
+import { startBackend } from "../src/index.ts";
 import {
+  quietLogger,
   REPO_ROOT,
   rejection,
   removeDir,
@@ -259,6 +261,44 @@ describe("file storage", () => {
     expect((await fetch(`${harness.url}/api/storage/nonsense`)).status).toBe(
       400,
     );
+  });
+});
+
+describe("file storage in HTTP actions", () => {
+  test("an HTTP action stores a request body and serves it back with its content type", async () => {
+    const data = tempDir("files-http");
+    const backend = await startBackend({
+      functions: FILES_FIXTURE,
+      data,
+      port: 0,
+      sitePort: 0,
+      watch: false,
+      logger: quietLogger(),
+    });
+    try {
+      const body = "bytes through an HTTP action \u00e9\u0000\u00ff";
+      const stored = await fetch(`${backend.siteUrl}/files`, {
+        method: "POST",
+        headers: { "Content-Type": "text/x-test" },
+        body,
+      });
+      expect(stored.status).toBe(200);
+      const { storageId } = (await stored.json()) as { storageId: string };
+      const served = await fetch(`${backend.siteUrl}/files?id=${storageId}`);
+      expect(served.headers.get("content-type")).toBe("text/x-test");
+      expect(await served.text()).toBe(body);
+      const client = new ConvexHttpClient(backend.url, { logger: false });
+      expect(
+        (
+          (await client.query(api.files.metadata, { storageId })) as {
+            size: number;
+          }
+        ).size,
+      ).toBe(Buffer.byteLength(body));
+    } finally {
+      await backend.close();
+      removeDir(data);
+    }
   });
 });
 

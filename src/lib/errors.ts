@@ -16,6 +16,7 @@ import {
   NAME_MAX_CHARS,
   type ErrorCode,
   type ErrorData,
+  type RateLimitedAction,
 } from "../../convex/limits";
 import { countCharacters, isLongerThan } from "../../convex/model/text";
 
@@ -37,6 +38,12 @@ export const START_FAILED =
   "Couldn't start your chat session. Reload the page to try again.";
 
 const NUMBER = new Intl.NumberFormat("en-US");
+
+const RATE_LIMITED_WORDS: Record<RateLimitedAction, string> = {
+  createGuest: "Too many new visitors are joining right now.",
+  send: "You're sending messages faster than the chat allows.",
+  rename: "You've changed your name too often.",
+};
 
 export function formatCount(n: number): string {
   return NUMBER.format(n);
@@ -68,6 +75,8 @@ export function describeRefusal(refusal: Refusal, body?: string): string {
       return "Your chat session ended after a long time unused. Reload the page to start a new one.";
     case "PAIRING_RATE_LIMITED":
       return `Too many wrong codes. Try again ${formatWait(refusal.retryAfter)}.`;
+    case "RATE_LIMITED":
+      return `${RATE_LIMITED_WORDS[refusal.action]} Try again ${formatWait(refusal.retryAfter)}.`;
     default:
       refusal satisfies never;
       throw new Error(`No words for refusal ${JSON.stringify(refusal)}`);
@@ -160,6 +169,18 @@ export function refusalOf(error: unknown): Refusal | null {
         code: "PAIRING_RATE_LIMITED",
         retryAfter: numberOr(data.retryAfter, 60_000),
       };
+    case "RATE_LIMITED": {
+      const action = data.action;
+      return action === "createGuest" ||
+        action === "send" ||
+        action === "rename"
+        ? {
+            code: "RATE_LIMITED",
+            action,
+            retryAfter: numberOr(data.retryAfter, 60_000),
+          }
+        : null;
+    }
     case "NAME_EMPTY":
       return { code: "NAME_EMPTY" };
     case "NAME_TOO_LONG":

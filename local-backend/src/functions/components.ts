@@ -59,6 +59,8 @@ export type ComponentDefinition = {
  */
 export type RuntimeDefinition = {
   _name?: string;
+  /** convex 1.48 `exportAppForAnalysis` / `exportComponentForAnalysis`: what a push sends. */
+  export(): unknown;
   _childComponents: [
     string,
     ImportedDefinition,
@@ -76,6 +78,8 @@ export type ComponentInstance = {
   /** "" for the app, else the names from the app down, joined by "/". */
   path: string;
   definitionPath: string;
+  /** What `convex.config` exported (null for an app without one). */
+  definition: RuntimeDefinition | null;
   modules: Record<string, ModuleExports>;
   schema: SchemaJson | null;
   /** Environment values its parent passed in `use(component, { env })`. */
@@ -305,6 +309,7 @@ export function createComponentTree(
     return {
       path,
       definitionPath,
+      definition,
       modules: evaluated.modules,
       schema: evaluated.schema,
       env,

@@ -33,6 +33,12 @@ import {
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
+import {
+  ACTION_TIMEOUT_MS,
+  USER_TIMEOUT_MS,
+  UserTimeoutError,
+  withWallClockLimit,
+} from "./deadline.ts";
 import { StartupGate } from "./startupGate.ts";
 import {
   clientErrorMessage,
@@ -55,10 +61,6 @@ import {
 const BAD_DEPLOY_KEY =
   "BadDeployKey: The provided deploy key was invalid for this deployment. Double check that the environment this key was generated for matches the desired deployment.";
 import { validateArgs, validateReturns } from "../values/validators.ts";
-
-/** Wall-clock limit for one query or mutation. Convex limits user code to 1 s of
- *  CPU; a wall clock is what we can enforce here without a second thread. */
-export const FUNCTION_TIMEOUT_MS = 10_000;
 
 export type FunctionSuccess = {
   status: "success";
@@ -278,7 +280,9 @@ export class FunctionRunner {
       );
       context.path = path;
       const result = await requestStorage.run(context, () =>
-        fn.invokeAction!(context.requestId, JSON.stringify([args])),
+        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
+          fn.invokeAction!(context.requestId, JSON.stringify([args])),
+        ),
       );
       return this.#report(context, this.#finish(context, fn, result));
     } catch (error) {
@@ -313,7 +317,9 @@ export class FunctionRunner {
     );
     try {
       const response = await requestStorage.run(context, () =>
-        endpoint.invokeHttpAction(request),
+        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
+          endpoint.invokeHttpAction(request),
+        ),
       );
       this.#report(context, {
         status: "success",
@@ -357,7 +363,7 @@ export class FunctionRunner {
         componentPath,
       );
       context.path = path;
-      const result = await this.#invokeWithTimeout(context, () =>
+      const result = await this.#invokeTimed(context, () =>
         fn.invokeQuery!(JSON.stringify([args])),
       );
       outcome = this.#report(context, this.#finish(context, fn, result));
@@ -425,7 +431,7 @@ export class FunctionRunner {
         componentPath,
       );
       context.path = path;
-      const result = await this.#invokeWithTimeout(context, () =>
+      const result = await this.#invokeTimed(context, () =>
         fn.invokeMutation!(JSON.stringify([args])),
       );
       const outcome = this.#report(context, this.#finish(context, fn, result));
@@ -542,7 +548,7 @@ export class FunctionRunner {
       nextStreamId: 0,
     };
     try {
-      const result = await requestStorage.run(child, () =>
+      const result = await this.#invokeTimed(child, () =>
         kind === "mutation"
           ? fn.invokeMutation!(JSON.stringify([args]))
           : fn.invokeQuery!(JSON.stringify([args])),
@@ -671,7 +677,26 @@ export class FunctionRunner {
       tableNameOfId: (id) => this.#tableNameOfId(id, componentPath),
     });
     if (argsError !== null) throw new ExpectedError(argsError);
-    return { fn, path: canonical, args };
+    return {
+      fn:
+        kind === "action" ? fn : this.#timed(udfPath, componentPath, canonical),
+      path: canonical,
+      args,
+    };
+  }
+
+  /** The same query or mutation in the timed context, where it must run (`deadline.ts`). */
+  #timed(
+    udfPath: string,
+    componentPath: string,
+    canonical: string,
+  ): RegisteredFunction {
+    const { module, exportName } = canonicalizeUdfPath(udfPath);
+    const fn = this.#isolate?.udf.modules.get(componentPath)?.modules[module]?.[
+      exportName
+    ] as RegisteredFunction | undefined;
+    if (fn === undefined) throw this.#notFound(canonical);
+    return fn;
   }
 
   /** `v.id("t")` in a component means its own `t`: another namespace's ID names no table there. */
@@ -720,7 +745,7 @@ export class FunctionRunner {
 
   /** An exception from a function, as Convex describes it (errors.ts). */
   #failure(context: RequestContext, error: unknown): FunctionFailure {
-    if (error instanceof ExpectedError)
+    if (error instanceof ExpectedError || error instanceof UserTimeoutError)
       return failureOf(context, jsError(error.message));
     const e = error as {
       name?: unknown;
@@ -768,26 +793,22 @@ export class FunctionRunner {
     return outcome;
   }
 
-  async #invokeWithTimeout(
+  /**
+   * Runs a query or mutation in the timed context with Convex's 1 s; a nested
+   * call joins its caller's budget. A timed-out run leaves its transaction
+   * closed, so nothing it wrote commits.
+   */
+  #invokeTimed(
     context: RequestContext,
     invoke: () => Promise<string>,
   ): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        context.tx?.close();
-        reject(
-          new ExpectedError(
-            `Function execution timed out (maximum duration: ${FUNCTION_TIMEOUT_MS / 1000}s)`,
-          ),
-        );
-      }, FUNCTION_TIMEOUT_MS);
-    });
-    try {
-      return await Promise.race([requestStorage.run(context, invoke), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const realm = this.#isolate!.udf;
+    return requestStorage.run(context, () =>
+      realm.invoke(USER_TIMEOUT_MS, invoke).catch((error: unknown) => {
+        if (error instanceof UserTimeoutError) context.tx?.close();
+        throw error;
+      }),
+    );
   }
 }
 

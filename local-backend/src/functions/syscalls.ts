@@ -99,6 +99,13 @@ export type ConvexGlobal = {
   syscall(op: string, jsonArgs: string): string;
   asyncSyscall(op: string, jsonArgs: string): Promise<string>;
   jsSyscall(op: string, args: Record<string, unknown>): unknown;
+  /**
+   * `asyncSyscall` with the result handed back synchronously when the op
+   * completes at once (the database ops), and a promise otherwise; throws
+   * synchronously. Lets a timed context finish a function in one window
+   * (`deadline.ts`).
+   */
+  asyncSyscallNow?(op: string, jsonArgs: string): string | Promise<string>;
 };
 
 /** An error whose `data` the library re-throws as a ConvexError (`performAsyncSyscall`). */
@@ -165,7 +172,8 @@ export function createSyscalls(host: {
     }
   };
 
-  const async = async (op: string, args: Args): Promise<unknown> => {
+  /** Returns the result, or a promise of it for ops that wait (nested calls). */
+  const async = (op: string, args: Args): unknown => {
     const request = requireRequest(op);
     switch (op) {
       case "1.0/get": {
@@ -297,6 +305,12 @@ export function createSyscalls(host: {
       return JSON.stringify(
         (await async(op, JSON.parse(jsonArgs) as Args)) ?? null,
       );
+    },
+    asyncSyscallNow(op, jsonArgs) {
+      const result = async(op, JSON.parse(jsonArgs) as Args);
+      return result instanceof Promise
+        ? result.then((value: unknown) => JSON.stringify(value ?? null))
+        : JSON.stringify(result ?? null);
     },
     jsSyscall(op, args) {
       const extension = jsExtensions.get(op);

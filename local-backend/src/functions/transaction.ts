@@ -39,6 +39,14 @@ import type { Doc } from "../values/wire.ts";
 import type { Database, PendingWrite } from "../storage/database.ts";
 import { encodeId, newInternalId } from "../values/ids.ts";
 import { ReadSet } from "../query/readSet.ts";
+import {
+  compileSearch,
+  MAX_CANDIDATE_REVISIONS,
+  scoreDocument,
+  searchCouldMatch,
+  type SerializedSearchFilter,
+} from "../query/textSearch.ts";
+import { compareHits } from "../storage/searchIndex.ts";
 
 /** convex 1.48 `query_impl.ts` serialized query. */
 export type SerializedQuery = {
@@ -401,6 +409,10 @@ export class Transaction {
     after?: IndexKey,
   ): Generator<{ key: IndexKey; doc: Doc }> {
     this.#check();
+    if (query.source.type === "Search") {
+      yield* this.#searchScan(query.source, layer, after);
+      return;
+    }
     const { tableName, indexName, keyFields, range, order } =
       this.#resolveSource(query);
     const read = this.readSet.addScan(
@@ -448,6 +460,65 @@ export class Transaction {
     read.done = true;
   }
 
+  /**
+   * `withSearchIndex`: the on-disk index's best matches, with this call's
+   * pending writes scored in, in relevance order. Each row's key is
+   * `[-score, -_creationTime, _id]`, so pagination cursors work as for index
+   * ranges (convex-backend keys search results the same way).
+   */
+  *#searchScan(
+    source: Extract<SerializedQuery["source"], { type: "Search" }>,
+    layer: WriteLayer,
+    after?: IndexKey,
+  ): Generator<{ key: IndexKey; doc: Doc }> {
+    const dot = source.indexName.indexOf(".");
+    const tableName = source.indexName.slice(0, dot);
+    const lookup = this.#db.searchIndex(
+      tableName,
+      source.indexName.slice(dot + 1),
+    );
+    if (lookup.state === "staged")
+      throw indexBackfillingError(source.indexName);
+    if (dot <= 0 || lookup.state === "missing")
+      throw new Error(`Index ${source.indexName} not found.`);
+    const definition = lookup.index;
+    const compiled = compileSearch(
+      definition,
+      source.filters as SerializedSearchFilter[],
+    );
+    this.readSet.addPredicate(tableName, (doc) =>
+      searchCouldMatch(doc, definition.searchField, compiled),
+    );
+    if (compiled.terms.length === 0) return;
+    const { hits, stats, terms } = this.#db.textSearch.search(
+      definition,
+      compiled,
+    );
+    const frequencies = new Map(terms.map((t) => [t.term, t.docFrequency]));
+    const pending = this.#pendingFor(tableName, layer);
+    const rows = hits.filter((hit) => !pending.has(hit.id));
+    for (const doc of pending.values()) {
+      if (doc === null) continue;
+      const score = scoreDocument(
+        doc,
+        definition.searchField,
+        compiled,
+        stats,
+        (term) => frequencies.get(term) ?? 0,
+      );
+      if (score > 0)
+        rows.push({ id: doc._id, score, creationTime: doc._creationTime });
+    }
+    rows.sort(compareHits);
+    const table = this.#db.table(tableName);
+    for (const hit of rows.slice(0, MAX_CANDIDATE_REVISIONS)) {
+      const key: IndexKey = [-hit.score, -hit.creationTime, hit.id];
+      if (after !== undefined && compareKeys(key, after) <= 0) continue;
+      const doc = pending.get(hit.id) ?? table?.docs.get(hit.id);
+      if (doc !== undefined && doc !== null) yield { key, doc };
+    }
+  }
+
   #resolveSource(query: SerializedQuery): {
     tableName: string;
     indexName: string;
@@ -472,6 +543,8 @@ export class Transaction {
         const fields =
           dot <= 0 ? undefined : this.#db.indexFields(tableName, indexName);
         if (fields === undefined) {
+          if (this.#db.isStagedIndex(tableName, indexName))
+            throw indexBackfillingError(source.indexName);
           throw new Error(`Index ${source.indexName} not found.`);
         }
         const bounds = compileIndexRange(
@@ -488,9 +561,7 @@ export class Transaction {
         };
       }
       case "Search":
-        throw new Error(
-          `Text search (withSearchIndex on ${source.indexName}) is not supported by the local backend yet`,
-        );
+        throw new Error("Search sources are scanned by #searchScan");
       default:
         source satisfies never;
         throw new Error(`Unknown query source ${JSON.stringify(source)}`);
@@ -640,6 +711,14 @@ function decodeCursor(cursor: string, indexName: string): IndexKey | "end" {
     "$undefined" in v
       ? undefined
       : jsonToConvex(v),
+  );
+}
+
+/** A staged index is never enabled, so Convex answers as for one still
+ *  backfilling (convex-backend `index_registry.rs` `index_backfilling_error`). */
+export function indexBackfillingError(printableName: string): Error {
+  return new Error(
+    `Index ${printableName} is currently backfilling and not available to query yet.`,
   );
 }
 

@@ -50,12 +50,16 @@ export type ScanRecord = {
   done: boolean;
 };
 
+/** A read of the documents of `table` that `matches` accepts (a text search). */
+export type ReadPredicate = { table: string; matches: (doc: Doc) => boolean };
+
 export class ReadSet {
   /** Every table read in any way; a cheap first filter. */
   readonly tables = new Set<string>();
   readonly #scans: ScanRecord[] = [];
   readonly #ids = new Set<string>();
   readonly #wholeTables = new Set<string>();
+  readonly #predicates: ReadPredicate[] = [];
 
   addScan(
     table: string,
@@ -105,6 +109,20 @@ export class ReadSet {
     return this.#wholeTables;
   }
 
+  /** The predicate reads (`query/readSetIndex.ts` checks them per table). */
+  get predicates(): readonly ReadPredicate[] {
+    return this.#predicates;
+  }
+
+  /**
+   * A read that depends on the documents of a table a predicate accepts (a
+   * text search: its filter values and query terms, textSearch.ts).
+   */
+  addPredicate(table: string, matches: (doc: Doc) => boolean): void {
+    this.tables.add(table);
+    this.#predicates.push({ table, matches });
+  }
+
   /** Whether any of these writes can change what was read. */
   overlaps(changes: readonly DocumentChange[]): boolean {
     for (const change of changes) {
@@ -114,6 +132,14 @@ export class ReadSet {
       for (const scan of this.#scans) {
         if (scan.table !== change.table) continue;
         if (scanCovers(scan, change.before) || scanCovers(scan, change.after))
+          return true;
+      }
+      for (const { table, matches } of this.#predicates) {
+        if (table !== change.table) continue;
+        if (
+          (change.before !== null && matches(change.before)) ||
+          (change.after !== null && matches(change.after))
+        )
           return true;
       }
     }

@@ -29,7 +29,12 @@
  */
 import { compareValues } from "convex/values";
 import { type IndexKey, indexKey } from "./indexRange.ts";
-import type { DocumentChange, ReadSet, ScanRecord } from "./readSet.ts";
+import type {
+  DocumentChange,
+  ReadPredicate,
+  ReadSet,
+  ScanRecord,
+} from "./readSet.ts";
 
 type Bound = { key: IndexKey; side: -1 | 1 };
 
@@ -206,12 +211,15 @@ type IndexMap<T> = { keyFields: string[]; tree: IntervalTree<T> };
 type Registration<T> = {
   ids: string[];
   tables: string[];
+  predicates: ReadPredicate[];
   intervals: { table: string; indexKey: string; node: Node<T> }[];
 };
 
 export class ReadSetIndex<T> {
   readonly #byId = new Map<string, Set<T>>();
   readonly #byTable = new Map<string, Set<T>>();
+  /** table → subscriber → its predicate reads of that table (text searches). */
+  readonly #predicates = new Map<string, Map<T, ReadPredicate[]>>();
   /** table → index (its key fields) → interval map. */
   readonly #indexes = new Map<string, Map<string, IndexMap<T>>>();
   readonly #registered = new Map<T, Registration<T>>();
@@ -230,8 +238,19 @@ export class ReadSetIndex<T> {
     const registration: Registration<T> = {
       ids: [...readSet.ids],
       tables: [...readSet.wholeTables],
+      predicates: [...readSet.predicates],
       intervals: [],
     };
+    for (const predicate of registration.predicates) {
+      let bySubscriber = this.#predicates.get(predicate.table);
+      if (bySubscriber === undefined) {
+        bySubscriber = new Map();
+        this.#predicates.set(predicate.table, bySubscriber);
+      }
+      const list = bySubscriber.get(subscriber);
+      if (list === undefined) bySubscriber.set(subscriber, [predicate]);
+      else list.push(predicate);
+    }
     for (const id of registration.ids) addTo(this.#byId, id, subscriber);
     for (const table of registration.tables)
       addTo(this.#byTable, table, subscriber);
@@ -262,6 +281,11 @@ export class ReadSetIndex<T> {
     for (const id of registration.ids) removeFrom(this.#byId, id, subscriber);
     for (const table of registration.tables)
       removeFrom(this.#byTable, table, subscriber);
+    for (const { table } of registration.predicates) {
+      const bySubscriber = this.#predicates.get(table);
+      bySubscriber?.delete(subscriber);
+      if (bySubscriber?.size === 0) this.#predicates.delete(table);
+    }
     for (const { table, indexKey: key, node } of registration.intervals) {
       const indexes = this.#indexes.get(table)!;
       const map = indexes.get(key)!;
@@ -276,6 +300,7 @@ export class ReadSetIndex<T> {
   clear(): void {
     this.#byId.clear();
     this.#byTable.clear();
+    this.#predicates.clear();
     this.#indexes.clear();
     this.#registered.clear();
   }
@@ -287,6 +312,16 @@ export class ReadSetIndex<T> {
     for (const change of changes) {
       this.#byTable.get(change.table)?.forEach(add);
       this.#byId.get(change.id)?.forEach(add);
+      this.#predicates.get(change.table)?.forEach((predicates, subscriber) => {
+        if (
+          predicates.some(
+            ({ matches }) =>
+              (change.before !== null && matches(change.before)) ||
+              (change.after !== null && matches(change.after)),
+          )
+        )
+          found.add(subscriber);
+      });
       const indexes = this.#indexes.get(change.table);
       if (indexes === undefined) continue;
       for (const { keyFields, tree } of indexes.values()) {

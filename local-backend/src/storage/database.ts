@@ -19,6 +19,7 @@ import type { ValidatorJSON } from "convex/values";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
 import { type Doc, resolveCommitTs } from "../values/wire.ts";
 import { validateValue } from "../values/validators.ts";
+import type { SearchIndexDefinition } from "../query/textSearch.ts";
 import { indexedFieldsWithSuffix } from "../query/indexRange.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import {
@@ -33,18 +34,39 @@ import {
   SqliteStore,
   type StoredTable,
 } from "./sqliteStore.ts";
+import { SearchIndexes } from "./searchIndex.ts";
+import { type VectorIndexDefinition, VectorIndexes } from "./vectorIndex.ts";
 
 /** What `schema.export()` of convex/server returns (convex 1.48 `SchemaDefinition.export`). */
 export type SchemaJson = {
   tables: {
     tableName: string;
     indexes: { indexDescriptor: string; fields: string[] }[];
-    searchIndexes?: unknown[];
-    vectorIndexes?: unknown[];
+    stagedDbIndexes?: { indexDescriptor: string; fields: string[] }[];
+    searchIndexes?: SearchIndexJson[];
+    stagedSearchIndexes?: SearchIndexJson[];
+    vectorIndexes?: VectorIndexJson[];
+    stagedVectorIndexes?: VectorIndexJson[];
     documentType: ValidatorJSON;
   }[];
   schemaValidation: boolean;
 };
+
+type SearchIndexJson = {
+  indexDescriptor: string;
+  searchField: string;
+  filterFields: string[];
+};
+type VectorIndexJson = {
+  indexDescriptor: string;
+  vectorField: string;
+  dimensions: number;
+  filterFields: string[];
+};
+
+/** How an index name resolves: Convex serves only enabled indexes, and a staged one is "backfilling". */
+export type IndexLookup<T> =
+  { state: "enabled"; index: T } | { state: "staged" } | { state: "missing" };
 
 /** System tables have fixed numbers below the user range (convex-backend reserves 1..10000). */
 const SYSTEM_TABLES: Record<string, number> = {
@@ -106,9 +128,16 @@ export class Database {
   #lastTs: bigint;
   #lastCreationTime = 0;
   #nextTableNumber = FIRST_USER_TABLE_NUMBER;
+  /** Text and vector search indexes: tables in the same SQLite file, kept up
+   *  to date inside each commit's transaction (storage/searchIndex.ts,
+   *  storage/vectorIndex.ts). */
+  readonly textSearch: SearchIndexes;
+  readonly vectorSearch: VectorIndexes;
 
   private constructor(store: SqliteStore) {
     this.#store = store;
+    this.textSearch = new SearchIndexes(store.connection);
+    this.vectorSearch = new VectorIndexes(store.connection);
     const loaded = store.load();
     this.#lastTs = loaded.lastTs;
     for (const { name, number } of loaded.tables) {
@@ -184,6 +213,65 @@ export class Database {
     for (const table of this.#tablesByName.values()) {
       table.setIndexes(this.#indexesFor(table.name));
     }
+    const docsOf = (name: string) =>
+      this.#tablesByName.get(name)?.docs.values() ?? [];
+    const tables = schema?.tables ?? [];
+    this.textSearch.setSchema(
+      tables.flatMap((t) =>
+        (t.searchIndexes ?? []).map((i) => searchDefinition(t.tableName, i)),
+      ),
+      docsOf,
+    );
+    this.vectorSearch.setSchema(
+      tables.flatMap((t) =>
+        (t.vectorIndexes ?? []).map((i) => vectorDefinition(t.tableName, i)),
+      ),
+      docsOf,
+    );
+  }
+
+  /** The search index `indexName` of a table, as the schema declares it. */
+  searchIndex(
+    tableName: string,
+    indexName: string,
+  ): IndexLookup<SearchIndexDefinition> {
+    const table = this.#schemaTable(tableName);
+    const found = table?.searchIndexes?.find(
+      (i) => i.indexDescriptor === indexName,
+    );
+    if (found !== undefined)
+      return { state: "enabled", index: searchDefinition(tableName, found) };
+    return table?.stagedSearchIndexes?.some(
+      (i) => i.indexDescriptor === indexName,
+    ) === true
+      ? { state: "staged" }
+      : { state: "missing" };
+  }
+
+  vectorIndex(
+    tableName: string,
+    indexName: string,
+  ): IndexLookup<VectorIndexDefinition> {
+    const table = this.#schemaTable(tableName);
+    const found = table?.vectorIndexes?.find(
+      (i) => i.indexDescriptor === indexName,
+    );
+    if (found !== undefined)
+      return { state: "enabled", index: vectorDefinition(tableName, found) };
+    return table?.stagedVectorIndexes?.some(
+      (i) => i.indexDescriptor === indexName,
+    ) === true
+      ? { state: "staged" }
+      : { state: "missing" };
+  }
+
+  /** Whether `indexName` is a staged database index (`stagedDbIndexes`). */
+  isStagedIndex(tableName: string, indexName: string): boolean {
+    return (
+      this.#schemaTable(tableName)?.stagedDbIndexes?.some(
+        (i) => i.indexDescriptor === indexName,
+      ) ?? false
+    );
   }
 
   table(name: string): Table | undefined {
@@ -296,25 +384,32 @@ export class Database {
           write.doc === null ? null : JSON.stringify(convexToJson(write.doc)),
       });
     }
+    const changes: DocumentChange[] = [];
+    for (const [id, write] of writes) {
+      changes.push({
+        table: write.table,
+        id,
+        before: this.#tablesByName.get(write.table)!.docs.get(id) ?? null,
+        after: write.doc,
+      });
+    }
     this.#store.commit({
       ts,
       newTables: this.#unpersistedTables,
       writes: documentWrites,
       sessionRequest,
+      // Search index entries commit with their documents, or not at all.
+      inTransaction: () => {
+        this.textSearch.apply(changes);
+        this.vectorSearch.apply(changes);
+      },
     });
     this.#unpersistedTables.length = 0;
     this.#lastTs = ts;
-    const changes: DocumentChange[] = [];
-    for (const [id, write] of writes) {
-      const table = this.#tablesByName.get(write.table)!;
-      changes.push({
-        table: write.table,
-        id,
-        before: table.docs.get(id) ?? null,
-        after: write.doc,
-      });
-      if (write.doc === null) table.delete(id);
-      else table.put(write.doc);
+    for (const change of changes) {
+      const table = this.#tablesByName.get(change.table)!;
+      if (change.after === null) table.delete(change.id);
+      else table.put(change.after);
     }
     const result = { ts, tables, changes };
     for (const listener of this.#listeners) listener(result);
@@ -365,4 +460,29 @@ export class Database {
       tableNameOfId: (id) => this.tableOfId(id)?.name ?? null,
     });
   }
+}
+
+function searchDefinition(
+  table: string,
+  index: SearchIndexJson,
+): SearchIndexDefinition {
+  return {
+    table,
+    name: index.indexDescriptor,
+    searchField: index.searchField,
+    filterFields: index.filterFields,
+  };
+}
+
+function vectorDefinition(
+  table: string,
+  index: VectorIndexJson,
+): VectorIndexDefinition {
+  return {
+    table,
+    name: index.indexDescriptor,
+    vectorField: index.vectorField,
+    dimensions: index.dimensions,
+    filterFields: index.filterFields,
+  };
 }

@@ -54,6 +54,8 @@ export type CommitBatch = {
   newTables: StoredTable[];
   writes: DocumentWrite[];
   sessionRequest?: SessionRequestRecord | undefined;
+  /** Runs last inside the commit's SQLite transaction (search index upkeep). */
+  inTransaction?: (() => void) | undefined;
 };
 
 export type LoadedState = {
@@ -106,6 +108,7 @@ export class SqliteStore {
         insertSessionRequest.run(sessionId, requestId, batch.ts, outcome);
       }
       setMeta.run("last_ts", batch.ts.toString());
+      batch.inTransaction?.();
     });
   }
 
@@ -148,6 +151,11 @@ export class SqliteStore {
       .prepare("SELECT id, table_number AS tableNumber, json FROM documents")
       .iterate() as IterableIterator<StoredDocument>;
     return { lastTs, tables, documents };
+  }
+
+  /** The open connection, for indexes kept in tables of the same file (searchIndex.ts). */
+  get connection(): Database.Database {
+    return this.#db;
   }
 
   commit(batch: CommitBatch): void {

@@ -39,7 +39,6 @@ import {
   ANONYMOUS,
   type IdentityKey,
   type QueryEntry,
-  sharingKey,
   type SubscriptionHub,
   type Subscriber,
   type UpdateSlot,
@@ -430,8 +429,14 @@ export class SyncSession implements Subscriber {
 
   /** Moves a subscription to the shared entry its current journal and identity name. */
   #follow(query: QuerySubscription): void {
+    // Path and arguments never change; journal and identity may.
+    const current = query.entry.query;
+    if (
+      current.journal === query.journal &&
+      current.identity === this.#identity
+    )
+      return;
     const shared = this.#shared(query);
-    if (sharingKey(shared) === query.entry.key) return;
     this.#hub.unsubscribe(this, query.queryId, query.entry);
     query.entry = this.#hub.subscribe(this, query.queryId, shared);
   }

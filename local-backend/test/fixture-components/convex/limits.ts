@@ -1,9 +1,10 @@
 /** `@convex-dev/rate-limiter` as its README uses it. */
+import { components } from "./_generated/api";
 import { MINUTE, RateLimiter } from "@convex-dev/rate-limiter";
 import { v } from "convex/values";
-import { components, mutation, query } from "./lib.ts";
+import { mutation, query } from "./_generated/server";
 
-const rateLimiter = new RateLimiter(components.rateLimiter as never, {
+const rateLimiter = new RateLimiter(components.rateLimiter, {
   send: { kind: "fixed window", rate: 2, period: MINUTE },
   burst: { kind: "token bucket", rate: 3, period: MINUTE, capacity: 3 },
 });

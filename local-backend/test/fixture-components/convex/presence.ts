@@ -1,9 +1,10 @@
 /** `@convex-dev/presence` as its README wires it. */
+import { components } from "./_generated/api";
 import { Presence } from "@convex-dev/presence";
 import { v } from "convex/values";
-import { components, mutation, query } from "./lib.ts";
+import { mutation, query } from "./_generated/server";
 
-const presence = new Presence(components.presence as never);
+const presence = new Presence(components.presence);
 
 export const heartbeat = mutation({
   args: {

@@ -1,9 +1,5 @@
 /** File storage from every kind of function: upload URLs, URLs, metadata, delete, store/get in actions. */
-import {
-  actionGeneric as action,
-  mutationGeneric as mutation,
-  queryGeneric as query,
-} from "convex/server";
+import { action, mutation, query } from "./lib/functions";
 import { v } from "convex/values";
 
 export const generateUploadUrl = mutation({

@@ -1,19 +1,20 @@
 /** The `notes` component: its own table, a nested component, a handle call. */
-import {
-  type AnyComponents,
-  componentsGeneric,
-  type FunctionHandle,
-} from "convex/server";
+import { componentsGeneric, type FunctionHandle } from "convex/server";
 import { v } from "convex/values";
-import { internalQuery, mutation, query } from "./functions.ts";
+import type { ComponentApi } from "../tally/_generated/component";
+import { env, internalQuery, mutation, query } from "./_generated/server";
 
-const components: AnyComponents = componentsGeneric();
+// Not `components` from ./_generated/api: convex 1.48 writes that type import
+// relative to the app's folder, which breaks for a nested local component.
+const components = componentsGeneric() as unknown as {
+  tally: ComponentApi<"tally">;
+};
 
 export const add = mutation({
   args: { text: v.string() },
   returns: v.id("notes"),
   handler: async (ctx, { text }) => {
-    const label = process.env.NOTES_LABEL;
+    const label = env.NOTES_LABEL;
     const id = await ctx.db.insert("notes", {
       text: label === undefined ? text : `${label}: ${text}`,
     });
@@ -24,12 +25,14 @@ export const add = mutation({
 
 export const list = query({
   args: {},
+  returns: v.array(v.string()),
   handler: async (ctx) =>
     (await ctx.db.query("notes").collect()).map((n) => n.text),
 });
 
 export const tally = query({
   args: {},
+  returns: v.number(),
   handler: (ctx) => ctx.runQuery(components.tally.lib.get, {}),
 });
 

@@ -1,5 +1,5 @@
 /** A component nested in `notes`: one counter row. */
-import { mutation, query } from "./functions.ts";
+import { mutation, query } from "./_generated/server";
 
 export const increment = mutation({
   args: {},

@@ -1,0 +1,503 @@
+/**
+ * Fan-out benchmarks (issue 7), each case beside a raw `ws` broadcast of the
+ * same frames measured in the same run (`rawBroadcast.ts`):
+ * - identical subscriptions: N sockets subscribed to the chat's first page
+ *   (`messages.list`, as `usePaginatedQuery` asks for it), closed loop: one
+ *   `messages.send`, wait until all N have a frame with the new message, repeat;
+ * - idle subscriptions: 20,000 subscriptions over 1,000 channels (200 sockets
+ *   of 100 fixture `items.range` queries, 20 per channel), one insert into one
+ *   channel per round: insert to that channel's last Transition, and how many
+ *   frames the 180 other sockets got (should be none);
+ * - for every case, the backend's (and the floor's) longest event-loop stall
+ *   while it ran (`monitorEventLoopDelay`, 2 ms resolution).
+ *
+ * Subscribers on both sides are bare sockets that only look for the round's
+ * marker in the frame text, so receiving costs the same on both sides and the
+ * difference is the server's.
+ *
+ * Usage: called from bench/run.ts (`npm run bench`, `-- --quick`, `-- --only=fanout`).
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import WebSocket from "ws";
+import { formatSummary, summarize, type Summary } from "./stats.ts";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const CLIENT_VERSION = "1.48.0";
+const TIMEOUT_MS = 30_000;
+
+type Stall = { maxMs: number; p99Ms: number };
+
+type Child = {
+  url: string;
+  request<T>(type: string): Promise<T>;
+  stop(): Promise<void>;
+};
+
+/** Children still running, ended if the benchmark itself fails. */
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of children) child.kill();
+});
+
+async function startChild(script: string, args: string[]): Promise<Child> {
+  const child: ChildProcess = fork(path.join(ROOT, "bench", script), args, {
+    cwd: ROOT,
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  const replies: ((message: { type: string }) => void)[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`${script} exited ${code}`)));
+    child.on("message", (message: { type: string; url?: string }) => {
+      if (message.type === "ready") resolve(message.url!);
+      else replies.shift()?.(message);
+    });
+  });
+  return {
+    url,
+    request<T>(type: string) {
+      return new Promise<T>((resolve) => {
+        replies.push(resolve as (message: { type: string }) => void);
+        child.send({ type });
+      });
+    },
+    stop() {
+      return new Promise<void>((resolve) => {
+        child.once("exit", () => resolve());
+        child.send({ type: "stop" });
+      });
+    },
+  };
+}
+
+/** A bare socket that resolves when a frame contains the marker it waits for. */
+class Peer {
+  readonly ws: WebSocket;
+  frames = 0;
+  #marker: string | null = null;
+  #resolve: ((text: string) => void) | null = null;
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    ws.on("message", (data: Buffer) => {
+      this.frames++;
+      if (this.#marker === null) return;
+      const text = data.toString("utf8");
+      if (!text.includes(this.#marker)) return;
+      const resolve = this.#resolve!;
+      this.#marker = null;
+      this.#resolve = null;
+      resolve(text);
+    });
+  }
+
+  static open(url: string): Promise<Peer> {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    return new Promise((resolve, reject) => {
+      ws.once("open", () => resolve(new Peer(ws)));
+      ws.once("error", reject);
+    });
+  }
+
+  /** Resolves with the first frame (from now on) that contains `marker`. */
+  expect(marker: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`"${marker}" not seen in ${TIMEOUT_MS} ms`)),
+        TIMEOUT_MS,
+      );
+      this.#marker = marker;
+      this.#resolve = (text) => {
+        clearTimeout(timer);
+        resolve(text);
+      };
+    });
+  }
+
+  send(message: unknown): void {
+    this.ws.send(JSON.stringify(message));
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+const MARKER = /m\d+-[0-9a-f]{8}/;
+/** A frame the backend sent, with its marker (the newest message's) replaced. */
+const withMarker = (frame: string, marker: string) =>
+  frame.replace(MARKER, marker);
+
+const syncUrl = (url: string) =>
+  `${url.replace(/^http/, "ws")}/api/${CLIENT_VERSION}/sync`;
+
+async function syncPeer(
+  url: string,
+  queries: { udfPath: string; args: unknown }[],
+): Promise<Peer> {
+  const peer = await Peer.open(syncUrl(url));
+  const first = peer.expect('"Transition"');
+  peer.send({
+    type: "Connect",
+    sessionId: crypto.randomUUID(),
+    connectionCount: 0,
+    lastCloseReason: "InitialConnect",
+  });
+  if (queries.length > 0) {
+    peer.send({
+      type: "ModifyQuerySet",
+      baseVersion: 0,
+      newVersion: 1,
+      modifications: queries.map((q, queryId) => ({
+        type: "Add",
+        queryId,
+        udfPath: q.udfPath,
+        args: [q.args],
+      })),
+    });
+    await first;
+  }
+  return peer;
+}
+
+/** Opens `count` peers, 50 at a time. */
+async function openMany(
+  count: number,
+  open: (i: number) => Promise<Peer>,
+): Promise<Peer[]> {
+  const peers: Peer[] = [];
+  for (let i = 0; i < count; i += 50) {
+    const batch = Array.from({ length: Math.min(50, count - i) }, (_, j) =>
+      open(i + j),
+    );
+    peers.push(...(await Promise.all(batch)));
+  }
+  return peers;
+}
+
+type RoundResult = {
+  perPeer: number[];
+  last: number[];
+  /** From the reference event (the commit's MutationResponse) to the last peer's frame. */
+  sinceCommit: number[];
+  seconds: number;
+};
+
+/**
+ * Closed loop: `rounds` times, start a round and wait for every peer's frame
+ * with its marker. `committedAt` gives the time the round's mutation was
+ * answered (its commit is durable by then), when there is one.
+ */
+async function closedLoop(
+  peers: Peer[],
+  rounds: number,
+  start: (round: number, marker: string) => void,
+  onFrame?: (round: number, text: string) => void,
+  committedAt?: () => number,
+): Promise<RoundResult> {
+  const perPeer: number[] = [];
+  const last: number[] = [];
+  const sinceCommit: number[] = [];
+  let total = 0;
+  for (let round = 0; round < rounds; round++) {
+    const marker = `m${round}-${crypto.randomUUID().slice(0, 8)}`;
+    const arrivals = peers.map((peer, i) =>
+      peer.expect(marker).then((text) => {
+        if (i === 0) onFrame?.(round, text);
+        return performance.now();
+      }),
+    );
+    const t0 = performance.now();
+    start(round, marker);
+    const at = await Promise.all(arrivals);
+    const times = at.map((t) => t - t0);
+    perPeer.push(...times);
+    const slowest = Math.max(...times);
+    last.push(slowest);
+    if (committedAt !== undefined)
+      sinceCommit.push(Math.max(...at) - committedAt());
+    total += slowest;
+  }
+  return { perPeer, last, sinceCommit, seconds: total / 1000 };
+}
+
+/** The sender's latest MutationResponse arrival time. */
+function answers(sender: Peer): () => number {
+  let at = 0;
+  sender.ws.on("message", (data: Buffer) => {
+    if (data.toString("utf8").startsWith('{"type":"MutationResponse"'))
+      at = performance.now();
+  });
+  return () => at;
+}
+
+export type FanOutCase = {
+  name: string;
+  subscribers: number;
+  ours: {
+    perPeer: Summary;
+    last: Summary;
+    /** The mutation's answer (commit durable) to the last subscriber's frame. */
+    commitToLast: Summary;
+    deliveriesPerSec: number;
+  };
+  floor: { perPeer: Summary; last: Summary; deliveriesPerSec: number };
+  stallMs: { ours: number; floor: number };
+  extra?: Record<string, number>;
+};
+
+async function identicalCase(
+  backend: Child,
+  subscribers: number,
+  rounds: number,
+): Promise<FanOutCase> {
+  const page = {
+    udfPath: "messages:list",
+    args: { paginationOpts: { numItems: 30, cursor: null, id: 1 } },
+  };
+  const peers = await openMany(subscribers, () =>
+    syncPeer(backend.url, [page]),
+  );
+  const sender = await syncPeer(backend.url, []);
+  const committedAt = answers(sender);
+  const sessionId = crypto.randomUUID();
+  let requestId = 0;
+  const send = (body: string) =>
+    sender.send({
+      type: "Mutation",
+      requestId: requestId++,
+      udfPath: "messages:send",
+      args: [{ sessionId, body }],
+    });
+  sender.send({
+    type: "Mutation",
+    requestId: requestId++,
+    udfPath: "sessions:start",
+    args: [{ sessionId }],
+  });
+  await closedLoop(peers, 3, (_, marker) => send(marker));
+  const frames: string[] = [];
+  await backend.request("reset");
+  const ours = await closedLoop(
+    peers,
+    rounds,
+    (_, marker) => send(marker),
+    (round, text) => (frames[round] = text),
+    committedAt,
+  );
+  const oursStall = await backend.request<Stall>("stall");
+  for (const peer of [...peers, sender]) peer.close();
+
+  const raw = await startChild("rawBroadcast.ts", []);
+  const rawPeers = await openMany(subscribers, () => Peer.open(raw.url));
+  const rawSender = await Peer.open(raw.url);
+  // The same frames as the backend sent, each with this round's marker.
+  await raw.request("reset");
+  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
+    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
+  );
+  const floorStall = await raw.request<Stall>("stall");
+  for (const peer of [...rawPeers, rawSender]) peer.close();
+  await raw.stop();
+  return {
+    name: `identical subscriptions, ${subscribers} subscribers, closed loop`,
+    subscribers,
+    ours: {
+      perPeer: summarize(ours.perPeer),
+      last: summarize(ours.last),
+      commitToLast: summarize(ours.sinceCommit),
+      deliveriesPerSec: (subscribers * rounds) / ours.seconds,
+    },
+    floor: {
+      perPeer: summarize(floor.perPeer),
+      last: summarize(floor.last),
+      deliveriesPerSec: (subscribers * rounds) / floor.seconds,
+    },
+    stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    extra: { frameBytes: Buffer.byteLength(frames.at(-1) ?? "") },
+  };
+}
+
+async function idleCase(
+  backend: Child,
+  rounds: number,
+  channels: number,
+  sockets: number,
+  perSocket: number,
+): Promise<FanOutCase> {
+  const channelOf = (socket: number, j: number) =>
+    (socket * perSocket + j) % channels;
+  const peers = await openMany(sockets, (s) =>
+    syncPeer(
+      backend.url,
+      Array.from({ length: perSocket }, (_, j) => ({
+        udfPath: "items:range",
+        args: { group: `ch${channelOf(s, j)}` },
+      })),
+    ),
+  );
+  const subscribersOf = (channel: number) =>
+    peers.filter((_, s) =>
+      Array.from({ length: perSocket }, (_, j) => channelOf(s, j)).includes(
+        channel,
+      ),
+    );
+  const sender = await syncPeer(backend.url, []);
+  const committedAt = answers(sender);
+  let requestId = 0;
+  const insert = (channel: number, marker: string) =>
+    sender.send({
+      type: "Mutation",
+      requestId: requestId++,
+      udfPath: "items:insert",
+      args: [{ group: `ch${channel}`, rank: requestId, value: marker }],
+    });
+  const last: number[] = [];
+  const perPeer: number[] = [];
+  const sinceCommit: number[] = [];
+  let otherFrames = 0;
+  let seconds = 0;
+  const frames: string[] = [];
+  const targets: number[] = [];
+  await backend.request("reset");
+  for (let round = 0; round < rounds; round++) {
+    const channel = (round * 7919) % channels;
+    targets.push(channel);
+    const hit = subscribersOf(channel);
+    const others = peers.filter((p) => !hit.includes(p));
+    const before = others.reduce((sum, p) => sum + p.frames, 0);
+    const result = await closedLoop(
+      hit,
+      1,
+      (_, marker) => insert(channel, marker),
+      (_, text) => (frames[round] = text),
+      committedAt,
+    );
+    // Let any stray frame to another socket arrive before counting.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    otherFrames += others.reduce((sum, p) => sum + p.frames, 0) - before;
+    last.push(...result.last);
+    perPeer.push(...result.perPeer);
+    sinceCommit.push(...result.sinceCommit);
+    seconds += result.seconds;
+  }
+  const oursStall = await backend.request<Stall>("stall");
+  const hitCount = subscribersOf(targets[0]).length;
+  for (const peer of [...peers, sender]) peer.close();
+
+  const raw = await startChild("rawBroadcast.ts", []);
+  const rawPeers = await openMany(hitCount, () => Peer.open(raw.url));
+  const rawSender = await Peer.open(raw.url);
+  await raw.request("reset");
+  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
+    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
+  );
+  const floorStall = await raw.request<Stall>("stall");
+  for (const peer of [...rawPeers, rawSender]) peer.close();
+  await raw.stop();
+  return {
+    name: `${sockets * perSocket} idle subscriptions over ${channels} channels, one insert (${hitCount} subscribers of that channel)`,
+    subscribers: hitCount,
+    ours: {
+      perPeer: summarize(perPeer),
+      last: summarize(last),
+      commitToLast: summarize(sinceCommit),
+      deliveriesPerSec: (hitCount * rounds) / seconds,
+    },
+    floor: {
+      perPeer: summarize(floor.perPeer),
+      last: summarize(floor.last),
+      deliveriesPerSec: (hitCount * rounds) / floor.seconds,
+    },
+    stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    extra: { framesToOtherSockets: otherFrames },
+  };
+}
+
+function report(cases: FanOutCase[]): void {
+  const f = (x: number) => x.toFixed(2);
+  for (const c of cases) {
+    console.log(`\n${c.name}`);
+    console.log(
+      formatSummary("  ours: send to visible, each subscriber", c.ours.perPeer),
+    );
+    console.log(
+      formatSummary("  raw ws floor: send to visible, each", c.floor.perPeer),
+    );
+    console.log(
+      formatSummary("  ours: send to visible, last subscriber", c.ours.last),
+    );
+    console.log(
+      formatSummary("  raw ws floor: send to visible, last", c.floor.last),
+    );
+    console.log(
+      formatSummary(
+        "  ours: commit answered to last subscriber's frame",
+        c.ours.commitToLast,
+      ),
+    );
+    console.log(
+      `  ratio to floor (each): p50 ${f(c.ours.perPeer.p50 / c.floor.perPeer.p50)}x, p99 ${f(c.ours.perPeer.p99 / c.floor.perPeer.p99)}x; ` +
+        `deliveries/s ${c.ours.deliveriesPerSec.toFixed(0)} vs ${c.floor.deliveriesPerSec.toFixed(0)} (${((100 * c.ours.deliveriesPerSec) / c.floor.deliveriesPerSec).toFixed(0)}%); ` +
+        `longest event-loop stall ${f(c.stallMs.ours)} ms vs ${f(c.stallMs.floor)} ms` +
+        (c.extra === undefined
+          ? ""
+          : `; ${Object.entries(c.extra)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(", ")}`),
+    );
+  }
+}
+
+export async function fanOutBenchmarks(options: {
+  quick: boolean;
+  json?: string;
+}): Promise<FanOutCase[]> {
+  const rounds = options.quick ? 20 : 100;
+  const cases: FanOutCase[] = [];
+  const run = async (
+    functions: string,
+    body: (backend: Child) => Promise<void>,
+  ) => {
+    const data = fs.mkdtempSync(path.join(os.tmpdir(), "bench-fanout-"));
+    const backend = await startChild("backendProcess.ts", [functions, data]);
+    try {
+      await body(backend);
+    } finally {
+      await backend.stop();
+      fs.rmSync(data, { recursive: true, force: true });
+    }
+  };
+  console.log(
+    `\nfan-out (bare sockets on both sides; rounds per case: ${rounds}; times in ms)`,
+  );
+  for (const subscribers of [10, 100, 1_000]) {
+    await run(path.join(ROOT, "convex"), async (backend) => {
+      cases.push(await identicalCase(backend, subscribers, rounds));
+    });
+  }
+  await run(
+    path.join(ROOT, "local-backend/test/fixture/convex"),
+    async (backend) => {
+      cases.push(
+        await idleCase(
+          backend,
+          rounds,
+          options.quick ? 100 : 1_000,
+          options.quick ? 20 : 200,
+          100,
+        ),
+      );
+    },
+  );
+  report(cases);
+  const json = JSON.stringify({ fanOut: cases }, null, 2);
+  if (options.json !== undefined) fs.writeFileSync(options.json, json);
+  console.log(`\nJSON:\n${json}`);
+  return cases;
+}

@@ -1,0 +1,42 @@
+/**
+ * The floor for fan-out: a bare `ws` server, in its own process, that on each
+ * `{type: "send", frame}` from any client writes that frame to every other
+ * client (the benchmark passes the very frame the backend sent in the same
+ * round), with no database, no functions and no protocol state. It reports
+ * its event-loop stalls like `backendProcess.ts`.
+ */
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import type { AddressInfo } from "node:net";
+import { WebSocketServer, type WebSocket } from "ws";
+
+const wss = new WebSocketServer({
+  host: "127.0.0.1",
+  port: 0,
+  perMessageDeflate: false,
+});
+const delay = monitorEventLoopDelay({ resolution: 2 });
+delay.enable();
+wss.on("connection", (ws: WebSocket) => {
+  ws.on("message", (data: Buffer) => {
+    const { frame } = JSON.parse(data.toString("utf8")) as { frame: string };
+    for (const client of wss.clients) if (client !== ws) client.send(frame);
+  });
+});
+wss.on("listening", () => {
+  const { port } = wss.address() as AddressInfo;
+  process.send!({ type: "ready", url: `ws://127.0.0.1:${port}` });
+});
+process.on("message", (message: { type: string }) => {
+  if (message.type === "reset") {
+    delay.reset();
+    process.send!({ type: "reset" });
+  } else if (message.type === "stall") {
+    process.send!({
+      type: "stall",
+      maxMs: delay.max / 1e6,
+      p99Ms: delay.percentile(99) / 1e6,
+    });
+  } else if (message.type === "stop") {
+    wss.close(() => process.exit(0));
+  }
+});

@@ -1,0 +1,163 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import { type SerializedQuery, Transaction } from "../functions/transaction.ts";
+import { compileSearch, tokenize } from "../query/textSearch.ts";
+import { Database, type SchemaJson } from "./database.ts";
+
+const dirs: string[] = [];
+const open: Database[] = [];
+afterEach(() => {
+  for (const db of open.splice(0)) db.close();
+  for (const dir of dirs.splice(0))
+    fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function openDb(dir: string): Database {
+  const db = Database.open(dir);
+  open.push(db);
+  return db;
+}
+
+const schema: SchemaJson = {
+  tables: [
+    {
+      tableName: "notes",
+      indexes: [],
+      searchIndexes: [
+        {
+          indexDescriptor: "search_text",
+          searchField: "text",
+          filterFields: ["tag"],
+        },
+      ],
+      documentType: { type: "any" },
+    },
+  ],
+  schemaValidation: false,
+};
+
+const definition = {
+  table: "notes",
+  name: "search_text",
+  searchField: "text",
+  filterFields: ["tag"],
+};
+
+function insert(db: Database, text: string, tag = "a"): string {
+  const tx = new Transaction(db, { readOnly: false });
+  const id = tx.insert("notes", { text, tag });
+  db.commit(tx.pendingWrites());
+  return id;
+}
+
+function searchQuery(text: string): SerializedQuery {
+  return {
+    source: {
+      type: "Search",
+      indexName: "notes.search_text",
+      filters: [{ type: "Search", fieldPath: "text", value: text }],
+    },
+    operators: [],
+  };
+}
+
+describe("tokenize", () => {
+  test("splits on non-alphanumerics, lowercases, and drops tokens of 32 bytes or more", () => {
+    expect(tokenize("Hello, wörld! 42x_y")).toEqual([
+      "hello",
+      "wörld",
+      "42x",
+      "y",
+    ]);
+    expect(tokenize(`${"a".repeat(31)} ${"b".repeat(32)} ok`)).toEqual([
+      "a".repeat(31),
+      "ok",
+    ]);
+    // 16 two-byte characters are 32 bytes: dropped.
+    expect(tokenize("é".repeat(16))).toEqual([]);
+    expect(tokenize("ΣΑΣ")).toEqual(["σασ"]);
+  });
+
+  test("a query keeps 16 terms and only the last is a prefix", () => {
+    const words = Array.from({ length: 20 }, (_, i) => `w${i}`).join(" ");
+    const { terms } = compileSearch(definition, [
+      { type: "Search", fieldPath: "text", value: words },
+    ]);
+    expect(terms.length).toBe(16);
+    expect(terms.filter((t) => t.prefix)).toEqual([
+      { text: "w15", prefix: true },
+    ]);
+  });
+});
+
+describe("search index storage", () => {
+  test("entries are on disk with their documents: a reopened database answers without a rebuild", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const first = openDb(dir);
+    first.setSchema(schema);
+    const id = insert(first, "durable words");
+    insert(first, "other text");
+    first.close();
+    open.splice(open.indexOf(first), 1);
+
+    const second = openDb(dir);
+    // No setSchema: whatever answers comes from the tables on disk.
+    const compiled = compileSearch(definition, [
+      { type: "Search", fieldPath: "text", value: "durable" },
+    ]);
+    expect(
+      second.textSearch.search(definition, compiled).hits.map((h) => h.id),
+    ).toEqual([id]);
+    expect(second.textSearch.stats(definition)).toEqual({
+      numDocs: 2,
+      numTokens: 4,
+    });
+  });
+
+  test("an index added to the schema is built from existing documents; a removed one is dropped", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    const id = insert(db, "written before the index existed");
+    db.setSchema(schema);
+    const compiled = compileSearch(definition, [
+      { type: "Search", fieldPath: "text", value: "before" },
+    ]);
+    expect(
+      db.textSearch.search(definition, compiled).hits.map((h) => h.id),
+    ).toEqual([id]);
+    db.setSchema({
+      ...schema,
+      tables: [{ ...schema.tables[0], searchIndexes: [] }],
+    });
+    expect(db.textSearch.search(definition, compiled).hits).toEqual([]);
+    expect(db.textSearch.stats(definition)).toEqual({
+      numDocs: 0,
+      numTokens: 0,
+    });
+  });
+
+  test("a search's read set covers matching writes only", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    db.setSchema(schema);
+    insert(db, "alpha beta");
+    const tx = new Transaction(db, { readOnly: true });
+    expect([...tx.stream(searchQuery("alp"))].length).toBe(1);
+    const change = (text: string, tag = "a") => ({
+      table: "notes",
+      id: "x",
+      before: null,
+      after: { _id: "x", _creationTime: 1, text, tag },
+    });
+    expect(tx.readSet.overlaps([change("gamma")])).toBe(false);
+    expect(tx.readSet.overlaps([change("alphabet soup")])).toBe(true);
+    expect(tx.readSet.overlaps([{ ...change("beta"), table: "other" }])).toBe(
+      false,
+    );
+  });
+});

@@ -491,11 +491,15 @@ export class FunctionRunner {
     });
   }
 
-  /** What kind of function `udfPath` names in the current build, or null if none. */
-  functionKind(udfPath: string): UdfType | null {
+  /** What kind of function `udfPath` names in a component of the current build, or null if none. */
+  functionKind(
+    udfPath: string,
+    componentPath: string = ROOT_COMPONENT,
+  ): UdfType | null {
     const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const fn = this.#isolate?.modules[module]?.[exportName] as
-      RegisteredFunction | undefined;
+    const fn = this.#isolate?.components.get(componentPath)?.modules[module]?.[
+      exportName
+    ] as RegisteredFunction | undefined;
     if (fn === undefined || fn === null) return null;
     return fn.isQuery
       ? "query"
@@ -506,9 +510,28 @@ export class FunctionRunner {
           : null;
   }
 
-  /** Whether the current build has a module `module` (a canonical path without ".js"). */
-  hasModule(module: string): boolean {
-    return this.#isolate?.modules[module] !== undefined;
+  /** Whether a component of the current build has `module` (a canonical path without ".js"). */
+  hasModule(module: string, componentPath: string = ROOT_COMPONENT): boolean {
+    return (
+      this.#isolate?.components.get(componentPath)?.modules[module] !==
+      undefined
+    );
+  }
+
+  /** Every component of the current build, the app's own ("") first. */
+  componentPaths(): string[] {
+    return this.#isolate === null
+      ? [ROOT_COMPONENT]
+      : [...this.#isolate.components.instances()].map((c) => c.path);
+  }
+
+  /** The function a scheduler or nested-call address names, seen from `parent`. */
+  resolveFunction(
+    parent: RequestContext,
+    address: FunctionAddress,
+  ): ComponentFunctionPath {
+    const { componentPath, udfPath } = this.#resolve(parent, address);
+    return { componentPath, udfPath };
   }
 
   async #runNested(

@@ -36,6 +36,7 @@ import type { Database } from "../storage/database.ts";
 import type { Doc } from "../values/wire.ts";
 import type { FunctionRunner } from "./functionRunner.ts";
 import { canonicalizeUdfPath } from "./functionRunner.ts";
+import { internalTableName, ROOT_COMPONENT } from "./components.ts";
 import type { RequestContext, SyscallExtensions } from "./syscalls.ts";
 import type {
   SerializedQuery,
@@ -44,8 +45,8 @@ import type {
 } from "./transaction.ts";
 
 export const SCHEDULED_FUNCTIONS = "_scheduled_functions";
-const BY_STATE_SCHEDULED_TIME = `${SCHEDULED_FUNCTIONS}.by_state_scheduledTime`;
-const BY_COMPLETED_TIME = `${SCHEDULED_FUNCTIONS}.by_completedTime`;
+const BY_STATE_SCHEDULED_TIME = "by_state_scheduledTime";
+const BY_COMPLETED_TIME = "by_completedTime";
 
 /** convex-backend knobs `TRANSACTION_MAX_NUM_SCHEDULED` and the argument size limits. */
 export const MAX_SCHEDULED_PER_TRANSACTION = 1000;
@@ -71,6 +72,8 @@ export type JobState =
 
 type Job = Doc & {
   name: string;
+  /** Present only for a component's job: the component it runs in. */
+  componentPath?: string;
   args: Value[];
   scheduledTime: number;
   completedTime?: number;
@@ -127,20 +130,27 @@ export class Scheduler {
     this.#runner = runner;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#stopListening = db.onCommit((result) => {
-      if (result.tables.has(SCHEDULED_FUNCTIONS)) this.#wake();
+      for (const table of result.tables) {
+        if (isJobTable(table)) {
+          this.#wake();
+          return;
+        }
+      }
     });
   }
 
   /** Fails the actions a previous process left running, then runs due jobs. */
   async start(): Promise<void> {
     await this.#runner.runSystem((tx) => {
-      for (const job of readJobs(tx, BY_STATE_SCHEDULED_TIME, [
-        eq("state.kind", "inProgress"),
-      ])) {
-        this.#complete(tx, job._id, {
-          kind: "failed",
-          error: "Transient error while executing action",
-        });
+      for (const table of this.#jobTables()) {
+        for (const job of readJobs(tx, table, BY_STATE_SCHEDULED_TIME, [
+          eq("state.kind", "inProgress"),
+        ])) {
+          this.#complete(tx, job._id, {
+            kind: "failed",
+            error: "Transient error while executing action",
+          });
+        }
       }
     });
     this.#started = true;
@@ -190,7 +200,17 @@ export class Scheduler {
     layer: WriteLayer,
     args: ScheduleArgs,
   ): string {
-    const { name, fnArgs, scheduledTime } = this.#validate(request, args);
+    const { name, componentPath, fnArgs, scheduledTime } = this.#validate(
+      request,
+      args,
+    );
+    // A job lives in its scheduler's namespace, so its ID is one of that
+    // component's `_scheduled_functions` (convex-backend `SchedulerModel` is
+    // per namespace). Only a job that runs in another component (scheduled by
+    // reference) says where; the app's jobs keep exactly Convex's fields.
+    const table = internalTableName(request.componentPath, SCHEDULED_FUNCTIONS);
+    const where: Record<string, Value> =
+      componentPath === request.componentPath ? {} : { componentPath };
     const used = this.#scheduledBy.get(tx) ?? { count: 0, bytes: 0 };
     if (used.count >= MAX_SCHEDULED_PER_TRANSACTION) {
       throw new Error(
@@ -219,15 +239,16 @@ export class Scheduler {
         ? null
         : (tx.get(
             request.scheduledJobId,
-            SCHEDULED_FUNCTIONS,
+            this.#tableOf(request.scheduledJobId),
             layer,
           ) as Job | null);
     if (parent?.state.kind === "canceled") {
       const now = this.#clock.now();
       return tx.insertSystem(
-        SCHEDULED_FUNCTIONS,
+        table,
         {
           name,
+          ...where,
           args: [fnArgs],
           scheduledTime: now,
           completedTime: now,
@@ -237,8 +258,14 @@ export class Scheduler {
       );
     }
     return tx.insertSystem(
-      SCHEDULED_FUNCTIONS,
-      { name, args: [fnArgs], scheduledTime, state: { kind: "pending" } },
+      table,
+      {
+        name,
+        ...where,
+        args: [fnArgs],
+        scheduledTime,
+        state: { kind: "pending" },
+      },
       layer,
     );
   }
@@ -255,10 +282,7 @@ export class Scheduler {
 
   /** `1.0/cancel_job`: pending and running jobs become canceled; finished ones stay. */
   cancelInTransaction(tx: Transaction, layer: WriteLayer, id: unknown): void {
-    if (
-      typeof id !== "string" ||
-      !this.#db.isIdOfTable(SCHEDULED_FUNCTIONS, id)
-    ) {
+    if (typeof id !== "string" || !isJobTable(this.#tableOf(id))) {
       throw new Error(
         `Invalid argument \`id\` for \`cancel\`: ${JSON.stringify(id)} is not an ID of the "${SCHEDULED_FUNCTIONS}" table`,
       );
@@ -275,14 +299,23 @@ export class Scheduler {
   #validate(
     request: RequestContext,
     args: ScheduleArgs,
-  ): { name: string; fnArgs: Value; scheduledTime: number } {
-    if (typeof args.name !== "string") {
-      throw new Error(
-        args.reference !== undefined || args.functionHandle !== undefined
-          ? "Scheduling components' functions and function handles is not supported by the local backend yet"
-          : "ctx.scheduler needs a function reference",
-      );
-    }
+  ): {
+    name: string;
+    componentPath: string;
+    fnArgs: Value;
+    scheduledTime: number;
+  } {
+    const address =
+      typeof args.name === "string"
+        ? { name: args.name }
+        : typeof args.reference === "string"
+          ? { reference: args.reference }
+          : typeof args.functionHandle === "string"
+            ? { functionHandle: args.functionHandle }
+            : null;
+    if (address === null)
+      throw new Error("ctx.scheduler needs a function reference");
+    const target = this.#runner.resolveFunction(request, address);
     if (typeof args.ts !== "number" || !Number.isFinite(args.ts)) {
       throw new Error("The scheduled time must be a finite number");
     }
@@ -295,13 +328,15 @@ export class Scheduler {
     }
     // The function must exist when it is scheduled, though it runs with the
     // code of its time (convex-backend `validate_schedule_args`).
-    const { module, exportName } = canonicalizeUdfPath(args.name);
-    if (!this.#runner.hasModule(module)) {
+    const { module, exportName } = canonicalizeUdfPath(target.udfPath);
+    if (!this.#runner.hasModule(module, target.componentPath)) {
       throw new Error(
         `Attempted to schedule function at nonexistent path: ${module}.js`,
       );
     }
-    if (this.#runner.functionKind(args.name) === null) {
+    if (
+      this.#runner.functionKind(target.udfPath, target.componentPath) === null
+    ) {
       throw new Error(
         `Attempted to schedule function, but no exported function ${exportName} found in the file: ${module}.js. Did you forget to export it?`,
       );
@@ -309,7 +344,12 @@ export class Scheduler {
     const fnArgs = jsonToConvex((args.args ?? {}) as JSONValue);
     // The stored name is the canonical path, "module.js:function" (convex-backend
     // `PublicScheduledJob.name` is a `CanonicalizedUdfPath`).
-    return { name: `${module}.js:${exportName}`, fnArgs, scheduledTime };
+    return {
+      name: `${module}.js:${exportName}`,
+      componentPath: target.componentPath,
+      fnArgs,
+      scheduledTime,
+    };
   }
 
   // ---- the executor -------------------------------------------------------------
@@ -341,15 +381,18 @@ export class Scheduler {
     const { due, nextAt } = await this.#runner.runSystem((tx) => {
       const due: Job[] = [];
       let nextAt: number | null = null;
-      for (const job of readJobs(tx, BY_STATE_SCHEDULED_TIME, [
-        eq("state.kind", "pending"),
-      ])) {
-        if (this.#running.has(job._id)) continue;
-        if (job.scheduledTime > now || due.length >= free) {
-          nextAt = job.scheduledTime;
-          break;
+      for (const table of this.#jobTables()) {
+        for (const job of readJobs(tx, table, BY_STATE_SCHEDULED_TIME, [
+          eq("state.kind", "pending"),
+        ])) {
+          if (this.#running.has(job._id)) continue;
+          if (job.scheduledTime > now || due.length >= free) {
+            if (nextAt === null || job.scheduledTime < nextAt)
+              nextAt = job.scheduledTime;
+            break;
+          }
+          due.push(job);
         }
-        due.push(job);
       }
       if (now - this.#lastGc >= GC_INTERVAL_MS) {
         this.#lastGc = now;
@@ -388,12 +431,15 @@ export class Scheduler {
   async #execute(job: Job): Promise<void> {
     const id = job._id;
     const args = convexToJson(job.args);
-    const kind = this.#runner.functionKind(job.name);
+    const componentPath =
+      job.componentPath ?? componentOfTable(this.#tableOf(id));
+    const kind = this.#runner.functionKind(job.name, componentPath);
     switch (kind) {
       case "mutation":
         await this.#runner.runMutation(
           {
             path: job.name,
+            componentPath,
             args,
             job: {
               id,
@@ -414,7 +460,7 @@ export class Scheduler {
         );
         if (!started) return;
         const outcome = await this.#runner.runAction(
-          { path: job.name, args, scheduledJobId: id },
+          { path: job.name, componentPath, args, scheduledJobId: id },
           "any",
         );
         await this.#runner.runSystem((tx) => {
@@ -449,11 +495,24 @@ export class Scheduler {
     }
   }
 
+  /** The app's and every component's `_scheduled_functions`. */
+  #jobTables(): string[] {
+    return this.#runner
+      .componentPaths()
+      .map((path) => internalTableName(path, SCHEDULED_FUNCTIONS));
+  }
+
+  /** The job table an ID belongs to (the app's for anything else). */
+  #tableOf(id: string): string {
+    return this.#db.tableOfId(id)?.name ?? SCHEDULED_FUNCTIONS;
+  }
+
   /** pending → inProgress; false when the job was canceled (or ran) meanwhile. */
   #start(tx: Transaction, id: string): boolean {
-    const job = tx.get(id, SCHEDULED_FUNCTIONS) as Job | null;
+    const table = this.#tableOf(id);
+    const job = tx.get(id, table) as Job | null;
     if (job?.state.kind !== "pending") return false;
-    tx.writeSystem(SCHEDULED_FUNCTIONS, id, {
+    tx.writeSystem(table, id, {
       ...job,
       state: { kind: "inProgress" },
     });
@@ -461,7 +520,7 @@ export class Scheduler {
   }
 
   #stateOf(tx: Transaction, id: string): JobState["kind"] | null {
-    return (tx.get(id, SCHEDULED_FUNCTIONS) as Job | null)?.state.kind ?? null;
+    return (tx.get(id, this.#tableOf(id)) as Job | null)?.state.kind ?? null;
   }
 
   /**
@@ -474,11 +533,12 @@ export class Scheduler {
     state: JobState,
     layer: WriteLayer = tx.root,
   ): void {
-    const job = tx.get(id, SCHEDULED_FUNCTIONS, layer) as Job | null;
+    const table = this.#tableOf(id);
+    const job = tx.get(id, table, layer) as Job | null;
     if (job === null) return;
     if (job.state.kind !== "pending" && job.state.kind !== "inProgress") return;
     tx.writeSystem(
-      SCHEDULED_FUNCTIONS,
+      table,
       id,
       { ...job, state, completedTime: this.#clock.now() },
       layer,
@@ -488,16 +548,18 @@ export class Scheduler {
   /** Deletes up to a batch of jobs that finished more than the retention period ago. */
   #collectGarbage(tx: Transaction, now: number): void {
     let deleted = 0;
-    for (const job of readJobs(tx, BY_COMPLETED_TIME, [
-      { type: "Gte", fieldPath: "completedTime", value: 0 },
-      {
-        type: "Lt",
-        fieldPath: "completedTime",
-        value: now - COMPLETED_JOB_RETENTION_MS,
-      },
-    ])) {
-      tx.writeSystem(SCHEDULED_FUNCTIONS, job._id, null);
-      if (++deleted >= GC_BATCH) return;
+    for (const table of this.#jobTables()) {
+      for (const job of readJobs(tx, table, BY_COMPLETED_TIME, [
+        { type: "Gte", fieldPath: "completedTime", value: 0 },
+        {
+          type: "Lt",
+          fieldPath: "completedTime",
+          value: now - COMPLETED_JOB_RETENTION_MS,
+        },
+      ])) {
+        tx.writeSystem(table, job._id, null);
+        if (++deleted >= GC_BATCH) return;
+      }
     }
   }
 }
@@ -528,13 +590,31 @@ function eq(fieldPath: string, value: JSONValue) {
   return { type: "Eq" as const, fieldPath, value };
 }
 
+function isJobTable(name: string): boolean {
+  return (
+    name === SCHEDULED_FUNCTIONS || name.startsWith(`${SCHEDULED_FUNCTIONS}@`)
+  );
+}
+
+/** "_scheduled_functions@child" → "child"; the app's table → "". */
+function componentOfTable(table: string): string {
+  const at = table.indexOf("@");
+  return at === -1 ? ROOT_COMPONENT : table.slice(at + 1);
+}
+
 function* readJobs(
   tx: Transaction,
+  table: string,
   indexName: string,
   range: Extract<SerializedQuery["source"], { type: "IndexRange" }>["range"],
 ): Generator<Job> {
   const query: SerializedQuery = {
-    source: { type: "IndexRange", indexName, range, order: "asc" },
+    source: {
+      type: "IndexRange",
+      indexName: `${table}.${indexName}`,
+      range,
+      order: "asc",
+    },
     operators: [],
   };
   // Lazy, so the next due job costs one index step however many are pending.

@@ -434,9 +434,12 @@ export class Database {
   }
 
   #declaredIndexes(tableName: string): SchemaJson["tables"][number]["indexes"] {
-    return (
-      SYSTEM_INDEXES[tableName] ?? this.#schemaTable(tableName)?.indexes ?? []
-    );
+    // A component's system table ("_scheduled_functions@child") has the
+    // indexes of the app's.
+    const system = tableName.startsWith("_")
+      ? SYSTEM_INDEXES[tableName.split("@")[0]]
+      : undefined;
+    return system ?? this.#schemaTable(tableName)?.indexes ?? [];
   }
 
   #indexesFor(tableName: string): IndexDefinition[] {

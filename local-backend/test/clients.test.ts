@@ -690,8 +690,8 @@ describe("errors", () => {
     expect(status).toBe(200);
     expect(body.value).toBe("logged");
     expect(body.logLines).toEqual([
-      expect.stringMatching(/^\[LOG\] hello .*x: 1/),
-      "[WARN] careful",
+      "[LOG] 'hello' {\n  x: 1\n}",
+      "[WARN] 'careful'",
     ]);
 
     const logger = recordingClientLogger();
@@ -704,15 +704,15 @@ describe("errors", () => {
     );
     expect(logger.lines).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^\[CONVEX Q\(messages:logs\)\] \[LOG\] hello/),
+        expect.stringMatching(/^\[CONVEX Q\(messages:logs\)\] \[LOG\] 'hello'/),
         expect.stringMatching(
-          /^\[CONVEX Q\(messages:logs\)\] \[WARN\] careful/,
+          /^\[CONVEX Q\(messages:logs\)\] \[WARN\] 'careful'/,
         ),
       ]),
     );
     expect(h.logs.lines).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^\[CONVEX Q\(messages:logs\)\] \[LOG\] hello/),
+        expect.stringMatching(/^\[CONVEX Q\(messages:logs\)\] \[LOG\] 'hello'/),
       ]),
     );
   });

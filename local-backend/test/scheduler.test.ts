@@ -154,6 +154,7 @@ describe("scheduled mutations", () => {
     await waitFor(
       async () => (await bodies()).length === 30,
       "thirty jobs to run",
+      30_000,
     );
     const jobs = (await http.query(api.scheduled.jobs, {})) as Job[];
     expect(jobs.map((j) => j.state.kind)).toEqual(Array(30).fill("success"));

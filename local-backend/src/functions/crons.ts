@@ -237,12 +237,7 @@ export class CronRunner {
         );
         this.#report(
           job,
-          outcome.status === "success"
-            ? null
-            : outcome.errorMessage.replace(
-                /^\[Request ID: [^\]]*\] Server Error\n/,
-                "",
-              ),
+          outcome.status === "success" ? null : outcome.error.trace.trimEnd(),
         );
         return;
       }

@@ -42,6 +42,13 @@ import {
 } from "./deadline.ts";
 import { argumentsSizeError, resultSizeError } from "./limits.ts";
 import { StartupGate } from "./startupGate.ts";
+import {
+  clientErrorMessage,
+  httpActionErrorBody,
+  type JsError,
+  jsError,
+  uncaught,
+} from "./errors.ts";
 import { Transaction } from "./transaction.ts";
 import {
   ComponentError,
@@ -64,7 +71,10 @@ export type FunctionSuccess = {
 };
 export type FunctionFailure = {
   status: "error";
+  /** What clients get: "[Request ID: …] Server Error\n" then the trace (errors.ts). */
   errorMessage: string;
+  /** The error without the request: what callers, scheduled jobs and HTTP bodies carry. */
+  error: JsError;
   /** Present only for ConvexError, as Convex JSON (convex 1.48 `protocol.ts`). */
   errorData?: JSONValue;
   logLines: string[];
@@ -335,7 +345,10 @@ export class FunctionRunner {
         this.#failure(context, error),
         error,
       );
-      return new Response(failure.errorMessage, { status: 500 });
+      return Response.json(
+        httpActionErrorBody(context.requestId, failure.error),
+        { status: 500 },
+      );
     }
   }
 
@@ -476,7 +489,7 @@ export class FunctionRunner {
     if (job === undefined) return { ...outcome, ts: null };
     const tx = new Transaction(this.#db, { readOnly: false });
     try {
-      job.fail(tx, withoutRequestId(outcome.errorMessage));
+      job.fail(tx, outcome.error.trace);
       return { ...outcome, ts: this.#db.commit(tx.pendingWrites()).ts };
     } finally {
       tx.close();
@@ -500,7 +513,7 @@ export class FunctionRunner {
     });
   }
 
-  /** What kind of function `udfPath` names in the current build, or null if none. */
+  /** What kind of function `udfPath` names in a component of the current build, or null if none. */
   functionKind(
     udfPath: string,
     componentPath: string = ROOT_COMPONENT,
@@ -519,7 +532,7 @@ export class FunctionRunner {
           : null;
   }
 
-  /** Whether the current build has a module `module` (a canonical path without ".js"). */
+  /** Whether a component of the current build has `module` (a canonical path without ".js"). */
   hasModule(module: string, componentPath: string = ROOT_COMPONENT): boolean {
     return (
       this.#isolate?.components.get(componentPath)?.modules[module] !==
@@ -527,7 +540,7 @@ export class FunctionRunner {
     );
   }
 
-  /** Every component instance's path in the current build, the app ("") first. */
+  /** Every component of the current build, the app's own ("") first. */
   componentPaths(): string[] {
     return this.#isolate === null
       ? [ROOT_COMPONENT]
@@ -589,7 +602,7 @@ export class FunctionRunner {
           : fn.invokeQuery!(JSON.stringify([args])),
       );
       const outcome = this.#finish(child, fn, result);
-      if (outcome.status === "error") throw new Error(outcome.errorMessage);
+      if (outcome.status === "error") throw new Error(outcome.error.trace);
       tx.merge(layer);
       return outcome.value;
     } catch (error) {
@@ -617,9 +630,11 @@ export class FunctionRunner {
           : await this.runAction(request, "any");
     parent.logLines.push(...outcome.logLines);
     if (outcome.status === "success") return outcome.value;
+    // The caller sees the callee's trace without its request id
+    // (convex-backend `RedactedJsError::nested_to_string`).
     if (outcome.errorData !== undefined)
-      throw new SyscallConvexError(outcome.errorMessage, outcome.errorData);
-    throw new Error(outcome.errorMessage);
+      throw new SyscallConvexError(outcome.error.trace, outcome.errorData);
+    throw new Error(outcome.error.trace);
   }
 
   #components(): ComponentTree {
@@ -749,7 +764,7 @@ export class FunctionRunner {
 
   #notFound(canonical: string): ExpectedError {
     return new ExpectedError(
-      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+      `Could not find public function for '${canonical}'. Did you forget to run \`npx convex dev\`?`,
     );
   }
 
@@ -778,53 +793,38 @@ export class FunctionRunner {
       validateReturns(this.#validatorsOf(fn).returns, decoded, {
         tableNameOfId: (id) => this.#tableNameOfId(id, context.componentPath),
       });
-    if (returnsError !== null) {
-      return {
-        status: "error",
-        errorMessage: serverError(context, returnsError),
-        logLines: context.logLines,
-      };
-    }
+    if (returnsError !== null) return failureOf(context, jsError(returnsError));
     return { status: "success", value, logLines: context.logLines };
   }
 
+  /** An exception from a function, as Convex describes it (errors.ts). */
   #failure(context: RequestContext, error: unknown): FunctionFailure {
+    if (error instanceof ExpectedError || error instanceof UserTimeoutError)
+      return failureOf(context, jsError(error.message));
     const e = error as {
-      name?: string;
-      message?: string;
-      stack?: string;
+      name?: unknown;
+      message?: unknown;
+      stack?: unknown;
       data?: unknown;
     } | null;
-    if (error instanceof ExpectedError || error instanceof UserTimeoutError) {
-      return {
-        status: "error",
-        errorMessage: serverError(context, error.message),
-        logLines: context.logLines,
-      };
-    }
-    if (e !== null && typeof e === "object" && Symbol.for("ConvexError") in e) {
-      // The library already serialized the data (convex 1.48 `serializeConvexErrorData`).
-      const errorData =
-        typeof e.data === "string" ? (JSON.parse(e.data) as JSONValue) : null;
-      return {
-        status: "error",
-        errorMessage: serverError(
-          context,
-          `Uncaught ConvexError: ${e.message ?? ""}`,
-        ),
-        errorData,
-        logLines: context.logLines,
-      };
-    }
-    const described =
-      e?.stack !== undefined && this.#isolate !== null
-        ? this.#isolate.formatStack(e.stack)
-        : `${e?.name ?? "Error"}: ${e?.message ?? String(error)}`;
-    return {
-      status: "error",
-      errorMessage: serverError(context, `Uncaught ${described}`),
-      logLines: context.logLines,
-    };
+    const isObject = e !== null && typeof e === "object";
+    const name = isObject && typeof e.name === "string" ? e.name : "";
+    const message = isObject
+      ? typeof e.message === "string"
+        ? e.message
+        : ""
+      : String(error);
+    const frames =
+      isObject && typeof e.stack === "string" && this.#isolate !== null
+        ? this.#isolate.errorFrames(e.stack)
+        : [];
+    // A ConvexError (or a subclass, which keeps its own `name`) carries data
+    // the library already serialized (convex 1.48 `serializeConvexErrorData`).
+    const data =
+      isObject && Symbol.for("ConvexError") in e && typeof e.data === "string"
+        ? (JSON.parse(e.data) as JSONValue)
+        : undefined;
+    return failureOf(context, jsError(uncaught(name, message), frames, data));
   }
 
   #report<T extends FunctionOutcome>(
@@ -841,14 +841,7 @@ export class FunctionRunner {
         udfType: context.udfType,
         path: componentFunctionName(context.componentPath, context.path),
         logLines: context.logLines,
-        ...(uncaught
-          ? {
-              uncaughtError: outcome.errorMessage
-                .split("\n")
-                .slice(1)
-                .join("\n"),
-            }
-          : {}),
+        ...(uncaught ? { uncaughtError: outcome.error.trace.trimEnd() } : {}),
       });
     }
     return outcome;
@@ -929,14 +922,14 @@ function parseJournal(journal: string | null): string | null {
   }
 }
 
-/** The dev-deployment error text of the real backend: "[Request ID: …] Server Error" then the cause. */
-function serverError(context: RequestContext, detail: string): string {
-  return `[Request ID: ${context.requestId}] Server Error\n${detail}`;
-}
-
-/** The cause alone, as a scheduled job's `failed` state records it. */
-function withoutRequestId(errorMessage: string): string {
-  return errorMessage.replace(/^\[Request ID: [^\]]*\] Server Error\n/, "");
+function failureOf(context: RequestContext, error: JsError): FunctionFailure {
+  return {
+    status: "error",
+    errorMessage: clientErrorMessage(context.requestId, error),
+    error,
+    ...(error.data === undefined ? {} : { errorData: error.data }),
+    logLines: context.logLines,
+  };
 }
 
 function asSyscallError(error: unknown): Error {

@@ -15,7 +15,6 @@
  */
 import { createHash, type webcrypto } from "node:crypto";
 import { SourceMap } from "node:module";
-import { inspect } from "node:util";
 import vm from "node:vm";
 import type { SchemaJson } from "../storage/database.ts";
 import {
@@ -25,6 +24,8 @@ import {
   type RuntimeDefinition,
 } from "./components.ts";
 import { type TimedHooks, TimedRealm } from "./deadline.ts";
+import { formatLogArgs, inspectValue } from "./consoleFormat.ts";
+import { jsError, uncaught } from "./errors.ts";
 import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
 
 /** convex-backend caps log lines per function execution (isolate `MAX_LOG_LINES`). */
@@ -57,8 +58,8 @@ export type Isolate = {
   udf: TimedRealm<ComponentTree>;
   /** The default export of `auth.config.ts`, if there is one. */
   authConfig: unknown;
-  /** Rewrites bundle positions in an error's stack to the app's source files. */
-  formatStack(stack: string): string;
+  /** An error's stack frames, mapped to the app's sources as Convex prints them. */
+  errorFrames(stack: string): string[];
 };
 
 /** The contract of `convex/server` registered functions (convex 1.48 `registration_impl.ts`). */
@@ -95,7 +96,39 @@ export function createIsolate(
   const sourceMap = new SourceMap(
     JSON.parse(bundle.sourceMap) as ConstructorParameters<typeof SourceMap>[0],
   );
-  const formatStack = (stack: string) => mapStack(stack, bundle, sourceMap);
+  const errorFrames = (stack: string) =>
+    mapFrames(stack, bundle, sourceMap).frames;
+
+  /** One line of a function's log; Convex caps both the line and the count. */
+  const writeLine = (level: LogLevel, message: string): void => {
+    const line =
+      message.length > MAX_LOG_LINE_CHARS
+        ? `${message.slice(0, MAX_LOG_LINE_CHARS)} (truncated due to length)`
+        : message;
+    const request = currentRequest();
+    if (request === undefined) {
+      options.onStrayLog(level, line);
+    } else if (request.logLines.length < MAX_LOG_LINES) {
+      request.logLines.push(`[${level}] ${line}`);
+    } else if (request.logLines.length === MAX_LOG_LINES) {
+      request.logLines.push(
+        `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
+      );
+    }
+  };
+  /** `console.time` labels belong to one function execution. */
+  const strayTimers = new Map<string, number>();
+  const timersByRequest = new WeakMap<object, Map<string, number>>();
+  const consoleTimers = (): Map<string, number> => {
+    const request = currentRequest();
+    if (request === undefined) return strayTimers;
+    let timers = timersByRequest.get(request);
+    if (timers === undefined) {
+      timers = new Map();
+      timersByRequest.set(request, timers);
+    }
+    return timers;
+  };
 
   const host = {
     now(): number {
@@ -105,25 +138,35 @@ export function createIsolate(
         : Date.now();
     },
     log(level: LogLevel, args: unknown[]): void {
-      let line = args
-        .map((arg) =>
-          typeof arg === "string"
-            ? arg
-            : inspect(arg, { depth: 4, breakLength: Infinity }),
-        )
-        .join(" ");
-      if (line.length > MAX_LOG_LINE_CHARS)
-        line = `${line.slice(0, MAX_LOG_LINE_CHARS)} (truncated)`;
-      const request = currentRequest();
-      if (request === undefined) {
-        options.onStrayLog(level, line);
-      } else if (request.logLines.length < MAX_LOG_LINES) {
-        request.logLines.push(`[${level}] ${line}`);
-      } else if (request.logLines.length === MAX_LOG_LINES) {
-        request.logLines.push(
-          `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
-        );
+      writeLine(level, formatLogArgs(args));
+    },
+    /** `console.trace`: the arguments, then the caller's frames (convex-backend `op_console_trace`). */
+    trace(args: unknown[], stack: string): void {
+      const frames = jsError("", errorFrames(stack)).trace;
+      writeLine("LOG", [...args.map(inspectValue), frames].join(" "));
+    },
+    // console.time and friends measure real time even in queries and
+    // mutations (`unix_timestamp_non_deterministic` in `ops/console.rs`).
+    time(label: string): void {
+      const timers = consoleTimers();
+      if (timers.has(label))
+        writeLine("WARN", `Timer '${label}' already exists`);
+      else timers.set(label, Date.now());
+    },
+    timeLog(label: string, args: unknown[], end: boolean): void {
+      const timers = consoleTimers();
+      const start = timers.get(label);
+      if (start === undefined) {
+        writeLine("WARN", `Timer '${label}' does not exist`);
+        return;
       }
+      if (end) timers.delete(label);
+      writeLine(
+        "INFO",
+        [`${label}: ${Date.now() - start}ms`, ...args.map(inspectValue)].join(
+          " ",
+        ),
+      );
     },
     /** Timers and fetch would make queries and mutations non-deterministic; Convex forbids them there. */
     assertAction(what: string): void {
@@ -136,13 +179,13 @@ export function createIsolate(
     },
   };
 
-  const actions = evaluate(bundle, options, host, formatStack, null);
+  const actions = evaluate(bundle, options, host, errorFrames, null);
   const udf = new TimedRealm((hooks) => {
     const { context, components } = evaluate(
       bundle,
       options,
       host,
-      formatStack,
+      errorFrames,
       hooks,
     );
     return { context, modules: components };
@@ -154,7 +197,7 @@ export function createIsolate(
     udf,
     authConfig: (actions.context as { __convexAuthConfig?: unknown })
       .__convexAuthConfig,
-    formatStack,
+    errorFrames,
   };
 }
 
@@ -162,6 +205,9 @@ type IsolateOptions = Parameters<typeof createIsolate>[1];
 type Host = {
   now(): number;
   log(level: LogLevel, args: unknown[]): void;
+  trace(args: unknown[], stack: string): void;
+  time(label: string): void;
+  timeLog(label: string, args: unknown[], end: boolean): void;
   assertAction(what: string): void;
 };
 
@@ -173,7 +219,7 @@ function evaluate(
   bundle: Bundle,
   options: IsolateOptions,
   host: Host,
-  formatStack: (stack: string) => string,
+  errorFrames: (stack: string) => string[],
   timed: TimedHooks | null,
 ): { context: vm.Context; components: ComponentTree } {
   // Set once the bundle has run; `process.env` reads it per call.
@@ -244,12 +290,10 @@ function evaluate(
     // "Uncaught Error: boom at convex/messages.ts:3:7": the error and where it
     // was thrown, on one line.
     const e = error as { stack?: string; message?: string; name?: string };
-    const [first, ...frames] = formatStack(
-      e.stack ?? `${e.name ?? "Error"}: ${e.message ?? String(error)}`,
-    ).split("\n");
-    const where = /\(?([^()\s]+:\d+:\d+)\)?$/.exec(frames[0] ?? "")?.[1];
+    const frames = e.stack === undefined ? [] : errorFrames(e.stack);
+    const where = /\(?\.\.\/([^()\s]+:\d+:\d+)\)?$/.exec(frames[0] ?? "")?.[1];
     throw new ModuleLoadError(
-      `Failed to load the functions: Uncaught ${first}${where === undefined ? "" : ` at ${where}`}`,
+      `Failed to load the functions: ${uncaught(e.name ?? "Error", e.message ?? String(error))}${where === undefined ? "" : ` at ${where}`}`,
     );
   }
   const globals = context as {
@@ -365,30 +409,20 @@ const PRELUDE = `
   Date.now = () => host.now();
   globalThis.Date = Date;
 
-  const counters = new Map();
-  const timersByLabel = new Map();
+  // Convex's console has exactly these methods (convex-backend
+  // udf-runtime/src/02_console.ts); labels are stringified as there.
+  const label = (value) => value === undefined ? "default" : value === null ? "null" : value.toString();
   const log = (level) => (...args) => host.log(level, args);
   globalThis.console = {
-    log: log("LOG"),
-    info: log("INFO"),
-    warn: log("WARN"),
-    error: log("ERROR"),
     debug: log("DEBUG"),
-    trace: (...args) => host.log("ERROR", [...args, new Error().stack.split("\\n").slice(2).join("\\n")]),
-    assert: (condition, ...args) => { if (!condition) host.log("ERROR", ["Assertion failed", ...args]); },
-    count: (label = "default") => {
-      const n = (counters.get(label) ?? 0) + 1;
-      counters.set(label, n);
-      host.log("INFO", [label + ": " + n]);
-    },
-    countReset: (label = "default") => counters.delete(label),
-    time: (label = "default") => timersByLabel.set(label, host.now()),
-    timeLog: (label = "default", ...args) => host.log("INFO", [label + ": " + (host.now() - (timersByLabel.get(label) ?? host.now())) + "ms", ...args]),
-    timeEnd: (label = "default") => {
-      host.log("INFO", [label + ": " + (host.now() - (timersByLabel.get(label) ?? host.now())) + "ms"]);
-      timersByLabel.delete(label);
-    },
-    table: (data) => host.log("LOG", [data]),
+    error: log("ERROR"),
+    info: log("INFO"),
+    log: log("LOG"),
+    warn: log("WARN"),
+    trace: (...args) => host.trace(args, new Error().stack),
+    time: (name) => host.time(label(name)),
+    timeLog: (name, ...args) => host.timeLog(label(name), args, false),
+    timeEnd: (name) => host.timeLog(label(name), [], true),
   };
 
   const actionOnly = (name, fn) => function (...args) {
@@ -459,19 +493,30 @@ function isolateCrypto(): Pick<
   };
 }
 
-/** Rewrites `bundle.js:line:col` frames to `convex/file.ts:line:col` and drops host frames. */
-function mapStack(stack: string, bundle: Bundle, sourceMap: SourceMap): string {
-  const lines = stack.split("\n");
-  const frame = new RegExp(
+/**
+ * An error's stack frames as Convex prints them (convex-backend
+ * `common/src/errors.rs` `JsError::from_frames`): bundle positions mapped
+ * through the source map to `../convex/file.ts:L:C` (paths relative to the
+ * bundle's folder, as the CLI's bundle has them), frames outside the bundle
+ * (the host) dropped, and leading and trailing frames inside the `convex`
+ * package's own runtime (`convex/src/server/impl`) omitted.
+ */
+function mapFrames(
+  stack: string,
+  bundle: Bundle,
+  sourceMap: SourceMap,
+): { header: string[]; frames: string[] } {
+  const location = new RegExp(
     `(\\(|at )${escapeRegExp(bundle.filename)}:(\\d+):(\\d+)`,
   );
-  const out: string[] = [];
-  for (const line of lines) {
+  const header: string[] = [];
+  const frames: { line: string; internal: boolean }[] = [];
+  for (const line of stack.split("\n")) {
     if (!/^\s+at /.test(line)) {
-      out.push(line);
+      if (frames.length === 0) header.push(line);
       continue;
     }
-    const match = frame.exec(line);
+    const match = location.exec(line);
     if (match === null) continue;
     const entry = sourceMap.findEntry(
       Number(match[2]) - 1,
@@ -482,16 +527,22 @@ function mapStack(stack: string, bundle: Bundle, sourceMap: SourceMap): string {
       originalColumn?: number;
     };
     if (entry.originalSource === undefined) continue;
-    if (entry.originalSource.includes("node_modules")) continue;
-    const source = relativeSource(entry.originalSource, bundle.sourceRoot);
-    out.push(
-      line.replace(
-        match[0],
-        `${match[1]}${source}:${entry.originalLine! + 1}:${entry.originalColumn! + 1}`,
-      ),
-    );
+    const source = `../${relativeSource(entry.originalSource, bundle.sourceRoot)}`;
+    frames.push({
+      line: `    ${line
+        .trim()
+        .replace(
+          match[0],
+          `${match[1]}${source}:${entry.originalLine! + 1}:${entry.originalColumn! + 1}`,
+        )}`,
+      internal:
+        source.includes("convex/src/server/impl") ||
+        source.includes("convex/dist/"),
+    });
   }
-  return out.join("\n");
+  while (frames.length > 0 && frames[0].internal) frames.shift();
+  while (frames.length > 0 && frames[frames.length - 1].internal) frames.pop();
+  return { header, frames: frames.map((f) => f.line) };
 }
 
 function relativeSource(source: string, root: string): string {

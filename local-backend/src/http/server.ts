@@ -311,7 +311,7 @@ export function createSiteServer(options: {
         return;
       }
       const hasBody = req.method !== "GET" && req.method !== "HEAD";
-      const body = hasBody ? await readBody(req) : undefined;
+      const body = hasBody ? await readBodyBytes(req) : undefined;
       const headers = new Headers();
       for (const [name, value] of Object.entries(req.headers)) {
         if (typeof value === "string") headers.set(name, value);
@@ -336,7 +336,14 @@ export function createSiteServer(options: {
         identity = { type: "invalid", error };
       }
       const response = await options.runner.runHttpAction(request, identity);
-      res.writeHead(response.status, Object.fromEntries(response.headers));
+      // Set-Cookie may repeat; every other header is one comma-joined value.
+      const responseHeaders: [string, string][] = [];
+      for (const [name, value] of response.headers) {
+        if (name !== "set-cookie") responseHeaders.push([name, value]);
+      }
+      for (const cookie of response.headers.getSetCookie())
+        responseHeaders.push(["set-cookie", cookie]);
+      res.writeHead(response.status, responseHeaders.flat());
       res.end(Buffer.from(await response.arrayBuffer()));
     };
     serve().catch((error: unknown) => {
@@ -414,6 +421,11 @@ function sendAuthError(
 class BodyTooLargeError extends Error {}
 
 function readBody(req: http.IncomingMessage): Promise<string> {
+  return readBodyBytes(req).then((bytes) => bytes.toString("utf8"));
+}
+
+/** The request body as sent: HTTP actions get bytes, never text decoded on the way. */
+function readBodyBytes(req: http.IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -429,7 +441,7 @@ function readBody(req: http.IncomingMessage): Promise<string> {
       }
       chunks.push(chunk);
     });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("end", () => resolve(Buffer.concat(chunks)));
     req.on("error", reject);
   });
 }

@@ -1,0 +1,65 @@
+/**
+ * How a failed function reads, in one place: the text clients get, the trace
+ * nested calls and scheduled jobs carry, and an HTTP action's error body.
+ *
+ * Convex's forms (convex-backend `common/src/errors.rs` `JsError`,
+ * `application/src/redaction.rs` `RedactedJsError`, `udf/src/helpers.rs`
+ * `format_uncaught_error`):
+ * - the trace is the message, then one `    at fn (../convex/file.ts:L:C)`
+ *   line per frame, every line ending in "\n";
+ * - a client sees `[Request ID: <id>] Server Error\n` then the trace;
+ * - a nested `runQuery` / `runMutation` / `runAction` failure reaches its
+ *   caller as the trace alone (`nested_to_string`), so a request id never
+ *   appears twice;
+ * - an HTTP action failure is a 500 with JSON `{code, trace, data?}`, where
+ *   `code` is `[Request ID: <id>] Server Error: <message>`.
+ *
+ * Usage:
+ *   const failure = functionFailure(requestId, uncaught(e.name, e.message), frames);
+ *   new Response(JSON.stringify(httpActionErrorBody(requestId, failure)), { status: 500 });
+ */
+import type { JSONValue } from "convex/values";
+
+/** The parts of a failure that do not depend on the request. */
+export type JsError = {
+  /** "Uncaught Error: boom", or a message of ours ("Could not find public function …"). */
+  message: string;
+  /** The trace: `message`, then the frames, each line ending in "\n". */
+  trace: string;
+  /** A ConvexError's data, as Convex JSON. */
+  data?: JSONValue;
+};
+
+/** `format_uncaught_error`: "Uncaught {name}: {message}", leaving out an empty part. */
+export function uncaught(name: string, message: string): string {
+  if (name !== "" && message !== "") return `Uncaught ${name}: ${message}`;
+  if (name !== "") return `Uncaught ${name}`;
+  if (message !== "") return `Uncaught ${message}`;
+  return "Uncaught";
+}
+
+export function jsError(
+  message: string,
+  frames: readonly string[] = [],
+  data?: JSONValue,
+): JsError {
+  const trace = `${message}\n${frames.map((frame) => `${frame}\n`).join("")}`;
+  return data === undefined ? { message, trace } : { message, trace, data };
+}
+
+/** What the sync protocol and the HTTP API send as `errorMessage`. */
+export function clientErrorMessage(requestId: string, error: JsError): string {
+  return `[Request ID: ${requestId}] Server Error\n${error.trace}`;
+}
+
+/** The JSON body of a failed HTTP action (`RedactedJsError::to_http_response_parts`). */
+export function httpActionErrorBody(
+  requestId: string,
+  error: JsError,
+): { code: string; trace: string; data?: JSONValue } {
+  const body = {
+    code: `[Request ID: ${requestId}] Server Error: ${error.message}`,
+    trace: error.trace,
+  };
+  return error.data === undefined ? body : { ...body, data: error.data };
+}

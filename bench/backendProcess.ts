@@ -14,7 +14,8 @@ const backend = await startBackend({
   functions,
   data,
   port: 0,
-  sitePort: null,
+  // The chat's auth.config.ts names the site URL (Convex Auth signs tokens there).
+  sitePort: 0,
   watch: false,
   logger: { info: () => undefined, error: (line) => console.error(line) },
 });

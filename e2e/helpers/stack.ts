@@ -62,7 +62,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       functions: path.join(REPO_ROOT, "convex"),
       data: dataDir,
       port: 0,
-      sitePort: null,
+      // The chat's auth.config.ts names the site URL (Convex Auth signs tokens there).
+      sitePort: 0,
       watch: false,
       logger: options.logger ?? QUIET_LOGGER,
     });

@@ -37,6 +37,7 @@ import {
   termBoost,
 } from "../query/textSearch.ts";
 import type { Doc } from "../values/wire.ts";
+import { DerivedIndexes } from "./derivedIndexes.ts";
 
 export type SearchHit = { id: string; score: number; creationTime: number };
 
@@ -53,13 +54,10 @@ export type SearchResult = {
 const MAX_CHAR = String.fromCodePoint(0x10ffff);
 
 export class SearchIndexes {
-  readonly #db: BetterSqlite3.Database;
-  /** Built indexes by table. */
-  #byTable = new Map<string, SearchIndexDefinition[]>();
   readonly #stmt: ReturnType<typeof prepare>;
+  readonly #derived: DerivedIndexes<SearchIndexDefinition>;
 
   constructor(db: BetterSqlite3.Database) {
-    this.#db = db;
     db.exec(`
       CREATE TABLE IF NOT EXISTS search_indexes (
         key TEXT PRIMARY KEY,
@@ -84,57 +82,32 @@ export class SearchIndexes {
       ) WITHOUT ROWID;
     `);
     this.#stmt = prepare(db);
+    this.#derived = new DerivedIndexes(db, {
+      keyOf,
+      stored: () =>
+        this.#stmt.listIndexes.all() as { key: string; definition: string }[],
+      drop: (key) => {
+        this.#stmt.dropDocs.run(key);
+        this.#stmt.dropTerms.run(key);
+        this.#stmt.dropIndex.run(key);
+      },
+      put: (key, definition) => this.#stmt.putIndex.run(key, definition),
+      insert: (definition, doc) => this.#insert(definition, doc),
+      remove: (definition, doc) => this.#remove(definition, doc),
+    });
   }
 
-  /**
-   * Makes the built indexes match `definitions`: drops indexes no longer
-   * declared, and builds new or changed ones from `docsOf(table)`. An
-   * unchanged index is left alone, so a restart or reload costs nothing.
-   */
+  /** Drops undeclared indexes and builds new or changed ones (derivedIndexes.ts). */
   setSchema(
     definitions: readonly SearchIndexDefinition[],
     docsOf: (table: string) => Iterable<Doc>,
   ): void {
-    const wanted = new Map(definitions.map((d) => [keyOf(d), d]));
-    const stored = this.#stmt.listIndexes.all() as {
-      key: string;
-      definition: string;
-    }[];
-    this.#db.transaction(() => {
-      for (const { key, definition } of stored) {
-        const want = wanted.get(key);
-        if (want !== undefined && JSON.stringify(want) === definition) {
-          wanted.delete(key);
-          continue;
-        }
-        this.#stmt.dropDocs.run(key);
-        this.#stmt.dropTerms.run(key);
-        this.#stmt.dropIndex.run(key);
-      }
-      for (const [key, definition] of wanted) {
-        this.#stmt.putIndex.run(key, JSON.stringify(definition));
-        for (const doc of docsOf(definition.table))
-          this.#insert(definition, doc);
-      }
-    })();
-    this.#byTable = new Map();
-    for (const definition of definitions) {
-      const list = this.#byTable.get(definition.table) ?? [];
-      list.push(definition);
-      this.#byTable.set(definition.table, list);
-    }
+    this.#derived.setSchema(definitions, docsOf);
   }
 
   /** Applies a commit's document changes; call inside its SQLite transaction. */
   apply(changes: readonly DocumentChange[]): void {
-    for (const change of changes) {
-      const indexes = this.#byTable.get(change.table);
-      if (indexes === undefined) continue;
-      for (const definition of indexes) {
-        if (change.before !== null) this.#remove(definition, change.before);
-        if (change.after !== null) this.#insert(definition, change.after);
-      }
-    }
+    this.#derived.apply(changes);
   }
 
   /** The index's BM25 statistics. */

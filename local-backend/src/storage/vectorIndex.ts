@@ -22,6 +22,7 @@ import type { Value } from "convex/values";
 import type { DocumentChange } from "../query/readSet.ts";
 import { compareKeys, indexKey } from "../query/indexRange.ts";
 import type { Doc } from "../values/wire.ts";
+import { DerivedIndexes } from "./derivedIndexes.ts";
 
 export type VectorIndexDefinition = {
   table: string;
@@ -40,12 +41,10 @@ export type VectorFilterCondition = {
 export type VectorHit = { id: string; score: number };
 
 export class VectorIndexes {
-  readonly #db: BetterSqlite3.Database;
-  #byTable = new Map<string, VectorIndexDefinition[]>();
   readonly #stmt: ReturnType<typeof prepare>;
+  readonly #derived: DerivedIndexes<VectorIndexDefinition>;
 
   constructor(db: BetterSqlite3.Database) {
-    this.#db = db;
     db.exec(`
       CREATE TABLE IF NOT EXISTS vector_indexes (
         key TEXT PRIMARY KEY,
@@ -60,53 +59,32 @@ export class VectorIndexes {
       ) WITHOUT ROWID;
     `);
     this.#stmt = prepare(db);
+    this.#derived = new DerivedIndexes(db, {
+      keyOf,
+      stored: () =>
+        this.#stmt.listIndexes.all() as { key: string; definition: string }[],
+      drop: (key) => {
+        this.#stmt.dropEntries.run(key);
+        this.#stmt.dropIndex.run(key);
+      },
+      put: (key, definition) => this.#stmt.putIndex.run(key, definition),
+      insert: (definition, doc) => this.#insert(definition, doc),
+      remove: (definition, doc) =>
+        this.#stmt.deleteEntry.run(keyOf(definition), doc._id),
+    });
   }
 
-  /** Drops undeclared indexes and builds new or changed ones; unchanged ones cost nothing. */
+  /** Drops undeclared indexes and builds new or changed ones (derivedIndexes.ts). */
   setSchema(
     definitions: readonly VectorIndexDefinition[],
     docsOf: (table: string) => Iterable<Doc>,
   ): void {
-    const wanted = new Map(definitions.map((d) => [keyOf(d), d]));
-    const stored = this.#stmt.listIndexes.all() as {
-      key: string;
-      definition: string;
-    }[];
-    this.#db.transaction(() => {
-      for (const { key, definition } of stored) {
-        const want = wanted.get(key);
-        if (want !== undefined && JSON.stringify(want) === definition) {
-          wanted.delete(key);
-          continue;
-        }
-        this.#stmt.dropEntries.run(key);
-        this.#stmt.dropIndex.run(key);
-      }
-      for (const [key, definition] of wanted) {
-        this.#stmt.putIndex.run(key, JSON.stringify(definition));
-        for (const doc of docsOf(definition.table))
-          this.#insert(definition, doc);
-      }
-    })();
-    this.#byTable = new Map();
-    for (const definition of definitions) {
-      const list = this.#byTable.get(definition.table) ?? [];
-      list.push(definition);
-      this.#byTable.set(definition.table, list);
-    }
+    this.#derived.setSchema(definitions, docsOf);
   }
 
   /** Applies a commit's document changes; call inside its SQLite transaction. */
   apply(changes: readonly DocumentChange[]): void {
-    for (const change of changes) {
-      const indexes = this.#byTable.get(change.table);
-      if (indexes === undefined) continue;
-      for (const definition of indexes) {
-        if (change.before !== null)
-          this.#stmt.deleteEntry.run(keyOf(definition), change.before._id);
-        if (change.after !== null) this.#insert(definition, change.after);
-      }
-    }
+    this.#derived.apply(changes);
   }
 
   /**

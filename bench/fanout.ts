@@ -194,6 +194,32 @@ type RoundResult = {
 };
 
 /**
+ * The floor for a case: a raw `ws` server broadcasting the very frames the
+ * backend sent (each with this round's marker) to as many sockets, in the
+ * same closed loop, with its longest event-loop stall.
+ */
+async function rawFloor(
+  sockets: number,
+  rounds: number,
+  frames: string[],
+): Promise<{
+  floor: Awaited<ReturnType<typeof closedLoop>>;
+  floorStall: Stall;
+}> {
+  const raw = await startChild("rawBroadcast.ts", []);
+  const rawPeers = await openMany(sockets, () => Peer.open(raw.url));
+  const rawSender = await Peer.open(raw.url);
+  await raw.request("reset");
+  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
+    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
+  );
+  const floorStall = await raw.request<Stall>("stall");
+  for (const peer of [...rawPeers, rawSender]) peer.close();
+  await raw.stop();
+  return { floor, floorStall };
+}
+
+/**
  * Closed loop: `rounds` times, start a round and wait for every peer's frame
  * with its marker. `committedAt` gives the time the round's mutation was
  * answered (its commit is durable by then), when there is one.
@@ -308,17 +334,7 @@ async function identicalCase(
   const oursStall = await backend.request<Stall>("stall");
   for (const peer of [...peers, sender]) peer.close();
 
-  const raw = await startChild("rawBroadcast.ts", []);
-  const rawPeers = await openMany(subscribers, () => Peer.open(raw.url));
-  const rawSender = await Peer.open(raw.url);
-  // The same frames as the backend sent, each with this round's marker.
-  await raw.request("reset");
-  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
-    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
-  );
-  const floorStall = await raw.request<Stall>("stall");
-  for (const peer of [...rawPeers, rawSender]) peer.close();
-  await raw.stop();
+  const { floor, floorStall } = await rawFloor(subscribers, rounds, frames);
   return {
     name: `identical subscriptions, ${subscribers} subscribers, closed loop`,
     subscribers,
@@ -405,16 +421,7 @@ async function idleCase(
   const hitCount = subscribersOf(targets[0]).length;
   for (const peer of [...peers, sender]) peer.close();
 
-  const raw = await startChild("rawBroadcast.ts", []);
-  const rawPeers = await openMany(hitCount, () => Peer.open(raw.url));
-  const rawSender = await Peer.open(raw.url);
-  await raw.request("reset");
-  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
-    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
-  );
-  const floorStall = await raw.request<Stall>("stall");
-  for (const peer of [...rawPeers, rawSender]) peer.close();
-  await raw.stop();
+  const { floor, floorStall } = await rawFloor(hitCount, rounds, frames);
   return {
     name: `${sockets * perSocket} idle subscriptions over ${channels} channels, one insert (${hitCount} subscribers of that channel)`,
     subscribers: hitCount,
@@ -536,16 +543,7 @@ async function chatCase(
   if (failures.length > 0) throw failures[0];
   for (const peer of [...peers, sender]) peer.close();
 
-  const raw = await startChild("rawBroadcast.ts", []);
-  const rawPeers = await openMany(pages, () => Peer.open(raw.url));
-  const rawSender = await Peer.open(raw.url);
-  await raw.request("reset");
-  const floor = await closedLoop(rawPeers, rounds, (round, marker) =>
-    rawSender.send({ type: "send", frame: withMarker(frames[round], marker) }),
-  );
-  const floorStall = await raw.request<Stall>("stall");
-  for (const peer of [...rawPeers, rawSender]) peer.close();
-  await raw.stop();
+  const { floor, floorStall } = await rawFloor(pages, rounds, frames);
   return {
     name:
       `chat's real functions, ${pages} open pages (distinct sessions: users.me + messages.list), closed loop; ` +

@@ -32,7 +32,7 @@ import { MESSAGE_BURST } from "../convex/limits.ts";
 import { chatApi as api } from "../e2e/helpers/chatApi.ts";
 import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawnCliBackend } from "./cliBackend.ts";
 import { fanOutBenchmarks } from "./fanout.ts";
 import { storageBenchmarks } from "./storage.ts";
 import { formatSummary, summarize } from "./stats.ts";
@@ -239,48 +239,6 @@ async function memory(
   );
 }
 
-/** The backend as users run it: its own process (`npm run backend`), on a free port. */
-async function spawnBackend(
-  data: string,
-): Promise<{ url: string; child: ChildProcess }> {
-  const root = path.resolve(import.meta.dirname, "..");
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "local-backend/src/cli.ts",
-      "--data",
-      data,
-      "--port",
-      "0",
-      "--site-port",
-      "0",
-      "--no-watch",
-    ],
-    { cwd: root, stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const url = await new Promise<string>((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(
-      () => reject(new Error(`backend did not start:\n${output}`)),
-      30_000,
-    );
-    child.stdout.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /ready at (http:\/\/\S+)/.exec(output);
-      if (match !== null) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    });
-    child.once("exit", (code) =>
-      reject(new Error(`backend exited with ${code}:\n${output}`)),
-    );
-  });
-  return { url, child };
-}
-
 async function main(): Promise<void> {
   if (ONLY === undefined || ONLY === "clients") await chatCases();
   if (ONLY === undefined || ONLY === "storage")
@@ -295,7 +253,7 @@ async function main(): Promise<void> {
 
 async function chatCases(): Promise<void> {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), "bench-"));
-  const { url, child } = await spawnBackend(data);
+  const { url, child } = await spawnCliBackend(data);
   console.log(
     `machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, Node ${process.version}`,
   );

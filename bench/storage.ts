@@ -16,6 +16,7 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { ConvexHttpClient } from "convex/browser";
 import { chatApi as api } from "../e2e/helpers/chatApi.ts";
+import { spawnCliBackend } from "./cliBackend.ts";
 import {
   Database,
   type PendingWrite,
@@ -76,33 +77,7 @@ function rssMiB(pid: number): number {
 /** Starts the CLI on `data`; resolves at its ready line. */
 async function startCli(data: string) {
   const started = performance.now();
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "local-backend/src/cli.ts",
-      "--data",
-      data,
-      "--port",
-      "0",
-      "--site-port",
-      "0",
-      "--no-watch",
-    ],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const url = await new Promise<string>((resolve, reject) => {
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /ready at (http:\/\/\S+)/.exec(output);
-      if (match !== null) resolve(match[1]);
-    });
-    child.once("exit", (code) =>
-      reject(new Error(`backend exited with ${code}:\n${output}`)),
-    );
-  });
+  const { child, url } = await spawnCliBackend(data);
   return { child, url, readyMs: performance.now() - started };
 }
 

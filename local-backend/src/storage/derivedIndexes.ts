@@ -19,6 +19,14 @@ import type BetterSqlite3 from "better-sqlite3";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { Doc } from "../values/wire.ts";
 
+/** Where an index's rows are filed: its table and name. */
+export function derivedIndexKey(definition: {
+  table: string;
+  name: string;
+}): string {
+  return `${definition.table}.${definition.name}`;
+}
+
 /** How one kind of derived index stores its definitions and entries. */
 export type DerivedIndexStore<D extends { table: string }> = {
   keyOf(definition: D): string;

@@ -37,7 +37,7 @@ import {
   termBoost,
 } from "../query/textSearch.ts";
 import type { Doc } from "../values/wire.ts";
-import { DerivedIndexes } from "./derivedIndexes.ts";
+import { DerivedIndexes, derivedIndexKey as keyOf } from "./derivedIndexes.ts";
 
 export type SearchHit = { id: string; score: number; creationTime: number };
 
@@ -82,7 +82,7 @@ export class SearchIndexes {
       ) WITHOUT ROWID;
     `);
     this.#stmt = prepare(db);
-    this.#derived = new DerivedIndexes(db, {
+    this.#derived = new DerivedIndexes<SearchIndexDefinition>(db, {
       keyOf,
       stored: () =>
         this.#stmt.listIndexes.all() as { key: string; definition: string }[],
@@ -267,10 +267,6 @@ function prepare(db: BetterSqlite3.Database) {
       "SELECT doc_id, tf, length, creation_time FROM search_postings WHERE key = ? AND term = ?",
     ),
   };
-}
-
-function keyOf(definition: SearchIndexDefinition): string {
-  return `${definition.table}.${definition.name}`;
 }
 
 export function compareHits(a: SearchHit, b: SearchHit): number {

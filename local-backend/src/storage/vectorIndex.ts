@@ -22,7 +22,7 @@ import type { Value } from "convex/values";
 import type { DocumentChange } from "../query/readSet.ts";
 import { compareKeys, indexKey } from "../query/indexRange.ts";
 import type { Doc } from "../values/wire.ts";
-import { DerivedIndexes } from "./derivedIndexes.ts";
+import { DerivedIndexes, derivedIndexKey as keyOf } from "./derivedIndexes.ts";
 
 export type VectorIndexDefinition = {
   table: string;
@@ -59,7 +59,7 @@ export class VectorIndexes {
       ) WITHOUT ROWID;
     `);
     this.#stmt = prepare(db);
-    this.#derived = new DerivedIndexes(db, {
+    this.#derived = new DerivedIndexes<VectorIndexDefinition>(db, {
       keyOf,
       stored: () =>
         this.#stmt.listIndexes.all() as { key: string; definition: string }[],
@@ -165,10 +165,6 @@ function prepare(db: BetterSqlite3.Database) {
       "SELECT doc_id, vector, filters FROM vector_entries WHERE key = ?",
     ),
   };
-}
-
-function keyOf(definition: VectorIndexDefinition): string {
-  return `${definition.table}.${definition.name}`;
 }
 
 /** Best first; equal scores by ID, so results are deterministic. */

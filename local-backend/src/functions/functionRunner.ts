@@ -1,8 +1,9 @@
 /**
  * Runs the app's queries, mutations and actions: resolves a function path,
  * enforces visibility and function type, validates arguments and return values,
- * runs the function in the isolate with its transaction, and turns the outcome
- * (value, ConvexError data, uncaught error, log lines) into protocol data.
+ * runs the function in the isolate with its transaction, and reports the
+ * outcome (value, ConvexError data, uncaught error, log lines); `sync/outcomes.ts`
+ * puts it on the wire.
  *
  * Concurrency: every query and mutation runs on one serial executor, so each
  * sees one consistent snapshot and commits are trivially serializable (as

@@ -52,7 +52,6 @@ import {
   type Credential,
   type Identity,
 } from "../functions/authentication.ts";
-import type { FunctionFailure } from "../functions/functionRunner.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
 import {
   type QueryEntry,
@@ -60,6 +59,7 @@ import {
   type Subscriber,
   type UpdateSlot,
 } from "./subscriptions.ts";
+import { actionResponse, mutationResponse } from "./outcomes.ts";
 import {
   type AddQuery,
   type ClientMessage,
@@ -392,20 +392,11 @@ export class SyncSession implements Subscriber {
       identity,
     });
     if (this.#closed) return;
+    this.#send(mutationResponse(requestId, outcome));
     if (outcome.status === "success") {
-      this.#send({
-        type: "MutationResponse",
-        requestId,
-        success: true,
-        result: outcome.value,
-        ts: encodeTs(outcome.ts!),
-        logLines: outcome.logLines,
-      });
       if (this.#owedTs === null || outcome.ts! > this.#owedTs)
         this.#owedTs = outcome.ts!;
       this.#scheduleUpdate();
-    } else {
-      this.#send({ type: "MutationResponse", requestId, ...failure(outcome) });
     }
   }
 
@@ -420,17 +411,7 @@ export class SyncSession implements Subscriber {
       identity: this.#identity,
     });
     if (this.#closed) return;
-    this.#send(
-      outcome.status === "success"
-        ? {
-            type: "ActionResponse",
-            requestId,
-            success: true,
-            result: outcome.value,
-            logLines: outcome.logLines,
-          }
-        : { type: "ActionResponse", requestId, ...failure(outcome) },
-    );
+    this.#send(actionResponse(requestId, outcome));
     // Actions may have run mutations; the real worker schedules an update after each action.
     this.#scheduleUpdate();
   }
@@ -644,16 +625,4 @@ function credentialOf(
     default:
       return message.tokenType satisfies never;
   }
-}
-
-/** The failure fields MutationResponse and ActionResponse share; `errorData` only for ConvexError. */
-function failure(outcome: FunctionFailure) {
-  return {
-    success: false as const,
-    result: outcome.errorMessage,
-    logLines: outcome.logLines,
-    ...(outcome.errorData !== undefined
-      ? { errorData: outcome.errorData }
-      : {}),
-  };
 }

@@ -590,7 +590,14 @@ export class Transaction {
       const doc = pending.has(hit.id)
         ? pending.get(hit.id)!
         : this.#db.getDocument(hit.id);
-      if (doc !== null) yield { key, doc, bytes: documentBytes(doc) };
+      if (doc === null) continue;
+      // Convex loads each result as a `db.get` would: a point read of `by_id`
+      // and a document read, counted against the read limits as it is
+      // reached (convex-backend `query/search_query.rs`
+      // `SearchResultIterator::next`, `Transaction::get_inner`).
+      this.usage.readRange(`id:${hit.id}`);
+      this.usage.readDocument(doc);
+      yield { key, doc, bytes: documentBytes(doc) };
     }
   }
 

@@ -126,6 +126,7 @@ const MAX_PAGE_ROWS = 1024;
 const SLICE_MS = 20;
 const SLICE_ROWS = 500;
 const BACKFILL_CHUNK_ROWS = 200;
+const BACKFILL_STEP_MS = 5;
 
 /** A document's new value (null: deleted); `inserted` when no committed
  *  version can exist (a fresh id from `insert`), which saves a lookup. */
@@ -544,6 +545,7 @@ export class Database {
     const label = `${table.name}.${index.name}`;
     let chunk: { key: Buffer; docId: string }[] = [];
     let last: Doc | undefined;
+    let stepStart = performance.now();
     const flush = () => {
       // Entries and the documents they were read from belong to one
       // synchronous step, so no commit slips between them; commits
@@ -562,9 +564,14 @@ export class Database {
     )) {
       chunk.push({ key: documentKey(doc, index), docId: doc._id });
       last = doc;
-      if (chunk.length >= BACKFILL_CHUNK_ROWS) {
+      // Big documents end a chunk early, so a step stays short.
+      if (
+        chunk.length >= BACKFILL_CHUNK_ROWS ||
+        performance.now() - stepStart >= BACKFILL_STEP_MS
+      ) {
         flush();
         yield;
+        stepStart = performance.now();
       }
     }
     flush();
@@ -612,19 +619,11 @@ export class Database {
       yield doc;
   }
 
-  /** Up to `limit` documents of a table after a `by_id` key, read now (derivedIndexes.ts). */
-  #documentsAfter = (tableName: string, after: Buffer, limit: number) => {
+  /** A table's documents after a `by_id` key, read as iterated (derivedIndexes.ts). */
+  #documentsAfter = (tableName: string, after: Buffer): Iterable<Doc> => {
     const table = this.#tablesByName.get(tableName);
-    const docs: Doc[] = [];
-    if (table === undefined || limit <= 0) return docs;
-    for (const doc of this.#walk(
-      table,
-      after.length === 0 ? undefined : after,
-    )) {
-      docs.push(doc);
-      if (docs.length >= limit) break;
-    }
-    return docs;
+    if (table === undefined) return [];
+    return this.#walk(table, after.length === 0 ? undefined : after);
   };
 
   // ---- reading -----------------------------------------------------------

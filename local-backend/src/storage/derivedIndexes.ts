@@ -9,7 +9,8 @@
  *   when the schema declares it and no index with that definition exists; it
  *   starts backfilling with an empty cursor;
  * - backfilling: each step reads the next BACKFILL_CHUNK_DOCS documents after
- *   the cursor (in `by_id` order) and writes their entries and the new cursor
+ *   the cursor (in `by_id` order; fewer if they take over BACKFILL_STEP_MS to
+ *   index) and writes their entries and the new cursor
  *   (the last document's `by_id` key) in one SQLite transaction, so a restart
  *   resumes where the last step stopped. Commits meanwhile update the entries
  *   of documents at or before the cursor; later ones are read by a later step.
@@ -34,9 +35,12 @@ import { indexKey } from "../query/indexRange.ts";
 import { compareKeyBytes, encodeKey } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { Doc } from "../values/wire.ts";
+import { backfillTransaction } from "./sqliteStore.ts";
 
 /** Documents per backfill step: one SQLite transaction each. */
 export const BACKFILL_CHUNK_DOCS = 200;
+/** A step ends early once it has run this long (a chunk of long documents). */
+const BACKFILL_STEP_MS = 5;
 /** How long a background backfill runs before yielding the event loop. */
 const BACKFILL_SLICE_MS = 20;
 
@@ -61,14 +65,11 @@ export type DerivedIndexStore<D extends { table: string }> = {
 };
 
 /**
- * Up to `limit` committed documents of `table` after the `by_id` key `after`
- * (from the first when it is empty), in `by_id` order.
+ * The committed documents of `table` after the `by_id` key `after` (from the
+ * first when it is empty), in `by_id` order, read as the caller iterates: a
+ * step takes what it needs within one synchronous run.
  */
-export type DocumentsAfter = (
-  table: string,
-  after: Buffer,
-  limit: number,
-) => Doc[];
+export type DocumentsAfter = (table: string, after: Buffer) => Iterable<Doc>;
 
 /** Called after each backfill step with the index and how many documents it added. */
 export type BackfillProgress = (index: string, documents: number) => void;
@@ -245,27 +246,40 @@ export class DerivedIndexes<D extends { table: string }> {
     this.#indexes.delete(key);
   }
 
-  /** One backfill step: the next chunk of documents and the new cursor, in one transaction. */
+  /**
+   * One backfill step: the next documents after the cursor and the new
+   * cursor, in one transaction. A step ends after BACKFILL_CHUNK_DOCS
+   * documents, or earlier once it has run BACKFILL_STEP_MS (long documents).
+   */
   #step(
     key: string,
     index: DerivedIndex<D>,
     docsAfter: DocumentsAfter,
     progress: BackfillProgress | undefined,
   ): void {
-    const docs = docsAfter(
-      index.definition.table,
-      index.cursor!,
-      BACKFILL_CHUNK_DOCS,
-    );
-    const done = docs.length < BACKFILL_CHUNK_DOCS;
-    const cursor = done ? null : idKey(docs[docs.length - 1]._id);
-    this.#db.transaction(() => {
-      for (const doc of docs) this.#store.insert(index.definition, doc);
-      if (cursor === null) this.#stmt.clearCursor.run(this.#kind, key);
-      else this.#stmt.setCursor.run(this.#kind, key, cursor);
-    })();
-    index.cursor = cursor;
-    progress?.(key, docs.length);
+    const started = performance.now();
+    let count = 0;
+    backfillTransaction(this.#db, () => {
+      let last: Doc | undefined;
+      let more = false;
+      for (const doc of docsAfter(index.definition.table, index.cursor!)) {
+        if (
+          count > 0 &&
+          (count >= BACKFILL_CHUNK_DOCS ||
+            performance.now() - started >= BACKFILL_STEP_MS)
+        ) {
+          more = true;
+          break;
+        }
+        this.#store.insert(index.definition, doc);
+        count++;
+        last = doc;
+      }
+      index.cursor = more ? idKey(last!._id) : null;
+      if (index.cursor === null) this.#stmt.clearCursor.run(this.#kind, key);
+      else this.#stmt.setCursor.run(this.#kind, key, index.cursor);
+    });
+    progress?.(key, count);
   }
 
   /** Backfills installed indexes for up to one slice; true when none is left unbuilt. */

@@ -205,7 +205,8 @@ describe("backfill", () => {
       }),
     ).rejects.toThrow("A newer schema replaced this one");
     open.splice(open.indexOf(first), 1);
-    expect(before).toBe(BACKFILL_CHUNK_DOCS);
+    expect(before).toBeGreaterThan(0);
+    expect(before).toBeLessThanOrEqual(BACKFILL_CHUNK_DOCS);
 
     const second = openDb(dir);
     const tx = new Transaction(second, { readOnly: false });
@@ -219,8 +220,8 @@ describe("backfill", () => {
     });
     second.setSchema(schema);
     // Only what the first run had not reached is read again.
-    expect(after).toBeGreaterThanOrEqual(1000 - BACKFILL_CHUNK_DOCS - 1);
-    expect(after).toBeLessThanOrEqual(1000 - BACKFILL_CHUNK_DOCS + 1);
+    expect(after).toBeGreaterThanOrEqual(1000 - before - 1);
+    expect(after).toBeLessThanOrEqual(1000 - before + 1);
     const hits = (text: string) =>
       second.textSearch
         .search(

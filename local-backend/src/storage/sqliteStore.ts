@@ -276,12 +276,12 @@ export class SqliteStore {
     entries: IndexEntry[],
     cursor: Buffer | undefined,
   ): void {
-    this.#db.transaction(() => {
+    backfillTransaction(this.#db, () => {
       for (const { key, docId } of entries)
         this.#insertEntry.run(indexId, key, docId);
       if (cursor !== undefined)
         this.setMeta(backfillCursorKey(indexId), cursor.toString("hex"));
-    })();
+    });
   }
 
   /** Where a backfilling index's last chunk ended, if it wrote one. */
@@ -379,6 +379,27 @@ export class SqliteStore {
       JSON.stringify(index.keyFields),
       index.state,
     );
+  }
+}
+
+/**
+ * A transaction of backfill work, committed without its own fsync: losing it
+ * to a power cut only moves the resume point back to an earlier cursor (its
+ * entries and cursor commit together), and the next commit's fsync makes it
+ * durable with everything before it, since WAL frames are written in order
+ * (SQLite `synchronous = NORMAL` in WAL mode: "consistent", only the most
+ * recent transactions may roll back, https://sqlite.org/pragma.html#pragma_synchronous).
+ * Saves one fsync per chunk, most of a backfill's cost.
+ */
+export function backfillTransaction(
+  db: Database.Database,
+  work: () => void,
+): void {
+  db.pragma("synchronous = NORMAL");
+  try {
+    db.transaction(work)();
+  } finally {
+    db.pragma("synchronous = FULL");
   }
 }
 

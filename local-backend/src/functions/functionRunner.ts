@@ -47,6 +47,7 @@ import {
   httpActionErrorBody,
   type JsError,
   jsError,
+  SystemError,
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
@@ -799,7 +800,11 @@ export class FunctionRunner {
 
   /** An exception from a function, as Convex describes it (errors.ts). */
   #failure(context: RequestContext, error: unknown): FunctionFailure {
-    if (error instanceof ExpectedError || error instanceof UserTimeoutError)
+    if (
+      error instanceof ExpectedError ||
+      error instanceof UserTimeoutError ||
+      error instanceof SystemError
+    )
       return failureOf(context, jsError(error.message));
     const e = error as {
       name?: unknown;

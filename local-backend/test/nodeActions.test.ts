@@ -193,6 +193,16 @@ describe('a "use node" action', () => {
     );
   });
 
+  test("calls a mutation through a function handle", async () => {
+    const { client } = await start();
+    expect(await client.action(api.crypto.viaHandle, { body: "handled" })).toBe(
+      true,
+    );
+    expect(await client.query(api.notes.list, {})).toEqual([
+      { body: "handled", digest: "handle" },
+    ]);
+  });
+
   test("can call node actions with a pool of one worker", async () => {
     const { client } = await start({ maxWorkers: 1 });
     const sha = (text: string) =>

@@ -2,7 +2,7 @@
 /** `"use node"` actions: Node built-ins, calls back into the isolate, errors, runaways. */
 import { createHash, randomBytes } from "node:crypto";
 import os from "node:os";
-import { makeFunctionReference } from "convex/server";
+import { createFunctionHandle, makeFunctionReference } from "convex/server";
 import { ConvexError, v } from "convex/values";
 import { action } from "./lib/functions";
 
@@ -124,5 +124,14 @@ export const schedule = action({
   handler: async (ctx, { body }) => {
     await ctx.scheduler.runAfter(0, addNote, { body, digest: "scheduled" });
     return null;
+  },
+});
+
+export const viaHandle = action({
+  args: { body: v.string() },
+  handler: async (ctx, { body }) => {
+    const handle = await createFunctionHandle(addNote);
+    await ctx.runMutation(handle, { body, digest: "handle" });
+    return handle.startsWith("function://");
   },
 });

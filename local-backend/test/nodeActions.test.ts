@@ -228,12 +228,17 @@ describe("failures", () => {
     expect(convexError.data).toEqual({ code: "NODE_REFUSED" });
   });
 
-  test("a worker that calls process.exit() fails its action; other calls carry on", async () => {
+  test("a worker that calls process.exit() or throws from a callback fails its action; other calls carry on", async () => {
     const { client } = await start();
     expect(
       (await rejection(client.action(api.crypto.exit, {}))).message,
     ).toContain(
       "The Node.js runtime running this action exited with code 3 (process.exit() or a crash) before the action finished",
+    );
+    expect(
+      (await rejection(client.action(api.crypto.throwLater, {}))).message,
+    ).toMatch(
+      /\nUncaught Error: late boom\n {4}at .*\(\.\.\/convex\/crypto\.ts:\d+:\d+\)\n$/,
     );
     expect(
       await client.action(api.crypto.env, { name: "CONVEX_CLOUD_URL" }),

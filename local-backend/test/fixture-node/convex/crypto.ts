@@ -80,6 +80,17 @@ export const exit = action({
   },
 });
 
+/** An exception nothing catches ends the worker, mid-action. */
+export const throwLater = action({
+  args: {},
+  handler: async () => {
+    setTimeout(() => {
+      throw new Error("late boom");
+    }, 0);
+    await new Promise((resolve) => setTimeout(resolve, 60_000));
+  },
+});
+
 export const spin = action({
   args: {},
   handler: () => {

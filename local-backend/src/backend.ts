@@ -241,14 +241,19 @@ export async function startBackend(
   /** Builds and evaluates the functions; no effect on what is being served. */
   const build = async (): Promise<Build> => {
     const bundle = await buildFunctions(functionsDir);
+    // An edit that leaves the Node modules alone keeps their workers.
+    const kept =
+      bundle.node !== null && current?.node?.serves(bundle.node) === true
+        ? current.node
+        : null;
     const node =
       bundle.node === null
         ? null
-        : await nodeRuntime.prepare(bundle.node, deploymentEnv());
+        : (kept ?? (await nodeRuntime.prepare(bundle.node, deploymentEnv())));
     try {
       return instantiate(bundle, node);
     } catch (error) {
-      node?.retire();
+      if (node !== kept) node?.retire();
       throw error;
     }
   };

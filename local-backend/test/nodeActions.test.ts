@@ -302,25 +302,34 @@ export const get = queryGeneric({ args: {}, handler: () => typeof hash });
     );
   });
 
-  test("an edited node module is picked up by the watcher", async () => {
+  test("an edited node module is picked up by the watcher, and so is an isolate edit beside it", async () => {
+    const plain = (
+      text: string,
+    ) => `import { queryGeneric } from "convex/server";
+export const get = queryGeneric({ args: {}, handler: () => ${JSON.stringify(text)} });
+`;
     const functions = project({
       "convex/hashing.ts": NODE_ACTION,
+      "convex/plain.ts": plain("first"),
     });
     const { client } = await start({}, functions, true);
-    const hashRef = api.hashing.hash;
-    expect(await client.action(hashRef, {})).toBe(
-      createHash("sha256").update("x").digest("hex"),
-    );
+    const sha = (text: string) =>
+      createHash("sha256").update(text).digest("hex");
+    expect(await client.action(api.hashing.hash, {})).toBe(sha("x"));
     fs.writeFileSync(
       path.join(functions, "hashing.ts"),
       NODE_ACTION.replace('update("x")', 'update("edited")'),
     );
     await waitFor(
-      async () =>
-        (await client.action(hashRef, {})) ===
-        createHash("sha256").update("edited").digest("hex"),
+      async () => (await client.action(api.hashing.hash, {})) === sha("edited"),
       "the edited action",
     );
+    fs.writeFileSync(path.join(functions, "plain.ts"), plain("second"));
+    await waitFor(
+      async () => (await client.query(api.plain.get, {})) === "second",
+      "the edited query",
+    );
+    expect(await client.action(api.hashing.hash, {})).toBe(sha("edited"));
   });
 
   test("convex.json externalPackages are imported from node_modules, not bundled", async () => {

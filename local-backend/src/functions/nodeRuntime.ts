@@ -193,6 +193,15 @@ export class NodeGeneration {
     this.#workerData = { bundleUrl: url, requireFrom: bundle.requireFrom, env };
   }
 
+  /** Whether this generation runs exactly `bundle` (a rebuild that left the Node modules alone). */
+  serves(bundle: NodeBundle): boolean {
+    return (
+      bundle.code === this.bundle.code &&
+      bundle.sourceMap === this.bundle.sourceMap &&
+      bundle.requireFrom === this.#workerData.requireFrom
+    );
+  }
+
   /** Imports the bundle in a first worker and checks what it defines. */
   async analyze(): Promise<void> {
     const worker = this.#spawn();

@@ -214,6 +214,71 @@ describe('a "use node" action', () => {
   });
 });
 
+test("a node action calls into a component by reference and by handle; a component's node action sees its own env", async () => {
+  const functions = project({
+    "convex/convex.config.ts": `import { defineApp } from "convex/server";
+import counter from "./counter/convex.config";
+const app = defineApp();
+app.use(counter, { env: { LABEL: "from the parent" } });
+export default app;
+`,
+    "convex/counter/convex.config.ts": `import { defineComponent } from "convex/server";
+export default defineComponent("counter");
+`,
+    "convex/counter/lib.ts": `import { mutationGeneric, queryGeneric } from "convex/server";
+export const increment = mutationGeneric({
+  args: {},
+  handler: async (ctx) => {
+    const row = await ctx.db.query("counts").first();
+    if (row === null) await ctx.db.insert("counts", { n: 1 });
+    else await ctx.db.patch(row._id, { n: row.n + 1 });
+  },
+});
+export const get = queryGeneric({
+  args: {},
+  handler: async (ctx) => (await ctx.db.query("counts").first())?.n ?? 0,
+});
+`,
+    "convex/counter/label.ts": `"use node";
+import { actionGeneric } from "convex/server";
+export const label = actionGeneric({
+  args: {},
+  handler: () => ({ label: process.env.LABEL ?? null, app: process.env.APP_ONLY ?? null }),
+});
+`,
+    "convex/calls.ts": `"use node";
+import { actionGeneric, componentsGeneric, createFunctionHandle } from "convex/server";
+const components = componentsGeneric();
+export const bump = actionGeneric({
+  args: {},
+  handler: async (ctx) => {
+    await ctx.runMutation(components.counter.lib.increment, {});
+    const handle = await createFunctionHandle(components.counter.lib.get);
+    return {
+      n: await ctx.runQuery(handle, {}),
+      ...(await ctx.runAction(components.counter.label.label, {})),
+    };
+  },
+});
+`,
+  });
+  const dataDir = tempDir("node-data");
+  dirs.push(dataDir);
+  runCommand(
+    ["env", "set", "APP_ONLY", "the app's"],
+    { data: dataDir },
+    { out: () => undefined, err: () => undefined },
+  );
+  const harness = await startTestBackend({ functions, dataDir });
+  harnesses.push(harness);
+  const client = harness.httpClient();
+  expect(await client.action(api.calls.bump, {})).toEqual({
+    n: 1,
+    label: "from the parent",
+    app: null,
+  });
+});
+
 describe("failures", () => {
   test("a thrown error reads as Convex prints it, with frames in the app's source", async () => {
     const { client } = await start();

@@ -322,8 +322,8 @@ describe("failures", () => {
     expect(await client.query(api.notes.list, {})).toEqual([]);
     await client.action(api.crypto.digest, { body: "while spinning" });
     expect(settled).toBe(false);
-    expect((await spinning).message).toContain(
-      `Function execution timed out (maximum duration: ${TEST_TIMEOUT_MS / 1000}s)`,
+    expect((await spinning).message).toMatch(
+      /Server Error\nFunction execution unexpectedly timed out\. Check your function for infinite loops or other long-running operations\.\n$/,
     );
     await client.action(api.crypto.digest, { body: "after" });
     expect(
@@ -331,6 +331,36 @@ describe("failures", () => {
         (n) => n.body,
       ),
     ).toEqual(["while spinning", "after"]);
+  });
+
+  test("an action that waits past its limit fails with the Node runtime's text", async () => {
+    const { client } = await start();
+    expect(
+      (
+        await rejection(
+          client.action(api.crypto.sleep, {}),
+          TEST_TIMEOUT_MS * 3,
+        )
+      ).message,
+    ).toMatch(
+      new RegExp(
+        `Server Error\\nAction \`sleep\` execution timed out \\(maximum duration ${TEST_TIMEOUT_MS / 1000}s\\)\\n$`,
+      ),
+    );
+    await client.action(api.crypto.digest, { body: "after" });
+  });
+
+  test("arguments over 5 MiB are refused, as Convex refuses them for Node actions", async () => {
+    const { client } = await start();
+    expect(
+      (
+        await rejection(
+          client.action(api.crypto.env, { name: "x".repeat(6 * 1024 * 1024) }),
+        )
+      ).message,
+    ).toContain(
+      "Node actions arguments size is too large. The maximum size is 5 MiB.",
+    );
   });
 });
 

@@ -288,10 +288,12 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
+      const invoke = () =>
+        fn.invokeAction!(context.requestId, JSON.stringify([args]));
       const result = await requestStorage.run(context, () =>
-        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
-          fn.invokeAction!(context.requestId, JSON.stringify([args])),
-        ),
+        fn.runsOwnTimeout === true
+          ? invoke()
+          : withWallClockLimit(ACTION_TIMEOUT_MS, invoke),
       );
       return this.#report(context, this.#finish(context, fn, result));
     } catch (error) {

@@ -75,6 +75,8 @@ export type RegisteredFunction = {
   invokeQuery?(argsJson: string): Promise<string>;
   invokeMutation?(argsJson: string): Promise<string>;
   invokeAction?(requestId: string, argsJson: string): Promise<string>;
+  /** A `"use node"` action: its worker enforces the action timeout, with the Node runtime's text. */
+  runsOwnTimeout?: boolean;
   exportArgs?(): string;
   exportReturns?(): string;
 };

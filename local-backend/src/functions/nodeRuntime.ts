@@ -35,7 +35,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { appendLogLine, type LogLevel } from "./consoleFormat.ts";
-import { ACTION_TIMEOUT_MS, UserTimeoutError } from "./deadline.ts";
+import { ACTION_TIMEOUT_MS } from "./deadline.ts";
 import { jsError, SystemError, uncaught } from "./errors.ts";
 import {
   type Bundle,
@@ -75,6 +75,18 @@ const IDLE_WORKER_MS = 60_000;
 /** Convex's Node actions get 512 MiB (docs.convex.dev/functions/runtimes). */
 const WORKER_MEMORY_MB = 512;
 const BOOT_URL = new URL("./nodeWorkerBoot.mjs", import.meta.url);
+/**
+ * How long past its limit a worker may stay unresponsive (a synchronous
+ * loop, which its own timer cannot interrupt) before it is terminated.
+ */
+const HANG_GRACE_MS = 1_000;
+/** convex-backend `node_executor` `EXECUTE_TIMEOUT_RESPONSE_JSON`: a worker that had to be killed. */
+const HUNG_MESSAGE =
+  "Function execution unexpectedly timed out. Check your function for infinite loops or other long-running operations.";
+/** `ARGS_TOO_LARGE_RESPONSE_MESSAGE`: Node actions take 5 MiB of arguments. */
+const NODE_MAX_ARGS_BYTES = 5 * 1024 * 1024;
+const ARGS_TOO_LARGE =
+  "Node actions arguments size is too large. The maximum size is 5 MiB. Reduce the size of the arguments or consider using Convex runtime actions instead, which have a 16 MiB limit. See https://docs.convex.dev/functions/runtimes";
 /** Host variables an action may see (`setEnvironmentVariables` in Convex's executor). */
 const ALLOWED_HOST_ENV = ["PATH", "PWD", "LANG", "NODE_PATH", "TZ"];
 /** The op whose caller waits on another action: its worker is lent out meanwhile. */
@@ -190,7 +202,12 @@ export class NodeGeneration {
       sourceRoot: bundle.sourceRoot,
     };
     this.#frames = frameMapper([this.bundle]);
-    this.#workerData = { bundleUrl: url, requireFrom: bundle.requireFrom, env };
+    this.#workerData = {
+      bundleUrl: url,
+      requireFrom: bundle.requireFrom,
+      env,
+      timeoutMs: this.#timeoutMs,
+    };
   }
 
   /** Whether this generation runs exactly `bundle` (a rebuild that left the Node modules alone). */
@@ -257,10 +274,13 @@ export class NodeGeneration {
             ...(fn.visibility === "internal" ? { isInternal: true } : {}),
             exportArgs: () => fn.args ?? '{"type":"any"}',
             exportReturns: () => fn.returns ?? "null",
+            runsOwnTimeout: true,
             invokeAction: (requestId: string, argsJson: string) => {
               const context = currentRequest();
               if (context === undefined)
                 throw new Error("A Node action was called outside a request");
+              if (Buffer.byteLength(argsJson) > NODE_MAX_ARGS_BYTES)
+                return Promise.reject(new SystemError(ARGS_TOO_LARGE));
               return this.#invoke(context, {
                 definition,
                 module,
@@ -313,10 +333,8 @@ export class NodeGeneration {
       const timer = setTimeout(() => {
         // Terminating stops even a synchronous loop (V8 interrupts it).
         this.#kill(worker);
-        this.#finish(worker, () =>
-          reject(new UserTimeoutError(this.#timeoutMs)),
-        );
-      }, this.#timeoutMs);
+        this.#finish(worker, () => reject(new SystemError(HUNG_MESSAGE)));
+      }, this.#timeoutMs + HANG_GRACE_MS);
       worker.call = { id, context, resolve, reject, timer };
       this.#post(worker, { type: "invoke", callId: id, ...message });
     });
@@ -492,6 +510,8 @@ export class NodeGeneration {
         return;
       case "done":
         if (worker.call?.id !== message.callId) return;
+        // A timed-out action may still have work in flight: never reuse its worker.
+        if (message.error?.system === true) this.#kill(worker);
         this.#finish(worker, (call) => {
           if (message.ok) call.resolve(message.value ?? "null");
           else call.reject(this.#thrown(message.error));
@@ -560,6 +580,7 @@ export class NodeGeneration {
 
   /** A thrown value from the worker, shaped so the runner reports it as Convex does. */
   #thrown(error: WireError | undefined): Error {
+    if (error?.system === true) return new SystemError(error.message);
     const thrown = Object.assign(new Error(error?.message ?? ""), {
       name: error?.name ?? "",
     });

@@ -34,6 +34,8 @@ export type NodeWorkerData = {
   requireFrom: string;
   /** The deployment's variables at start, for the first import. */
   env: Record<string, string>;
+  /** An action's limit, after which its call fails (the main thread kills a worker that hangs longer). */
+  timeoutMs: number;
 };
 
 /** A function as Convex's Node analysis reports it (`analyzeModule`). */
@@ -58,6 +60,8 @@ export type WireError = {
   stack?: string;
   /** A ConvexError's serialized data (a JSON string). */
   convexErrorData?: string;
+  /** Not thrown by the action's code: shown as the message alone (no "Uncaught", no frames). */
+  system?: boolean;
 };
 
 /** A Blob inside syscall arguments or results (Blobs are not cloned as such). */
@@ -305,8 +309,31 @@ async function invoke(
       `\`${message.name}\` wasn't registered as a Convex action in \`${message.module}.js\``,
     );
   }
-  return await fn.invokeAction(message.requestId, message.argsJson);
+  // Convex's Node executor races the action with its timer (`executeInner`);
+  // a synchronous loop never lets it fire, and the main thread ends those.
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new ActionTimeout(
+            `Action \`${message.name}\` execution timed out (maximum duration ${data.timeoutMs / 1000}s)`,
+          ),
+        ),
+      data.timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([
+      fn.invokeAction(message.requestId, message.argsJson),
+      timeout,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
+
+class ActionTimeout extends Error {}
 
 function wireError(error: unknown): WireError {
   const e = error as {
@@ -317,6 +344,8 @@ function wireError(error: unknown): WireError {
   } | null;
   if (e === null || typeof e !== "object")
     return { name: "", message: String(error) };
+  if (error instanceof ActionTimeout)
+    return { name: "Error", message: error.message, system: true };
   return {
     name: typeof e.name === "string" ? e.name : "",
     message: typeof e.message === "string" ? e.message : "",

@@ -91,6 +91,14 @@ export const throwLater = action({
   },
 });
 
+/** Waits past any limit without blocking: its own timer ends it, as in Convex's Node executor. */
+export const sleep = action({
+  args: {},
+  handler: async () => {
+    await new Promise((resolve) => setTimeout(resolve, 600_000));
+  },
+});
+
 export const spin = action({
   args: {},
   handler: () => {

@@ -48,6 +48,7 @@ import {
   httpActionErrorBody,
   type JsError,
   jsError,
+  SystemError,
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
@@ -288,10 +289,12 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
+      const invoke = () =>
+        fn.invokeAction!(context.requestId, JSON.stringify([args]));
       const result = await requestStorage.run(context, () =>
-        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
-          fn.invokeAction!(context.requestId, JSON.stringify([args])),
-        ),
+        fn.runsOwnTimeout === true
+          ? invoke()
+          : withWallClockLimit(ACTION_TIMEOUT_MS, invoke),
       );
       return this.#report(context, this.#finish(context, fn, result));
     } catch (error) {
@@ -800,7 +803,11 @@ export class FunctionRunner {
 
   /** An exception from a function, as Convex describes it (errors.ts). */
   #failure(context: RequestContext, error: unknown): FunctionFailure {
-    if (error instanceof ExpectedError || error instanceof UserTimeoutError)
+    if (
+      error instanceof ExpectedError ||
+      error instanceof UserTimeoutError ||
+      error instanceof SystemError
+    )
       return failureOf(context, jsError(error.message));
     const e = error as {
       name?: unknown;

@@ -109,6 +109,13 @@ export class SyncSession implements Subscriber {
   readonly #transport: SessionTransport;
   readonly #unsubscribe: () => void;
   #clientSessionId: string | null = null;
+  /**
+   * The client's clock minus ours at Connect, in ms (latency included), sent
+   * on every Transition: the client uses it to schedule refreshing a cached
+   * auth token by the server's clock (convex-backend `sync/src/worker.rs`
+   * `client_clock_skew`; convex 1.48 `authentication_manager.ts`).
+   */
+  #clientClockSkew: number | null = null;
   #sent = { querySet: 0, identity: 0, ts: 0n };
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
@@ -210,6 +217,8 @@ export class SyncSession implements Subscriber {
     switch (message.type) {
       case "Connect":
         this.#clientSessionId = message.sessionId;
+        if (message.clientTs !== undefined)
+          this.#clientClockSkew = Math.round(message.clientTs - Date.now());
         // A client that saw a later timestamp (data reset, clock change) must
         // not see time go backwards; move our clock instead of failing.
         if (message.maxObservedTimestamp !== undefined) {
@@ -496,7 +505,7 @@ export class SyncSession implements Subscriber {
     if (this.#owedTs !== null && this.#owedTs <= endTs) this.#owedTs = null;
     this.#unwritten++;
     this.#sendFrame(
-      `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]}`,
+      `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]${this.#clientClockSkew === null ? "" : `,"clientClockSkew":${this.#clientClockSkew}`}}`,
       () => {
         this.#unwritten--;
         if (this.#heldBack && this.#unwritten < MAX_SEND_TRANSITIONS) {

@@ -15,11 +15,12 @@
  * Updates. Incoming query-set changes, auth changes and mutation completions
  * queue this session's update at the front of the hub's fan-out queue; commits
  * that invalidate one of its queries queue it at the back
- * (`subscriptions.ts`). An update runs inside one of the hub's slices (one
- * executor slot, so one snapshot) and sends one Transition; one that reaches
- * the slice's deadline with queries left to run keeps its state and finishes
- * in a later slice, re-running whatever a commit invalidated meanwhile, so
- * each Transition is still one consistent snapshot.
+ * (`subscriptions.ts`). An update runs inside one of the hub's slices and
+ * sends one Transition once every query it sends holds a result valid at the
+ * latest commit (commits land while queries run; each clears what it
+ * invalidates); one that reaches the slice's deadline with queries left to
+ * run keeps its state and finishes in a later slice, re-running whatever a
+ * commit invalidated meanwhile, so each Transition is one consistent snapshot.
  *
  * Single flight. While MAX_SEND_TRANSITIONS Transitions wait unwritten in the
  * socket's buffer (a client that reads slowly), no new one is computed; what
@@ -467,15 +468,22 @@ export class SyncSession implements Subscriber {
     }
     // Run what has no valid result yet; past the deadline (after at least one
     // run, so every slice makes progress) stop and finish in a later slice.
+    // A commit during a run may clear results already held, so passes repeat
+    // until one finds every result held: that pass runs nothing, so the
+    // results are all valid at one moment, the Transition's ts below.
     let ran = false;
-    for (const queryId of this.#dirty) {
-      const query = this.#queries.get(queryId)!;
-      this.#follow(query);
-      if (query.entry.result !== null) continue;
-      if (ran && performance.now() >= slot.deadline) return false;
-      await this.#hub.resultOf(query.entry, slot.runQuery);
-      ran = true;
-      if (this.#closed) return true;
+    for (let complete = false; !complete;) {
+      complete = true;
+      for (const queryId of this.#dirty) {
+        const query = this.#queries.get(queryId)!;
+        this.#follow(query);
+        if (query.entry.result !== null) continue;
+        complete = false;
+        if (ran && performance.now() >= slot.deadline) return false;
+        await this.#hub.resultOf(query.entry, slot.runQuery);
+        ran = true;
+        if (this.#closed) return true;
+      }
     }
     const modifications = this.#removed.map(
       (queryId) => `{"type":"QueryRemoved","queryId":${queryId}}`,
@@ -483,7 +491,7 @@ export class SyncSession implements Subscriber {
     this.#removed = [];
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
-      // Set by the loop above, and no commit can land inside the slot.
+      // Held: the last pass above found it so, and nothing ran since.
       const result = query.entry.result!;
       // Saved even when the result is unchanged, so the next run continues
       // from it (convex-backend `SyncState::complete_fetch`).

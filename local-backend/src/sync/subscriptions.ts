@@ -113,6 +113,8 @@ export type UpdateSlot = {
     request: QueryRequest,
     onValid: (outcome: QueryOutcome) => void,
   ) => Promise<QueryOutcome>;
+  /** `FunctionRunner.exclusive`: runs a task with commits held off. */
+  exclusive: <T>(task: () => Promise<T>) => Promise<T>;
   /** `performance.now()` past which an update should stop running queries. */
   deadline: number;
 };
@@ -318,6 +320,7 @@ export class SubscriptionHub {
       for (;;) {
         const slot: UpdateSlot = {
           runQuery,
+          exclusive: (task) => this.runner.exclusive(task),
           deadline: performance.now() + SLICE_MS,
         };
         for (;;) {

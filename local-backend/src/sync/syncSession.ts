@@ -76,6 +76,12 @@ export const PING_INTERVAL_MS = 15_000;
 
 /** convex-backend `SYNC_MAX_SEND_TRANSITION_COUNT` (`crates/common/src/knobs.rs`). */
 export const MAX_SEND_TRANSITIONS = 2;
+/**
+ * Full passes over a socket's queries whose results commits cleared again
+ * before a Transition could go out; after that many the update runs with
+ * commits held off, so a busy table cannot starve a subscriber.
+ */
+const STARVED_PASSES = 3;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
 
@@ -111,6 +117,8 @@ export class SyncSession implements Subscriber {
   readonly #unsubscribe: () => void;
   #clientSessionId: string | null = null;
   #sent = { querySet: 0, identity: 0, ts: 0n };
+  /** Full passes that ran queries since the last Transition (STARVED_PASSES). */
+  #passes = 0;
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
   #knownQueryIds = new Set<QueryId>();
@@ -466,25 +474,56 @@ export class SyncSession implements Subscriber {
       for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
       this.#rerunAll = false;
     }
-    // Run what has no valid result yet; past the deadline (after at least one
-    // run, so every slice makes progress) stop and finish in a later slice.
     // A commit during a run may clear results already held, so passes repeat
     // until one finds every result held: that pass runs nothing, so the
-    // results are all valid at one moment, the Transition's ts below.
+    // results are all valid at one moment, the Transition's ts. Commits that
+    // keep clearing them faster than they run would starve the socket, so
+    // after STARVED_PASSES the update finishes with commits held off.
     let ran = false;
-    for (let complete = false; !complete;) {
-      complete = true;
-      for (const queryId of this.#dirty) {
-        const query = this.#queries.get(queryId)!;
-        this.#follow(query);
-        if (query.entry.result !== null) continue;
-        complete = false;
-        if (ran && performance.now() >= slot.deadline) return false;
-        await this.#hub.resultOf(query.entry, slot.runQuery);
-        ran = true;
-        if (this.#closed) return true;
+    for (;;) {
+      if (this.#passes >= STARVED_PASSES) {
+        return slot.exclusive(async () => {
+          while ((await this.#runPass(slot, true, Infinity)) === "ran");
+          return this.#closed || this.#sendTransition();
+        });
       }
+      const pass = await this.#runPass(slot, ran, slot.deadline);
+      if (pass === "closed") return true;
+      if (pass === "deadline") return false;
+      if (pass === "complete") return this.#sendTransition();
+      ran = true;
+      this.#passes++;
     }
+  }
+
+  /**
+   * One pass over the dirty queries, running those without a valid result.
+   * Past `deadline` (after at least one run in this update, `ranBefore` or
+   * in this pass, so every slice makes progress) it stops, to finish in a
+   * later slice. "complete": every result was held and nothing ran.
+   */
+  async #runPass(
+    slot: UpdateSlot,
+    ranBefore: boolean,
+    deadline: number,
+  ): Promise<"complete" | "ran" | "deadline" | "closed"> {
+    let ran = false;
+    for (const queryId of this.#dirty) {
+      const query = this.#queries.get(queryId)!;
+      this.#follow(query);
+      if (query.entry.result !== null) continue;
+      if ((ran || ranBefore) && performance.now() >= deadline)
+        return "deadline";
+      await this.#hub.resultOf(query.entry, slot.runQuery);
+      ran = true;
+      if (this.#closed) return "closed";
+    }
+    return ran ? "ran" : "complete";
+  }
+
+  /** Sends what the update computed; every dirty query holds a result now. */
+  #sendTransition(): boolean {
+    this.#passes = 0;
     const modifications = this.#removed.map(
       (queryId) => `{"type":"QueryRemoved","queryId":${queryId}}`,
     );

@@ -22,7 +22,7 @@
  *   Convex). CPU rather than wall time, so other processes on a busy machine
  *   do not time a function out. The watchdog is set from the remaining user
  *   time; since database time inside a window would count against it, a
- *   window that has run 50 ms ends at its next async syscall and the result
+ *   window that has run 5 ms ends at its next async syscall and the result
  *   is delivered in a fresh window (which also lets the event loop turn).
  * - A loop that mostly awaits the database therefore runs for several seconds
  *   of wall time before its second of user time is spent; between its windows
@@ -68,9 +68,12 @@ export const ACTION_TIMEOUT_MS = 600_000;
 /**
  * A window that has run this long ends at its next async syscall, so that time
  * spent in the database (which Convex does not count) cannot make the watchdog,
- * set from user time, fire early; it also lets the event loop turn.
+ * set from user time, fire early; it also lets the event loop turn, which
+ * bounds what a long query adds to other clients' latency: a request needs a
+ * few turns (read, run, write), each behind at most one such window. Short,
+ * as each window costs a watchdog (~0.1 ms).
  */
-const WINDOW_SLICE_MS = 50;
+const WINDOW_SLICE_MS = 5;
 
 /**
  * Contexts evaluated at most: how many queries and mutations can be running

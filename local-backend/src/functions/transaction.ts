@@ -47,7 +47,7 @@ import {
   type PendingWrite,
 } from "../storage/database.ts";
 import { decodeId, encodeId, newInternalId } from "../values/ids.ts";
-import { ReadSet } from "../query/readSet.ts";
+import { advance, ReadSet } from "../query/readSet.ts";
 import { checkDocument, UsageMeter } from "./limits.ts";
 import {
   compileSearch,
@@ -530,7 +530,7 @@ export class Transaction {
     let next = 0;
     const emit = (row: { key: Buffer; doc: Doc; bytes: number }) => {
       this.usage.readDocument(row.doc);
-      read.lastKey = row.key;
+      advance(read, row.key);
       return row;
     };
     const index = this.#db.table(tableName)?.queryable(indexName);

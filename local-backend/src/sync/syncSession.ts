@@ -484,13 +484,12 @@ export class SyncSession implements Subscriber {
       if (this.#passes >= STARVED_PASSES) {
         return slot.exclusive(async () => {
           while ((await this.#runPass(slot, true, Infinity)) === "ran");
-          return this.#closed || this.#sendTransition();
+          return true;
         });
       }
       const pass = await this.#runPass(slot, ran, slot.deadline);
-      if (pass === "closed") return true;
       if (pass === "deadline") return false;
-      if (pass === "complete") return this.#sendTransition();
+      if (pass !== "ran") return true;
       ran = true;
       this.#passes++;
     }
@@ -500,13 +499,14 @@ export class SyncSession implements Subscriber {
    * One pass over the dirty queries, running those without a valid result.
    * Past `deadline` (after at least one run in this update, `ranBefore` or
    * in this pass, so every slice makes progress) it stops, to finish in a
-   * later slice. "complete": every result was held and nothing ran.
+   * later slice. A pass that finds every result held sends the Transition
+   * there and then ("sent"): after an `await`, a commit could clear one.
    */
   async #runPass(
     slot: UpdateSlot,
     ranBefore: boolean,
     deadline: number,
-  ): Promise<"complete" | "ran" | "deadline" | "closed"> {
+  ): Promise<"sent" | "ran" | "deadline" | "closed"> {
     let ran = false;
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
@@ -518,11 +518,13 @@ export class SyncSession implements Subscriber {
       ran = true;
       if (this.#closed) return "closed";
     }
-    return ran ? "ran" : "complete";
+    if (ran) return "ran";
+    this.#sendTransition();
+    return "sent";
   }
 
   /** Sends what the update computed; every dirty query holds a result now. */
-  #sendTransition(): boolean {
+  #sendTransition(): void {
     this.#passes = 0;
     const modifications = this.#removed.map(
       (queryId) => `{"type":"QueryRemoved","queryId":${queryId}}`,
@@ -546,7 +548,7 @@ export class SyncSession implements Subscriber {
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
     if (modifications.length === 0 && !advancesVersion && this.#owedTs === null)
-      return true;
+      return;
     const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
     const startVersion = JSON.stringify({
       querySet: this.#sent.querySet,
@@ -571,7 +573,6 @@ export class SyncSession implements Subscriber {
         }
       },
     );
-    return true;
   }
 
   /** The query-set changes received since the last update, applied in order. */

@@ -37,7 +37,7 @@
  * Usage (sync sessions):
  *   const entry = hub.subscribe(session, queryId, { path, args, journal, identity });
  *   hub.schedule(session, true);             // later: session.update(slot) runs
- *   const result = await hub.resultOf(entry, slot.runQuery);
+ *   await hub.resultOf(entry, slot.runQuery);  // then read entry.result, synchronously
  *   hub.unsubscribe(session, queryId, entry);
  */
 import { createHash } from "node:crypto";

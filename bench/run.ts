@@ -16,7 +16,10 @@
  * - storage (bench/storage.ts): cold start, RSS, reload and insert cost on a
  *   generated chat folder of 100k and 1M messages, beside bare better-sqlite3.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage] [-- --json=path]
+ * - runaway (bench/runaway.ts): other clients' latency while a runaway query
+ *   runs, and the chat's validation of huge inputs.
+ *
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|runaway] [-- --json=path]
  * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out).
  */
 import fs from "node:fs";
@@ -34,6 +37,7 @@ import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawnCliBackend } from "./cliBackend.ts";
 import { fanOutBenchmarks } from "./fanout.ts";
+import { runawayBench } from "./runaway.ts";
 import { storageBenchmarks } from "./storage.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
@@ -249,6 +253,7 @@ async function main(): Promise<void> {
       only: ONLY === "chat" ? "chat" : undefined,
       json: JSON_PATH,
     });
+  if (ONLY === undefined || ONLY === "runaway") await runawayBench();
 }
 
 async function chatCases(): Promise<void> {

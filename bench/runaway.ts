@@ -3,8 +3,8 @@
  * clients, and what the chat's own validation costs for huge inputs.
  *
  * Cases (each beside a baseline measured in the same run):
- * - another client's one-shot query latency while a query spins in a
- *   synchronous loop, awaits syscalls in a loop, or scans past 32,000
+ * - another client's one-shot query and mutation latency while a query spins
+ *   in a synchronous loop, awaits syscalls in a loop, or scans past 32,000
  *   documents (each stopped by the backend with Convex's error);
  * - `messages.send` of the chat with a 100-, 40,000- and 1,000,000-character
  *   body (the last two are refused), and `users.setName` with 40 and 100,000.
@@ -51,11 +51,16 @@ async function stop(backend: { child: ChildProcess; data: string }) {
   fs.rmSync(backend.data, { recursive: true, force: true });
 }
 
-/** Another client's query latencies, sampled until `until` settles (at least `min` samples). */
+/**
+ * Another client's latencies, sampled until `until` settles (at least `min`
+ * samples): `call` is its query or its mutation.
+ */
 async function sampleOther(
   url: string,
   until: Promise<unknown> | null,
   min: number,
+  call: (client: ConvexHttpClient) => Promise<unknown> = (client) =>
+    client.query(anyApi.greeting.default, {}),
 ): Promise<number[]> {
   const other = new ConvexHttpClient(url, { logger: false });
   const times: number[] = [];
@@ -63,12 +68,15 @@ async function sampleOther(
   void until?.finally(() => (done = true));
   while (!done || times.length < min) {
     const start = performance.now();
-    await other.query(anyApi.greeting.default, {});
+    await call(other);
     times.push(performance.now() - start);
     if (until === null && times.length >= min) break;
   }
   return times;
 }
+
+const otherMutation = (client: ConvexHttpClient) =>
+  client.mutation(anyApi.counters.increment, { name: "other client" });
 
 async function runaways(): Promise<void> {
   const backend = await spawnBackend(FIXTURE);
@@ -86,6 +94,18 @@ async function runaways(): Promise<void> {
       formatSummary(
         "other client's query, no runaway (baseline)",
         summarize(baseline),
+      ),
+    );
+    const mutationBaseline = await sampleOther(
+      backend.url,
+      null,
+      SAMPLES,
+      otherMutation,
+    );
+    console.log(
+      formatSummary(
+        "other client's mutation, no runaway (baseline)",
+        summarize(mutationBaseline),
       ),
     );
     const cases: [string, () => Promise<unknown>][] = [
@@ -111,11 +131,20 @@ async function runaways(): Promise<void> {
           durations.push(performance.now() - start);
         }
       })();
-      const times = await sampleOther(backend.url, all, 1);
+      const [times, mutationTimes] = await Promise.all([
+        sampleOther(backend.url, all, 1),
+        sampleOther(backend.url, all, 1, otherMutation),
+      ]);
       console.log(
         formatSummary(
           `other client's query, during ${label}`,
           summarize(times),
+        ),
+      );
+      console.log(
+        formatSummary(
+          `other client's mutation, during ${label}`,
+          summarize(mutationTimes),
         ),
       );
       console.log(

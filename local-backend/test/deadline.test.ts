@@ -2,7 +2,8 @@
  * Execution time limits: a query or mutation that runs past Convex's 1 s, in a
  * synchronous loop, an endless chain of syscalls or a nested call, is stopped
  * with Convex's error; its writes are dropped; the process carries on, and a
- * client waiting behind it is served.
+ * client waiting behind it is served. While an async loop or a long scan runs,
+ * other clients' queries and mutations are answered before it stops.
  */
 import { anyApi } from "convex/server";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -84,6 +85,48 @@ describe("runaway functions", () => {
       await http.query(api.counters.get, { name: "nested-spin" }),
     ).toBeNull();
   });
+
+  test.each([
+    ["an async loop over syscalls", () => runaway.asyncLoop, {}],
+    [
+      "a scan past the documents-read limit",
+      () => anyApi.limits.read,
+      { author: "scanned", n: 40_000 },
+    ],
+  ] as const)(
+    "while %s runs, another client's query and mutation are served",
+    { timeout: 120_000 },
+    async (_what, fn, args) => {
+      const http = h.httpClient();
+      if ("author" in args) {
+        for (let i = 0; i < 4; i++) {
+          await http.mutation(anyApi.limits.fill, {
+            author: args.author,
+            count: 8_001,
+            size: 1,
+          });
+        }
+      }
+      let stopped = false;
+      const stuck = rejection(h.httpClient().query(fn(), args), 120_000).then(
+        (error) => {
+          stopped = true;
+          return error;
+        },
+      );
+      // Lets the runaway's request reach the backend before the other
+      // client's (sent later, they could only make the test pass vacuously).
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const other = h.httpClient();
+      const name = `served-${crypto.randomUUID()}`;
+      expect(await other.mutation(api.counters.increment, { name })).toBe(1);
+      expect(await other.query(api.counters.get, { name })).toBe(1);
+      expect(stopped).toBe(false);
+      expect((await stuck).message).toMatch(
+        /Function execution timed out|Too many documents read/,
+      );
+    },
+  );
 
   test("a query that computes for well under its second succeeds", async () => {
     expect(

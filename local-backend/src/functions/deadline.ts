@@ -22,11 +22,15 @@
  *   Convex). CPU rather than wall time, so other processes on a busy machine
  *   do not time a function out. The watchdog is set from the remaining user
  *   time; since database time inside a window would count against it, a
- *   window that has run 50 ms ends at its next async syscall and the result
+ *   window that has run 5 ms ends at its next async syscall and the result
  *   is delivered in a fresh window (which also lets the event loop turn).
  * - A loop that mostly awaits the database therefore runs for several seconds
- *   of wall time before its second of user time is spent; other clients wait
- *   behind it on the serial executor meanwhile.
+ *   of wall time before its second of user time is spent; between its windows
+ *   the event loop turns and other functions run in contexts of their own.
+ * - Functions running at the same time each lease a context (a pool, as
+ *   Convex runs each function in an isolate of its own): windows of two
+ *   functions interleave on the one thread but never share a microtask queue,
+ *   and each budget counts only its own windows.
  * - A terminated context may still hold the runaway's queued continuations, so
  *   it is thrown away and the bundle is evaluated again into a fresh one, as
  *   Convex drops an isolate after a termination ("If the isolate is terminated,
@@ -39,18 +43,19 @@
  * - One watchdog costs ~0.1 ms (Node starts a thread per timed call), which is
  *   why syscalls resolve in the same window rather than each opening one.
  *
- * Why not worker threads that can be terminated: every syscall, including the
- * synchronous ones (`queryStream`, `normalizeId`), would have to cross threads,
- * blocking on `Atomics.wait`, and the database would live on the main thread
- * anyway; the serial executor already makes other clients wait for a running
- * query, so a second thread would not let them in any sooner.
+ * What this does not stop: a synchronous loop holds the one JS thread until
+ * its watchdog fires (1 s), and every other client waits that long. Only user
+ * code on another thread (a worker running the context, its syscalls answered
+ * by this thread) would let them in sooner.
  *
  * Actions run in a normal context (timers, fetch) with a wall-clock limit: an
  * action's synchronous loop is not stopped before it yields.
  *
  * Usage:
  *   const realm = new TimedRealm((wrap) => evaluate(bundle, wrap));
- *   const json = await realm.invoke(USER_TIMEOUT_MS, () => fn.invokeQuery(args));
+ *   const json = await realm.invoke(USER_TIMEOUT_MS, (modules) =>
+ *     lookup(modules).invokeQuery(args),
+ *   );
  */
 import vm from "node:vm";
 import type { ConvexGlobal } from "./syscalls.ts";
@@ -63,9 +68,18 @@ export const ACTION_TIMEOUT_MS = 600_000;
 /**
  * A window that has run this long ends at its next async syscall, so that time
  * spent in the database (which Convex does not count) cannot make the watchdog,
- * set from user time, fire early; it also lets the event loop turn.
+ * set from user time, fire early; it also lets the event loop turn, which
+ * bounds what a long query adds to other clients' latency: a request needs a
+ * few turns (read, run, write), each behind at most one such window. Short,
+ * as each window costs a watchdog (~0.1 ms).
  */
-const WINDOW_SLICE_MS = 50;
+const WINDOW_SLICE_MS = 5;
+
+/**
+ * Contexts evaluated at most: how many queries and mutations can be running
+ * at once. A run that finds every context leased waits for one.
+ */
+const MAX_CONTEXTS = 8;
 
 /** The name under which a timed context finds the host's entry hook. */
 const ENTER_HOOK = "__localBackendEnter";
@@ -162,12 +176,13 @@ export async function withWallClockLimit<T>(
 
 /**
  * One top-level function run and everything it calls in the same transaction
- * (nested `ctx.runQuery` / `ctx.runMutation` share the budget, as in Convex).
- * - `usedMs`: wall time spent in windows so far
+ * (nested `ctx.runQuery` / `ctx.runMutation` share the budget, as in Convex),
+ * in the context it leased for the run.
+ * - `usedMs`: user time spent in windows so far
  * - `settled`: the result was delivered or the budget ran out; later host
  *   events for it are ignored
  */
-class Budget {
+class Budget<M> {
   /** User time so far: windows' CPU time minus the syscalls inside them. */
   usedMs = 0;
   /** Time in syscalls during the current window. */
@@ -175,12 +190,15 @@ class Budget {
   /** When the current window opened. */
   windowStart = 0;
   settled = false;
+  /** The watchdog fired in this run's context, which is then never entered again. */
+  terminated = false;
   /** Async syscalls issued and not yet settled on the host side. */
   outstanding = 0;
   polling = false;
 
   constructor(
     readonly limitMs: number,
+    readonly context: TimedContext<M>,
     readonly fail: (error: Error) => void,
   ) {}
 }
@@ -197,54 +215,126 @@ export type TimedHooks = {
 
 export type TimedContext<M> = { context: vm.Context; modules: M };
 
-/** A vm context for queries and mutations whose every entry runs under a deadline. */
+/**
+ * The vm contexts for queries and mutations, whose every entry runs under a
+ * deadline. Each top-level run leases a context of its own for its whole
+ * duration (nested calls join their caller's), so functions that run at the
+ * same time never share a microtask queue, a window or a termination: a
+ * runaway terminated in its context takes no other function with it. Contexts
+ * are evaluated on demand, at most MAX_CONTEXTS; a run that finds them all
+ * leased waits for one.
+ */
 export class TimedRealm<M> {
   readonly #create: (hooks: TimedHooks) => TimedContext<M>;
-  #current: TimedContext<M> | null = null;
+  /** Contexts evaluated and not leased, most recently returned last. */
+  readonly #idle: TimedContext<M>[] = [];
+  /** Contexts alive: idle or leased. */
+  #live = 0;
+  /** Runs waiting for a context, first come first served. */
+  readonly #waiting: ((context: TimedContext<M>) => void)[] = [];
   /** The budget whose window is running now (windows never nest). */
-  #active: Budget | null = null;
+  #active: Budget<M> | null = null;
   #job: (() => void) | null = null;
 
   constructor(create: (hooks: TimedHooks) => TimedContext<M>) {
     this.#create = create;
-    this.#current = this.#fresh();
-  }
-
-  /** The bundle's modules, evaluated again first if the last context was terminated. */
-  get modules(): M {
-    this.#current ??= this.#fresh();
-    return this.#current.modules;
+    // Evaluated at once, so a bundle that fails to load fails here.
+    this.#idle.push(this.#fresh());
+    this.#live = 1;
   }
 
   /**
-   * Runs `start` (which calls into the context, e.g. `fn.invokeQuery(args)`)
-   * with `limitMs` of execution; inside a running function (a nested call
-   * made from a syscall) it joins the caller's window and budget.
+   * Runs `start` (which calls into the context's `modules`, e.g.
+   * `modules.get("").modules.list.invokeQuery(args)`) with `limitMs` of
+   * execution; inside a running function (a nested call made from a syscall)
+   * it joins the caller's context, window and budget.
    */
-  invoke(limitMs: number, start: () => Promise<string>): Promise<string> {
+  invoke(
+    limitMs: number,
+    start: (modules: M) => Promise<string>,
+  ): Promise<string> {
     // A context promise is only ever observed through host-realm callbacks,
     // whose reactions the host's own queue runs; a context-realm derived
     // promise (`.catch`, `await`) could be left waiting in the context's queue.
-    if (this.#active !== null) {
+    const active = this.#active;
+    if (active !== null) {
       return new Promise<string>((resolve, reject) => {
-        start().then(resolve, reject);
+        start(active.context.modules).then(resolve, reject);
       });
     }
+    const idle = this.#idle.pop();
+    if (idle !== undefined) return this.#run(limitMs, idle, start);
+    if (this.#live < MAX_CONTEXTS) {
+      this.#live++;
+      let context: TimedContext<M>;
+      try {
+        context = this.#fresh();
+      } catch (error) {
+        this.#live--;
+        return Promise.reject(
+          error instanceof Error ? error : new Error(String(error)),
+        );
+      }
+      return this.#run(limitMs, context, start);
+    }
+    return new Promise<TimedContext<M>>((resolve) =>
+      this.#waiting.push(resolve),
+    ).then((context) => this.#run(limitMs, context, start));
+  }
+
+  #run(
+    limitMs: number,
+    context: TimedContext<M>,
+    start: (modules: M) => Promise<string>,
+  ): Promise<string> {
     return new Promise<string>((resolve, reject) => {
-      const budget = new Budget(limitMs, (error) => {
+      const settle = () => {
         budget.settled = true;
+        this.#release(budget);
+      };
+      const budget = new Budget(limitMs, context, (error) => {
+        if (budget.settled) return;
+        settle();
         reject(error);
       });
       this.#window(budget, () => {
-        start().then(
+        start(context.modules).then(
           (value) => {
-            budget.settled = true;
+            if (budget.settled) return;
+            settle();
             resolve(value);
           },
           (error: unknown) => budget.fail(error as Error),
         );
       });
     });
+  }
+
+  /** A run is over: its context goes to the next waiting run, unless it was terminated. */
+  #release(budget: Budget<M>): void {
+    let context: TimedContext<M> | undefined = budget.context;
+    if (budget.terminated) {
+      this.#live--;
+      context = undefined;
+    }
+    const next = this.#waiting.shift();
+    if (next === undefined) {
+      if (context !== undefined) this.#idle.push(context);
+      return;
+    }
+    if (context === undefined) {
+      this.#live++;
+      try {
+        context = this.#fresh();
+      } catch {
+        // The bundle evaluated before, so it evaluates again; should it not,
+        // the waiting run retries through `invoke` when the next run ends.
+        this.#live--;
+        this.#waiting.unshift(next);
+        return;
+      }
+    }
+    next(context);
   }
 
   #fresh(): TimedContext<M> {
@@ -265,10 +355,8 @@ export class TimedRealm<M> {
   }
 
   /** Runs `job` in the context with the budget's remaining time, then drains its microtasks. */
-  #window(budget: Budget, job: () => void): void {
-    if (budget.settled) return;
-    const current = this.#current;
-    if (current === null) return;
+  #window(budget: Budget<M>, job: () => void): void {
+    if (budget.settled || budget.terminated) return;
     const remaining = budget.limitMs - budget.usedMs;
     if (remaining <= 0) {
       this.#terminated(budget);
@@ -281,7 +369,7 @@ export class TimedRealm<M> {
     budget.windowStart = performance.now();
     budget.syscallMs = 0;
     try {
-      ENTER_SCRIPT.runInContext(current.context, {
+      ENTER_SCRIPT.runInContext(budget.context.context, {
         timeout: Math.max(1, Math.ceil(remaining)),
         displayErrors: false,
       });
@@ -302,9 +390,9 @@ export class TimedRealm<M> {
     this.#pollIfIdle(budget);
   }
 
-  #terminated(budget: Budget): void {
+  #terminated(budget: Budget<M>): void {
     // The context may still hold the runaway's continuations: never enter it again.
-    this.#current = null;
+    budget.terminated = true;
     budget.usedMs = budget.limitMs;
     budget.fail(new UserTimeoutError(budget.limitMs));
   }
@@ -315,7 +403,7 @@ export class TimedRealm<M> {
    * so look again after the event loop turns. A promise that never settles
    * keeps costing windows until the budget runs out.
    */
-  #pollIfIdle(budget: Budget): void {
+  #pollIfIdle(budget: Budget<M>): void {
     if (budget.settled || budget.outstanding > 0 || budget.polling) return;
     budget.polling = true;
     setImmediate(() => {
@@ -385,7 +473,7 @@ export class TimedRealm<M> {
   }
 
   /** Whether the current window has run long enough to be split at this syscall. */
-  #sliceOver(budget: Budget): boolean {
+  #sliceOver(budget: Budget<M>): boolean {
     const remaining = budget.limitMs - budget.usedMs;
     return (
       performance.now() - budget.windowStart >

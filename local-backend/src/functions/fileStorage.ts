@@ -10,10 +10,10 @@
  * storage IDs are accepted wherever an `Id<"_storage">` is (`FileStorageId`).
  *
  * Lifecycle of a file: bytes written and fsynced (`BlobStore.write`) -> its
- * `_storage` document committed on the serial executor -> acknowledged. A
- * delete removes the document in the caller's transaction; the bytes go after
- * that commit (the change feed below), so the URL 404s as soon as the delete
- * is visible.
+ * `_storage` document committed on the runner's writer executor (`exclusive`)
+ * -> acknowledged. A delete removes the document in the caller's
+ * transaction; the bytes go after that commit (the change feed below), so the
+ * URL 404s as soon as the delete is visible.
  *
  * Usage:
  *   const files = FileStorage.open({ db, dataDir, exclusive, origin });

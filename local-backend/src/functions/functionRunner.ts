@@ -5,12 +5,20 @@
  * outcome (value, ConvexError data, uncaught error, log lines); `sync/outcomes.ts`
  * puts it on the wire.
  *
- * Concurrency: every query and mutation runs on one serial executor, so each
- * sees one consistent snapshot and commits are trivially serializable (as
- * convex-test's `TransactionManager`). A subscription update runs its whole batch
- * of queries in one executor slot so a Transition never mixes two snapshots.
- * Actions run outside the executor; their `runQuery` / `runMutation` calls queue
- * on it like client requests.
+ * Concurrency. Mutations, and every other commit (the scheduler's and crons'
+ * bookkeeping, file storage, a build switch), run one at a time on the writer
+ * executor, so commits are serializable by construction (as convex-test's
+ * `TransactionManager`). Queries run concurrently with everything, each in a
+ * vm context of its own (deadline.ts), optimistically: a query reads the
+ * latest committed state as it goes and, when it finishes, is checked against
+ * the commits made meanwhile (commitLog.ts). Valid, its outcome (value, error
+ * or timeout) is exactly that of a run at the current timestamp; conflicted,
+ * it is discarded and run again, and after MAX_OPTIMISTIC_RUNS conflicts it
+ * runs once on the writer executor, where no commit can land. A runaway query
+ * therefore holds no other client, and a subscription update validates each
+ * result at the moment it files the read set (`runQuery`'s `onValid`).
+ * Actions run outside the executor; their `runQuery` / `runMutation` calls take
+ * the same paths as client requests.
  *
  * Usage:
  *   const runner = new FunctionRunner(db);
@@ -52,6 +60,7 @@ import {
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
+import { CommitLog } from "./commitLog.ts";
 import {
   ComponentError,
   type ComponentFunctionPath,
@@ -142,7 +151,13 @@ export type FunctionRunEvent = {
   uncaughtError?: string;
 };
 
-/** One function at a time, in arrival order. */
+/**
+ * Optimistic runs of a query before it runs with commits held off: a query
+ * that keeps overlapping commits (a long scan of a busy table) still finishes.
+ */
+const MAX_OPTIMISTIC_RUNS = 3;
+
+/** One task at a time, in arrival order. */
 class SerialExecutor {
   #tail: Promise<unknown> = Promise.resolve();
 
@@ -155,7 +170,9 @@ class SerialExecutor {
 
 export class FunctionRunner {
   readonly #db: Database;
-  readonly #executor = new SerialExecutor();
+  /** Mutations and every other commit, one at a time. */
+  readonly #writer = new SerialExecutor();
+  readonly #commits: CommitLog;
   /** Closed until the first build is installed: calls that arrive earlier wait. */
   readonly #gate = new StartupGate();
   readonly #onRun: (event: FunctionRunEvent) => void;
@@ -170,6 +187,7 @@ export class FunctionRunner {
     options: { onRun?: (event: FunctionRunEvent) => void } = {},
   ) {
     this.#db = db;
+    this.#commits = new CommitLog(db);
     this.#onRun = options.onRun ?? (() => undefined);
   }
 
@@ -180,14 +198,16 @@ export class FunctionRunner {
   }
 
   /**
-   * Switches to a new build between two functions (an executor slot that the
+   * Switches to a new build between two mutations (a writer slot that the
    * start-up gate does not hold back, since the first install is what opens it).
-   * `onSwitch` runs in the slot, before the build is served.
+   * `onSwitch` runs in the slot, before the build is served. Queries still
+   * running on the old build are run again on the new one.
    */
   install(isolate: Isolate, onSwitch: () => void): Promise<void> {
-    return this.#executor.run(() => {
+    return this.#writer.run(() => {
       onSwitch();
       this.setIsolate(isolate);
+      this.#commits.reset();
       return Promise.resolve();
     });
   }
@@ -195,6 +215,7 @@ export class FunctionRunner {
   /** Fails the calls still waiting for a first build (the backend is stopping). */
   close(): void {
     this.#gate.close("The local backend stopped before its functions loaded");
+    this.#commits.close();
   }
 
   /** Runs `task` once the first build is installed (at once after that). */
@@ -222,31 +243,26 @@ export class FunctionRunner {
     },
   };
 
+  /**
+   * Runs a query concurrently with everything else (see the header). Its
+   * outcome is valid at its `ts`, the latest commit when it was validated;
+   * `onValid` runs synchronously at that moment, before any later commit, so a
+   * subscription can file the read set with nothing slipping in between.
+   */
   runQuery(
     request: QueryRequest,
     visibility: Visibility = "public",
+    onValid?: (outcome: QueryOutcome) => void,
   ): Promise<QueryOutcome> {
-    return this.#afterStartup(() =>
-      this.#executor.run(() => this.#query(request, visibility)),
-    );
+    return this.#afterStartup(() => this.#query(request, visibility, onValid));
   }
 
   /**
-   * Runs `task` alone on the executor: no commit can happen until it settles,
-   * so every query it runs through `runQuery` sees the same snapshot, `db.lastTs`.
-   * Sync sessions pick the queries to re-run inside the slot, so that nothing
-   * committed after they looked can slip into a Transition unnoticed.
+   * Runs `task` alone on the writer executor: no commit can happen until it
+   * settles (queries keep running). File storage commits its documents here.
    */
-  exclusive<T>(
-    task: (
-      runQuery: (request: QueryRequest) => Promise<QueryOutcome>,
-    ) => Promise<T>,
-  ): Promise<T> {
-    return this.#afterStartup(() =>
-      this.#executor.run(() =>
-        task((request) => this.#query(request, "public")),
-      ),
-    );
+  exclusive<T>(task: () => Promise<T>): Promise<T> {
+    return this.#afterStartup(() => this.#writer.run(task));
   }
 
   runMutation(
@@ -254,7 +270,7 @@ export class FunctionRunner {
     visibility: Visibility = "public",
   ): Promise<MutationOutcome> {
     return this.#afterStartup(() =>
-      this.#executor.run(() => this.#mutation(request, visibility)),
+      this.#writer.run(() => this.#mutation(request, visibility)),
     );
   }
 
@@ -359,8 +375,36 @@ export class FunctionRunner {
   async #query(
     request: QueryRequest,
     visibility: Visibility,
+    onValid: ((outcome: QueryOutcome) => void) | undefined,
   ): Promise<QueryOutcome> {
-    const tx = new Transaction(this.#db, { readOnly: true });
+    for (let run = 0; run < MAX_OPTIMISTIC_RUNS; run++) {
+      const mark = this.#commits.begin();
+      try {
+        const attempt = await this.#queryAttempt(request, visibility, true);
+        const { readSet, readTimestamp } = attempt.tx;
+        // Synchronous from here to `onValid`: no commit can come between.
+        if (!this.#commits.conflicts(readSet, mark, readTimestamp))
+          return this.#acceptQuery(request, attempt, onValid);
+      } finally {
+        this.#commits.end(mark);
+      }
+    }
+    return this.#writer.run(async () =>
+      this.#acceptQuery(
+        request,
+        await this.#queryAttempt(request, visibility, false),
+        onValid,
+      ),
+    );
+  }
+
+  /** One run of a query; nothing is reported until it is known to be valid. */
+  async #queryAttempt(
+    request: QueryRequest,
+    visibility: Visibility,
+    optimistic: boolean,
+  ): Promise<QueryAttempt> {
+    const tx = new Transaction(this.#db, { readOnly: true, optimistic });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
       "query",
@@ -370,9 +414,8 @@ export class FunctionRunner {
       componentPath,
     );
     context.identity = request.identity ?? ANONYMOUS;
-    let outcome: FunctionOutcome;
     try {
-      const { fn, path, args } = this.#prepare(
+      const { fn, path, args, timed } = this.#prepare(
         request.path,
         request.args,
         "query",
@@ -381,15 +424,29 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
-      const result = await this.#invokeTimed(context, () =>
-        fn.invokeQuery!(JSON.stringify([args])),
+      const argsJson = JSON.stringify([args]);
+      const result = await this.#invokeTimed(context, (modules) =>
+        timed(modules).invokeQuery!(argsJson),
       );
-      outcome = this.#report(context, this.#finish(context, fn, result));
+      return { tx, context, outcome: this.#finish(context, fn, result) };
     } catch (error) {
-      outcome = this.#report(context, this.#failure(context, error), error);
+      return {
+        tx,
+        context,
+        outcome: this.#failure(context, error),
+        thrown: error,
+      };
     } finally {
       tx.close();
     }
+  }
+
+  #acceptQuery(
+    request: QueryRequest,
+    { tx, context, outcome, thrown }: QueryAttempt,
+    onValid: ((outcome: QueryOutcome) => void) | undefined,
+  ): QueryOutcome {
+    this.#report(context, outcome, thrown);
     // A failed run keeps the journal it was given, so a retry pages the same way.
     const journal =
       context.journal.produced !== null
@@ -397,12 +454,14 @@ export class FunctionRunner {
         : outcome.status === "error"
           ? (request.journal ?? null)
           : null;
-    return {
+    const accepted: QueryOutcome = {
       ...outcome,
       journal,
       readSet: tx.readSet,
       ts: this.#db.lastTs,
     };
+    onValid?.(accepted);
+    return accepted;
   }
 
   async #mutation(
@@ -442,7 +501,7 @@ export class FunctionRunner {
       }
     }
     try {
-      const { fn, path, args } = this.#prepare(
+      const { fn, path, args, timed } = this.#prepare(
         request.path,
         request.args,
         "mutation",
@@ -451,8 +510,9 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
-      const result = await this.#invokeTimed(context, () =>
-        fn.invokeMutation!(JSON.stringify([args])),
+      const argsJson = JSON.stringify([args]);
+      const result = await this.#invokeTimed(context, (modules) =>
+        timed(modules).invokeMutation!(argsJson),
       );
       const outcome = this.#report(context, this.#finish(context, fn, result));
       if (outcome.status === "error") return this.#failJob(job, outcome);
@@ -505,7 +565,7 @@ export class FunctionRunner {
    * what it wrote: the scheduler's and crons' bookkeeping.
    */
   runSystem<T>(task: (tx: Transaction) => T): Promise<T> {
-    return this.#executor.run(() => {
+    return this.#writer.run(() => {
       const tx = new Transaction(this.#db, { readOnly: false });
       try {
         const result = task(tx);
@@ -576,6 +636,7 @@ export class FunctionRunner {
       fn,
       path: canonical,
       args,
+      timed,
     } = this.#prepare(
       target.udfPath,
       argsJson,
@@ -600,10 +661,11 @@ export class FunctionRunner {
       nextStreamId: 0,
     };
     try {
-      const result = await this.#invokeTimed(child, () =>
+      const argsJson = JSON.stringify([args]);
+      const result = await this.#invokeTimed(child, (modules) =>
         kind === "mutation"
-          ? fn.invokeMutation!(JSON.stringify([args]))
-          : fn.invokeQuery!(JSON.stringify([args])),
+          ? timed(modules).invokeMutation!(argsJson)
+          : timed(modules).invokeQuery!(argsJson),
       );
       const outcome = this.#finish(child, fn, result);
       if (outcome.status === "error") throw new Error(outcome.error.trace);
@@ -688,7 +750,11 @@ export class FunctionRunner {
     return { fn, canonical, actual };
   }
 
-  /** Finds the function and checks its visibility, type and arguments. */
+  /**
+   * Finds the function and checks its visibility, type and arguments. `timed`
+   * finds the same query or mutation in a timed context's modules, where it
+   * must run (`deadline.ts`).
+   */
   #prepare(
     udfPath: string,
     argsJson: JSONValue,
@@ -696,7 +762,12 @@ export class FunctionRunner {
     visibility: Visibility,
     componentPath: string,
     identity: Identity,
-  ): { fn: RegisteredFunction; path: string; args: JSONValue } {
+  ): {
+    fn: RegisteredFunction;
+    path: string;
+    args: JSONValue;
+    timed: (modules: ComponentTree) => RegisteredFunction;
+  } {
     // An admin may call internal functions and into components (convex-backend:
     // internal UDFs are callable with an admin key, as `npx convex run` does).
     if (isAdmin(identity)) visibility = "any";
@@ -736,26 +807,15 @@ export class FunctionRunner {
       tableNameOfId: (id) => this.#tableNameOfId(id, componentPath),
     });
     if (argsError !== null) throw new ExpectedError(argsError);
-    return {
-      fn:
-        kind === "action" ? fn : this.#timed(udfPath, componentPath, canonical),
-      path: canonical,
-      args,
-    };
-  }
-
-  /** The same query or mutation in the timed context, where it must run (`deadline.ts`). */
-  #timed(
-    udfPath: string,
-    componentPath: string,
-    canonical: string,
-  ): RegisteredFunction {
     const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const fn = this.#isolate?.udf.modules.get(componentPath)?.modules[module]?.[
-      exportName
-    ] as RegisteredFunction | undefined;
-    if (fn === undefined) throw this.#notFound(canonical);
-    return fn;
+    const timed = (modules: ComponentTree): RegisteredFunction => {
+      const found = modules.get(componentPath)?.modules[module]?.[
+        exportName
+      ] as RegisteredFunction | undefined;
+      if (found === undefined) throw this.#notFound(canonical);
+      return found;
+    };
+    return { fn, path: canonical, args, timed };
   }
 
   /** `v.id("t")` in a component means its own `t`: another namespace's ID names no table there. */
@@ -862,7 +922,7 @@ export class FunctionRunner {
    */
   #invokeTimed(
     context: RequestContext,
-    invoke: () => Promise<string>,
+    invoke: (modules: ComponentTree) => Promise<string>,
   ): Promise<string> {
     const realm = this.#isolate!.udf;
     return requestStorage.run(context, () =>
@@ -886,6 +946,15 @@ type HttpRouterLike = {
         string,
       ]
     | null;
+};
+
+/** A query's run before validation: reported only if no commit overlapped it. */
+type QueryAttempt = {
+  tx: Transaction;
+  context: RequestContext;
+  outcome: FunctionOutcome;
+  /** What the function threw, when it failed that way. */
+  thrown?: unknown;
 };
 
 /** A failure we describe ourselves (no stack): bad arguments, unknown function, timeout. */

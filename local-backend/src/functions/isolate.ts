@@ -437,8 +437,8 @@ const DIGESTS: Record<string, string> = {
 
 /**
  * Web Crypto for the isolate. `subtle.digest` runs on Node's thread pool, and
- * the session middleware hashes a secret in every query: with queries on one
- * serial executor, each hop left the backend idle. Digests of SHA-* are
+ * the session middleware hashes a secret in every query: each hop would cost
+ * the query a turn of the event loop and a window. Digests of SHA-* are
  * computed in place instead (same results, still returned as a promise);
  * everything else is the platform's.
  */

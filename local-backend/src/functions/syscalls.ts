@@ -169,7 +169,7 @@ export function createSyscalls(host: {
           ),
         };
       case "1.0/getSnapshotTs":
-        return convexToJson(host.db.lastTs);
+        return convexToJson(request.tx?.snapshotTs() ?? host.db.lastTs);
       default:
         throw unsupported(op);
     }

@@ -11,11 +11,13 @@
  * `runMutation`s, or a write while a nested call is open) each keep their own
  * writes. Nothing reaches committed state until `Database.commit(tx.pendingWrites())`.
  *
- * Transactions are not concurrent: the executor runs one function at a time, so
- * committed state cannot change under an open transaction (serializable by
- * construction). Every committed read checks that no commit happened since the
- * transaction began (`#check`), so a caller that breaks this rule gets an error
- * rather than a mixed snapshot.
+ * Concurrency. Mutations run one at a time with every other commit (the
+ * runner's writer executor), so committed state cannot change under a
+ * mutation's transaction; its reads check that no commit happened since it
+ * began (`#check`), so a caller that breaks this rule gets an error rather
+ * than a mixed snapshot. A query's transaction is `optimistic`: commits may
+ * land while it runs, and the runner validates its read set against them when
+ * it finishes (functions/commitLog.ts), discarding a run that overlaps one.
  */
 import { createHash } from "node:crypto";
 import { convexToJson, type JSONValue, type Value } from "convex/values";
@@ -50,7 +52,7 @@ import {
   newInternalId,
   parseId,
 } from "../values/ids.ts";
-import { ReadSet } from "../query/readSet.ts";
+import { advance, ReadSet } from "../query/readSet.ts";
 import { checkDocument, UsageMeter } from "./limits.ts";
 import {
   compileSearch,
@@ -123,20 +125,40 @@ export class Transaction {
   readonly #readOnly: boolean;
   /** The top-level function's writes; what `pendingWrites()` commits. */
   readonly root: WriteLayer;
-  /** `db.commitCount` when the transaction began: its snapshot. */
-  readonly #snapshot: number;
+  /** `db.commitCount` when the transaction began: its snapshot; null when optimistic. */
+  readonly #snapshot: number | null;
+  /** The run read the snapshot timestamp, which every commit changes. */
+  #readTimestamp = false;
   #closed = false;
 
-  /** `unmetered`: the backend's own reads and writes, outside Convex's per-function limits. */
+  /**
+   * - `unmetered`: the backend's own reads and writes, outside Convex's per-function limits
+   * - `optimistic`: a query whose read set the caller validates against the
+   *   commits made while it ran (read-only only)
+   */
   constructor(
     db: Database,
-    options: { readOnly: boolean; unmetered?: boolean },
+    options: { readOnly: boolean; unmetered?: boolean; optimistic?: boolean },
   ) {
+    if (options.optimistic === true && !options.readOnly)
+      throw new Error("Only a read-only transaction can be optimistic");
     this.usage = new UsageMeter(options.unmetered !== true);
     this.#db = db;
-    this.#snapshot = db.commitCount;
+    this.#snapshot = options.optimistic === true ? null : db.commitCount;
     this.#readOnly = options.readOnly;
     this.root = new WriteLayer(null, options.readOnly);
+  }
+
+  /** `getSnapshotTs()`: the latest commit's timestamp, which the result then depends on. */
+  snapshotTs(): bigint {
+    this.#check();
+    this.#readTimestamp = true;
+    return this.#db.lastTs;
+  }
+
+  /** Whether the run read something every commit changes (`snapshotTs`). */
+  get readTimestamp(): boolean {
+    return this.#readTimestamp;
   }
 
   close(): void {
@@ -513,7 +535,7 @@ export class Transaction {
     let next = 0;
     const emit = (row: { key: Buffer; doc: Doc; bytes: number }) => {
       this.usage.readDocument(row.doc);
-      read.lastKey = row.key;
+      advance(read, row.key);
       return row;
     };
     const index = this.#db.table(tableName)?.queryable(indexName);
@@ -770,9 +792,9 @@ export class Transaction {
         "This transaction has already finished (the function timed out or returned)",
       );
     }
-    if (this.#db.commitCount !== this.#snapshot) {
+    if (this.#snapshot !== null && this.#db.commitCount !== this.#snapshot) {
       throw new Error(
-        "Internal error: a commit happened while this transaction was open; transactions must run on the serial executor",
+        "Internal error: a commit happened while this transaction was open; mutations must run on the writer executor",
       );
     }
   }

@@ -9,7 +9,12 @@ import {
   type Order,
   rangeToInterval,
 } from "./keys.ts";
-import { type DocumentChange, ReadSet, type ScanRecord } from "./readSet.ts";
+import {
+  advance,
+  type DocumentChange,
+  ReadSet,
+  type ScanRecord,
+} from "./readSet.ts";
 
 const WHOLE: KeyRange = {
   start: { key: [], inclusive: true },
@@ -42,6 +47,20 @@ const inserted = (d: Doc, table = "messages"): DocumentChange[] => [
 ];
 
 describe("ReadSet", () => {
+  test("the same range scanned again shares one record, which covers what either scan read", () => {
+    const reads = new ReadSet();
+    const first = addScan(reads, KEY_FIELDS, WHOLE, "asc", undefined);
+    advance(first, encodeKey([10, "id10"]));
+    advance(first, encodeKey([20, "id20"]));
+    const again = addScan(reads, KEY_FIELDS, WHOLE, "asc", undefined);
+    expect(again).toBe(first);
+    expect(reads.scans).toHaveLength(1);
+    // The second scan starts over; what the first read stays covered.
+    advance(again, encodeKey([10, "id10"]));
+    expect(reads.overlaps(inserted(doc(15)))).toBe(true);
+    expect(reads.overlaps(inserted(doc(25)))).toBe(false);
+  });
+
   test("a newest-first first page is invalidated by a newer row, not by an older one below it", () => {
     const reads = new ReadSet();
     const scan = addScan(reads, KEY_FIELDS, WHOLE, "desc", undefined);

@@ -15,7 +15,7 @@
  *
  * Usage:
  *   const record = readSet.addScan("messages", keyFields, interval, "desc");
- *   record.lastKey = key;   // the encoded key of each row handed to the query
+ *   advance(record, key);   // the encoded key of each row handed to the query
  *   readSet.overlaps(commit.changes)
  */
 import { indexKey } from "./indexRange.ts";
@@ -23,6 +23,7 @@ import {
   coveredInterval,
   encodeKey,
   intervalContains,
+  isPast,
   type KeyInterval,
   type Order,
 } from "./keys.ts";
@@ -56,16 +57,26 @@ export class ReadSet {
   /** Every table read in any way; a cheap first filter. */
   readonly tables = new Set<string>();
   readonly #scans: ScanRecord[] = [];
+  /** Scans by what they read, so a loop re-running one query adds one record. */
+  readonly #scansByRange = new Map<string, ScanRecord>();
   readonly #ids = new Set<string>();
   readonly #wholeTables = new Set<string>();
   readonly #predicates: ReadPredicate[] = [];
 
+  /**
+   * The record of a scan of `interval`. The same range scanned again (a loop
+   * over `.first()`) shares one record, whose `lastKey` only ever advances
+   * (`advance`): it covers the union of what the scans read.
+   */
   addScan(
     table: string,
     keyFields: string[],
     interval: KeyInterval,
     order: Order,
   ): ScanRecord {
+    const range = `${table}\0${keyFields.join("\0")}\0${order}\0${interval.lo.toString("hex")}\0${interval.hi.toString("hex")}`;
+    const existing = this.#scansByRange.get(range);
+    if (existing !== undefined) return existing;
     const record: ScanRecord = {
       table,
       keyFields,
@@ -76,6 +87,7 @@ export class ReadSet {
     };
     this.tables.add(table);
     this.#scans.push(record);
+    this.#scansByRange.set(range, record);
     return record;
   }
 
@@ -142,6 +154,12 @@ export class ReadSet {
     }
     return false;
   }
+}
+
+/** A scan handed the query the row at `key`: its record covers up to there, at least. */
+export function advance(scan: ScanRecord, key: Buffer): void {
+  if (scan.lastKey === undefined || isPast(scan.order, key, scan.lastKey))
+    scan.lastKey = key;
 }
 
 function scanCovers(scan: ScanRecord, doc: Doc | null): boolean {

@@ -34,14 +34,13 @@ beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "subscriptions-test-"));
   db = Database.open(dir);
   runner = new FunctionRunner(db);
-  const exclusive = runner.exclusive.bind(runner);
-  runner.exclusive = (task) =>
-    exclusive((runQuery) =>
-      task((request) => {
-        queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
-        return runQuery(request);
-      }),
-    );
+  // The hub's runs are the ones that file their result (`onValid`).
+  const runQuery = runner.runQuery.bind(runner);
+  runner.runQuery = (request, visibility, onValid) => {
+    if (onValid !== undefined)
+      queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
+    return runQuery(request, visibility, onValid);
+  };
   const isolate = createIsolate(await buildFunctions(FIXTURE), {
     convex: createSyscalls({ db, nested: runner.nested }),
     env: {},
@@ -67,6 +66,8 @@ class FakeClient {
   readonly state = new Map<number, QueryState>();
   readonly queries = new Map<number, { udfPath: string; args: JSONValue }>();
   closed: { code: number; reason: string } | null = null;
+  /** Called after each Transition is applied, with the client's whole view. */
+  onTransition: (() => void) | null = null;
   /** When false, frames stay "unwritten" until `flush()` (a client that stops reading). */
   reading = true;
   #unwritten: (() => void)[] = [];
@@ -78,6 +79,7 @@ class FakeClient {
       this.sent.push(message);
       if (message.type === "Transition") {
         for (const m of message.modifications) this.#apply(m);
+        this.onTransition?.();
       }
       if (written === undefined) return;
       if (this.reading) written();
@@ -317,6 +319,57 @@ describe("SubscriptionHub", () => {
     }
     for (const client of clients) client.session.dispose();
     expect(hub.subscriptionCount).toBe(0);
+  });
+
+  test("a Transition never mixes snapshots while queries run concurrently with commits", async () => {
+    const rng = random(11);
+    const a = `a-${crypto.randomUUID()}`;
+    const b = `b-${crypto.randomUUID()}`;
+    const transfer = (from: string, to: string, amount: number) =>
+      runner.runMutation({
+        path: "concurrency:transfer",
+        args: { from, to, amount },
+      });
+    // Both counters exist from here on, and their sum is always 0.
+    await transfer(a, b, 0);
+    const mixed: string[] = [];
+    const sumOf = (values: JSONValue[]) =>
+      values.reduce<number>((sum, value) => sum + (value as number), 0);
+    const clients = Array.from({ length: 3 }, () => new FakeClient());
+    for (const [i, client] of clients.entries()) {
+      // Each query pauses mid-run, so commits land while it runs.
+      const ids = [
+        client.add("concurrency:getAfterPause", { name: a }),
+        client.add("concurrency:getAfterPause", { name: b }),
+        client.add("concurrency:pairAfterPause", {
+          first: i % 2 === 0 ? a : b,
+          second: i % 2 === 0 ? b : a,
+        }),
+      ];
+      client.onTransition = () => {
+        const [x, y, pair] = ids.map((id) => client.state.get(id));
+        if (x?.ok !== true || y?.ok !== true || pair?.ok !== true) return;
+        const sums = [sumOf([x.value, y.value]), sumOf(pair.value as [])];
+        if (sums.some((sum) => sum !== 0))
+          mixed.push(`client ${i}: ${JSON.stringify([x, y, pair])}`);
+      };
+    }
+    for (let step = 0; step < 60; step++) {
+      const burst: Promise<unknown>[] = [];
+      for (let i = rng.int(4); i > 0; i--) {
+        const [from, to] = rng.next() < 0.5 ? [a, b] : [b, a];
+        burst.push(transfer(from, to, 1 + rng.int(5)));
+      }
+      for (let turns = rng.int(3); turns >= 0; turns--)
+        await new Promise((resolve) => setImmediate(resolve));
+      await Promise.all(burst);
+    }
+    await expectUpToDate(clients, "after the transfers");
+    expect(mixed).toEqual([]);
+    // Transitions were sent while transfers committed, not only at the end.
+    for (const client of clients)
+      expect(client.transitions().length).toBeGreaterThan(2);
+    for (const client of clients) client.session.dispose();
   });
 
   test("identical subscriptions share one run per commit, and a later subscriber never gets an older snapshot", async () => {

@@ -16,20 +16,28 @@
  * convex-backend's `SubscriptionManager` (`crates/database/src/subscription.rs`),
  * however many idle subscriptions there are.
  *
- * Fan-out. Every socket's update runs from one queue, a slice at a time: a
- * slice is one executor slot (one snapshot) that runs updates until SLICE_MS
- * have passed, then gives the event loop and the executor back before the
- * next. So a room of 1,000 sockets never stalls pings, HTTP calls or other
- * sockets for long, and a socket with many queries to run cannot hold everyone
- * else: an update that reaches the deadline with queries left goes to the back
- * of the queue and continues later (convex-backend runs one connection's
- * queries 20 at a time, `crates/sync/src/worker.rs` `UPDATE_QUERY_CONCURRENCY`).
- * A socket's own requests (its query set, its mutations) go to the front.
+ * Snapshots. Queries run concurrently with commits (functions/functionRunner.ts):
+ * a result is filed, with its read set, at the moment the runner validated it
+ * at the latest commit, so from then on every commit that could change it
+ * clears it. A socket builds its Transition only at a moment when every query
+ * it sends holds a result, which makes them all valid at that moment's
+ * timestamp: a Transition never mixes two snapshots.
+ *
+ * Fan-out. Every socket's update runs from one queue, in up to UPDATE_LANES
+ * lanes at once, a slice at a time: a lane runs updates until SLICE_MS have
+ * passed, then gives the event loop back before the next. So a room of 1,000
+ * sockets never stalls pings, HTTP calls or other sockets for long, a socket
+ * with many queries to run cannot hold everyone else (an update that reaches
+ * the deadline with queries left goes to the back of the queue and continues
+ * later; convex-backend runs one connection's queries 20 at a time,
+ * `crates/sync/src/worker.rs` `UPDATE_QUERY_CONCURRENCY`), and a socket
+ * waiting on one slow query holds one lane, not the others. A socket's own
+ * requests (its query set, its mutations) go to the front.
  *
  * Usage (sync sessions):
  *   const entry = hub.subscribe(session, queryId, { path, args, journal, identity });
  *   hub.schedule(session, true);             // later: session.update(slot) runs
- *   const result = await hub.resultOf(entry, slot.runQuery);
+ *   await hub.resultOf(entry, slot.runQuery);  // then read entry.result, synchronously
  *   hub.unsubscribe(session, queryId, entry);
  */
 import { performance } from "node:perf_hooks";
@@ -51,6 +59,8 @@ import type { QueryId } from "./protocol.ts";
 
 /** How long one fan-out slice may run before yielding the event loop. */
 export const SLICE_MS = 8;
+/** Sockets' updates running at once: one stuck on a slow query holds only its lane. */
+const UPDATE_LANES = 4;
 
 export type SharedQuery = {
   path: string;
@@ -75,6 +85,8 @@ export class QueryEntry {
    * - set by `resultOf`, cleared by a commit or a reload
    */
   result: SharedResult | null = null;
+  /** The run in flight, which every socket needing the result waits for. */
+  running: Promise<void> | null = null;
 
   constructor(key: string, query: SharedQuery) {
     this.key = key;
@@ -82,9 +94,15 @@ export class QueryEntry {
   }
 }
 
-/** What a slice gives each update: the slot's query runner and its deadline. */
+/** What a slice gives each update: the query runner and its deadline. */
 export type UpdateSlot = {
-  runQuery: (request: QueryRequest) => Promise<QueryOutcome>;
+  /** `FunctionRunner.runQuery`: `onValid` runs when the outcome is valid at the latest commit. */
+  runQuery: (
+    request: QueryRequest,
+    onValid: (outcome: QueryOutcome) => void,
+  ) => Promise<QueryOutcome>;
+  /** `FunctionRunner.exclusive`: runs a task with commits held off. */
+  exclusive: <T>(task: () => Promise<T>) => Promise<T>;
   /** `performance.now()` past which an update should stop running queries. */
   deadline: number;
 };
@@ -95,7 +113,7 @@ export interface Subscriber {
   /** The functions changed (a reload): every query must re-run. */
   invalidateAll(): void;
   /**
-   * Brings the client up to date inside a slice's slot. Resolves false when it
+   * Brings the client up to date within a slice. Resolves false when it
    * stopped at the deadline with work left (it is queued again), true otherwise.
    */
   update(slot: UpdateSlot): Promise<boolean>;
@@ -119,7 +137,9 @@ export class SubscriptionHub {
   /** Updates waiting for a slice: a socket's own requests first, then commits'. */
   readonly #urgent = new Set<Subscriber>();
   readonly #queued = new Set<Subscriber>();
-  #draining = false;
+  /** Subscribers whose update a lane is running; no other lane takes them. */
+  readonly #running = new Set<Subscriber>();
+  #lanes = 0;
   #drainSoon = false;
   readonly #unlisten: () => void;
 
@@ -187,26 +207,34 @@ export class SubscriptionHub {
   }
 
   /**
-   * The entry's result at the current snapshot, running the query only when
-   * no valid result is held. Must be called inside the slice's slot, which
-   * keeps the snapshot fixed while the read set is filed.
+   * Runs the entry's query unless it holds a valid result. A commit may
+   * clear the result again before the caller looks: callers check
+   * `entry.result` at the moment they use it.
    */
-  async resultOf(
-    entry: QueryEntry,
-    runQuery: UpdateSlot["runQuery"],
-  ): Promise<SharedResult> {
-    if (entry.result !== null) return entry.result;
+  resultOf(entry: QueryEntry, runQuery: UpdateSlot["runQuery"]): Promise<void> {
+    if (entry.result !== null) return Promise.resolve();
+    // A run in flight is validated against every commit made during it, so
+    // its result is as good as a new run's.
+    if (entry.running !== null) return entry.running;
     const { path, args, journal, identity } = entry.query;
-    const outcome = await runQuery({ path, args, journal, identity });
-    const result = { outcome, ...queryModification(outcome) };
-    // Filed inside the slot: the next commit must already see what this run
-    // read, or its invalidation would be missed. An entry everyone left while
-    // it ran is not filed (it would never be taken out).
-    if (this.#entries.get(entry.key) === entry) {
+    const running = runQuery({ path, args, journal, identity }, (outcome) => {
+      // Filed at validation: the next commit must already see what this run
+      // read, or its invalidation would be missed. An entry everyone left
+      // while it ran is not filed (it would never be taken out).
+      if (this.#entries.get(entry.key) !== entry) return;
       this.#index.set(entry, outcome.readSet);
-      entry.result = result;
-    }
-    return result;
+      entry.result = { outcome, ...queryModification(outcome) };
+    }).then(
+      () => {
+        entry.running = null;
+      },
+      (error: unknown) => {
+        entry.running = null;
+        throw error;
+      },
+    );
+    entry.running = running;
+    return running;
   }
 
   /** Queues `subscriber`'s update; `urgent` for its own requests, which go first. */
@@ -218,9 +246,8 @@ export class SubscriptionHub {
     } else if (!this.#urgent.has(subscriber)) {
       this.#queued.add(subscriber);
     }
-    if (this.#draining) return;
     if (urgent) {
-      void this.#drain();
+      this.#startLanes();
       return;
     }
     // Commit invalidations wait one macrotask, so the socket whose mutation
@@ -230,7 +257,7 @@ export class SubscriptionHub {
     this.#drainSoon = true;
     setImmediate(() => {
       this.#drainSoon = false;
-      if (!this.#draining) void this.#drain();
+      this.#startLanes();
     });
   }
 
@@ -259,35 +286,53 @@ export class SubscriptionHub {
     }
   }
 
-  async #drain(): Promise<void> {
-    this.#draining = true;
+  #startLanes(): void {
+    if (this.#lanes < UPDATE_LANES && this.#next() !== undefined)
+      void this.#lane();
+  }
+
+  /** The next update to run: urgent ones first, none a lane is running already. */
+  #next(): Subscriber | undefined {
+    for (const subscriber of this.#urgent)
+      if (!this.#running.has(subscriber)) return subscriber;
+    for (const subscriber of this.#queued)
+      if (!this.#running.has(subscriber)) return subscriber;
+    return undefined;
+  }
+
+  async #lane(): Promise<void> {
+    this.#lanes++;
+    const runQuery: UpdateSlot["runQuery"] = (request, onValid) =>
+      this.runner.runQuery(request, "public", onValid);
     try {
-      while (this.#urgent.size + this.#queued.size > 0) {
-        await this.runner.exclusive(async (runQuery) => {
-          const slot: UpdateSlot = {
-            runQuery,
-            deadline: performance.now() + SLICE_MS,
-          };
-          for (;;) {
-            const next = first(this.#urgent) ?? first(this.#queued);
-            if (next === undefined) return;
-            this.#urgent.delete(next);
-            this.#queued.delete(next);
-            const done = await next.update(slot);
-            if (!done && this.#subscribers.has(next)) this.#queued.add(next);
-            if (performance.now() >= slot.deadline) return;
+      for (;;) {
+        const slot: UpdateSlot = {
+          runQuery,
+          exclusive: (task) => this.runner.exclusive(task),
+          deadline: performance.now() + SLICE_MS,
+        };
+        for (;;) {
+          const next = this.#next();
+          if (next === undefined) return;
+          this.#urgent.delete(next);
+          this.#queued.delete(next);
+          this.#running.add(next);
+          // More work than lanes: let another lane take it meanwhile.
+          this.#startLanes();
+          let done: boolean;
+          try {
+            done = await next.update(slot);
+          } finally {
+            this.#running.delete(next);
           }
-        });
-        if (this.#urgent.size + this.#queued.size > 0)
-          await new Promise((resolve) => setImmediate(resolve));
+          if (!done && this.#subscribers.has(next)) this.#queued.add(next);
+          if (performance.now() >= slot.deadline) break;
+        }
+        if (this.#next() === undefined) return;
+        await new Promise((resolve) => setImmediate(resolve));
       }
     } finally {
-      this.#draining = false;
+      this.#lanes--;
     }
   }
-}
-
-function first<T>(set: Set<T>): T | undefined {
-  for (const item of set) return item;
-  return undefined;
 }

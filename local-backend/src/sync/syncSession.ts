@@ -15,11 +15,12 @@
  * Updates. Incoming query-set changes, auth changes and mutation completions
  * queue this session's update at the front of the hub's fan-out queue; commits
  * that invalidate one of its queries queue it at the back
- * (`subscriptions.ts`). An update runs inside one of the hub's slices (one
- * executor slot, so one snapshot) and sends one Transition; one that reaches
- * the slice's deadline with queries left to run keeps its state and finishes
- * in a later slice, re-running whatever a commit invalidated meanwhile, so
- * each Transition is still one consistent snapshot.
+ * (`subscriptions.ts`). An update runs inside one of the hub's slices and
+ * sends one Transition once every query it sends holds a result valid at the
+ * latest commit (commits land while queries run; each clears what it
+ * invalidates); one that reaches the slice's deadline with queries left to
+ * run keeps its state and finishes in a later slice, re-running whatever a
+ * commit invalidated meanwhile, so each Transition is one consistent snapshot.
  *
  * Single flight. While MAX_SEND_TRANSITIONS Transitions wait unwritten in the
  * socket's buffer (a client that reads slowly), no new one is computed; what
@@ -75,6 +76,12 @@ export const PING_INTERVAL_MS = 15_000;
 
 /** convex-backend `SYNC_MAX_SEND_TRANSITION_COUNT` (`crates/common/src/knobs.rs`). */
 export const MAX_SEND_TRANSITIONS = 2;
+/**
+ * Full passes over a socket's queries whose results commits cleared again
+ * before a Transition could go out; after that many the update runs with
+ * commits held off, so a busy table cannot starve a subscriber.
+ */
+const STARVED_PASSES = 3;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
 
@@ -117,6 +124,8 @@ export class SyncSession implements Subscriber {
    */
   #clientClockSkew: number | null = null;
   #sent = { querySet: 0, identity: 0, ts: 0n };
+  /** Full passes that ran queries since the last Transition (STARVED_PASSES). */
+  #passes = 0;
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
   #knownQueryIds = new Set<QueryId>();
@@ -455,25 +464,65 @@ export class SyncSession implements Subscriber {
       for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
       this.#rerunAll = false;
     }
-    // Run what has no valid result yet; past the deadline (after at least one
-    // run, so every slice makes progress) stop and finish in a later slice.
+    // A commit during a run may clear results already held, so passes repeat
+    // until one finds every result held: that pass runs nothing, so the
+    // results are all valid at one moment, the Transition's ts. Commits that
+    // keep clearing them faster than they run would starve the socket, so
+    // after STARVED_PASSES the update finishes with commits held off.
+    let ran = false;
+    for (;;) {
+      if (this.#passes >= STARVED_PASSES) {
+        return slot.exclusive(async () => {
+          while ((await this.#runPass(slot, true, Infinity)) === "ran");
+          return true;
+        });
+      }
+      const pass = await this.#runPass(slot, ran, slot.deadline);
+      if (pass === "deadline") return false;
+      if (pass !== "ran") return true;
+      ran = true;
+      this.#passes++;
+    }
+  }
+
+  /**
+   * One pass over the dirty queries, running those without a valid result.
+   * Past `deadline` (after at least one run in this update, `ranBefore` or
+   * in this pass, so every slice makes progress) it stops, to finish in a
+   * later slice. A pass that finds every result held sends the Transition
+   * there and then ("sent"): after an `await`, a commit could clear one.
+   */
+  async #runPass(
+    slot: UpdateSlot,
+    ranBefore: boolean,
+    deadline: number,
+  ): Promise<"sent" | "ran" | "deadline" | "closed"> {
     let ran = false;
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
       this.#follow(query);
       if (query.entry.result !== null) continue;
-      if (ran && performance.now() >= slot.deadline) return false;
+      if ((ran || ranBefore) && performance.now() >= deadline)
+        return "deadline";
       await this.#hub.resultOf(query.entry, slot.runQuery);
       ran = true;
-      if (this.#closed) return true;
+      if (this.#closed) return "closed";
     }
+    if (ran) return "ran";
+    this.#sendTransition();
+    return "sent";
+  }
+
+  /** Sends what the update computed; every dirty query holds a result now. */
+  #sendTransition(): void {
+    this.#passes = 0;
     const modifications = this.#removed.map(
       (queryId) => `{"type":"QueryRemoved","queryId":${queryId}}`,
     );
     this.#removed = [];
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
-      // Set by the loop above, and no commit can land inside the slot.
+      // Held: the last pass above found it so, and nothing ran since.
       const result = query.entry.result!;
       // Saved even when the result is unchanged, so the next run continues
       // from it (convex-backend `SyncState::complete_fetch`).
@@ -489,7 +538,7 @@ export class SyncSession implements Subscriber {
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
     if (modifications.length === 0 && !advancesVersion && this.#owedTs === null)
-      return true;
+      return;
     const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
     const startVersion = JSON.stringify({
       querySet: this.#sent.querySet,
@@ -514,7 +563,6 @@ export class SyncSession implements Subscriber {
         }
       },
     );
-    return true;
   }
 
   /** The query-set changes received since the last update, applied in order. */

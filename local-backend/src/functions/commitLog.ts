@@ -1,0 +1,135 @@
+/**
+ * Optimistic concurrency for queries: the writes of the commits made while
+ * queries run, so that each query, when it finishes, can tell whether what it
+ * read could have changed under it.
+ *
+ * A query runs against the latest committed state as it moves and records its
+ * read set (query/readSet.ts). If no commit made during its run wrote into that
+ * read set, every read returned what it would return now, so the result is
+ * exactly the result of a run at the current timestamp; otherwise the run is
+ * discarded and repeated. Convex reaches the same guarantee differently (MVCC:
+ * a query reads one snapshot timestamp, convex-backend `crates/database`), and
+ * validates mutations the same way, by read-set conflicts (`OCC`).
+ *
+ * Bounds: entries are kept only while a run that began before them is still
+ * going, and never more than MAX_LOGGED_CHANGES document changes; a run whose
+ * commits were dropped counts as conflicted. `reset()` (a new build or schema)
+ * conflicts every run in flight.
+ *
+ * Usage:
+ *   const log = new CommitLog(db);
+ *   const mark = log.begin();
+ *   ... run the query ...
+ *   const valid = !log.conflicts(tx.readSet, mark);   // synchronously, then use db.lastTs
+ *   log.end(mark);
+ */
+import type { DocumentChange, ReadSet } from "../query/readSet.ts";
+import type { Database } from "../storage/database.ts";
+
+/** Document changes kept for runs in flight; past it the oldest commits go. */
+const MAX_LOGGED_CHANGES = 10_000;
+
+/** Where a run began: the commits after it are the ones it must not overlap. */
+export type CommitMark = { readonly commit: number; readonly epoch: number };
+
+type Entry = { commit: number; changes: readonly DocumentChange[] };
+
+export class CommitLog {
+  readonly #db: Database;
+  readonly #entries: Entry[] = [];
+  /** Index of the first live entry in `#entries` (a queue without shifting). */
+  #head = 0;
+  #changes = 0;
+  /** Commits up to this number were dropped from the log. */
+  #droppedThrough: number;
+  #epoch = 0;
+  /** Runs in flight per starting commit number. */
+  readonly #running = new Map<number, number>();
+  readonly #unlisten: () => void;
+
+  constructor(db: Database) {
+    this.#db = db;
+    this.#droppedThrough = db.commitCount;
+    this.#unlisten = db.onCommit(({ changes }) => this.#record(changes));
+  }
+
+  close(): void {
+    this.#unlisten();
+  }
+
+  begin(): CommitMark {
+    const commit = this.#db.commitCount;
+    this.#running.set(commit, (this.#running.get(commit) ?? 0) + 1);
+    return { commit, epoch: this.#epoch };
+  }
+
+  end(mark: CommitMark): void {
+    const count = (this.#running.get(mark.commit) ?? 1) - 1;
+    if (count > 0) this.#running.set(mark.commit, count);
+    else this.#running.delete(mark.commit);
+    this.#trim();
+  }
+
+  /** Every run in flight is conflicted (the functions or the schema changed). */
+  reset(): void {
+    this.#epoch++;
+  }
+
+  /**
+   * Whether a commit since `mark` wrote into `readSet`, or the log cannot
+   * tell (its commits were dropped, or a reset came between).
+   * `anyCommit`: the run read something every commit changes (the snapshot ts).
+   */
+  conflicts(readSet: ReadSet, mark: CommitMark, anyCommit = false): boolean {
+    if (mark.epoch !== this.#epoch) return true;
+    const latest = this.#db.commitCount;
+    if (latest === mark.commit) return false;
+    if (anyCommit || mark.commit < this.#droppedThrough) return true;
+    // A commit whose listeners have not run yet is not in the log.
+    if (this.#lastRecorded() !== latest) return true;
+    for (let i = this.#entries.length - 1; i >= this.#head; i--) {
+      const entry = this.#entries[i];
+      if (entry.commit <= mark.commit) break;
+      if (readSet.overlaps(entry.changes)) return true;
+    }
+    return false;
+  }
+
+  #lastRecorded(): number {
+    return this.#entries.length > this.#head
+      ? this.#entries[this.#entries.length - 1].commit
+      : this.#droppedThrough;
+  }
+
+  #record(changes: readonly DocumentChange[]): void {
+    const commit = this.#db.commitCount;
+    if (this.#running.size === 0) {
+      this.#droppedThrough = commit;
+      return;
+    }
+    this.#entries.push({ commit, changes });
+    this.#changes += changes.length;
+    this.#trim();
+  }
+
+  /** Drops entries no run in flight needs, and the oldest past the bound. */
+  #trim(): void {
+    let oldest = Infinity;
+    for (const commit of this.#running.keys())
+      oldest = Math.min(oldest, commit);
+    while (this.#head < this.#entries.length) {
+      const entry = this.#entries[this.#head];
+      if (entry.commit > oldest && this.#changes <= MAX_LOGGED_CHANGES) break;
+      this.#droppedThrough = entry.commit;
+      this.#changes -= entry.changes.length;
+      this.#head++;
+    }
+    if (this.#head === this.#entries.length) {
+      this.#entries.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#entries.length) {
+      this.#entries.splice(0, this.#head);
+      this.#head = 0;
+    }
+  }
+}

@@ -35,7 +35,7 @@ import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
 import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
 import { loadOrCreateAdminKey } from "./storage/adminKey.ts";
-import { Database } from "./storage/database.ts";
+import { Database, type SyncHook } from "./storage/database.ts";
 import {
   EnvironmentError,
   EnvironmentStore,
@@ -73,6 +73,8 @@ export type BackendOptions = {
   sync?: SyncSocketOptions;
   /** Environment variables to set (persisted in the data folder) before start. */
   env?: EnvironmentVariables;
+  /** Wraps each group commit's fsync (`storage/database.ts`); tests hold it back. */
+  syncHook?: SyncHook;
 };
 
 export type BackendLogger = {
@@ -117,7 +119,7 @@ export async function startBackend(
 
   let db: Database;
   try {
-    db = Database.open(dataDir);
+    db = Database.open(dataDir, { syncHook: options.syncHook });
   } catch (error) {
     throw new StartupError((error as Error).message);
   }

@@ -226,6 +226,7 @@ export async function startTestBackend(
     watch?: boolean;
     dataDir?: string;
     clock?: BackendOptions["clock"];
+    syncHook?: BackendOptions["syncHook"];
   } = {},
 ): Promise<TestBackend> {
   const dataDir = options.dataDir ?? tempDir("data");
@@ -240,6 +241,7 @@ export async function startTestBackend(
       watch: options.watch ?? false,
       logger: logs,
       clock: options.clock,
+      syncHook: options.syncHook,
     });
   const clients: ConvexClient[] = [];
   const raws: RawSyncClient[] = [];

@@ -373,6 +373,8 @@ export class SqliteStore {
    * of the `-wal` file, off the event loop.
    */
   sync(): Promise<void> {
+    // `close` checkpointed and synced everything; the descriptor may be gone.
+    if (!this.#db.open) return Promise.resolve();
     this.#syncsInFlight++;
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.#walFd, (error) => {

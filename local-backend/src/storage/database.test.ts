@@ -11,7 +11,11 @@ import {
   SchemaViolationError,
   type SyncHook,
 } from "./database.ts";
-import { DataDirectoryLockedError } from "./sqliteStore.ts";
+import {
+  type CommitBatch,
+  DataDirectoryLockedError,
+  SqliteStore,
+} from "./sqliteStore.ts";
 
 const dirs: string[] = [];
 const open: Database[] = [];
@@ -265,6 +269,39 @@ describe("group commit", () => {
     expect(db.isDurable(db.lastTs)).toBe(true);
   });
 
+  test("a commit that fails inside its group's SQLite transaction leaves the group's other commits", async () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    const store = SqliteStore.open(file);
+    const batch = (ts: bigint, id: string, fail = false): CommitBatch => ({
+      ts,
+      lastCreationTime: 0,
+      newTables: [],
+      newIndexes: [],
+      writes: [{ id, tableNumber: FIRST_USER_TABLE_NUMBER, json: `"${id}"` }],
+      indexWrites: [],
+      counts: new Map(),
+      inTransaction: fail
+        ? () => {
+            throw new Error("refused");
+          }
+        : undefined,
+    });
+    store.commit(batch(1n, "a"));
+    expect(() => store.commit(batch(2n, "b", true))).toThrow("refused");
+    store.commit(batch(3n, "c"));
+    await store.sync();
+    store.close();
+
+    const reopened = SqliteStore.open(file);
+    expect(["a", "b", "c"].map((id) => reopened.getDocument(id))).toEqual([
+      '"a"',
+      null,
+      '"c"',
+    ]);
+    expect(reopened.loadRegistry().lastTs).toBe(3n);
+    reopened.close();
+  });
+
   test("a failed fsync fails what waits for it and every later commit", async () => {
     const db = Database.open(tempDir(), {
       syncHook: () => Promise.reject(new Error("EIO: i/o error, fdatasync")),
@@ -272,7 +309,7 @@ describe("group commit", () => {
     open.push(db);
     insert(db, "messages", { author: "a", body: "lost?" });
     await expect(db.durable(db.lastTs)).rejects.toThrow(
-      "The database file could not be synced",
+      "Recent writes may not be on disk (EIO: i/o error, fdatasync)",
     );
     expect(() => insert(db, "messages", { author: "a", body: "more" })).toThrow(
       "restart the backend",

@@ -68,6 +68,8 @@ import {
   BY_CREATION_TIME,
   BY_ID,
   builtInIndexes,
+  type CommitBatch,
+  CommitGroupLostError,
   type DocumentWrite,
   type IndexWrite,
   type SessionRequestRecord,
@@ -870,7 +872,7 @@ export class Database {
         );
       }
     }
-    this.#store.commit({
+    this.#storeCommit({
       ts,
       lastCreationTime: this.#lastCreationTime,
       newTables: this.#unpersistedTables,
@@ -908,6 +910,17 @@ export class Database {
     const result = { ts, tables, changes };
     for (const listener of this.#listeners) listener(result);
     return result;
+  }
+
+  #storeCommit(batch: CommitBatch): void {
+    try {
+      this.#store.commit(batch);
+    } catch (error) {
+      // The group's earlier commits are in the cache and were announced, but
+      // no longer in the file: stop, as for a failed fsync.
+      if (error instanceof CommitGroupLostError) this.#fail(error);
+      throw error;
+    }
   }
 
   /** Starts a group's fsync unless one is in flight (its end starts the next). */
@@ -956,13 +969,15 @@ export class Database {
   }
 
   /**
-   * An fsync failed: what it covered may or may not be on disk, so nothing
-   * more is acknowledged or committed (a retried fsync may report success for
-   * pages the kernel already dropped, which is why PostgreSQL stops too).
+   * An fsync failed, or SQLite dropped a group: what it covered may or may
+   * not be on disk, so nothing more is acknowledged or committed (a retried
+   * fsync may report success for pages the kernel already dropped, which is
+   * why PostgreSQL stops too).
    */
   #fail(error: Error): void {
+    if (this.#failure !== null) return;
     this.#failure = new Error(
-      `The database file could not be synced, so recent writes may not be on disk; restart the backend: ${error.message}`,
+      `Recent writes may not be on disk (${error.message}); restart the backend`,
     );
     for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
   }

@@ -35,8 +35,12 @@
  *   deletes it only at close, and truncates it only under a
  *   `journal_size_limit`, which we never set); its directory entry, and
  *   whatever a crashed predecessor left unsynced, are fsynced once at open.
- * Each logical commit stays one SQLite transaction, so a crash between them
- * leaves a prefix of whole commits, never half of one.
+ * The commits of a group share one SQLite transaction, each a savepoint
+ * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
+ * its fsync, so the pages they all touch (index and table pages, the clocks)
+ * are written to the WAL once per group rather than once per commit. A
+ * commit that fails rolls back to its savepoint only; a crash before the
+ * COMMIT loses the group whole, and nothing in it was acknowledged.
  * `locking_mode = EXCLUSIVE` keeps a second backend process from opening the
  * same data directory.
  *
@@ -126,6 +130,11 @@ export class SqliteStore {
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
   readonly #walFd: number;
   #syncsInFlight = 0;
+  /**
+   * A group's SQLite transaction is open: BEGIN at the first commit after a
+   * sync, COMMIT when the next sync starts (`#endGroup`).
+   */
+  #groupOpen = false;
   readonly #commit: (batch: CommitBatch) => void;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
   readonly #getDocument: Database.Statement<[string]>;
@@ -354,8 +363,24 @@ export class SqliteStore {
     return this.#db;
   }
 
+  /**
+   * Writes a commit into the open group's SQLite transaction (opening one if
+   * none is), as a savepoint: a commit that fails leaves the others of its
+   * group as they were. Throws `CommitGroupLostError` when SQLite had to roll
+   * the whole group back (a full disk or an I/O error ends the transaction).
+   */
   commit(batch: CommitBatch): void {
-    this.#commit(batch);
+    if (!this.#groupOpen) {
+      this.#db.exec("BEGIN IMMEDIATE");
+      this.#groupOpen = true;
+    }
+    try {
+      this.#commit(batch);
+    } catch (error) {
+      if (this.#db.inTransaction) throw error;
+      this.#groupOpen = false;
+      throw new CommitGroupLostError(error as Error);
+    }
   }
 
   /** The stored outcome and commit timestamp of a mutation already run for this client request. */
@@ -375,6 +400,11 @@ export class SqliteStore {
   sync(): Promise<void> {
     // `close` checkpointed and synced everything; the descriptor may be gone.
     if (!this.#db.open) return Promise.resolve();
+    try {
+      this.#endGroup();
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
     this.#syncsInFlight++;
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.#walFd, (error) => {
@@ -389,11 +419,21 @@ export class SqliteStore {
 
   /** `sync()` on the calling thread, for the last commits before a close. */
   syncNow(): void {
+    this.#endGroup();
     fs.fdatasyncSync(this.#walFd);
+  }
+
+  /** COMMITs the open group: its frames go to the `-wal` file, not yet fsynced. */
+  #endGroup(): void {
+    if (!this.#groupOpen) return;
+    this.#groupOpen = false;
+    this.#db.exec("COMMIT");
   }
 
   close(): void {
     if (!this.#db.open) return;
+    if (this.#groupOpen && this.#db.inTransaction) this.#db.exec("COMMIT");
+    this.#groupOpen = false;
     this.#db.close();
     // A sync still running closes the descriptor when it is done.
     if (this.#syncsInFlight === 0) fs.closeSync(this.#walFd);
@@ -407,6 +447,14 @@ export class SqliteStore {
       JSON.stringify(index.keyFields),
       index.state,
     );
+  }
+}
+
+/** SQLite rolled back a whole group: commits already applied in memory are gone from the file. */
+export class CommitGroupLostError extends Error {
+  constructor(cause: Error) {
+    super(`SQLite rolled back a group of commits: ${cause.message}`);
+    this.name = "CommitGroupLostError";
   }
 }
 

@@ -403,7 +403,7 @@ export class SqliteStore {
     try {
       this.#endGroup();
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error);
     }
     this.#syncsInFlight++;
     return new Promise((resolve, reject) => {

@@ -397,16 +397,12 @@ export class SqliteStore {
    * Makes every commit that returned before this call durable: one fdatasync
    * of the `-wal` file, off the event loop.
    */
-  sync(): Promise<void> {
+  async sync(): Promise<void> {
     // `close` checkpointed and synced everything; the descriptor may be gone.
-    if (!this.#db.open) return Promise.resolve();
-    try {
-      this.#endGroup();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    if (!this.#db.open) return;
+    this.#endGroup();
     this.#syncsInFlight++;
-    return new Promise((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
       fs.fdatasync(this.#walFd, (error) => {
         this.#syncsInFlight--;
         if (!this.#db.open && this.#syncsInFlight === 0)

@@ -258,10 +258,16 @@ describe("crash safety", () => {
       writers.reduce((n, w) => n + w.acknowledged.size, 0);
     const bursts = writers.map(async (writer, w) => {
       const raw = await rawSocket(first.url, writer.sessionId);
+      const dropped = raw.closed.then(() => {
+        throw new Error("the backend went away");
+      });
       for (let requestId = 0; requestId < MAX_WRITES_PER_WRITER; requestId++) {
         const body = `${w}-${requestId}`;
         writer.inFlight = { requestId, body };
-        const answer = await mutateRaw(raw, requestId, body);
+        const answer = await Promise.race([
+          mutateRaw(raw, requestId, body),
+          dropped,
+        ]);
         writer.acknowledged.set(body, answer.result as string);
         writer.inFlight = null;
       }

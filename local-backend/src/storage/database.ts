@@ -11,9 +11,9 @@
  * a Convex push waits for its indexes to backfill.
  *
  * `commit()` is the only place committed state changes. It runs synchronously:
- * SQLite first (one transaction, written but not yet fsynced), then the cache,
- * then the commit listeners that drive subscription invalidation. An index
- * whose key a write leaves unchanged is not touched.
+ * SQLite first (a savepoint in its group's transaction, not yet fsynced), then
+ * the cache, then the commit listeners that drive subscription invalidation.
+ * An index whose key a write leaves unchanged is not touched.
  *
  * Durability (group commit). A commit is on disk only once `durable(ts)`
  * resolves. One fsync runs at a time (`SqliteStore.sync`, off the event loop);

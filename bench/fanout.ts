@@ -33,9 +33,9 @@ const ROOT = path.resolve(import.meta.dirname, "..");
 const CLIENT_VERSION = "1.48.0";
 const TIMEOUT_MS = 30_000;
 
-type Stall = { maxMs: number; p99Ms: number };
+export type Stall = { maxMs: number; p99Ms: number; cpuMs?: number };
 
-type Child = {
+export type Child = {
   url: string;
   request<T>(type: string): Promise<T>;
   stop(): Promise<void>;
@@ -47,7 +47,10 @@ process.on("exit", () => {
   for (const child of children) child.kill();
 });
 
-async function startChild(script: string, args: string[]): Promise<Child> {
+export async function startChild(
+  script: string,
+  args: string[],
+): Promise<Child> {
   const child: ChildProcess = fork(path.join(ROOT, "bench", script), args, {
     cwd: ROOT,
     execArgv: ["--import", "tsx"],
@@ -81,7 +84,7 @@ async function startChild(script: string, args: string[]): Promise<Child> {
 }
 
 /** A bare socket that resolves when a frame contains the marker it waits for. */
-class Peer {
+export class Peer {
   readonly ws: WebSocket;
   frames = 0;
   #marker: string | null = null;
@@ -141,7 +144,7 @@ const withMarker = (frame: string, marker: string) =>
 const syncUrl = (url: string) =>
   `${url.replace(/^http/, "ws")}/api/${CLIENT_VERSION}/sync`;
 
-async function syncPeer(
+export async function syncPeer(
   url: string,
   queries: { udfPath: string; args: unknown }[],
 ): Promise<Peer> {
@@ -445,7 +448,7 @@ async function idleCase(
  * Mutation answers on `sender`, by request id: resolves with the answer, or
  * rejects with the error text of a failed mutation.
  */
-function mutations(sender: Peer): (requestId: number) => Promise<void> {
+export function mutations(sender: Peer): (requestId: number) => Promise<void> {
   const waiting = new Map<number, (answer: MutationAnswer) => void>();
   sender.ws.on("message", (data: Buffer) => {
     const text = data.toString("utf8");

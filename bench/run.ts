@@ -15,11 +15,13 @@
  *
  * - storage (bench/storage.ts): cold start, RSS, reload and insert cost on a
  *   generated chat folder of 100k and 1M messages, beside bare better-sqlite3.
+ * - group commit (bench/commit.ts): durable mutations/s with 1 and 50
+ *   concurrent writers, beside bare better-sqlite3 fsync loops.
  *
  * - runaway (bench/runaway.ts): other clients' latency while a runaway query
  *   runs, and the chat's validation of huge inputs.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|runaway] [-- --json=path]
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|runaway|commit] [-- --json=path]
  * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out).
  */
 import fs from "node:fs";
@@ -36,6 +38,7 @@ import { chatApi as api } from "../e2e/helpers/chatApi.ts";
 import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawnCliBackend } from "./cliBackend.ts";
+import { commitBenchmarks } from "./commit.ts";
 import { fanOutBenchmarks } from "./fanout.ts";
 import { runawayBench } from "./runaway.ts";
 import { storageBenchmarks } from "./storage.ts";
@@ -247,6 +250,8 @@ async function main(): Promise<void> {
   if (ONLY === undefined || ONLY === "clients") await chatCases();
   if (ONLY === undefined || ONLY === "storage")
     await storageBenchmarks({ quick: QUICK });
+  if (ONLY === undefined || ONLY === "commit")
+    await commitBenchmarks({ quick: QUICK });
   if (ONLY === undefined || ONLY === "fanout" || ONLY === "chat")
     await fanOutBenchmarks({
       quick: QUICK,

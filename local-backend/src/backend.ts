@@ -39,7 +39,7 @@ import { createSyscalls } from "./functions/syscalls.ts";
 import { FileStorage } from "./functions/fileStorage.ts";
 import { vectorSearchSyscalls } from "./functions/vectorSearch.ts";
 import { loadOrCreateAdminKey } from "./storage/adminKey.ts";
-import { Database } from "./storage/database.ts";
+import { Database, type SyncHook } from "./storage/database.ts";
 import {
   EnvironmentError,
   EnvironmentStore,
@@ -79,6 +79,8 @@ export type BackendOptions = {
   env?: EnvironmentVariables;
   /** `"use node"` actions: their time limit (Convex's 10 minutes by default) and worker pool size. */
   nodeActions?: { timeoutMs?: number; maxWorkers?: number };
+  /** Wraps each group commit's fsync (`storage/database.ts`); tests hold it back. */
+  syncHook?: SyncHook;
 };
 
 export type BackendLogger = {
@@ -123,7 +125,7 @@ export async function startBackend(
 
   let db: Database;
   try {
-    db = Database.open(dataDir);
+    db = Database.open(dataDir, { syncHook: options.syncHook });
   } catch (error) {
     throw new StartupError((error as Error).message);
   }

@@ -227,6 +227,7 @@ export async function startTestBackend(
     dataDir?: string;
     clock?: BackendOptions["clock"];
     nodeActions?: BackendOptions["nodeActions"];
+    syncHook?: BackendOptions["syncHook"];
   } = {},
 ): Promise<TestBackend> {
   const dataDir = options.dataDir ?? tempDir("data");
@@ -242,6 +243,7 @@ export async function startTestBackend(
       logger: logs,
       clock: options.clock,
       nodeActions: options.nodeActions,
+      syncHook: options.syncHook,
     });
   const clients: ConvexClient[] = [];
   const raws: RawSyncClient[] = [];

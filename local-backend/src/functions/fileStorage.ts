@@ -173,8 +173,9 @@ export class FileStorage {
       }
     };
     const written = await this.#blobs.write(uuid, chunks, check);
+    let ts: bigint;
     try {
-      await this.#exclusive(() => {
+      ts = await this.#exclusive(() => {
         const doc: Doc = {
           _id: id,
           _creationTime: this.#db.nextCreationTime(),
@@ -182,12 +183,14 @@ export class FileStorage {
           size: written.size,
           contentType,
         };
-        this.#db.commit(new Map([[id, { table: STORAGE_TABLE, doc }]]));
+        return this.#db.commit(new Map([[id, { table: STORAGE_TABLE, doc }]]))
+          .ts;
       });
     } catch (error) {
       this.#blobs.remove(uuid);
       throw error;
     }
+    await this.#db.durable(ts);
     return id;
   }
 
@@ -248,15 +251,16 @@ export class FileStorage {
       remove(request.tx, request.layer);
       return;
     }
-    await this.#exclusive(() => {
+    const ts = await this.#exclusive(() => {
       const tx = new Transaction(this.#db, { readOnly: false });
       try {
         remove(tx, tx.root);
-        this.#db.commit(tx.pendingWrites());
+        return this.#db.commit(tx.pendingWrites()).ts;
       } finally {
         tx.close();
       }
     });
+    await this.#db.durable(ts);
   }
 
   #readCommitted<T>(read: (tx: Transaction) => T): T {

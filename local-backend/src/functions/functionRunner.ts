@@ -20,6 +20,13 @@
  * Actions run outside the executor; their `runQuery` / `runMutation` calls take
  * the same paths as client requests.
  *
+ * Durability: a commit returns before it is on disk (group commit,
+ * storage/database.ts). `runMutation`, `runQuery` and `runSystem` resolve only
+ * once the latest commit their outcome may reflect is durable, outside the
+ * executor slot, so the next function runs meanwhile and joins the same fsync.
+ * `executeMutation` resolves as soon as the mutation committed, for callers
+ * that hold the answer back themselves until `db.durable(observedTs)`.
+ *
  * Usage:
  *   const runner = new FunctionRunner(db);
  *   runner.setIsolate(isolate);
@@ -101,6 +108,13 @@ export type QueryOutcome = FunctionOutcome & {
 };
 
 export type MutationOutcome = FunctionOutcome & { ts: bigint | null };
+
+/** A mutation that ran, before it is durable (`executeMutation`). */
+export type ExecutedMutation = MutationOutcome & {
+  /** The latest commit the outcome may reflect (its own, or the snapshot it
+   *  read): it may be shown to the caller once `db.durable(observedTs)` resolves. */
+  observedTs: bigint;
+};
 
 export type QueryRequest = {
   path: string;
@@ -248,13 +262,21 @@ export class FunctionRunner {
    * outcome is valid at its `ts`, the latest commit when it was validated;
    * `onValid` runs synchronously at that moment, before any later commit, so a
    * subscription can file the read set with nothing slipping in between.
+   * Without `onValid` it resolves once every commit the outcome may reflect is
+   * durable; with it (subscriptions) at validation, and the caller holds the
+   * result back itself (SyncSession queues each Transition until its ts is
+   * durable).
    */
-  runQuery(
+  async runQuery(
     request: QueryRequest,
     visibility: Visibility = "public",
     onValid?: (outcome: QueryOutcome) => void,
   ): Promise<QueryOutcome> {
-    return this.#afterStartup(() => this.#query(request, visibility, onValid));
+    const outcome = await this.#afterStartup(() =>
+      this.#query(request, visibility, onValid),
+    );
+    if (onValid === undefined) await this.#db.durable(outcome.ts);
+    return outcome;
   }
 
   /**
@@ -265,12 +287,37 @@ export class FunctionRunner {
     return this.#afterStartup(() => this.#writer.run(task));
   }
 
-  runMutation(
+  /** Runs a mutation; resolves once its commit (and all it read) is durable. */
+  async runMutation(
     request: MutationRequest,
     visibility: Visibility = "public",
   ): Promise<MutationOutcome> {
+    const { observedTs, ...outcome } = await this.executeMutation(
+      request,
+      visibility,
+    );
+    await this.#db.durable(observedTs);
+    return outcome;
+  }
+
+  /**
+   * Runs a mutation and resolves once it committed, before the commit is
+   * durable: the caller must not show the outcome to anyone before
+   * `db.durable(observedTs)` resolves (sync sessions queue the answer, and run
+   * the socket's next mutation meanwhile).
+   */
+  executeMutation(
+    request: MutationRequest,
+    visibility: Visibility = "public",
+  ): Promise<ExecutedMutation> {
     return this.#afterStartup(() =>
-      this.#writer.run(() => this.#mutation(request, visibility)),
+      this.#writer.run(async () => {
+        const outcome = await this.#mutation(request, visibility);
+        const observedTs = outcome.ts ?? this.#db.lastTs;
+        // A full backlog holds the executor until the disk catches up.
+        if (this.#db.backlogFull) await this.#db.durable(observedTs);
+        return { ...outcome, observedTs };
+      }),
     );
   }
 
@@ -564,17 +611,24 @@ export class FunctionRunner {
    * Runs `task` in a transaction of its own between two functions and commits
    * what it wrote: the scheduler's and crons' bookkeeping.
    */
-  runSystem<T>(task: (tx: Transaction) => T): Promise<T> {
-    return this.#writer.run(() => {
+  async runSystem<T>(task: (tx: Transaction) => T): Promise<T> {
+    const { result, ts } = await this.#writer.run(() => {
       const tx = new Transaction(this.#db, { readOnly: false });
       try {
         const result = task(tx);
-        if (tx.pendingWrites().size > 0) this.#db.commit(tx.pendingWrites());
-        return Promise.resolve(result);
+        const ts =
+          tx.pendingWrites().size > 0
+            ? this.#db.commit(tx.pendingWrites()).ts
+            : this.#db.lastTs;
+        return Promise.resolve({ result, ts });
       } finally {
         tx.close();
       }
     });
+    // A job marked as started must be on disk before its action runs, or a
+    // crash would run it a second time.
+    await this.#db.durable(ts);
+    return result;
   }
 
   /** What kind of function `udfPath` names in a component of the current build, or null if none. */

@@ -5,8 +5,17 @@ import { jsonToConvex } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
 import { Transaction } from "../functions/transaction.ts";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
-import { Database, type SchemaJson, SchemaViolationError } from "./database.ts";
-import { DataDirectoryLockedError } from "./sqliteStore.ts";
+import {
+  Database,
+  type SchemaJson,
+  SchemaViolationError,
+  type SyncHook,
+} from "./database.ts";
+import {
+  type CommitBatch,
+  DataDirectoryLockedError,
+  SqliteStore,
+} from "./sqliteStore.ts";
 
 const dirs: string[] = [];
 const open: Database[] = [];
@@ -195,5 +204,129 @@ describe("Database", () => {
     tx.insert("b", { n: 1 });
     db.commit(tx.pendingWrites());
     expect(heard).toEqual([["a", "b"]]);
+  });
+});
+
+describe("group commit", () => {
+  /** A sync hook whose fsyncs start at once but report back only when the test says. */
+  function heldSyncs() {
+    const held: { release: () => void; reported: Promise<void> }[] = [];
+    const events: string[] = [];
+    const hook: SyncHook = (sync) => {
+      const done = sync();
+      let release!: () => void;
+      const reported = new Promise<void>((resolve) => (release = resolve))
+        .then(() => done)
+        .then(() => void events.push("fsync"));
+      held.push({ release, reported });
+      return reported;
+    };
+    return {
+      hook,
+      events,
+      held,
+      /** Lets the oldest held fsync report, and waits for what it wakes. */
+      async release() {
+        const next = held.shift()!;
+        next.release();
+        await next.reported;
+        await new Promise((resolve) => setImmediate(resolve));
+      },
+    };
+  }
+
+  test("a commit is durable only after its group's fsync; commits made during an fsync share the next one", async () => {
+    const syncs = heldSyncs();
+    const db = Database.open(tempDir(), { syncHook: syncs.hook });
+    open.push(db);
+    const first = insert(db, "messages", { author: "a", body: "first" });
+    const firstTs = db.lastTs;
+    const waiting: Promise<void>[] = [
+      db.durable(firstTs).then(() => void syncs.events.push("first durable")),
+    ];
+    for (let i = 0; i < 49; i++) {
+      insert(db, "messages", { author: "a", body: `m${i}` });
+      const ts = db.lastTs;
+      waiting.push(
+        db.durable(ts).then(() => void syncs.events.push(`durable ${ts}`)),
+      );
+    }
+    expect(db.getDocument(first)).not.toBeNull();
+    expect(db.isDurable(firstTs)).toBe(false);
+    expect(syncs.held).toHaveLength(1);
+
+    await syncs.release();
+    expect(syncs.events).toEqual(["fsync", "first durable"]);
+    expect(db.isDurable(db.lastTs)).toBe(false);
+    // The 49 commits made while the first fsync ran share the second.
+    expect(syncs.held).toHaveLength(1);
+
+    await syncs.release();
+    await Promise.all(waiting);
+    expect(syncs.events.slice(2, 3)).toEqual(["fsync"]);
+    expect(syncs.events.slice(3)).toHaveLength(49);
+    expect(syncs.held).toHaveLength(0);
+    expect(db.isDurable(db.lastTs)).toBe(true);
+  });
+
+  test("a commit that fails inside its group's SQLite transaction leaves the group's other commits", async () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    const store = SqliteStore.open(file);
+    const batch = (ts: bigint, id: string, fail = false): CommitBatch => ({
+      ts,
+      lastCreationTime: 0,
+      newTables: [],
+      newIndexes: [],
+      writes: [{ id, tableNumber: FIRST_USER_TABLE_NUMBER, json: `"${id}"` }],
+      indexWrites: [],
+      counts: new Map(),
+      inTransaction: fail
+        ? () => {
+            throw new Error("refused");
+          }
+        : undefined,
+    });
+    store.commit(batch(1n, "a"));
+    expect(() => store.commit(batch(2n, "b", true))).toThrow("refused");
+    store.commit(batch(3n, "c"));
+    await store.sync();
+    store.close();
+
+    const reopened = SqliteStore.open(file);
+    expect(["a", "b", "c"].map((id) => reopened.getDocument(id))).toEqual([
+      '"a"',
+      null,
+      '"c"',
+    ]);
+    expect(reopened.loadRegistry().lastTs).toBe(3n);
+    reopened.close();
+  });
+
+  test("a failed fsync fails what waits for it and every later commit", async () => {
+    const db = Database.open(tempDir(), {
+      syncHook: () => Promise.reject(new Error("EIO: i/o error, fdatasync")),
+    });
+    open.push(db);
+    insert(db, "messages", { author: "a", body: "lost?" });
+    await expect(db.durable(db.lastTs)).rejects.toThrow(
+      "Recent writes may not be on disk (EIO: i/o error, fdatasync)",
+    );
+    expect(() => insert(db, "messages", { author: "a", body: "more" })).toThrow(
+      "restart the backend",
+    );
+  });
+
+  test("closing syncs the commits still waiting for their group", async () => {
+    const dir = tempDir();
+    const syncs = heldSyncs();
+    const db = Database.open(dir, { syncHook: syncs.hook });
+    const id = insert(db, "messages", { author: "a", body: "at close" });
+    const durable = db.durable(db.lastTs);
+    db.close();
+    await durable;
+    syncs.held.shift()!.release();
+
+    const reopened = openDb(dir);
+    expect(reopened.getDocument(id)).toMatchObject({ body: "at close" });
   });
 });

@@ -13,15 +13,37 @@
  * short by a restart resumes after its last chunk.
  *
  * `commit()` is the only place committed state changes. It runs synchronously:
- * SQLite first (fsynced), then the cache, then the commit listeners that drive
- * subscription invalidation. An index whose key a write leaves unchanged is not
- * touched.
+ * SQLite first (a savepoint in its group's transaction, not yet fsynced), then
+ * the cache, then the commit listeners that drive subscription invalidation.
+ * An index whose key a write leaves unchanged is not touched.
+ *
+ * Durability (group commit). A commit is on disk only once `durable(ts)`
+ * resolves. One fsync runs at a time (`SqliteStore.sync`, off the event loop);
+ * it covers every commit made before it was issued, and the commits made while
+ * it runs share the next one. A lone writer waits for one fsync, as with an
+ * fsync per commit; writers that arrive together share one between them.
+ *
+ * Nothing is shown to anyone before it is durable. Convex's committer
+ * publishes a commit to readers only once its persistence write finished
+ * (convex-backend `crates/database/src/committer.rs`, `publish_commit`); here
+ * mutations and queries do run over commits that are not yet durable (they
+ * are serialized after them either way), and what they produce waits instead,
+ * until `durable(ts)` of the latest commit it may reflect: the runner resolves
+ * mutations, one-shot queries and system commits only then, and sync sessions
+ * send a MutationResponse or a Transition only once its ts is durable. A
+ * mutation that read an undurable write commits after it, so its own
+ * acknowledgement implies both. Commits waiting for durability are bounded
+ * (MAX_UNDURABLE_COMMITS, MAX_UNDURABLE_BYTES): past that, `backlogFull`
+ * tells the committer to wait for `durable` before committing again. A failed
+ * fsync stops all commits, as Convex's committer shuts down on a failed write
+ * ("Unsure if transaction committed to disk").
  *
  * Usage:
  *   const db = Database.open(dataDir);
  *   await db.prepareSchema(schemaJson);       // backfills, outside the executor
  *   db.setSchema(schemaJson);                 // cheap once prepared
  *   const { ts } = db.commit(tx.pendingWrites(), sessionRequest);
+ *   await db.durable(ts);                     // now it may be acknowledged
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -49,6 +71,8 @@ import {
   BY_CREATION_TIME,
   BY_ID,
   builtInIndexes,
+  type CommitBatch,
+  CommitGroupLostError,
   type DocumentWrite,
   type IndexWrite,
   type SessionRequestRecord,
@@ -127,6 +151,10 @@ const SLICE_MS = 20;
 const SLICE_ROWS = 500;
 const BACKFILL_CHUNK_ROWS = 200;
 const BACKFILL_STEP_MS = 5;
+/** Commits (and their documents' JSON bytes) that may wait for one fsync; past
+ *  either, the committer waits, so a slow disk bounds memory and group size. */
+const MAX_UNDURABLE_COMMITS = 512;
+const MAX_UNDURABLE_BYTES = 16 << 20;
 
 /** A document's new value (null: deleted); `inserted` when no committed
  *  version can exist (a fresh id from `insert`), which saves a lookup. */
@@ -144,6 +172,24 @@ export type CommitResult = {
 };
 
 export type CommitListener = (result: CommitResult) => void;
+
+/**
+ * Wraps each group's fsync: `sync` performs it (covering every commit made
+ * before it is called); `backlog` counts the commits waiting for durability.
+ * Tests hold a group open with it and record what waits for it.
+ */
+export type SyncHook = (
+  sync: () => Promise<void>,
+  backlog: () => number,
+) => Promise<void>;
+
+export type DatabaseOptions = { syncHook?: SyncHook | undefined };
+
+type DurableWaiter = {
+  ts: bigint;
+  resolve: () => void;
+  reject: (error: Error) => void;
+};
 
 export class SchemaViolationError extends Error {
   constructor(message: string) {
@@ -231,6 +277,24 @@ export class Database {
   /** Index drops waiting for their entries to be deleted, a slice at a time. */
   readonly #drops: number[] = [];
   #dropping = false;
+  readonly #syncHook: SyncHook | undefined;
+  /**
+   * Durability state (see the module comment).
+   * - `#lastCommitTs`: the latest commit's ts (`#lastTs` may run ahead of it,
+   *   `advanceClockPast`)
+   * - `#durableTs`: every commit up to it is on disk; set when a sync ends
+   * - `#syncing`: a sync is in flight; the next starts when it ends, if
+   *   commits came meanwhile
+   * - `#failure`: a sync failed; from then on nothing commits or becomes durable
+   */
+  #lastCommitTs: bigint;
+  #durableTs: bigint;
+  #undurableCommits = 0;
+  #undurableBytes = 0;
+  #syncing = false;
+  #failure: Error | null = null;
+  #closed = false;
+  #waiters: DurableWaiter[] = [];
 
   /** Text and vector search indexes: tables in the same SQLite file, kept up
    *  to date inside each commit's transaction (storage/searchIndex.ts,
@@ -238,12 +302,16 @@ export class Database {
   readonly textSearch: SearchIndexes;
   readonly vectorSearch: VectorIndexes;
 
-  private constructor(store: SqliteStore) {
+  private constructor(store: SqliteStore, options: DatabaseOptions) {
     this.#store = store;
+    this.#syncHook = options.syncHook;
     this.textSearch = new SearchIndexes(store.connection);
     this.vectorSearch = new VectorIndexes(store.connection);
     const registry = store.loadRegistry();
     this.#lastTs = registry.lastTs;
+    // `SqliteStore.open` synced what a previous process left.
+    this.#lastCommitTs = registry.lastTs;
+    this.#durableTs = registry.lastTs;
     this.#lastCreationTime = registry.lastCreationTime;
     for (const { name, number, count } of registry.tables) {
       this.#addTable(name, number, count);
@@ -281,16 +349,34 @@ export class Database {
   }
 
   /** Opens the database in `dataDir`, creating the directory and file if needed. */
-  static open(dataDir: string): Database {
+  static open(dataDir: string, options: DatabaseOptions = {}): Database {
     fs.mkdirSync(dataDir, { recursive: true });
-    return new Database(SqliteStore.open(path.join(dataDir, "db.sqlite3")));
+    return new Database(
+      SqliteStore.open(path.join(dataDir, "db.sqlite3")),
+      options,
+    );
   }
 
+  /** Closes the file; commits still waiting for a group's fsync are synced first. */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#schemaGeneration++;
     this.#drops.length = 0;
     this.textSearch.close();
     this.vectorSearch.close();
+    if (this.#failure === null && this.#durableTs < this.#lastCommitTs) {
+      try {
+        this.#store.syncNow();
+        this.#becameDurable(
+          this.#lastCommitTs,
+          this.#undurableCommits,
+          this.#undurableBytes,
+        );
+      } catch (error) {
+        this.#fail(error as Error);
+      }
+    }
     this.#store.close();
   }
 
@@ -305,6 +391,32 @@ export class Database {
 
   get schema(): SchemaJson | null {
     return this.#schema;
+  }
+
+  /** Whether every commit up to `ts` is on disk. */
+  isDurable(ts: bigint): boolean {
+    return ts <= this.#durableTs || this.#durableTs >= this.#lastCommitTs;
+  }
+
+  /**
+   * Resolves once every commit up to `ts` is on disk: what a reader saw at
+   * snapshot `ts`, or a mutation committed at `ts`, may be shown from then on.
+   * Rejects if an fsync failed.
+   */
+  durable(ts: bigint): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.isDurable(ts)) return Promise.resolve();
+    return new Promise((resolve, reject) =>
+      this.#waiters.push({ ts, resolve, reject }),
+    );
+  }
+
+  /** Too many commits wait for an fsync: the committer should await `durable` before the next. */
+  get backlogFull(): boolean {
+    return (
+      this.#undurableCommits >= MAX_UNDURABLE_COMMITS ||
+      this.#undurableBytes >= MAX_UNDURABLE_BYTES
+    );
   }
 
   onCommit(listener: CommitListener): () => void {
@@ -776,13 +888,16 @@ export class Database {
 
   /**
    * Commits a transaction's writes (and the de-duplication record of the
-   * mutation that made them) durably, then updates the cache and tells the
-   * listeners what changed.
+   * mutation that made them) in one SQLite transaction, updates the cache,
+   * tells the listeners what changed, and queues the commit for the next
+   * group's fsync. Returns before that fsync: nothing about it may be shown
+   * to anyone before `durable(ts)` resolves.
    */
   commit(
     writes: Map<string, PendingWrite>,
     sessionRequest?: SessionRequestRecord,
   ): CommitResult {
+    if (this.#failure !== null) throw this.#failure;
     const ts = this.#nextTs();
     const documentWrites: DocumentWrite[] = [];
     const indexWrites: IndexWrite[] = [];
@@ -814,7 +929,7 @@ export class Database {
         );
       }
     }
-    this.#store.commit({
+    this.#storeCommit({
       ts,
       lastCreationTime: this.#lastCreationTime,
       newTables: this.#unpersistedTables,
@@ -832,7 +947,11 @@ export class Database {
     this.#unpersistedTables.length = 0;
     this.#unpersistedIndexes.length = 0;
     this.#lastTs = ts;
+    this.#lastCommitTs = ts;
     this.#commits++;
+    this.#undurableCommits++;
+    for (const json of jsonById.values()) this.#undurableBytes += json.length;
+    this.#startSync();
     for (const [number, count] of counts)
       this.#tablesByNumber.get(number)!.count = count;
     for (const change of changes) {
@@ -848,6 +967,76 @@ export class Database {
     const result = { ts, tables, changes };
     for (const listener of this.#listeners) listener(result);
     return result;
+  }
+
+  #storeCommit(batch: CommitBatch): void {
+    try {
+      this.#store.commit(batch);
+    } catch (error) {
+      // The group's earlier commits are in the cache and were announced, but
+      // no longer in the file: stop, as for a failed fsync.
+      if (error instanceof CommitGroupLostError) this.#fail(error);
+      throw error;
+    }
+  }
+
+  /** Starts a group's fsync unless one is in flight (its end starts the next). */
+  #startSync(): void {
+    if (this.#syncing || this.#closed || this.isDurable(this.#lastCommitTs))
+      return;
+    this.#syncing = true;
+    // What the fsync covers is fixed when it is issued: every commit before.
+    let upTo = this.#lastCommitTs;
+    let commits = 0;
+    let bytes = 0;
+    const sync = () => {
+      upTo = this.#lastCommitTs;
+      commits = this.#undurableCommits;
+      bytes = this.#undurableBytes;
+      return this.#store.sync();
+    };
+    const synced =
+      this.#syncHook === undefined
+        ? sync()
+        : this.#syncHook(sync, () => this.#undurableCommits);
+    synced.then(
+      () => {
+        this.#syncing = false;
+        if (this.#closed) return;
+        this.#becameDurable(upTo, commits, bytes);
+        this.#startSync();
+      },
+      (error: unknown) => {
+        this.#syncing = false;
+        this.#fail(error as Error);
+      },
+    );
+  }
+
+  #becameDurable(upTo: bigint, commits: number, bytes: number): void {
+    if (upTo > this.#durableTs) this.#durableTs = upTo;
+    this.#undurableCommits -= commits;
+    this.#undurableBytes -= bytes;
+    const waiting = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiting) {
+      if (this.isDurable(waiter.ts)) waiter.resolve();
+      else this.#waiters.push(waiter);
+    }
+  }
+
+  /**
+   * An fsync failed, or SQLite dropped a group: what it covered may or may
+   * not be on disk, so nothing more is acknowledged or committed (a retried
+   * fsync may report success for pages the kernel already dropped, which is
+   * why PostgreSQL stops too).
+   */
+  #fail(error: Error): void {
+    if (this.#failure !== null) return;
+    this.#failure = new Error(
+      `Recent writes may not be on disk (${error.message}); restart the backend`,
+    );
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
   }
 
   #nextTs(): bigint {

@@ -14,12 +14,35 @@
  * index entries, table counts, the new commit timestamp and the mutation's
  * de-duplication record, so either all of it survives a crash or none of it.
  *
- * Durability: WAL with `synchronous = FULL`, so a commit is fsynced before
- * `commit()` returns, and the backend acknowledges a mutation only after that.
- * (better-sqlite3 compiles WAL with `synchronous = NORMAL` as its default, which
- * survives a process crash but may lose the last commits on power loss; see its
- * docs/performance.md.) `locking_mode = EXCLUSIVE` keeps a second backend process
- * from opening the same data directory.
+ * Durability (group commit). WAL with `synchronous = NORMAL`: a COMMIT
+ * appends its frames to the `-wal` file with write() and returns without an
+ * fsync, so a commit survives a process crash (the frames are in the OS page
+ * cache) but not yet a power loss. `sync()` makes every commit that returned
+ * before it was called durable with one fdatasync of the `-wal` file, on the
+ * libuv thread pool, so the event loop keeps running meanwhile; the database
+ * acknowledges nothing before that (database.ts, "Durability"). This is what
+ * `synchronous = FULL` does inside each COMMIT (an fsync of the WAL after its
+ * frames, sqlite `wal.c` `sqlite3WalFrames`), once per group instead of once
+ * per commit. Why it is enough:
+ * - fdatasync flushes the file's written data whichever descriptor wrote it
+ *   (fsync(2); PostgreSQL's checkpointer relies on the same), and a recovering
+ *   SQLite replays every WAL frame up to the last valid commit frame;
+ * - with NORMAL a checkpoint still fsyncs the WAL before copying it into the
+ *   database file and fsyncs that file before the WAL is reused (sqlite.org
+ *   `pragma.html#pragma_synchronous`), so restarting the WAL never drops a
+ *   frame that `sync()` made durable;
+ * - the `-wal` file keeps its inode while the connection is open (SQLite
+ *   deletes it only at close, and truncates it only under a
+ *   `journal_size_limit`, which we never set); its directory entry, and
+ *   whatever a crashed predecessor left unsynced, are fsynced once at open.
+ * The commits of a group share one SQLite transaction, each a savepoint
+ * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
+ * its fsync, so the pages they all touch (index and table pages, the clocks)
+ * are written to the WAL once per group rather than once per commit. A
+ * commit that fails rolls back to its savepoint only; a crash before the
+ * COMMIT loses the group whole, and nothing in it was acknowledged.
+ * `locking_mode = EXCLUSIVE` keeps a second backend process from opening the
+ * same data directory.
  *
  * Storage versions: "1" had documents only (indexes were rebuilt in memory at
  * every start); "2" adds `indexes`, `index_entries` and table counts. A version
@@ -30,7 +53,10 @@
  *   const registry = store.loadRegistry();
  *   store.scanIndex(indexId, interval, "asc", 100);
  *   store.commit({ ts, newTables, newIndexes, writes, indexWrites, ... });
+ *   await store.sync();                      // now durable
  */
+import fs from "node:fs";
+import path from "node:path";
 import Database from "better-sqlite3";
 import { type JSONValue, jsonToConvex, type Value } from "convex/values";
 import { indexKey, indexedFieldsWithSuffix } from "../query/indexRange.ts";
@@ -101,6 +127,14 @@ export type IndexEntry = { key: Buffer; docId: string };
 
 export class SqliteStore {
   readonly #db: Database.Database;
+  /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
+  readonly #walFd: number;
+  #syncsInFlight = 0;
+  /**
+   * A group's SQLite transaction is open: BEGIN at the first commit after a
+   * sync, COMMIT when the next sync starts (`#endGroup`).
+   */
+  #groupOpen = false;
   readonly #commit: (batch: CommitBatch) => void;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
   readonly #getDocument: Database.Statement<[string]>;
@@ -111,8 +145,9 @@ export class SqliteStore {
   >;
   readonly #insertEntry: Database.Statement<[number, Buffer, string]>;
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, walFd: number) {
     this.#db = db;
+    this.#walFd = walFd;
     const setMeta = db.prepare<[string, string]>(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
@@ -190,7 +225,7 @@ export class SqliteStore {
     const db = new Database(file, { timeout: 200 });
     try {
       db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
+      db.pragma("synchronous = NORMAL");
       db.pragma("locking_mode = EXCLUSIVE");
       // Take the exclusive lock now rather than at the first commit, so a second
       // backend on the same directory fails at start-up, not mid-request.
@@ -202,13 +237,17 @@ export class SqliteStore {
       }
       throw error;
     }
+    let walFd: number;
     try {
       migrate(db);
+      walFd = fs.openSync(`${file}-wal`, "r+");
     } catch (error) {
       db.close();
       throw error;
     }
-    return new SqliteStore(db);
+    fs.fdatasyncSync(walFd);
+    fsyncDirectory(path.dirname(file));
+    return new SqliteStore(db, walFd);
   }
 
   /** Tables, indexes and clocks: everything start-up needs, independent of the number of documents. */
@@ -351,8 +390,24 @@ export class SqliteStore {
     return this.#db;
   }
 
+  /**
+   * Writes a commit into the open group's SQLite transaction (opening one if
+   * none is), as a savepoint: a commit that fails leaves the others of its
+   * group as they were. Throws `CommitGroupLostError` when SQLite had to roll
+   * the whole group back (a full disk or an I/O error ends the transaction).
+   */
   commit(batch: CommitBatch): void {
-    this.#commit(batch);
+    if (!this.#groupOpen) {
+      this.#db.exec("BEGIN IMMEDIATE");
+      this.#groupOpen = true;
+    }
+    try {
+      this.#commit(batch);
+    } catch (error) {
+      if (this.#db.inTransaction) throw error;
+      this.#groupOpen = false;
+      throw new CommitGroupLostError(error as Error);
+    }
   }
 
   /** The stored outcome and commit timestamp of a mutation already run for this client request. */
@@ -365,10 +420,46 @@ export class SqliteStore {
     return row ?? null;
   }
 
+  /**
+   * Makes every commit that returned before this call durable: one fdatasync
+   * of the `-wal` file, off the event loop.
+   */
+  async sync(): Promise<void> {
+    // `close` checkpointed and synced everything; the descriptor may be gone.
+    if (!this.#db.open) return;
+    this.#endGroup();
+    this.#syncsInFlight++;
+    await new Promise<void>((resolve, reject) => {
+      fs.fdatasync(this.#walFd, (error) => {
+        this.#syncsInFlight--;
+        if (!this.#db.open && this.#syncsInFlight === 0)
+          fs.closeSync(this.#walFd);
+        if (error === null) resolve();
+        else reject(error);
+      });
+    });
+  }
+
+  /** `sync()` on the calling thread, for the last commits before a close. */
+  syncNow(): void {
+    this.#endGroup();
+    fs.fdatasyncSync(this.#walFd);
+  }
+
+  /** COMMITs the open group: its frames go to the `-wal` file, not yet fsynced. */
+  #endGroup(): void {
+    if (!this.#groupOpen) return;
+    this.#groupOpen = false;
+    this.#db.exec("COMMIT");
+  }
+
   close(): void {
-    if (this.#db.open) {
-      this.#db.close();
-    }
+    if (!this.#db.open) return;
+    if (this.#groupOpen && this.#db.inTransaction) this.#db.exec("COMMIT");
+    this.#groupOpen = false;
+    this.#db.close();
+    // A sync still running closes the descriptor when it is done.
+    if (this.#syncsInFlight === 0) fs.closeSync(this.#walFd);
   }
 
   #insertIndexRow(index: StoredIndex): void {
@@ -383,9 +474,10 @@ export class SqliteStore {
 }
 
 /**
- * A transaction of backfill work, committed without its own fsync: losing it
- * to a power cut only moves the resume point back to an earlier cursor (its
- * entries and cursor commit together), and the next commit's fsync makes it
+ * A transaction of backfill work, committed without an fsync of its own (as
+ * every commit under group commit): losing it to a power cut only moves the
+ * resume point back to an earlier cursor (its entries and cursor commit
+ * together), and the next group's fsync makes it
  * durable with everything before it, since WAL frames are written in order
  * (SQLite `synchronous = NORMAL` in WAL mode: "consistent", only the most
  * recent transactions may roll back, https://sqlite.org/pragma.html#pragma_synchronous).
@@ -395,16 +487,19 @@ export function backfillTransaction(
   db: Database.Database,
   work: () => void,
 ): void {
-  db.pragma("synchronous = NORMAL");
-  try {
-    db.transaction(work)();
-  } finally {
-    db.pragma("synchronous = FULL");
-  }
+  db.transaction(work)();
 }
 
 function backfillCursorKey(indexId: number): string {
   return `backfill_cursor:${indexId}`;
+}
+
+/** SQLite rolled back a whole group: commits already applied in memory are gone from the file. */
+export class CommitGroupLostError extends Error {
+  constructor(cause: Error) {
+    super(`SQLite rolled back a group of commits: ${cause.message}`);
+    this.name = "CommitGroupLostError";
+  }
 }
 
 export class DataDirectoryLockedError extends Error {
@@ -413,6 +508,16 @@ export class DataDirectoryLockedError extends Error {
       `The data file ${file} is in use by another backend process; stop it or pass a different --data directory`,
     );
     this.name = "DataDirectoryLockedError";
+  }
+}
+
+/** Makes a new file's directory entry durable (fsync(2): the file's own fsync does not). */
+function fsyncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, "r");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

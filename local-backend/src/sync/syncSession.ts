@@ -43,6 +43,12 @@
  * is answered with MutationResponse and then, on this socket, a Transition
  * whose ts is at least the commit's: the client resolves `await mutation()` only
  * on that Transition (convex 1.48 `request_manager.ts` `removeCompleted`).
+ *
+ * Durability. A commit returns before it is on disk (group commit,
+ * storage/database.ts), so every MutationResponse and Transition goes through
+ * `#outbox`: frames leave in the order they were made, each once the commit it
+ * may reflect (its ts) is durable. A socket's next mutation runs while the
+ * previous one waits there, so a client's pipelined mutations share fsyncs.
  */
 import { performance } from "node:perf_hooks";
 import type { JSONValue } from "convex/values";
@@ -154,6 +160,15 @@ export class SyncSession implements Subscriber {
   #unwritten = 0;
   /** An update was asked for while single flight held it back. */
   #heldBack = false;
+  /**
+   * Frames waiting for the commit they reflect to be durable, oldest first.
+   * - a frame joins when made, unless the outbox is empty and its ts is
+   *   already durable (then it is sent at once)
+   * - leaves, in order, once `db.durable(ts)` has resolved for it
+   * - cleared by `dispose`
+   */
+  #outbox: { ts: bigint; frame: string; written?: () => void }[] = [];
+  #awaitingDurable = false;
   #mutations: Promise<void> = Promise.resolve();
   #lastSendAt = Date.now();
   #pingTimer: NodeJS.Timeout;
@@ -204,6 +219,7 @@ export class SyncSession implements Subscriber {
   dispose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#outbox = [];
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#expiryTimer);
     for (const query of this.#queries.values())
@@ -403,14 +419,17 @@ export class SyncSession implements Subscriber {
       this.#clientSessionId === null
         ? undefined
         : { sessionId: this.#clientSessionId, requestId };
-    const outcome = await this.#hub.runner.runMutation({
+    const outcome = await this.#hub.runner.executeMutation({
       path: udfPath,
       args,
       dedupe,
       identity,
     });
     if (this.#closed) return;
-    this.#send(mutationResponse(requestId, outcome));
+    this.#sendWhenDurable(
+      outcome.observedTs,
+      mutationResponse(requestId, outcome),
+    );
     if (outcome.status === "success") {
       if (this.#owedTs === null || outcome.ts! > this.#owedTs)
         this.#owedTs = outcome.ts!;
@@ -553,7 +572,8 @@ export class SyncSession implements Subscriber {
     this.#sent = { querySet, identity, ts: endTs };
     if (this.#owedTs !== null && this.#owedTs <= endTs) this.#owedTs = null;
     this.#unwritten++;
-    this.#sendFrame(
+    this.#queueFrame(
+      endTs,
       `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]${this.#clientClockSkew === null ? "" : `,"clientClockSkew":${this.#clientClockSkew}`}}`,
       () => {
         this.#unwritten--;
@@ -637,6 +657,42 @@ export class SyncSession implements Subscriber {
 
   #send(message: ServerMessage): void {
     this.#sendFrame(JSON.stringify(message));
+  }
+
+  #sendWhenDurable(ts: bigint, message: ServerMessage): void {
+    this.#queueFrame(ts, JSON.stringify(message));
+  }
+
+  /** Sends a frame once every commit up to `ts` is durable, after the frames queued before it. */
+  #queueFrame(ts: bigint, frame: string, written?: () => void): void {
+    if (this.#closed) return;
+    if (this.#outbox.length === 0 && this.#hub.db.isDurable(ts)) {
+      this.#sendFrame(frame, written);
+      return;
+    }
+    this.#outbox.push(
+      written === undefined ? { ts, frame } : { ts, frame, written },
+    );
+    this.#flushOutbox();
+  }
+
+  #flushOutbox(): void {
+    while (this.#outbox.length > 0 && !this.#awaitingDurable) {
+      const next = this.#outbox[0];
+      if (!this.#hub.db.isDurable(next.ts)) {
+        this.#awaitingDurable = true;
+        this.#hub.db.durable(next.ts).then(
+          () => {
+            this.#awaitingDurable = false;
+            this.#flushOutbox();
+          },
+          (error: unknown) => this.#internalError("durability", error),
+        );
+        return;
+      }
+      this.#outbox.shift();
+      this.#sendFrame(next.frame, next.written);
+    }
   }
 
   #sendFrame(frame: string, written?: () => void): void {

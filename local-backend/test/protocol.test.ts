@@ -350,6 +350,8 @@ describe("clock skew", () => {
     const hourAhead = 3_600_000;
     await raw.connect(randomUUID(), { clientTs: Date.now() + hourAhead });
     await raw.send(addQuery(0, 0, "messages:list"));
+    // The query's own Transition first, so the mutation's is a second one.
+    await raw.next(isTransition, "the query's first Transition");
     await raw.send(sendMutation(0, "tick"));
     const response = await raw.mutationResponse(0);
     assertSuccess(response);

@@ -16,7 +16,11 @@
  * - storage (bench/storage.ts): cold start, RSS, reload and insert cost on a
  *   generated chat folder of 100k and 1M messages, beside bare better-sqlite3.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage] [-- --json=path]
+ * - sign-up (bench/signUpLatency.ts, only with `--only=signup`: it needs
+ *   Chromium): a guest's click on "Sign up" until the reloaded page shows
+ *   their old messages as theirs, beside a guest's plain reload.
+ *
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|signup] [-- --json=path]
  * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out).
  */
 import fs from "node:fs";
@@ -34,6 +38,7 @@ import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawnCliBackend } from "./cliBackend.ts";
 import { fanOutBenchmarks } from "./fanout.ts";
+import { signUpBenchmarks } from "./signUpLatency.ts";
 import { storageBenchmarks } from "./storage.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
@@ -240,6 +245,7 @@ async function memory(
 }
 
 async function main(): Promise<void> {
+  if (ONLY === "signup") await signUpBenchmarks(QUICK ? 5 : undefined);
   if (ONLY === undefined || ONLY === "clients") await chatCases();
   if (ONLY === undefined || ONLY === "storage")
     await storageBenchmarks({ quick: QUICK });

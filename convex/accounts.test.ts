@@ -282,6 +282,23 @@ test("afterSignIn without a token is refused", async () => {
   expect(await rowsOf(t, "users")).toEqual([]);
 });
 
+test("a token copied before sign-out cannot start a new session for the account", async () => {
+  const t = newTest();
+  const account = await member(t, "Grace");
+  await t.run((ctx) => ctx.db.delete("authSessions", account.authSessionId));
+  const attacker = newSessionId();
+
+  await expectErrorCode(
+    account.as.mutation(api.accounts.afterSignIn, {
+      sessionId: newSessionId(),
+      newSessionId: attacker,
+    }),
+    "NOT_SIGNED_IN",
+  );
+  expect(await t.query(api.users.me, { sessionId: attacker })).toBeNull();
+  expect(await rowsOf(t, "sessions")).toEqual([]);
+});
+
 test("a merged guest cannot be merged again", async () => {
   const t = newTest();
   const { guest } = await guestWithMessages(t, 1);

@@ -1,11 +1,10 @@
 import { vSessionId, type SessionId } from "convex-helpers/server/sessions";
-import { getAuthUserId } from "@convex-dev/auth/server";
 import { ConvexError, v } from "convex/values";
 import type { Doc } from "./_generated/dataModel";
 import { internalMutation, type MutationCtx } from "./_generated/server";
 import { internal } from "./_generated/api";
 import type { ErrorData } from "./limits";
-import { addSession, mutationWithSession } from "./lib/sessions";
+import { addSession, getAccount, mutationWithSession } from "./lib/sessions";
 import {
   createUpgradeTicket,
   endAuthSession,
@@ -33,19 +32,22 @@ export const prepareUpgrade = mutationWithSession({
  * becomes a tombstone) and rotates the device's secret: `newSessionId` is
  * the device's session from now on, the old one stops working.
  *
- * @throws ConvexError NOT_SIGNED_IN without a Convex Auth token.
+ * @throws ConvexError NOT_SIGNED_IN without a Convex Auth token, or with
+ *   one whose Convex Auth session has ended.
  */
 export const afterSignIn = mutationWithSession({
   args: { newSessionId: vSessionId },
   returns: vProfile,
   handler: async (ctx, { newSessionId }) => {
-    const accountId = await getAuthUserId(ctx);
-    if (accountId === null) {
+    // A token whose Convex Auth session has ended (signed out) is no one.
+    const account = await getAccount(ctx);
+    if (account === null) {
       throw new ConvexError<ErrorData>({
         code: "NOT_SIGNED_IN",
         message: "Sign in first.",
       });
     }
+    const accountId = account._id;
     if (ctx.session.userId !== accountId) {
       await mergeGuest(ctx, ctx.session.userId, accountId);
     }
@@ -74,8 +76,8 @@ export const signOutDevice = mutationWithSession({
  * "Sign out and forget this device": as `signOutDevice`, and the server also
  * drops what it keeps for this device's sign-in, Convex Auth's session with
  * its refresh tokens, in the same transaction; the page then clears what the
- * browser remembers (`src/lib/rememberedEmail.ts`). The account and its other devices
- * are untouched.
+ * browser remembers (`src/lib/rememberedEmail.ts`). The account and its
+ * other devices are untouched.
  */
 export const forgetDevice = mutationWithSession({
   args: { newSessionId: vSessionId },

@@ -247,7 +247,7 @@ async function markSeen(
  * without that check a token copied before sign-out would still be the
  * account; with it, sign-out ends the token at once.
  */
-async function getAccount(ctx: QueryCtx): Promise<Doc<"users"> | null> {
+export async function getAccount(ctx: QueryCtx): Promise<Doc<"users"> | null> {
   const userId = await getAuthUserId(ctx);
   if (userId === null) return null;
   const raw = await getAuthSessionId(ctx);

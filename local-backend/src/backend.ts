@@ -23,12 +23,16 @@ import {
 import type { SyncSocketOptions } from "./http/syncSocket.ts";
 import { FunctionRunner } from "./functions/functionRunner.ts";
 import {
-  type Bundle,
   createIsolate,
   type Isolate,
   type LogLevel,
 } from "./functions/isolate.ts";
-import { buildFunctions, watchFunctions } from "./functions/loader.ts";
+import {
+  buildFunctions,
+  type FunctionsBundle,
+  watchFunctions,
+} from "./functions/loader.ts";
+import { type NodeGeneration, NodeRuntime } from "./functions/nodeRuntime.ts";
 import { CronRunner } from "./functions/crons.ts";
 import { type Clock, Scheduler } from "./functions/scheduler.ts";
 import { createSyscalls } from "./functions/syscalls.ts";
@@ -73,6 +77,8 @@ export type BackendOptions = {
   sync?: SyncSocketOptions;
   /** Environment variables to set (persisted in the data folder) before start. */
   env?: EnvironmentVariables;
+  /** `"use node"` actions: their time limit (Convex's 10 minutes by default) and worker pool size. */
+  nodeActions?: { timeoutMs?: number; maxWorkers?: number };
 };
 
 export type BackendLogger = {
@@ -182,44 +188,100 @@ export async function startBackend(
     new TokenVerifier({ fetch: authFetch }),
     adminKey,
   );
-  type Build = { bundle: Bundle; isolate: Isolate; providers: AuthProvider[] };
+  const onStrayLog = (level: LogLevel, line: string) =>
+    logger.info(`[${level}] ${line}`);
+  const nodeRuntime = new NodeRuntime({
+    convex,
+    onStrayLog,
+    ...options.nodeActions,
+  });
+  cleanup.push(() => nodeRuntime.close());
+  type Build = {
+    bundle: FunctionsBundle;
+    /** The workers of the bundle's `"use node"` modules, if it has any. */
+    node: NodeGeneration | null;
+    isolate: Isolate;
+    providers: AuthProvider[];
+  };
   let current: Build | null = null;
+  const deploymentEnv = (): Record<string, string> => ({
+    ...envStore.list(),
+    CONVEX_CLOUD_URL: url,
+    ...(siteUrl === null ? {} : { CONVEX_SITE_URL: siteUrl }),
+  });
   /**
    * Evaluates a bundle under the current environment variables: module top
    * level and `auth.config.ts` see them, as on Convex.
    */
-  const instantiate = (bundle: Bundle): Build => {
-    const isolate = createIsolate(bundle, {
+  const instantiate = (
+    bundle: FunctionsBundle,
+    node: NodeGeneration | null,
+  ): Build => {
+    const env = deploymentEnv();
+    // A Node action in a component sees what its parent passed, as in the isolate.
+    const envOf = (componentPath: string) =>
+      componentPath === ""
+        ? env
+        : (isolate.components.get(componentPath)?.env ?? {});
+    const isolate: Isolate = createIsolate(bundle, {
       convex,
-      env: {
-        ...envStore.list(),
-        CONVEX_CLOUD_URL: url,
-        ...(siteUrl === null ? {} : { CONVEX_SITE_URL: siteUrl }),
-      },
-      onStrayLog: (level: LogLevel, line: string) =>
-        logger.info(`[${level}] ${line}`),
+      env,
+      onStrayLog,
+      ...(node === null
+        ? {}
+        : { node: { modules: node.modules(envOf), bundle: node.bundle } }),
     });
-    return { bundle, isolate, providers: parseAuthConfig(isolate.authConfig) };
+    return {
+      bundle,
+      node,
+      isolate,
+      providers: parseAuthConfig(isolate.authConfig),
+    };
   };
   /** Builds and evaluates the functions; no effect on what is being served. */
-  const build = async (): Promise<Build> =>
-    instantiate(await buildFunctions(functionsDir));
+  const build = async (): Promise<Build> => {
+    const bundle = await buildFunctions(functionsDir);
+    // An edit that leaves the Node modules alone keeps their workers.
+    const kept =
+      bundle.node !== null && current?.node?.serves(bundle.node) === true
+        ? current.node
+        : null;
+    const node =
+      bundle.node === null
+        ? null
+        : (kept ?? (await nodeRuntime.prepare(bundle.node, deploymentEnv())));
+    try {
+      return instantiate(bundle, node);
+    } catch (error) {
+      if (node !== kept) node?.retire();
+      throw error;
+    }
+  };
   /**
    * Switches to a new build between two functions (an executor slot), so no
    * query or mutation spans the switch: none can cache an old-code result
    * after the cache is cleared, or commit under a schema that was just checked.
+   * The replaced build's Node workers finish their calls and go.
    */
   const install = async (next: Build) => {
     const { isolate } = next;
-    // Backfills and schema checks run before the switch, yielding to the
-    // event loop, so the executor keeps serving the old build meanwhile.
-    await db.prepareSchema(isolate.schema);
+    const previous = current;
+    try {
+      // Backfills and schema checks run before the switch, yielding to the
+      // event loop, so the executor keeps serving the old build meanwhile.
+      await db.prepareSchema(isolate.schema);
+    } catch (error) {
+      if (next.node !== previous?.node) next.node?.retire();
+      throw error;
+    }
     await runner.install(isolate, () => {
       db.setSchema(isolate.schema);
       authenticator.verifier.setProviders(next.providers);
       current = next;
       hub.invalidateAll();
     });
+    if (previous !== null && previous.node !== next.node)
+      previous.node?.retire();
     try {
       await crons.sync(isolate.modules.crons?.default);
     } catch (error) {
@@ -305,7 +367,7 @@ export async function startBackend(
     envStore.watch(
       () =>
         void reinstall(
-          () => Promise.resolve(instantiate(current!.bundle)),
+          () => Promise.resolve(instantiate(current!.bundle, current!.node)),
           "Environment variables changed; reloaded functions",
         ),
       (error) =>

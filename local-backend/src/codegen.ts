@@ -25,8 +25,13 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import * as esbuild from "esbuild";
 import type { ComponentInstance } from "./functions/components.ts";
-import { createIsolate, type RegisteredFunction } from "./functions/isolate.ts";
+import {
+  createIsolate,
+  type Isolate,
+  type RegisteredFunction,
+} from "./functions/isolate.ts";
 import { buildFunctions } from "./functions/loader.ts";
+import { NodeRuntime } from "./functions/nodeRuntime.ts";
 
 const KEEP_INSTALLED = new Set(["esbuild", "prettier", "typescript"]);
 /** Any property, call or `new` gives itself back; a string argument passes through (chalk). */
@@ -297,20 +302,33 @@ async function componentCodegen(functionsDir: string): Promise<void> {
     for (const directory of others)
       await cli.codegen.doInitialComponentCodegen(ctx, tmpDir, directory);
   });
-  const isolate = createIsolate(await buildFunctions(functionsDir), {
-    convex: {
-      syscall: () => {
-        throw new Error("codegen runs no functions");
-      },
-      asyncSyscall: () =>
-        Promise.reject(new Error("codegen runs no functions")),
-      jsSyscall: () => {
-        throw new Error("codegen runs no functions");
-      },
+  const convex = {
+    syscall: () => {
+      throw new Error("codegen runs no functions");
     },
-    env: {},
-    onStrayLog: () => undefined,
-  });
+    asyncSyscall: () => Promise.reject(new Error("codegen runs no functions")),
+    jsSyscall: () => {
+      throw new Error("codegen runs no functions");
+    },
+  };
+  const bundle = await buildFunctions(functionsDir);
+  // `"use node"` modules are analysed in a worker, as the backend loads them.
+  const nodeRuntime = new NodeRuntime({ convex, onStrayLog: () => undefined });
+  let isolate: Isolate;
+  try {
+    const node =
+      bundle.node === null ? null : await nodeRuntime.prepare(bundle.node, {});
+    isolate = createIsolate(bundle, {
+      convex,
+      env: {},
+      onStrayLog: () => undefined,
+      ...(node === null
+        ? {}
+        : { node: { modules: node.modules(() => ({})), bundle: node.bundle } }),
+    });
+  } finally {
+    await nodeRuntime.close();
+  }
   const startPushResponse = {
     analysis: analysisOf(isolate.components.instances()),
   };

@@ -226,6 +226,7 @@ export async function startTestBackend(
     watch?: boolean;
     dataDir?: string;
     clock?: BackendOptions["clock"];
+    nodeActions?: BackendOptions["nodeActions"];
   } = {},
 ): Promise<TestBackend> {
   const dataDir = options.dataDir ?? tempDir("data");
@@ -240,6 +241,7 @@ export async function startTestBackend(
       watch: options.watch ?? false,
       logger: logs,
       clock: options.clock,
+      nodeActions: options.nodeActions,
     });
   const clients: ConvexClient[] = [];
   const raws: RawSyncClient[] = [];

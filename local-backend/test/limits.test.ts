@@ -5,6 +5,7 @@
  * reads.rs` / `writes.rs`, `crates/common/src/document.rs`, `crates/value`,
  * `crates/isolate/src/environment/helpers/validation.rs` (see `limits.ts`).
  */
+import { fileURLToPath } from "node:url";
 import { anyApi } from "convex/server";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
@@ -15,6 +16,10 @@ import {
 } from "./helpers.ts";
 
 const limits = anyApi.limits;
+const files = anyApi.search;
+const FILES_FIXTURE = fileURLToPath(
+  new URL("./fixture-files/convex", import.meta.url),
+);
 const MiB = 1 << 20;
 
 let h: TestBackend;
@@ -80,6 +85,72 @@ describe("read limits", () => {
       "Too many reads in a single function execution (limit: 4096).",
     );
     await othersUnaffected();
+  });
+});
+
+describe("search reads", () => {
+  // Each text-search result is a document read, as in Convex; vector search
+  // returns ids and scores only (an action reads documents through queries).
+  let search: TestBackend;
+  beforeAll(async () => {
+    search = await startTestBackend({ functions: FILES_FIXTURE });
+  });
+  afterAll(async () => {
+    await search.stop();
+  });
+
+  test("search results count as documents read: 31,000 scanned and 1,000 found pass, 1,001 found fail", async () => {
+    const http = search.httpClient();
+    for (const count of [8_000, 8_000, 8_000, 7_000])
+      await http.mutation(files.fill, { word: "filler", count, padding: 0 });
+    await http.mutation(files.fill, {
+      word: "needle",
+      count: 1_001,
+      padding: 0,
+    });
+    expect(
+      await http.query(files.readThenSearch, {
+        n: 31_000,
+        text: "needle",
+        k: 1_000,
+      }),
+    ).toBe(32_000);
+    const error = await rejection(
+      http.query(files.readThenSearch, { n: 31_000, text: "needle", k: 1_001 }),
+    );
+    expect(error.message).toContain(
+      "Too many documents read in a single function execution (limit: 32000).",
+    );
+    expect(
+      await search.client().query(files.readThenSearch, {
+        n: 0,
+        text: "needle",
+        k: 1,
+      }),
+    ).toBe(1);
+  });
+
+  test("search results count as bytes read: 16 documents of 1 MB pass, 17 fail", async () => {
+    const http = search.httpClient();
+    await http.mutation(files.fill, {
+      word: "heavy",
+      count: 16,
+      padding: 1_000_000,
+    });
+    await http.mutation(files.fill, {
+      word: "heavy",
+      count: 1,
+      padding: 1_000_000,
+    });
+    expect(
+      await http.query(files.readThenSearch, { n: 0, text: "heavy", k: 16 }),
+    ).toBe(16);
+    const error = await rejection(
+      http.query(files.readThenSearch, { n: 0, text: "heavy", k: 17 }),
+    );
+    expect(error.message).toContain(
+      "Too many bytes read in a single function execution (limit: 16777216 bytes).",
+    );
   });
 });
 

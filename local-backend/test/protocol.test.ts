@@ -344,6 +344,27 @@ describe("versions", () => {
   });
 });
 
+describe("clock skew", () => {
+  test("every Transition carries the client's clock minus the server's, measured at Connect", async () => {
+    const raw = await h.raw();
+    const hourAhead = 3_600_000;
+    await raw.connect(randomUUID(), { clientTs: Date.now() + hourAhead });
+    await raw.send(addQuery(0, 0, "messages:list"));
+    await raw.send(sendMutation(0, "tick"));
+    const response = await raw.mutationResponse(0);
+    assertSuccess(response);
+    await transitionCovering(raw, response);
+    const skews = raw.transitions().map((t) => t.clientClockSkew);
+    expect(skews.length).toBeGreaterThan(1);
+    for (const skew of skews) {
+      // Latency only shrinks it; it is measured once, so every one is equal.
+      expect(skew).toBe(skews[0]);
+      expect(skew).toBeLessThanOrEqual(hourAhead);
+      expect(skew).toBeGreaterThan(hourAhead - 60_000);
+    }
+  });
+});
+
 describe("protocol violations close only the offending socket", () => {
   const violations: [string, (raw: RawSyncClient) => Promise<void>][] = [
     ["malformed JSON", (raw) => raw.sendRaw("{not json")],

@@ -7,10 +7,20 @@
  * from a function can reach; values come from another realm (the vm
  * context), so types are told by `Object.prototype.toString`, not `instanceof`.
  *
+ * Also what a function's log keeps of its lines (`appendLogLine`) and how
+ * `console.time` and friends word theirs (`consoleTimer`), for both runtimes
+ * (the isolate and Node actions).
+ *
  * Usage:
  *   formatLogArgs(["count", { n: 1 }]) === "'count' {\n  n: 1\n}"
+ *   appendLogLine(request.logLines, "LOG", formatLogArgs(args));
  */
 
+export type LogLevel = "LOG" | "INFO" | "WARN" | "ERROR" | "DEBUG";
+
+/** convex-backend caps log lines per function execution (isolate `MAX_LOG_LINES`). */
+const MAX_LOG_LINES = 256;
+const MAX_LOG_LINE_CHARS = 32_768;
 const MAX_STRING_LENGTH = 32768;
 const MAX_DEPTH = 5;
 const INDENT = "  ";
@@ -160,4 +170,54 @@ function lowByte(char: string): string {
   };
   if (named[code] !== undefined) return `\\${named[code]}`;
   return `\\x${code < 0x10 ? "0" : ""}${code.toString(16).toUpperCase()}`;
+}
+
+/** Adds one line to a function's log; Convex caps both the line and the count. */
+export function appendLogLine(
+  logLines: string[],
+  level: LogLevel,
+  message: string,
+): void {
+  const line =
+    message.length > MAX_LOG_LINE_CHARS
+      ? `${message.slice(0, MAX_LOG_LINE_CHARS)} (truncated due to length)`
+      : message;
+  if (logLines.length < MAX_LOG_LINES) {
+    logLines.push(`[${level}] ${line}`);
+  } else if (logLines.length === MAX_LOG_LINES) {
+    logLines.push(
+      `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
+    );
+  }
+}
+
+/**
+ * `console.time` / `timeLog` / `timeEnd` over one execution's labels, worded
+ * as Convex's runtime does (convex-backend `udf-runtime/src/02_console.ts`);
+ * real time, even in queries and mutations (`ops/console.rs`). Returns the
+ * line to log, if any.
+ */
+export function consoleTimer(
+  timers: Map<string, number>,
+  call: "time" | "timeLog" | "timeEnd",
+  label: string,
+  args: readonly unknown[],
+): { level: LogLevel; line: string } | null {
+  if (call === "time") {
+    if (!timers.has(label)) {
+      timers.set(label, Date.now());
+      return null;
+    }
+    return { level: "WARN", line: `Timer '${label}' already exists` };
+  }
+  const start = timers.get(label);
+  if (start === undefined)
+    return { level: "WARN", line: `Timer '${label}' does not exist` };
+  if (call === "timeEnd") timers.delete(label);
+  return {
+    level: "INFO",
+    line: [`${label}: ${Date.now() - start}ms`, ...args.map(inspectValue)].join(
+      " ",
+    ),
+  };
 }

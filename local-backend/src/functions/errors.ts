@@ -30,6 +30,18 @@ export type JsError = {
   data?: JSONValue;
 };
 
+/**
+ * A failure the backend describes itself rather than the function's code
+ * throwing: reported as its message alone, without "Uncaught" or frames
+ * (a crashed or timed-out Node worker, a full queue).
+ */
+export class SystemError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SystemError";
+  }
+}
+
 /** `format_uncaught_error`: "Uncaught {name}: {message}", leaving out an empty part. */
 export function uncaught(name: string, message: string): string {
   if (name !== "" && message !== "") return `Uncaught ${name}: ${message}`;

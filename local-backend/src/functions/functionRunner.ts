@@ -1,8 +1,9 @@
 /**
  * Runs the app's queries, mutations and actions: resolves a function path,
  * enforces visibility and function type, validates arguments and return values,
- * runs the function in the isolate with its transaction, and turns the outcome
- * (value, ConvexError data, uncaught error, log lines) into protocol data.
+ * runs the function in the isolate with its transaction, and reports the
+ * outcome (value, ConvexError data, uncaught error, log lines); `sync/outcomes.ts`
+ * puts it on the wire.
  *
  * Concurrency: every query and mutation runs on one serial executor, so each
  * sees one consistent snapshot and commits are trivially serializable (as
@@ -47,6 +48,7 @@ import {
   httpActionErrorBody,
   type JsError,
   jsError,
+  SystemError,
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
@@ -287,10 +289,12 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
+      const invoke = () =>
+        fn.invokeAction!(context.requestId, JSON.stringify([args]));
       const result = await requestStorage.run(context, () =>
-        withWallClockLimit(ACTION_TIMEOUT_MS, () =>
-          fn.invokeAction!(context.requestId, JSON.stringify([args])),
-        ),
+        fn.runsOwnTimeout === true
+          ? invoke()
+          : withWallClockLimit(ACTION_TIMEOUT_MS, invoke),
       );
       return this.#report(context, this.#finish(context, fn, result));
     } catch (error) {
@@ -799,7 +803,11 @@ export class FunctionRunner {
 
   /** An exception from a function, as Convex describes it (errors.ts). */
   #failure(context: RequestContext, error: unknown): FunctionFailure {
-    if (error instanceof ExpectedError || error instanceof UserTimeoutError)
+    if (
+      error instanceof ExpectedError ||
+      error instanceof UserTimeoutError ||
+      error instanceof SystemError
+    )
       return failureOf(context, jsError(error.message));
     const e = error as {
       name?: unknown;

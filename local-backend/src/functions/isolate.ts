@@ -24,15 +24,17 @@ import {
   type RuntimeDefinition,
 } from "./components.ts";
 import { type TimedHooks, TimedRealm } from "./deadline.ts";
-import { formatLogArgs, inspectValue } from "./consoleFormat.ts";
+import {
+  appendLogLine,
+  consoleTimer,
+  formatLogArgs,
+  inspectValue,
+  type LogLevel,
+} from "./consoleFormat.ts";
 import { jsError, uncaught } from "./errors.ts";
 import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
 
-/** convex-backend caps log lines per function execution (isolate `MAX_LOG_LINES`). */
-const MAX_LOG_LINES = 256;
-const MAX_LOG_LINE_CHARS = 32_768;
-
-export type LogLevel = "LOG" | "INFO" | "WARN" | "ERROR" | "DEBUG";
+export type { LogLevel } from "./consoleFormat.ts";
 
 export type Bundle = {
   /** An IIFE script that assigns `globalThis.__convexDefinitions` and `__convexApp` (loader.ts). */
@@ -73,6 +75,8 @@ export type RegisteredFunction = {
   invokeQuery?(argsJson: string): Promise<string>;
   invokeMutation?(argsJson: string): Promise<string>;
   invokeAction?(requestId: string, argsJson: string): Promise<string>;
+  /** A `"use node"` action: its worker enforces the action timeout, with the Node runtime's text. */
+  runsOwnTimeout?: boolean;
   exportArgs?(): string;
   exportReturns?(): string;
 };
@@ -91,30 +95,26 @@ export function createIsolate(
     env: Record<string, string>;
     /** Where console output goes when no function is running (module top level). */
     onStrayLog: (level: LogLevel, line: string) => void;
+    /**
+     * `"use node"` modules (nodeRuntime.ts): registered functions that run in
+     * a worker, by definition path and module, and the bundle their stack
+     * frames point into.
+     */
+    node?: {
+      modules: Record<string, Record<string, ModuleExports>>;
+      bundle: Bundle;
+    };
   },
 ): Isolate {
-  const sourceMap = new SourceMap(
-    JSON.parse(bundle.sourceMap) as ConstructorParameters<typeof SourceMap>[0],
-  );
-  const errorFrames = (stack: string) =>
-    mapFrames(stack, bundle, sourceMap).frames;
+  const errorFrames = frameMapper([
+    bundle,
+    ...(options.node === undefined ? [] : [options.node.bundle]),
+  ]);
 
-  /** One line of a function's log; Convex caps both the line and the count. */
-  const writeLine = (level: LogLevel, message: string): void => {
-    const line =
-      message.length > MAX_LOG_LINE_CHARS
-        ? `${message.slice(0, MAX_LOG_LINE_CHARS)} (truncated due to length)`
-        : message;
+  const writeLine = (level: LogLevel, line: string): void => {
     const request = currentRequest();
-    if (request === undefined) {
-      options.onStrayLog(level, line);
-    } else if (request.logLines.length < MAX_LOG_LINES) {
-      request.logLines.push(`[${level}] ${line}`);
-    } else if (request.logLines.length === MAX_LOG_LINES) {
-      request.logLines.push(
-        `[ERROR] Log overflow (maximum ${MAX_LOG_LINES}). Remaining log lines will be omitted.`,
-      );
-    }
+    if (request === undefined) options.onStrayLog(level, line);
+    else appendLogLine(request.logLines, level, line);
   };
   /** `console.time` labels belong to one function execution. */
   const strayTimers = new Map<string, number>();
@@ -145,28 +145,13 @@ export function createIsolate(
       const frames = jsError("", errorFrames(stack)).trace;
       writeLine("LOG", [...args.map(inspectValue), frames].join(" "));
     },
-    // console.time and friends measure real time even in queries and
-    // mutations (`unix_timestamp_non_deterministic` in `ops/console.rs`).
-    time(label: string): void {
-      const timers = consoleTimers();
-      if (timers.has(label))
-        writeLine("WARN", `Timer '${label}' already exists`);
-      else timers.set(label, Date.now());
-    },
-    timeLog(label: string, args: unknown[], end: boolean): void {
-      const timers = consoleTimers();
-      const start = timers.get(label);
-      if (start === undefined) {
-        writeLine("WARN", `Timer '${label}' does not exist`);
-        return;
-      }
-      if (end) timers.delete(label);
-      writeLine(
-        "INFO",
-        [`${label}: ${Date.now() - start}ms`, ...args.map(inspectValue)].join(
-          " ",
-        ),
-      );
+    timer(
+      call: "time" | "timeLog" | "timeEnd",
+      label: string,
+      args: unknown[],
+    ) {
+      const line = consoleTimer(consoleTimers(), call, label, args);
+      if (line !== null) writeLine(line.level, line.line);
     },
     /** Timers and fetch would make queries and mutations non-deterministic; Convex forbids them there. */
     assertAction(what: string): void {
@@ -206,8 +191,11 @@ type Host = {
   now(): number;
   log(level: LogLevel, args: unknown[]): void;
   trace(args: unknown[], stack: string): void;
-  time(label: string): void;
-  timeLog(label: string, args: unknown[], end: boolean): void;
+  timer(
+    call: "time" | "timeLog" | "timeEnd",
+    label: string,
+    args: unknown[],
+  ): void;
   assertAction(what: string): void;
 };
 
@@ -307,7 +295,10 @@ function evaluate(
   for (const [key, { modules, schema }] of Object.entries(
     globals.__convexDefinitions ?? { "": { modules: {} } },
   )) {
-    definitions[key] = { modules, schema: exportSchema(schema, key) };
+    definitions[key] = {
+      modules: { ...modules, ...options.node?.modules[key] },
+      schema: exportSchema(schema, key),
+    };
   }
   try {
     components = createComponentTree(globals.__convexApp ?? null, definitions);
@@ -420,9 +411,9 @@ const PRELUDE = `
     log: log("LOG"),
     warn: log("WARN"),
     trace: (...args) => host.trace(args, new Error().stack),
-    time: (name) => host.time(label(name)),
-    timeLog: (name, ...args) => host.timeLog(label(name), args, false),
-    timeEnd: (name) => host.timeLog(label(name), [], true),
+    time: (name) => host.timer("time", label(name), []),
+    timeLog: (name, ...args) => host.timer("timeLog", label(name), args),
+    timeEnd: (name) => host.timer("timeEnd", label(name), []),
   };
 
   const actionOnly = (name, fn) => function (...args) {
@@ -501,23 +492,41 @@ function isolateCrypto(): Pick<
  * (the host) dropped, and leading and trailing frames inside the `convex`
  * package's own runtime (`convex/src/server/impl`) omitted.
  */
+export function frameMapper(
+  bundles: readonly Bundle[],
+): (stack: string) => string[] {
+  const sources = bundles.map((bundle) => ({
+    bundle,
+    location: new RegExp(
+      // A query string: the Node runtime imports its bundle as `bundle.mjs?envHash=…`.
+      `(\\(|at )${escapeRegExp(bundle.filename)}(?:\\?[^:()\\s]*)?:(\\d+):(\\d+)`,
+    ),
+    sourceMap: new SourceMap(
+      JSON.parse(bundle.sourceMap) as ConstructorParameters<
+        typeof SourceMap
+      >[0],
+    ),
+  }));
+  return (stack) => mapFrames(stack, sources);
+}
+
 function mapFrames(
   stack: string,
-  bundle: Bundle,
-  sourceMap: SourceMap,
-): { header: string[]; frames: string[] } {
-  const location = new RegExp(
-    `(\\(|at )${escapeRegExp(bundle.filename)}:(\\d+):(\\d+)`,
-  );
-  const header: string[] = [];
+  sources: readonly {
+    bundle: Bundle;
+    location: RegExp;
+    sourceMap: SourceMap;
+  }[],
+): string[] {
   const frames: { line: string; internal: boolean }[] = [];
   for (const line of stack.split("\n")) {
-    if (!/^\s+at /.test(line)) {
-      if (frames.length === 0) header.push(line);
-      continue;
-    }
-    const match = location.exec(line);
-    if (match === null) continue;
+    if (!/^\s+at /.test(line)) continue;
+    const found = sources
+      .map((s) => ({ ...s, match: s.location.exec(line) }))
+      .find((s) => s.match !== null);
+    if (found === undefined) continue;
+    const { bundle, sourceMap } = found;
+    const match = found.match!;
     const entry = sourceMap.findEntry(
       Number(match[2]) - 1,
       Number(match[3]) - 1,
@@ -542,7 +551,7 @@ function mapFrames(
   }
   while (frames.length > 0 && frames[0].internal) frames.shift();
   while (frames.length > 0 && frames[frames.length - 1].internal) frames.pop();
-  return { header, frames: frames.map((f) => f.line) };
+  return frames.map((f) => f.line);
 }
 
 function relativeSource(source: string, root: string): string {

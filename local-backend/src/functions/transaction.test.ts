@@ -192,6 +192,13 @@ describe("Transaction reads", () => {
     expect(() => tx.get("!".repeat(32))).toThrow(
       "Invalid argument `id` for `db.get`: Unable to decode ID: ID wasn't valid base32",
     );
+    const corrupted =
+      message.slice(0, 10) +
+      (message[10] === "0" ? "1" : "0") +
+      message.slice(11);
+    expect(() => tx.get(corrupted)).toThrow(
+      /^Invalid argument `id` for `db.get`: Unable to decode ID: Invalid ID version \d+ \(expected \d+\)$/,
+    );
     expect(() => tx.get(message, "users")).toThrow(
       'Invalid argument `id` for `db.get`: expected to be an Id<"users">, got Id<"messages"> instead.',
     );

@@ -44,7 +44,12 @@ import {
   type Database,
   type PendingWrite,
 } from "../storage/database.ts";
-import { decodeId, encodeId, newInternalId } from "../values/ids.ts";
+import {
+  encodeId,
+  IdDecodeError,
+  newInternalId,
+  parseId,
+} from "../values/ids.ts";
 import { ReadSet } from "../query/readSet.ts";
 import { checkDocument, UsageMeter } from "./limits.ts";
 import {
@@ -585,7 +590,14 @@ export class Transaction {
       const doc = pending.has(hit.id)
         ? pending.get(hit.id)!
         : this.#db.getDocument(hit.id);
-      if (doc !== null) yield { key, doc, bytes: documentBytes(doc) };
+      if (doc === null) continue;
+      // Convex loads each result as a `db.get` would: a point read of `by_id`
+      // and a document read, counted against the read limits as it is
+      // reached (convex-backend `query/search_query.rs`
+      // `SearchResultIterator::next`, `Transaction::get_inner`).
+      this.usage.readRange(`id:${hit.id}`);
+      this.usage.readDocument(doc);
+      yield { key, doc, bytes: documentBytes(doc) };
     }
   }
 
@@ -650,9 +662,11 @@ export class Transaction {
     syscall: "db.get" | "db.patch" | "db.replace" | "db.delete",
     access: Access | undefined,
   ): { name: string } | undefined {
-    if (typeof id !== "string" || decodeId(id) === null) {
+    // The syscall's arguments are JSON, so `id` may not be a string at all.
+    const parsed = parseId(String(id));
+    if (parsed instanceof IdDecodeError) {
       throw new Error(
-        `Invalid argument \`id\` for \`${syscall}\`: ${idDecodeError(String(id))}`,
+        `Invalid argument \`id\` for \`${syscall}\`: ${parsed.message}`,
       );
     }
     const table = this.#db.tableOfId(id);
@@ -853,18 +867,6 @@ function invalidCursor(): Error {
 /** A document's size as the read limits count it. */
 function documentBytes(doc: Doc): number {
   return JSON.stringify(convexToJson(doc)).length;
-}
-
-/** convex-backend `IdDecodeError` texts (crates/value `id_v6.rs`) for a string `decodeId` refused. */
-function idDecodeError(id: string): string {
-  // 31 and 37 characters: base32 of the shortest and longest binary ID.
-  if (id.length < 31 || id.length > 37) {
-    return `Unable to decode ID: Invalid ID length ${id.length}`;
-  }
-  if (!/^[0-9a-hjkmnp-tv-z]*$/.test(id)) {
-    return "Unable to decode ID: ID wasn't valid base32";
-  }
-  return `Unable to decode ID: Invalid ID length ${id.length}`;
 }
 
 // ---- values ----------------------------------------------------------------

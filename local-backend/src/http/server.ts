@@ -22,22 +22,27 @@ import {
   type Identity,
   TokenVerifier,
 } from "../functions/authentication.ts";
-import type {
-  FunctionOutcome,
-  FunctionRunner,
-} from "../functions/functionRunner.ts";
+import type { FunctionRunner } from "../functions/functionRunner.ts";
 import type { FileStorage } from "../functions/fileStorage.ts";
-import { serveStorage } from "./storageRoutes.ts";
+import { httpFunctionResponse } from "../sync/outcomes.ts";
 import type { SubscriptionHub } from "../sync/subscriptions.ts";
+import {
+  BodyTooLargeError,
+  corsHeaders,
+  createRouter,
+  isLoopbackHost,
+  MAX_BODY_BYTES,
+  normalizePath,
+  readBody,
+  readBodyBytes,
+  type Route,
+  type RouteRequest,
+  sendJson,
+} from "./router.ts";
+import { storageRoutes } from "./storageRoutes.ts";
 import { serveSyncSocket, type SyncSocketOptions } from "./syncSocket.ts";
-import { MAX_FRAME_BYTES } from "../sync/protocol.ts";
 
-/** The same bound as a sync frame: calls over Convex's 16 MiB argument limit still get its error. */
-const MAX_BODY_BYTES = MAX_FRAME_BYTES;
-/** convex 1.48 `http_client.ts` `STATUS_CODE_UDF_FAILED`. */
-const STATUS_UDF_FAILED = 560;
 const SYNC_PATH = /^\/api\/[^/]+\/sync$/;
-const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);
 
 export type HttpServerOptions = {
   hub: SubscriptionHub;
@@ -60,8 +65,16 @@ export type ApiServer = {
 };
 
 export function createApiServer(options: HttpServerOptions): ApiServer {
-  const { hub, runner } = options;
   const authenticator = options.authenticator ?? anonymousOnly();
+  const dispatch = createRouter([
+    {
+      method: "GET",
+      path: "/instance_name",
+      handle: instanceName(options.instanceName),
+    },
+    ...(options.files === undefined ? [] : storageRoutes(options.files)),
+    ...functionRoutes(options.runner, authenticator),
+  ]);
   const sockets = new Set<WebSocket>();
   const wss = new WebSocketServer({
     noServer: true,
@@ -70,7 +83,15 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
   });
 
   const server = http.createServer((req, res) => {
-    handleRequest(req, res).catch((error: unknown) => {
+    const serve = async () => {
+      if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
+        sendJson(res, 403, LOOPBACK_REFUSAL, req);
+        return;
+      }
+      if (req.method === "OPTIONS") preflight(req, res);
+      else await dispatch(req, res, normalizePath(req.url ?? "/"));
+    };
+    serve().catch((error: unknown) => {
       console.error("local backend: request failed:", error);
       if (!res.headersSent)
         sendJson(
@@ -83,181 +104,6 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     });
   });
 
-  async function handleRequest(
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-  ): Promise<void> {
-    if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
-      sendJson(
-        res,
-        403,
-        {
-          code: "Forbidden",
-          message: "Host header must name localhost or 127.0.0.1",
-        },
-        req,
-      );
-      return;
-    }
-    const pathname = normalizePath(req.url ?? "/");
-    if (req.method === "OPTIONS") {
-      res.writeHead(204, {
-        ...corsHeaders(req),
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers":
-          "Content-Type, Convex-Client, Authorization, Digest",
-        "Access-Control-Max-Age": "86400",
-      });
-      res.end();
-      return;
-    }
-    if (req.method === "GET" && pathname === "/instance_name") {
-      res.writeHead(200, {
-        "Content-Type": "text/plain; charset=utf-8",
-        ...corsHeaders(req),
-      });
-      res.end(options.instanceName);
-      return;
-    }
-    if (
-      options.files !== undefined &&
-      pathname.startsWith("/api/storage/") &&
-      (await serveStorage(options.files, req, res, pathname))
-    )
-      return;
-    const route =
-      /^\/api\/(?:(query|mutation|action|function)|run\/(.+))$/.exec(pathname);
-    if (route === null) {
-      sendJson(
-        res,
-        404,
-        { code: "NotFound", message: `No route for ${req.method} ${pathname}` },
-        req,
-      );
-      return;
-    }
-    if (req.method !== "POST") {
-      sendJson(
-        res,
-        405,
-        { code: "MethodNotAllowed", message: `Use POST for ${pathname}` },
-        req,
-      );
-      return;
-    }
-    let identity: Identity;
-    try {
-      identity = await authenticator.fromHeader(req.headers.authorization);
-    } catch (error) {
-      if (!(error instanceof AuthenticationError)) throw error;
-      sendAuthError(res, error, req);
-      return;
-    }
-    let body: {
-      path?: unknown;
-      args?: unknown;
-      format?: unknown;
-      componentPath?: unknown;
-    };
-    try {
-      body = JSON.parse(await readBody(req)) as typeof body;
-    } catch (error) {
-      const tooLarge = error instanceof BodyTooLargeError;
-      sendJson(
-        res,
-        tooLarge ? 413 : 400,
-        {
-          code: tooLarge ? "PayloadTooLarge" : "BadJsonBody",
-          message: tooLarge
-            ? `Request body is larger than ${MAX_BODY_BYTES} bytes`
-            : "Request body is not valid JSON",
-        },
-        req,
-      );
-      return;
-    }
-    // `/api/run/messages/list` names "messages:list" (Convex's public HTTP API).
-    const runPath =
-      route[2] === undefined
-        ? undefined
-        : route[2].replace(/\/([^/]+)$/, ":$1");
-    if (runPath !== undefined && typeof body === "object" && body !== null)
-      body.path = runPath;
-    if (
-      typeof body !== "object" ||
-      body === null ||
-      typeof body.path !== "string"
-    ) {
-      sendJson(
-        res,
-        400,
-        {
-          code: "BadRequest",
-          message: 'Request body must be {"path": string, "args": [object]}',
-        },
-        req,
-      );
-      return;
-    }
-    if (
-      body.format !== undefined &&
-      body.format !== "convex_encoded_json" &&
-      body.format !== "json"
-    ) {
-      sendJson(
-        res,
-        400,
-        {
-          code: "BadRequest",
-          message: `Unsupported format ${JSON.stringify(body.format)}`,
-        },
-        req,
-      );
-      return;
-    }
-    // The real backend accepts args as `[obj]` or `obj` (`UdfArgsJson`).
-    const args = (body.args ?? {}) as JSONValue;
-    const named = route[1] ?? "function";
-    // `/api/function` and `/api/run` run whatever the path names; an unknown
-    // path runs as a query to get Convex's not-found error.
-    const kind =
-      named === "function"
-        ? (runner.functionKind(body.path) ?? "query")
-        : named;
-    // `/api/function` names the component (`ConvexHttpClient.function`).
-    const componentPath =
-      typeof body.componentPath === "string" ? body.componentPath : undefined;
-    const request = { path: body.path, args, identity, componentPath };
-    const outcome: FunctionOutcome =
-      kind === "query"
-        ? await runner.runQuery(request)
-        : kind === "mutation"
-          ? await runner.runMutation(request)
-          : await runner.runAction(request);
-    if (outcome.status === "success") {
-      sendJson(
-        res,
-        200,
-        { status: "success", value: outcome.value, logLines: outcome.logLines },
-        req,
-      );
-    } else {
-      sendJson(
-        res,
-        STATUS_UDF_FAILED,
-        {
-          status: "error",
-          errorMessage: outcome.errorMessage,
-          ...(outcome.errorData !== undefined
-            ? { errorData: outcome.errorData }
-            : {}),
-          logLines: outcome.logLines,
-        },
-        req,
-      );
-    }
-  }
-
   server.on("upgrade", (req, socket, head) => {
     const pathname = normalizePath(req.url ?? "/");
     const refuse = (status: number, reason: string) => {
@@ -266,7 +112,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       );
     };
     if (options.loopbackOnly && !isLoopbackHost(req.headers.host)) {
-      refuse(403, "Host header must name localhost or 127.0.0.1");
+      refuse(403, LOOPBACK_REFUSAL.message);
       return;
     }
     if (!SYNC_PATH.test(pathname)) {
@@ -279,7 +125,7 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
     wss.handleUpgrade(req, socket, head, (ws) => {
       sockets.add(ws);
       ws.on("close", () => sockets.delete(ws));
-      serveSyncSocket(ws, hub, { ...options.sync, authenticator });
+      serveSyncSocket(ws, options.hub, { ...options.sync, authenticator });
     });
   });
 
@@ -289,6 +135,181 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
       for (const ws of sockets) ws.close(1001, "Backend shutting down");
       wss.close();
     },
+  };
+}
+
+const LOOPBACK_REFUSAL = {
+  code: "Forbidden",
+  message: "Host header must name localhost or 127.0.0.1",
+};
+
+/** CORS preflight, for pages served from other origins (any path). */
+function preflight(req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.writeHead(204, {
+    ...corsHeaders(req),
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers":
+      "Content-Type, Convex-Client, Authorization, Digest",
+    "Access-Control-Max-Age": "86400",
+  });
+  res.end();
+}
+
+/** `GET /instance_name`: what the Convex CLI probes to find a local backend. */
+function instanceName(name: string): Route["handle"] {
+  return ({ req, res }) => {
+    res.writeHead(200, {
+      "Content-Type": "text/plain; charset=utf-8",
+      ...corsHeaders(req),
+    });
+    res.end(name);
+  };
+}
+
+/**
+ * `POST /api/query|mutation|action|function` (`ConvexHttpClient`) and
+ * `POST /api/run/<module path>/<name>` (Convex's public HTTP API).
+ */
+function functionRoutes(
+  runner: FunctionRunner,
+  authenticator: Authenticator,
+): Route[] {
+  const call = async (
+    { req, res }: RouteRequest,
+    named: string,
+    runPath?: string,
+  ) => {
+    const identity = await identityOf(authenticator, req, res);
+    if (identity === null) return;
+    const body = await readCallBody(req, res, runPath);
+    if (body === null) return;
+    // `/api/function` and `/api/run` run whatever the path names; an unknown
+    // path runs as a query to get Convex's not-found error.
+    const kind =
+      named === "function"
+        ? (runner.functionKind(body.path) ?? "query")
+        : named;
+    const request = { ...body, identity };
+    const outcome =
+      kind === "query"
+        ? await runner.runQuery(request)
+        : kind === "mutation"
+          ? await runner.runMutation(request)
+          : await runner.runAction(request);
+    const answer = httpFunctionResponse(outcome);
+    sendJson(res, answer.status, answer.body, req);
+  };
+  return [
+    {
+      method: "POST",
+      path: /^\/api\/(query|mutation|action|function)$/,
+      handle: (request) => call(request, request.captures[0]!),
+    },
+    {
+      method: "POST",
+      path: /^\/api\/run\/(.+)$/,
+      // `/api/run/messages/list` names "messages:list".
+      handle: (request) =>
+        call(
+          request,
+          "function",
+          request.captures[0]!.replace(/\/([^/]+)$/, ":$1"),
+        ),
+    },
+  ];
+}
+
+/** The caller's identity, or null once a refused credential has been answered. */
+async function identityOf(
+  authenticator: Authenticator,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): Promise<Identity | null> {
+  try {
+    return await authenticator.fromHeader(req.headers.authorization);
+  } catch (error) {
+    if (!(error instanceof AuthenticationError)) throw error;
+    sendAuthError(res, error, req);
+    return null;
+  }
+}
+
+type CallBody = { path: string; args: JSONValue; componentPath?: string };
+
+/**
+ * `{path, args, format?, componentPath?}`, or null once a bad body has been
+ * answered. `runPath`, from an `/api/run/…` URL, overrides `path`.
+ */
+async function readCallBody(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  runPath: string | undefined,
+): Promise<CallBody | null> {
+  let body: {
+    path?: unknown;
+    args?: unknown;
+    format?: unknown;
+    componentPath?: unknown;
+  };
+  try {
+    body = JSON.parse(await readBody(req)) as typeof body;
+  } catch (error) {
+    const tooLarge = error instanceof BodyTooLargeError;
+    sendJson(
+      res,
+      tooLarge ? 413 : 400,
+      {
+        code: tooLarge ? "PayloadTooLarge" : "BadJsonBody",
+        message: tooLarge
+          ? `Request body is larger than ${MAX_BODY_BYTES} bytes`
+          : "Request body is not valid JSON",
+      },
+      req,
+    );
+    return null;
+  }
+  if (runPath !== undefined && typeof body === "object" && body !== null)
+    body.path = runPath;
+  if (
+    typeof body !== "object" ||
+    body === null ||
+    typeof body.path !== "string"
+  ) {
+    sendJson(
+      res,
+      400,
+      {
+        code: "BadRequest",
+        message: 'Request body must be {"path": string, "args": [object]}',
+      },
+      req,
+    );
+    return null;
+  }
+  if (
+    body.format !== undefined &&
+    body.format !== "convex_encoded_json" &&
+    body.format !== "json"
+  ) {
+    sendJson(
+      res,
+      400,
+      {
+        code: "BadRequest",
+        message: `Unsupported format ${JSON.stringify(body.format)}`,
+      },
+      req,
+    );
+    return null;
+  }
+  return {
+    path: body.path,
+    // The real backend accepts args as `[obj]` or `obj` (`UdfArgsJson`).
+    args: (body.args ?? {}) as JSONValue,
+    // `/api/function` names the component (`ConvexHttpClient.function`).
+    ...(typeof body.componentPath === "string"
+      ? { componentPath: body.componentPath }
+      : {}),
   };
 }
 
@@ -361,44 +382,6 @@ export function createSiteServer(options: {
   });
 }
 
-/** "//api//1.48.0/sync?x" → "/api/1.48.0/sync" (a trailing slash in the deployment URL doubles them). */
-function normalizePath(url: string): string {
-  const pathname = url.split("?")[0].replace(/\/{2,}/g, "/");
-  return pathname.length > 1 ? pathname.replace(/\/$/, "") : pathname;
-}
-
-function isLoopbackHost(host: string | undefined): boolean {
-  if (host === undefined) return false;
-  const name = host.startsWith("[")
-    ? host.slice(0, host.indexOf("]") + 1)
-    : host.split(":")[0];
-  return LOOPBACK_HOSTS.has(name.toLowerCase());
-}
-
-function corsHeaders(req: http.IncomingMessage): Record<string, string> {
-  const origin = req.headers.origin;
-  return origin === undefined
-    ? {}
-    : { "Access-Control-Allow-Origin": origin, Vary: "Origin" };
-}
-
-function sendJson(
-  res: http.ServerResponse,
-  status: number,
-  body: unknown,
-  req: http.IncomingMessage,
-): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "Content-Type": "application/json",
-    "Content-Length": Buffer.byteLength(text),
-    // After a 413 the rest of the body is not worth reading: close once answered.
-    ...(status === 413 ? { Connection: "close" } : {}),
-    ...corsHeaders(req),
-  });
-  res.end(text);
-}
-
 /** No providers and no admin key: every credential is refused. */
 function anonymousOnly(): Authenticator {
   return new Authenticator(new TokenVerifier(), "");
@@ -416,32 +399,4 @@ function sendAuthError(
     { code: error.code, message: error.message },
     req,
   );
-}
-
-class BodyTooLargeError extends Error {}
-
-function readBody(req: http.IncomingMessage): Promise<string> {
-  return readBodyBytes(req).then((bytes) => bytes.toString("utf8"));
-}
-
-/** The request body as sent: HTTP actions get bytes, never text decoded on the way. */
-function readBodyBytes(req: http.IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        // Answer 413 now and let the rest of the body drain (discarded):
-        // destroying the request would reset the connection before the
-        // client reads the answer.
-        chunks.length = 0;
-        reject(new BodyTooLargeError());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
 }

@@ -9,47 +9,32 @@
  *   a month of private caching, and a single `Range` (Convex serves one range
  *   only and answers 416 to several).
  *
- * Usage: `const handled = await serveStorage(files, req, res, pathname);`
+ * Usage: `createRouter([...storageRoutes(files), ...])` (router.ts).
  */
 import type http from "node:http";
 import { pipeline } from "node:stream/promises";
 import { type FileStorage, StorageError } from "../functions/fileStorage.ts";
+import { corsHeaders, type Route, sendJson } from "./router.ts";
 
 /** convex-backend `storage.rs` `MAX_CACHE_AGE`: stored files never change. */
 const CACHE_CONTROL = "private, max-age=2592000";
-const FILE_PATH = /^\/api\/storage\/([^/]+)$/;
+const FILE_PATH = /^\/api\/storage\/(?!upload$)([^/]+)$/;
 
-/** Serves the request if it is a storage route; false when it is not one. */
-export async function serveStorage(
-  files: FileStorage,
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  pathname: string,
-): Promise<boolean> {
-  if (pathname === "/api/storage/upload") {
-    if (req.method !== "POST") {
-      sendError(
-        res,
-        req,
-        new StorageError("MethodNotAllowed", "Use POST to upload a file", 405),
-      );
-      return true;
-    }
-    await upload(files, req, res);
-    return true;
-  }
-  const match = FILE_PATH.exec(pathname);
-  if (match === null) return false;
-  if (req.method !== "GET" && req.method !== "HEAD") {
-    sendError(
-      res,
-      req,
-      new StorageError("MethodNotAllowed", "Use GET to download a file", 405),
-    );
-    return true;
-  }
-  await download(files, decodeURIComponent(match[1]), req, res);
-  return true;
+/** `POST /api/storage/upload` and `GET|HEAD /api/storage/<uuid>`, for the route table. */
+export function storageRoutes(files: FileStorage): Route[] {
+  return [
+    {
+      method: "POST",
+      path: "/api/storage/upload",
+      handle: ({ req, res }) => upload(files, req, res),
+    },
+    {
+      method: ["GET", "HEAD"],
+      path: FILE_PATH,
+      handle: ({ req, res, captures }) =>
+        download(files, decodeURIComponent(captures[0]!), req, res),
+    },
+  ];
 }
 
 async function upload(
@@ -66,7 +51,7 @@ async function upload(
       contentType === undefined || contentType === "" ? null : contentType,
       digestOf(req.headers.digest),
     );
-    sendJson(res, req, 200, { storageId });
+    sendJson(res, 200, { storageId }, req);
   } catch (error) {
     // The rest of a refused body is not worth reading.
     req.resume();
@@ -193,28 +178,6 @@ function digestOf(header: string | string[] | undefined): Buffer | undefined {
   return Buffer.from(match[1], "base64");
 }
 
-function corsHeaders(req: http.IncomingMessage): Record<string, string> {
-  const origin = req.headers.origin;
-  return origin === undefined
-    ? {}
-    : { "Access-Control-Allow-Origin": origin, Vary: "Origin" };
-}
-
-function sendJson(
-  res: http.ServerResponse,
-  req: http.IncomingMessage,
-  status: number,
-  body: unknown,
-): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "Content-Type": "application/json",
-    "Content-Length": Buffer.byteLength(text),
-    ...corsHeaders(req),
-  });
-  res.end(text);
-}
-
 function sendError(
   res: http.ServerResponse,
   req: http.IncomingMessage,
@@ -225,15 +188,19 @@ function sendError(
     return;
   }
   if (error instanceof StorageError) {
-    sendJson(res, req, error.status, {
-      code: error.code,
-      message: error.message,
-    });
+    sendJson(
+      res,
+      error.status,
+      { code: error.code, message: error.message },
+      req,
+    );
     return;
   }
   console.error("local backend: storage request failed:", error);
-  sendJson(res, req, 500, {
-    code: "InternalServerError",
-    message: "Internal server error",
-  });
+  sendJson(
+    res,
+    500,
+    { code: "InternalServerError", message: "Internal server error" },
+    req,
+  );
 }

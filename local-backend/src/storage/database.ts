@@ -6,9 +6,11 @@
  * Memory and start-up do not grow with the data: opening reads the registry
  * and two clocks, never the documents; queries read index ranges from SQLite in
  * pages (`scan`); a schema whose indexes did not change costs nothing to
- * install, and a new or changed index is backfilled in chunks that yield to the
- * event loop (`prepareSchema`) before the schema that uses it is installed, as
- * a Convex push waits for its indexes to backfill.
+ * install, and a new or changed index (search and vector ones too) is
+ * backfilled in chunks that yield to the event loop (`prepareSchema`) before
+ * the schema that uses it is installed, as a Convex push waits for its indexes
+ * to backfill. Each chunk commits with the backfill's cursor, so a backfill cut
+ * short by a restart resumes after its last chunk.
  *
  * `commit()` is the only place committed state changes. It runs synchronously:
  * SQLite first (fsynced), then the cache, then the commit listeners that drive
@@ -40,6 +42,7 @@ import {
 } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { SearchIndexDefinition } from "../query/textSearch.ts";
+import type { BackfillProgress } from "./derivedIndexes.ts";
 import { SearchIndexes } from "./searchIndex.ts";
 import { type VectorIndexDefinition, VectorIndexes } from "./vectorIndex.ts";
 import {
@@ -84,7 +87,11 @@ type VectorIndexJson = {
   filterFields: string[];
 };
 
-/** How an index name resolves: Convex serves only enabled indexes, and a staged one is "backfilling". */
+/**
+ * How an index name resolves: Convex serves only enabled indexes; "staged"
+ * (declared staged, or installed and still backfilling) answers "currently
+ * backfilling".
+ */
 export type IndexLookup<T> =
   { state: "enabled"; index: T } | { state: "staged" } | { state: "missing" };
 
@@ -119,6 +126,7 @@ const MAX_PAGE_ROWS = 1024;
 const SLICE_MS = 20;
 const SLICE_ROWS = 500;
 const BACKFILL_CHUNK_ROWS = 200;
+const BACKFILL_STEP_MS = 5;
 
 /** A document's new value (null: deleted); `inserted` when no committed
  *  version can exist (a fresh id from `insert`), which saves a lookup. */
@@ -248,10 +256,10 @@ export class Database {
         );
       }
       this.#nextIndexId = Math.max(this.#nextIndexId, index.indexId + 1);
-      // A backfill cut short by a restart is not resumed: the next schema
-      // install starts a fresh one, so the half-built index is dropped.
-      if (index.state === "ready") table.indexes.push(index);
-      else this.#dropIndex(index.indexId);
+      // A backfill cut short by a restart stays, maintained by commits, and
+      // resumes after its cursor if the next schema still wants it (setSchema
+      // drops it otherwise).
+      table.indexes.push(index);
     }
     for (const id of store.orphanedIndexIds()) this.#dropIndex(id);
     for (const [name, number] of Object.entries(SYSTEM_TABLES)) {
@@ -281,6 +289,8 @@ export class Database {
   close(): void {
     this.#schemaGeneration++;
     this.#drops.length = 0;
+    this.textSearch.close();
+    this.vectorSearch.close();
     this.#store.close();
   }
 
@@ -311,9 +321,12 @@ export class Database {
    * meanwhile keep the new indexes up to date. Throws SchemaViolationError (and
    * installs nothing) when a document does not match, as a Convex push fails.
    */
-  async prepareSchema(schema: SchemaJson | null): Promise<void> {
+  async prepareSchema(
+    schema: SchemaJson | null,
+    options: { progress?: BackfillProgress } = {},
+  ): Promise<void> {
     const generation = ++this.#schemaGeneration;
-    const steps = this.#prepare(schema);
+    const steps = this.#prepare(schema, options.progress);
     let sliceStart = performance.now();
     for (;;) {
       if (generation !== this.#schemaGeneration) throw new SupersededError();
@@ -381,23 +394,9 @@ export class Database {
         }
       }
     }
-    const docsOf = (name: string): Iterable<Doc> => {
-      const table = this.#tablesByName.get(name);
-      return table === undefined ? [] : this.#walk(table);
-    };
-    const tables = schema?.tables ?? [];
-    this.textSearch.setSchema(
-      tables.flatMap((t) =>
-        (t.searchIndexes ?? []).map((i) => searchDefinition(t.tableName, i)),
-      ),
-      docsOf,
-    );
-    this.vectorSearch.setSchema(
-      tables.flatMap((t) =>
-        (t.vectorIndexes ?? []).map((i) => vectorDefinition(t.tableName, i)),
-      ),
-      docsOf,
-    );
+    const derived = derivedDefinitions(schema);
+    this.textSearch.setSchema(derived.search, this.#documentsAfter);
+    this.vectorSearch.setSchema(derived.vector, this.#documentsAfter);
   }
 
   /** The search index `indexName` of a table, as the schema declares it. */
@@ -409,8 +408,12 @@ export class Database {
     const found = table?.searchIndexes?.find(
       (i) => i.indexDescriptor === indexName,
     );
-    if (found !== undefined)
-      return { state: "enabled", index: searchDefinition(tableName, found) };
+    if (found !== undefined) {
+      const index = searchDefinition(tableName, found);
+      return this.textSearch.isReady(index)
+        ? { state: "enabled", index }
+        : { state: "staged" };
+    }
     return table?.stagedSearchIndexes?.some(
       (i) => i.indexDescriptor === indexName,
     ) === true
@@ -426,8 +429,12 @@ export class Database {
     const found = table?.vectorIndexes?.find(
       (i) => i.indexDescriptor === indexName,
     );
-    if (found !== undefined)
-      return { state: "enabled", index: vectorDefinition(tableName, found) };
+    if (found !== undefined) {
+      const index = vectorDefinition(tableName, found);
+      return this.vectorSearch.isReady(index)
+        ? { state: "enabled", index }
+        : { state: "staged" };
+    }
     return table?.stagedVectorIndexes?.some(
       (i) => i.indexDescriptor === indexName,
     ) === true
@@ -449,7 +456,10 @@ export class Database {
    * or yields to the event loop between them. Ends by recording which index
    * of each table the schema uses (`#prepared`).
    */
-  *#prepare(schema: SchemaJson | null): Generator<void, void> {
+  *#prepare(
+    schema: SchemaJson | null,
+    progress?: BackfillProgress,
+  ): Generator<void, void> {
     this.#prepared = null;
     this.#recentWrites = new Set();
     if (schema !== null && schema.schemaValidation) {
@@ -484,9 +494,20 @@ export class Database {
           ids.push(ready.indexId);
           continue;
         }
-        ids.push(yield* this.#buildIndex(table, want));
+        ids.push(yield* this.#buildIndex(table, want, progress));
       }
     }
+    const derived = derivedDefinitions(schema);
+    yield* this.textSearch.prepare(
+      derived.search,
+      this.#documentsAfter,
+      progress,
+    );
+    yield* this.vectorSearch.prepare(
+      derived.vector,
+      this.#documentsAfter,
+      progress,
+    );
     this.#prepared = { schema, built };
   }
 
@@ -497,12 +518,13 @@ export class Database {
   *#buildIndex(
     table: Table,
     want: { name: string; keyFields: string[] },
+    progress?: BackfillProgress,
   ): Generator<void, number> {
     const existing = table.indexes.find(
       (i) => i.state === "backfilling" && sameIndex(want, i),
     );
-    // A backfilling index left by a preparation that a newer one replaced
-    // is built again from the start: its entries are idempotent.
+    // A backfilling index left by a preparation that a newer one replaced,
+    // or by a restart, continues from its cursor.
     const index: StoredIndex = existing ?? {
       indexId: this.#nextIndexId++,
       tableNumber: table.number,
@@ -516,19 +538,43 @@ export class Database {
       else this.#store.addIndex(index);
       table.indexes.push(index);
     }
+    // Commits have kept the entries before the cursor current all along:
+    // the index was in `table.indexes` since it was created, also across a
+    // restart, so the walk resumes after it.
+    const byId = table.queryable(BY_ID)!;
+    const label = `${table.name}.${index.name}`;
     let chunk: { key: Buffer; docId: string }[] = [];
-    for (const doc of this.#walk(table)) {
+    let last: Doc | undefined;
+    let stepStart = performance.now();
+    const flush = () => {
+      // Entries and the documents they were read from belong to one
+      // synchronous step, so no commit slips between them; commits
+      // between steps write their own entries to this index.
+      this.#store.insertEntries(
+        index.indexId,
+        chunk,
+        last === undefined ? undefined : documentKey(last, byId),
+      );
+      if (chunk.length > 0) progress?.(label, chunk.length);
+      chunk = [];
+    };
+    for (const doc of this.#walk(
+      table,
+      this.#store.backfillCursor(index.indexId),
+    )) {
       chunk.push({ key: documentKey(doc, index), docId: doc._id });
-      if (chunk.length >= BACKFILL_CHUNK_ROWS) {
-        // Entries and the documents they were read from belong to one
-        // synchronous step, so no commit slips between them; commits
-        // between steps write their own entries to this index.
-        this.#store.insertEntries(index.indexId, chunk);
-        chunk = [];
+      last = doc;
+      // Big documents end a chunk early, so a step stays short.
+      if (
+        chunk.length >= BACKFILL_CHUNK_ROWS ||
+        performance.now() - stepStart >= BACKFILL_STEP_MS
+      ) {
+        flush();
         yield;
+        stepStart = performance.now();
       }
     }
-    this.#store.insertEntries(index.indexId, chunk);
+    flush();
     return index.indexId;
   }
 
@@ -562,16 +608,23 @@ export class Database {
    * Every committed document of a table in id order, safe across yields:
    * documents deleted meanwhile are skipped.
    */
-  *#walk(table: Table): Generator<Doc> {
+  *#walk(table: Table, after?: Buffer): Generator<Doc> {
     const byId = table.queryable(BY_ID)!;
     for (const { doc } of this.scan(
       byId,
-      rangeToInterval(FULL_RANGE),
+      afterCursor(rangeToInterval(FULL_RANGE), "asc", after),
       "asc",
       true,
     ))
       yield doc;
   }
+
+  /** A table's documents after a `by_id` key, read as iterated (derivedIndexes.ts). */
+  #documentsAfter = (tableName: string, after: Buffer): Iterable<Doc> => {
+    const table = this.#tablesByName.get(tableName);
+    if (table === undefined) return [];
+    return this.#walk(table, after.length === 0 ? undefined : after);
+  };
 
   // ---- reading -----------------------------------------------------------
 
@@ -953,6 +1006,22 @@ class DocumentCache {
     this.#bytes -= entry.bytes;
     this.#docs.delete(id);
   }
+}
+
+/** The search and vector indexes a schema declares (staged ones are not built). */
+function derivedDefinitions(schema: SchemaJson | null): {
+  search: SearchIndexDefinition[];
+  vector: VectorIndexDefinition[];
+} {
+  const tables = schema?.tables ?? [];
+  return {
+    search: tables.flatMap((t) =>
+      (t.searchIndexes ?? []).map((i) => searchDefinition(t.tableName, i)),
+    ),
+    vector: tables.flatMap((t) =>
+      (t.vectorIndexes ?? []).map((i) => vectorDefinition(t.tableName, i)),
+    ),
+  };
 }
 
 function searchDefinition(

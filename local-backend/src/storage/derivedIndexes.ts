@@ -1,23 +1,48 @@
 /**
  * What text-search and vector indexes share: indexes derived from a table's
  * documents, kept in SQLite beside them, reconciled with the schema's
- * definitions and maintained from each commit's document changes.
+ * definitions, backfilled a chunk at a time, and maintained from each commit's
+ * document changes.
  *
- * Lifecycle of an index: declared in the schema -> built from the table's
- * documents by `setSchema` (its definition stored as JSON) -> kept current by
- * `apply` inside every commit's SQLite transaction -> dropped by the first
- * `setSchema` that no longer declares it, or rebuilt when its definition
- * changed. An unchanged definition is left alone, so a restart or a reload
- * costs nothing per document.
+ * Lifecycle of an index (keyed "table.index", definition stored as JSON):
+ * - created by `prepare` (a schema being readied) or `setSchema` (installed)
+ *   when the schema declares it and no index with that definition exists; it
+ *   starts backfilling with an empty cursor;
+ * - backfilling: each step reads the next BACKFILL_CHUNK_DOCS documents after
+ *   the cursor (in `by_id` order; fewer if they take over BACKFILL_STEP_MS to
+ *   index) and writes their entries and the new cursor
+ *   (the last document's `by_id` key) in one SQLite transaction, so a restart
+ *   resumes where the last step stopped. Commits meanwhile update the entries
+ *   of documents at or before the cursor; later ones are read by a later step.
+ *   `prepare` runs the steps while a schema is readied (the caller yields to
+ *   the event loop between them); what `setSchema` installs unbuilt continues
+ *   in slices of BACKFILL_SLICE_MS, and the index answers "currently
+ *   backfilling" (`isReady` false) until its last step;
+ * - built (no cursor): kept current by `apply` inside every commit's SQLite
+ *   transaction;
+ * - dropped by the first `setSchema` that no longer declares it, or rebuilt
+ *   when its definition changed. An unchanged definition is left alone, so a
+ *   restart or a reload costs nothing per document.
  *
  * Usage (searchIndex.ts, vectorIndex.ts):
- *   readonly #derived = new DerivedIndexes(db, { keyOf, stored, drop, put, insert, remove });
- *   this.#derived.setSchema(definitions, docsOf);
- *   this.#derived.apply(changes);   // inside the commit transaction
+ *   readonly #derived = new DerivedIndexes(db, "search", { keyOf, stored, drop, put, insert, remove });
+ *   yield* this.#derived.prepare(definitions, docsAfter);  // while readying a schema
+ *   this.#derived.setSchema(definitions, docsAfter);       // at install
+ *   this.#derived.apply(changes);                          // inside the commit transaction
  */
 import type BetterSqlite3 from "better-sqlite3";
+import { indexKey } from "../query/indexRange.ts";
+import { compareKeyBytes, encodeKey } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { Doc } from "../values/wire.ts";
+import { backfillTransaction } from "./sqliteStore.ts";
+
+/** Documents per backfill step: one SQLite transaction each. */
+export const BACKFILL_CHUNK_DOCS = 200;
+/** A step ends early once it has run this long (a chunk of long documents). */
+const BACKFILL_STEP_MS = 5;
+/** How long a background backfill runs before yielding the event loop. */
+const BACKFILL_SLICE_MS = 20;
 
 /** Where an index's rows are filed: its table and name. */
 export function derivedIndexKey(definition: {
@@ -30,7 +55,7 @@ export function derivedIndexKey(definition: {
 /** How one kind of derived index stores its definitions and entries. */
 export type DerivedIndexStore<D extends { table: string }> = {
   keyOf(definition: D): string;
-  /** The indexes built so far, with their definitions as JSON. */
+  /** The indexes created so far, with their definitions as JSON. */
   stored(): { key: string; definition: string }[];
   /** Removes an index's definition and every entry. */
   drop(key: string): void;
@@ -39,57 +64,252 @@ export type DerivedIndexStore<D extends { table: string }> = {
   remove(definition: D, doc: Doc): void;
 };
 
+/**
+ * The committed documents of `table` after the `by_id` key `after` (from the
+ * first when it is empty), in `by_id` order, read as the caller iterates: a
+ * step takes what it needs within one synchronous run.
+ */
+export type DocumentsAfter = (table: string, after: Buffer) => Iterable<Doc>;
+
+/** Called after each backfill step with the index and how many documents it added. */
+export type BackfillProgress = (index: string, documents: number) => void;
+
+type DerivedIndex<D> = {
+  definition: D;
+  json: string;
+  /** The `by_id` key of the last document backfilled (empty: none yet), or
+   *  null once built. Persisted with each step. */
+  cursor: Buffer | null;
+};
+
+/** A document's `by_id` key, the order backfills walk in. */
+function idKey(id: string): Buffer {
+  return encodeKey(indexKey({ _id: id }, ["_id"]));
+}
+
 export class DerivedIndexes<D extends { table: string }> {
   readonly #db: BetterSqlite3.Database;
+  readonly #kind: string;
   readonly #store: DerivedIndexStore<D>;
-  /** Built indexes by table. */
-  #byTable = new Map<string, D[]>();
+  /** Every index created and not dropped, built or not: commits maintain all of them. */
+  readonly #indexes = new Map<string, DerivedIndex<D>>();
+  /** Keys the installed schema declares (set by `setSchema`). */
+  #installed = new Set<string>();
+  #docsAfter: DocumentsAfter | null = null;
+  #backgroundScheduled = false;
+  #closed = false;
+  readonly #stmt: {
+    cursors: BetterSqlite3.Statement<[string]>;
+    setCursor: BetterSqlite3.Statement<[string, string, Buffer]>;
+    clearCursor: BetterSqlite3.Statement<[string, string]>;
+  };
 
-  constructor(db: BetterSqlite3.Database, store: DerivedIndexStore<D>) {
+  constructor(
+    db: BetterSqlite3.Database,
+    kind: string,
+    store: DerivedIndexStore<D>,
+  ) {
     this.#db = db;
+    this.#kind = kind;
     this.#store = store;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS derived_index_backfills (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        cursor BLOB NOT NULL,
+        PRIMARY KEY (kind, key)
+      ) WITHOUT ROWID;
+    `);
+    this.#stmt = {
+      cursors: db.prepare(
+        "SELECT key, cursor FROM derived_index_backfills WHERE kind = ?",
+      ),
+      setCursor: db.prepare(
+        "INSERT INTO derived_index_backfills (kind, key, cursor) VALUES (?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET cursor = excluded.cursor",
+      ),
+      clearCursor: db.prepare(
+        "DELETE FROM derived_index_backfills WHERE kind = ? AND key = ?",
+      ),
+    };
+    const cursors = new Map(
+      (this.#stmt.cursors.all(kind) as { key: string; cursor: Buffer }[]).map(
+        (row) => [row.key, row.cursor],
+      ),
+    );
+    for (const { key, definition } of store.stored()) {
+      this.#indexes.set(key, {
+        definition: JSON.parse(definition) as D,
+        json: definition,
+        cursor: cursors.get(key) ?? null,
+      });
+    }
   }
 
-  /** Drops undeclared indexes and builds new or changed ones from `docsOf(table)`. */
-  setSchema(
+  /**
+   * Creates and backfills, a step per yield, the declared indexes that do not
+   * exist yet or were cut short. One whose definition changed while the
+   * installed schema serves the old one is left for `setSchema`.
+   */
+  *prepare(
     definitions: readonly D[],
-    docsOf: (table: string) => Iterable<Doc>,
-  ): void {
-    const store = this.#store;
-    const wanted = new Map(definitions.map((d) => [store.keyOf(d), d]));
-    this.#db.transaction(() => {
-      for (const { key, definition } of store.stored()) {
-        const want = wanted.get(key);
-        if (want !== undefined && JSON.stringify(want) === definition) {
-          wanted.delete(key);
-          continue;
-        }
-        store.drop(key);
-      }
-      for (const [key, definition] of wanted) {
-        store.put(key, JSON.stringify(definition));
-        for (const doc of docsOf(definition.table))
-          store.insert(definition, doc);
-      }
-    })();
-    this.#byTable = new Map();
+    docsAfter: DocumentsAfter,
+    progress?: BackfillProgress,
+  ): Generator<void, void> {
     for (const definition of definitions) {
-      const list = this.#byTable.get(definition.table) ?? [];
-      list.push(definition);
-      this.#byTable.set(definition.table, list);
+      const key = this.#store.keyOf(definition);
+      const json = JSON.stringify(definition);
+      let index = this.#indexes.get(key);
+      if (index !== undefined && index.json !== json) {
+        if (this.#installed.has(key)) continue;
+        this.#drop(key);
+        index = undefined;
+      }
+      index ??= this.#create(key, definition, json);
+      while (index.cursor !== null && !this.#closed) {
+        this.#step(key, index, docsAfter, progress);
+        yield;
+      }
     }
+  }
+
+  /**
+   * Installs the schema's definitions: drops undeclared indexes, recreates
+   * changed ones, and backfills what is not built in later slices.
+   */
+  setSchema(definitions: readonly D[], docsAfter: DocumentsAfter): void {
+    const wanted = new Map(
+      definitions.map((d) => [this.#store.keyOf(d), d] as const),
+    );
+    for (const [key, index] of [...this.#indexes]) {
+      const want = wanted.get(key);
+      if (want === undefined || JSON.stringify(want) !== index.json)
+        this.#drop(key);
+    }
+    for (const [key, definition] of wanted) {
+      if (!this.#indexes.has(key))
+        this.#create(key, definition, JSON.stringify(definition));
+    }
+    this.#installed = new Set(wanted.keys());
+    this.#docsAfter = docsAfter;
+    this.#scheduleBackground();
+  }
+
+  /** Whether the index exists with this definition and is fully built. */
+  isReady(definition: D): boolean {
+    const index = this.#indexes.get(this.#store.keyOf(definition));
+    return (
+      index !== undefined &&
+      index.cursor === null &&
+      index.json === JSON.stringify(definition)
+    );
   }
 
   /** Applies a commit's document changes; call inside its SQLite transaction. */
   apply(changes: readonly DocumentChange[]): void {
     for (const change of changes) {
-      const indexes = this.#byTable.get(change.table);
-      if (indexes === undefined) continue;
-      for (const definition of indexes) {
+      let key: Buffer | undefined;
+      for (const index of this.#indexes.values()) {
+        if (index.definition.table !== change.table) continue;
+        if (index.cursor !== null) {
+          // Not reached by the backfill yet: a later step reads the document as committed.
+          key ??= idKey(change.id);
+          if (compareKeyBytes(key, index.cursor) > 0) continue;
+        }
         if (change.before !== null)
-          this.#store.remove(definition, change.before);
-        if (change.after !== null) this.#store.insert(definition, change.after);
+          this.#store.remove(index.definition, change.before);
+        if (change.after !== null)
+          this.#store.insert(index.definition, change.after);
       }
     }
+  }
+
+  /** Stops background backfills (the database is closing). */
+  close(): void {
+    this.#closed = true;
+  }
+
+  #create(key: string, definition: D, json: string): DerivedIndex<D> {
+    const index = { definition, json, cursor: Buffer.alloc(0) };
+    this.#db.transaction(() => {
+      this.#store.put(key, json);
+      this.#stmt.setCursor.run(this.#kind, key, index.cursor);
+    })();
+    this.#indexes.set(key, index);
+    return index;
+  }
+
+  #drop(key: string): void {
+    this.#db.transaction(() => {
+      this.#store.drop(key);
+      this.#stmt.clearCursor.run(this.#kind, key);
+    })();
+    this.#indexes.delete(key);
+  }
+
+  /**
+   * One backfill step: the next documents after the cursor and the new
+   * cursor, in one transaction. A step ends after BACKFILL_CHUNK_DOCS
+   * documents, or earlier once it has run BACKFILL_STEP_MS (long documents).
+   */
+  #step(
+    key: string,
+    index: DerivedIndex<D>,
+    docsAfter: DocumentsAfter,
+    progress: BackfillProgress | undefined,
+  ): void {
+    const started = performance.now();
+    let count = 0;
+    backfillTransaction(this.#db, () => {
+      let last: Doc | undefined;
+      let more = false;
+      for (const doc of docsAfter(index.definition.table, index.cursor!)) {
+        if (
+          count > 0 &&
+          (count >= BACKFILL_CHUNK_DOCS ||
+            performance.now() - started >= BACKFILL_STEP_MS)
+        ) {
+          more = true;
+          break;
+        }
+        this.#store.insert(index.definition, doc);
+        count++;
+        last = doc;
+      }
+      index.cursor = more ? idKey(last!._id) : null;
+      if (index.cursor === null) this.#stmt.clearCursor.run(this.#kind, key);
+      else this.#stmt.setCursor.run(this.#kind, key, index.cursor);
+    });
+    progress?.(key, count);
+  }
+
+  /** Backfills installed indexes for up to one slice; true when none is left unbuilt. */
+  #backfillSlice(): boolean {
+    const docsAfter = this.#docsAfter;
+    if (docsAfter === null) return true;
+    const deadline = performance.now() + BACKFILL_SLICE_MS;
+    for (const key of this.#installed) {
+      const index = this.#indexes.get(key);
+      while (index !== undefined && index.cursor !== null) {
+        if (this.#closed || performance.now() >= deadline) return false;
+        this.#step(key, index, docsAfter, undefined);
+      }
+    }
+    return true;
+  }
+
+  #allBuilt(): boolean {
+    for (const key of this.#installed)
+      if (this.#indexes.get(key)?.cursor !== null) return false;
+    return true;
+  }
+
+  #scheduleBackground(): void {
+    if (this.#backgroundScheduled || this.#closed || this.#allBuilt()) return;
+    this.#backgroundScheduled = true;
+    setImmediate(() => {
+      this.#backgroundScheduled = false;
+      if (this.#closed) return;
+      if (!this.#backfillSlice()) this.#scheduleBackground();
+    });
   }
 }

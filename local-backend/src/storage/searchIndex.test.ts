@@ -5,6 +5,7 @@ import { afterEach, describe, expect, test } from "vitest";
 import { type SerializedQuery, Transaction } from "../functions/transaction.ts";
 import { compileSearch, tokenize } from "../query/textSearch.ts";
 import { Database, type SchemaJson } from "./database.ts";
+import { BACKFILL_CHUNK_DOCS } from "./derivedIndexes.ts";
 
 const dirs: string[] = [];
 const open: Database[] = [];
@@ -177,5 +178,105 @@ describe("search index storage", () => {
     expect(tx.readSet.overlaps([{ ...change("beta"), table: "other" }])).toBe(
       false,
     );
+  });
+});
+
+describe("backfill", () => {
+  const notes = (count: number) =>
+    Array.from({ length: count }, (_, i) => `note w${i}x common`);
+
+  test("a backfill cut short by a restart resumes after its last chunk, and commits meanwhile are kept", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const first = openDb(dir);
+    first.setSchema({
+      ...schema,
+      tables: [{ ...schema.tables[0], searchIndexes: [] }],
+    });
+    const ids = notes(1000).map((text) => insert(first, text));
+    let before = 0;
+    await expect(
+      first.prepareSchema(schema, {
+        progress: (_index, documents) => {
+          before += documents;
+          // A restart after the first chunk: what is on disk is what a kill leaves.
+          first.close();
+        },
+      }),
+    ).rejects.toThrow("A newer schema replaced this one");
+    open.splice(open.indexOf(first), 1);
+    expect(before).toBeGreaterThan(0);
+    expect(before).toBeLessThanOrEqual(BACKFILL_CHUNK_DOCS);
+
+    const second = openDb(dir);
+    const tx = new Transaction(second, { readOnly: false });
+    tx.insert("notes", { text: "fresh common", tag: "a" });
+    tx.patch(ids[1], { text: "patched common" });
+    tx.delete(ids[2]);
+    second.commit(tx.pendingWrites());
+    let after = 0;
+    await second.prepareSchema(schema, {
+      progress: (_index, documents) => (after += documents),
+    });
+    second.setSchema(schema);
+    // Only what the first run had not reached is read again.
+    expect(after).toBeGreaterThanOrEqual(1000 - before - 1);
+    expect(after).toBeLessThanOrEqual(1000 - before + 1);
+    const hits = (text: string) =>
+      second.textSearch
+        .search(
+          definition,
+          compileSearch(definition, [
+            { type: "Search", fieldPath: "text", value: text },
+          ]),
+        )
+        .hits.map((h) => h.id);
+    expect(hits("patched")).toEqual([ids[1]]);
+    expect(hits("w1x")).toEqual([]);
+    expect(hits("w2x")).toEqual([]);
+    expect(hits("w3x")).toEqual([ids[3]]);
+    expect(hits("fresh")).toHaveLength(1);
+    expect(second.textSearch.stats(definition).numDocs).toBe(1000);
+  });
+
+  test("an installed index whose definition changed answers 'currently backfilling' until rebuilt, then serves commits made meanwhile", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    db.setSchema(schema);
+    for (const text of notes(500)) insert(db, text);
+    const changed: SchemaJson = {
+      ...schema,
+      tables: [
+        {
+          ...schema.tables[0],
+          searchIndexes: [
+            {
+              indexDescriptor: "search_text",
+              searchField: "text",
+              filterFields: [],
+            },
+          ],
+        },
+      ],
+    };
+    await db.prepareSchema(changed);
+    db.setSchema(changed);
+    const search = () => [
+      ...new Transaction(db, { readOnly: true }).stream(searchQuery("fresh")),
+    ];
+    expect(search).toThrow(
+      "Index notes.search_text is currently backfilling and not available to query yet.",
+    );
+    const id = insert(db, "fresh words");
+    for (let i = 0; i < 10_000; i++) {
+      try {
+        search();
+        break;
+      } catch {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+    expect(search().map((d) => d._id)).toEqual([id]);
   });
 });

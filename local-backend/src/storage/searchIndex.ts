@@ -2,8 +2,8 @@
  * Text search indexes on disk: an inverted index per `searchIndex` of the
  * schema, in SQLite tables of the database file, maintained inside each
  * commit's SQLite transaction (so index entries are exactly as durable as
- * their documents), and rebuilt from the table when an index is added or its
- * definition changes.
+ * their documents), and backfilled from the table, resumably, when an index
+ * is added or its definition changes (derivedIndexes.ts).
  *
  * Tables (one row set per index, keyed by "table.index"):
  *   search_indexes  key -> definition, document count, token count (BM25 stats)
@@ -18,7 +18,8 @@
  *
  * Usage:
  *   const search = new SearchIndexes(connection);
- *   search.setSchema(definitions, (table) => docs);  // after each schema push
+ *   yield* search.prepare(definitions, docsAfter);    // while a schema is readied
+ *   search.setSchema(definitions, docsAfter);         // at install
  *   search.apply(changes);                            // inside the commit transaction
  *   const { hits } = search.search(definition, compiled);
  */
@@ -37,7 +38,12 @@ import {
   termBoost,
 } from "../query/textSearch.ts";
 import type { Doc } from "../values/wire.ts";
-import { DerivedIndexes, derivedIndexKey as keyOf } from "./derivedIndexes.ts";
+import {
+  type BackfillProgress,
+  DerivedIndexes,
+  derivedIndexKey as keyOf,
+  type DocumentsAfter,
+} from "./derivedIndexes.ts";
 
 export type SearchHit = { id: string; score: number; creationTime: number };
 
@@ -82,7 +88,7 @@ export class SearchIndexes {
       ) WITHOUT ROWID;
     `);
     this.#stmt = prepare(db);
-    this.#derived = new DerivedIndexes<SearchIndexDefinition>(db, {
+    this.#derived = new DerivedIndexes<SearchIndexDefinition>(db, "search", {
       keyOf,
       stored: () =>
         this.#stmt.listIndexes.all() as { key: string; definition: string }[],
@@ -97,12 +103,30 @@ export class SearchIndexes {
     });
   }
 
-  /** Drops undeclared indexes and builds new or changed ones (derivedIndexes.ts). */
+  /** Backfills the declared indexes a step per yield, while a schema is readied (derivedIndexes.ts). */
+  prepare(
+    definitions: readonly SearchIndexDefinition[],
+    docsAfter: DocumentsAfter,
+    progress?: BackfillProgress,
+  ): Generator<void, void> {
+    return this.#derived.prepare(definitions, docsAfter, progress);
+  }
+
+  /** Installs the schema's indexes: drops undeclared ones, finishes the others in slices. */
   setSchema(
     definitions: readonly SearchIndexDefinition[],
-    docsOf: (table: string) => Iterable<Doc>,
+    docsAfter: DocumentsAfter,
   ): void {
-    this.#derived.setSchema(definitions, docsOf);
+    this.#derived.setSchema(definitions, docsAfter);
+  }
+
+  /** False while the index is still backfilling: queries on it fail as Convex's do. */
+  isReady(definition: SearchIndexDefinition): boolean {
+    return this.#derived.isReady(definition);
+  }
+
+  close(): void {
+    this.#derived.close();
   }
 
   /** Applies a commit's document changes; call inside its SQLite transaction. */

@@ -274,6 +274,54 @@ describe("schema changes", () => {
     expect(expected).not.toContain(ids[11]);
   });
 
+  test("a backfill cut short by a restart resumes after its last chunk, and commits meanwhile land in it", async () => {
+    const dir = tempDir();
+    const first = openDb(dir);
+    first.setSchema(schema([]));
+    const ids = insertMany(
+      first,
+      Array.from({ length: 2_000 }, (_, i) => ({
+        author: `a${i % 10}`,
+        body: `m${i}`,
+      })),
+    );
+    let before = 0;
+    await expect(
+      first.prepareSchema(schema(BY_AUTHOR), {
+        progress: (index, documents) => {
+          expect(index).toBe("messages.by_author");
+          before += documents;
+          // A restart after the first chunk: what is on disk is what a kill leaves.
+          if (before >= 600) first.close();
+        },
+      }),
+    ).rejects.toThrow("A newer schema replaced this one");
+    open.splice(open.indexOf(first), 1);
+    expect(before).toBeGreaterThan(0);
+    expect(before).toBeLessThan(2_000);
+
+    const second = openDb(dir);
+    const tx = new Transaction(second, { readOnly: false });
+    tx.insert("messages", { author: "a1", body: "after the restart" });
+    tx.patch(ids[0], { author: "a1" });
+    tx.delete(ids[11]);
+    second.commit(tx.pendingWrites());
+    let after = 0;
+    await second.prepareSchema(schema(BY_AUTHOR), {
+      progress: (_index, documents) => (after += documents),
+    });
+    second.setSchema(schema(BY_AUTHOR));
+    // Only what the first run had not reached is read again.
+    expect(after).toBeGreaterThanOrEqual(2_000 - before - 1);
+    expect(after).toBeLessThanOrEqual(2_000 - before + 1);
+    const expected = read(second, fullScan)
+      .filter((d) => d.author === "a1")
+      .map((d) => d._id);
+    expect(read(second, byAuthor("a1")).map((d) => d._id)).toEqual(expected);
+    expect(expected).toContain(ids[0]);
+    expect(expected).not.toContain(ids[11]);
+  });
+
   test("a dropped index is gone from queries and a changed one serves its new fields", () => {
     const dir = tempDir();
     const db = openDb(dir);

@@ -2,7 +2,8 @@
  * Vector indexes on disk: one row per indexed document (its vector as
  * float32, as Convex stores it, and its filter values) in a SQLite table of
  * the database file, maintained inside each commit's SQLite transaction and
- * rebuilt from the table when an index is added or changed.
+ * backfilled from the table, resumably, when an index is added or changed
+ * (derivedIndexes.ts).
  *
  * Search is exact: every row of the index is scored by cosine similarity
  * (vectors normalized, then a dot product, as qdrant's `CosineMetric`), so
@@ -12,7 +13,8 @@
  *
  * Usage:
  *   const vectors = new VectorIndexes(connection);
- *   vectors.setSchema(definitions, (table) => docs);
+ *   yield* vectors.prepare(definitions, docsAfter);  // while a schema is readied
+ *   vectors.setSchema(definitions, docsAfter);       // at install
  *   vectors.apply(changes);   // inside the commit transaction
  *   vectors.search(definition, vector, 10, conditions);
  */
@@ -22,7 +24,12 @@ import type { Value } from "convex/values";
 import type { DocumentChange } from "../query/readSet.ts";
 import { compareKeys, indexKey } from "../query/indexRange.ts";
 import type { Doc } from "../values/wire.ts";
-import { DerivedIndexes, derivedIndexKey as keyOf } from "./derivedIndexes.ts";
+import {
+  type BackfillProgress,
+  DerivedIndexes,
+  derivedIndexKey as keyOf,
+  type DocumentsAfter,
+} from "./derivedIndexes.ts";
 
 export type VectorIndexDefinition = {
   table: string;
@@ -59,7 +66,7 @@ export class VectorIndexes {
       ) WITHOUT ROWID;
     `);
     this.#stmt = prepare(db);
-    this.#derived = new DerivedIndexes<VectorIndexDefinition>(db, {
+    this.#derived = new DerivedIndexes<VectorIndexDefinition>(db, "vector", {
       keyOf,
       stored: () =>
         this.#stmt.listIndexes.all() as { key: string; definition: string }[],
@@ -74,12 +81,30 @@ export class VectorIndexes {
     });
   }
 
-  /** Drops undeclared indexes and builds new or changed ones (derivedIndexes.ts). */
+  /** Backfills the declared indexes a step per yield, while a schema is readied (derivedIndexes.ts). */
+  prepare(
+    definitions: readonly VectorIndexDefinition[],
+    docsAfter: DocumentsAfter,
+    progress?: BackfillProgress,
+  ): Generator<void, void> {
+    return this.#derived.prepare(definitions, docsAfter, progress);
+  }
+
+  /** Installs the schema's indexes: drops undeclared ones, finishes the others in slices. */
   setSchema(
     definitions: readonly VectorIndexDefinition[],
-    docsOf: (table: string) => Iterable<Doc>,
+    docsAfter: DocumentsAfter,
   ): void {
-    this.#derived.setSchema(definitions, docsOf);
+    this.#derived.setSchema(definitions, docsAfter);
+  }
+
+  /** False while the index is still backfilling: queries on it fail as Convex's do. */
+  isReady(definition: VectorIndexDefinition): boolean {
+    return this.#derived.isReady(definition);
+  }
+
+  close(): void {
+    this.#derived.close();
   }
 
   /** Applies a commit's document changes; call inside its SQLite transaction. */

@@ -186,6 +186,11 @@ export function parseClientMessage(frame: string): ClientMessage {
           typeof m.maxObservedTimestamp === "string",
         "Connect.maxObservedTimestamp",
       );
+      need(
+        m.clientTs === undefined ||
+          (typeof m.clientTs === "number" && Number.isFinite(m.clientTs)),
+        "Connect.clientTs",
+      );
       if (typeof m.maxObservedTimestamp === "string") {
         try {
           decodeTs(m.maxObservedTimestamp);

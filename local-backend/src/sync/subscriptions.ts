@@ -32,7 +32,6 @@
  *   const result = await hub.resultOf(entry, slot.runQuery);
  *   hub.unsubscribe(session, queryId, entry);
  */
-import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { JSONValue } from "convex/values";
 import type {
@@ -47,6 +46,7 @@ import {
 import type { DocumentChange } from "../query/readSet.ts";
 import { ReadSetIndex } from "../query/readSetIndex.ts";
 import type { Database } from "../storage/database.ts";
+import { type QueryModification, queryModification } from "./outcomes.ts";
 import type { QueryId } from "./protocol.ts";
 
 /** How long one fan-out slice may run before yielding the event loop. */
@@ -61,20 +61,8 @@ export type SharedQuery = {
   identity: Identity;
 };
 
-export type SharedResult = {
-  outcome: QueryOutcome;
-  /**
-   * The QueryUpdated/QueryFailed modification as JSON without its `queryId`
-   * and opening brace: a socket writes `{"queryId":7,` before it.
-   */
-  json: string;
-  /**
-   * What decides whether a result is sent again: the value and log lines, or
-   * for a failure the error's content without its request ID (convex-backend
-   * `crates/sync/src/state.rs` `hash_result`, `RedactedJsError::deduplication_hash`).
-   */
-  hash: string;
-};
+/** A run's outcome and its modification, serialized once for every subscriber (outcomes.ts). */
+export type SharedResult = QueryModification & { outcome: QueryOutcome };
 
 export class QueryEntry {
   readonly key: string;
@@ -210,7 +198,7 @@ export class SubscriptionHub {
     if (entry.result !== null) return entry.result;
     const { path, args, journal, identity } = entry.query;
     const outcome = await runQuery({ path, args, journal, identity });
-    const result = shareResult(outcome);
+    const result = { outcome, ...queryModification(outcome) };
     // Filed inside the slot: the next commit must already see what this run
     // read, or its invalidation would be missed. An entry everyone left while
     // it ran is not filed (it would never be taken out).
@@ -302,38 +290,4 @@ export class SubscriptionHub {
 function first<T>(set: Set<T>): T | undefined {
   for (const item of set) return item;
   return undefined;
-}
-
-/** "[Request ID: …] Server Error\n…" → "Server Error\n…" (`functionRunner.ts` `serverError`). */
-const REQUEST_ID_PREFIX = /^\[Request ID: [^\]]*\] /;
-
-function shareResult(outcome: QueryOutcome): SharedResult {
-  const logLines = JSON.stringify(outcome.logLines);
-  const journal = JSON.stringify(outcome.journal);
-  const hash = createHash("sha256");
-  if (outcome.status === "success") {
-    const value = JSON.stringify(outcome.value);
-    hash.update("ok\0").update(value).update("\0").update(logLines);
-    return {
-      outcome,
-      json: `"type":"QueryUpdated","value":${value},"logLines":${logLines},"journal":${journal}}`,
-      hash: hash.digest("base64"),
-    };
-  }
-  const errorData =
-    outcome.errorData === undefined
-      ? ""
-      : `,"errorData":${JSON.stringify(outcome.errorData)}`;
-  hash
-    .update("error\0")
-    .update(outcome.errorMessage.replace(REQUEST_ID_PREFIX, ""))
-    .update("\0")
-    .update(errorData)
-    .update("\0")
-    .update(logLines);
-  return {
-    outcome,
-    json: `"type":"QueryFailed","errorMessage":${JSON.stringify(outcome.errorMessage)},"logLines":${logLines}${errorData},"journal":${journal}}`,
-    hash: hash.digest("base64"),
-  };
 }

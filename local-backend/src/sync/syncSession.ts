@@ -52,7 +52,6 @@ import {
   type Credential,
   type Identity,
 } from "../functions/authentication.ts";
-import type { FunctionFailure } from "../functions/functionRunner.ts";
 import { decodeTs, encodeTs } from "../values/wire.ts";
 import {
   type QueryEntry,
@@ -60,6 +59,7 @@ import {
   type Subscriber,
   type UpdateSlot,
 } from "./subscriptions.ts";
+import { actionResponse, mutationResponse } from "./outcomes.ts";
 import {
   type AddQuery,
   type ClientMessage,
@@ -109,6 +109,13 @@ export class SyncSession implements Subscriber {
   readonly #transport: SessionTransport;
   readonly #unsubscribe: () => void;
   #clientSessionId: string | null = null;
+  /**
+   * The client's clock minus ours at Connect, in ms (latency included), sent
+   * on every Transition: the client uses it to schedule refreshing a cached
+   * auth token by the server's clock (convex-backend `sync/src/worker.rs`
+   * `client_clock_skew`; convex 1.48 `authentication_manager.ts`).
+   */
+  #clientClockSkew: number | null = null;
   #sent = { querySet: 0, identity: 0, ts: 0n };
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
@@ -210,6 +217,8 @@ export class SyncSession implements Subscriber {
     switch (message.type) {
       case "Connect":
         this.#clientSessionId = message.sessionId;
+        if (message.clientTs !== undefined)
+          this.#clientClockSkew = Math.round(message.clientTs - Date.now());
         // A client that saw a later timestamp (data reset, clock change) must
         // not see time go backwards; move our clock instead of failing.
         if (message.maxObservedTimestamp !== undefined) {
@@ -392,20 +401,11 @@ export class SyncSession implements Subscriber {
       identity,
     });
     if (this.#closed) return;
+    this.#send(mutationResponse(requestId, outcome));
     if (outcome.status === "success") {
-      this.#send({
-        type: "MutationResponse",
-        requestId,
-        success: true,
-        result: outcome.value,
-        ts: encodeTs(outcome.ts!),
-        logLines: outcome.logLines,
-      });
       if (this.#owedTs === null || outcome.ts! > this.#owedTs)
         this.#owedTs = outcome.ts!;
       this.#scheduleUpdate();
-    } else {
-      this.#send({ type: "MutationResponse", requestId, ...failure(outcome) });
     }
   }
 
@@ -420,17 +420,7 @@ export class SyncSession implements Subscriber {
       identity: this.#identity,
     });
     if (this.#closed) return;
-    this.#send(
-      outcome.status === "success"
-        ? {
-            type: "ActionResponse",
-            requestId,
-            success: true,
-            result: outcome.value,
-            logLines: outcome.logLines,
-          }
-        : { type: "ActionResponse", requestId, ...failure(outcome) },
-    );
+    this.#send(actionResponse(requestId, outcome));
     // Actions may have run mutations; the real worker schedules an update after each action.
     this.#scheduleUpdate();
   }
@@ -515,7 +505,7 @@ export class SyncSession implements Subscriber {
     if (this.#owedTs !== null && this.#owedTs <= endTs) this.#owedTs = null;
     this.#unwritten++;
     this.#sendFrame(
-      `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]}`,
+      `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]${this.#clientClockSkew === null ? "" : `,"clientClockSkew":${this.#clientClockSkew}`}}`,
       () => {
         this.#unwritten--;
         if (this.#heldBack && this.#unwritten < MAX_SEND_TRANSITIONS) {
@@ -644,16 +634,4 @@ function credentialOf(
     default:
       return message.tokenType satisfies never;
   }
-}
-
-/** The failure fields MutationResponse and ActionResponse share; `errorData` only for ConvexError. */
-function failure(outcome: FunctionFailure) {
-  return {
-    success: false as const,
-    result: outcome.errorMessage,
-    logLines: outcome.logLines,
-    ...(outcome.errorData !== undefined
-      ? { errorData: outcome.errorData }
-      : {}),
-  };
 }

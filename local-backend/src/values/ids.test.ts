@@ -3,7 +3,9 @@ import {
   FIRST_USER_TABLE_NUMBER,
   decodeId,
   encodeId,
+  IdDecodeError,
   newInternalId,
+  parseId,
 } from "./ids.ts";
 
 // The internal ID from convex-backend `id_v6.rs` `test_document_id_stability`.
@@ -107,13 +109,8 @@ describe("decodeId", () => {
 
   test("rejects table number zero even with a valid checksum", () => {
     const body = [0, ...stabilityInternalId()];
-    let c0 = 0;
-    let c1 = 0;
-    for (const byte of body) {
-      c0 = (c0 + byte) & 0xff;
-      c1 = (c1 + c0) & 0xff;
-    }
-    const zeroTable = encodeBytes([...body, c0, c1]);
+    const footer = fletcher16(body);
+    const zeroTable = encodeBytes([...body, footer & 0xff, footer >> 8]);
     expect(zeroTable).toHaveLength(31);
     expect(decodeId(zeroTable)).toBeNull();
   });
@@ -141,6 +138,81 @@ describe("decodeId", () => {
 
 // A second base32 encoder, written from the Crockford definition, so the
 // table-zero case does not depend on the module under test.
+describe("parseId", () => {
+  // VInt(1017) is [0xf9, 0x07]; the footer is two little-endian bytes.
+  const body = [0xf9, 0x07, ...stabilityInternalId()];
+  const withFooter = (footer: number) =>
+    encodeBytes([...body, footer & 0xff, footer >> 8]);
+  const reason = (id: string) => {
+    const parsed = parseId(id);
+    return parsed instanceof IdDecodeError ? parsed.message : "decoded";
+  };
+
+  test("decodes what encodeId wrote", () => {
+    expect(withFooter(fletcher16(body))).toBe(VECTOR);
+    expect(parseId(VECTOR)).toEqual({
+      tableNumber: 1017,
+      internalId: stabilityInternalId(),
+    });
+  });
+
+  test("a footer of another version or a bad checksum is an invalid ID version, naming both footers", () => {
+    const expected = fletcher16(body);
+    expect(reason(withFooter(expected ^ 1))).toBe(
+      `Unable to decode ID: Invalid ID version ${expected ^ 1} (expected ${expected})`,
+    );
+    const corrupted = [...body];
+    corrupted[5] ^= 0x10;
+    const id = encodeBytes([...corrupted, expected & 0xff, expected >> 8]);
+    expect(reason(id)).toBe(
+      `Unable to decode ID: Invalid ID version ${expected} (expected ${fletcher16(corrupted)})`,
+    );
+  });
+
+  test("a wrong length names the length in UTF-8 bytes, as Rust's str::len", () => {
+    expect(reason("not-an-id")).toBe(
+      "Unable to decode ID: Invalid ID length 9",
+    );
+    expect(reason("é".repeat(20))).toBe(
+      "Unable to decode ID: Invalid ID length 40",
+    );
+    expect(reason(VECTOR + "00")).toBe(
+      "Unable to decode ID: Invalid ID length 34",
+    );
+    expect(reason(VECTOR + "0")).toBe(
+      "Unable to decode ID: Invalid ID length 33",
+    );
+  });
+
+  test("other characters are not base32; a zero or overlong table number is invalid", () => {
+    expect(reason("!".repeat(32))).toBe(
+      "Unable to decode ID: ID wasn't valid base32",
+    );
+    expect(reason(VECTOR.toUpperCase())).toBe(
+      "Unable to decode ID: ID wasn't valid base32",
+    );
+    const zero = [0, ...stabilityInternalId()];
+    const zeroFooter = fletcher16(zero);
+    expect(
+      reason(encodeBytes([...zero, zeroFooter & 0xff, zeroFooter >> 8])),
+    ).toBe("Unable to decode ID: Invalid table number");
+    const overlong = [0xff, 0xff, 0xff, 0xff, 0xff, ...stabilityInternalId()];
+    expect(reason(encodeBytes([...overlong, 0, 0]))).toBe(
+      "Unable to decode ID: Invalid table number",
+    );
+  });
+});
+
+function fletcher16(bytes: readonly number[]): number {
+  let c0 = 0;
+  let c1 = 0;
+  for (const byte of bytes) {
+    c0 = (c0 + byte) & 0xff;
+    c1 = (c1 + c0) & 0xff;
+  }
+  return (c1 << 8) | c0;
+}
+
 function encodeBytes(bytes: number[]): string {
   const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
   let bits = "";

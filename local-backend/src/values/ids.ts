@@ -11,6 +11,7 @@
  * Usage:
  *   const id = encodeId(FIRST_USER_TABLE_NUMBER, newInternalId());
  *   const parts = decodeId(id); // { tableNumber, internalId } or null
+ *   const parsed = parseId(id); // the same, or an IdDecodeError with Convex's text
  */
 import { randomBytes } from "node:crypto";
 
@@ -144,32 +145,67 @@ export function encodeId(tableNumber: number, internalId: Uint8Array): string {
 }
 
 /**
- * Parses an ID string, or returns null when it is not a well-formed ID. The
- * checks run in convex-backend `DocumentIdV6::decode` order: length first (so a
- * huge string fails fast), then base32, table number, footer, and that no byte
- * is left over. One check is stricter than the backend: the string must be the
- * canonical encoding. The backend also accepts a trailing character that only
- * carries padding bits (`id + "0"`), which would name the same document under a
- * second string and miss every string-keyed lookup here.
+ * Why a string is not an ID, in convex-backend's words (`IdDecodeError` in
+ * crates/value `id_v6.rs`): "Unable to decode ID: Invalid ID length 9",
+ * "… ID wasn't valid base32", "… Invalid table number", or for a bad checksum
+ * "… Invalid ID version 4660 (expected 22136)" (the footer read and the one
+ * the rest of the ID gives; a wrong version and a wrong checksum are the same
+ * mismatch).
  */
-export function decodeId(
-  id: string,
-): { tableNumber: number; internalId: Uint8Array } | null {
-  if (id.length < MIN_ID_LENGTH || id.length > MAX_ID_LENGTH) return null;
+export class IdDecodeError extends Error {
+  constructor(detail: string) {
+    super(`Unable to decode ID: ${detail}`);
+    this.name = "IdDecodeError";
+  }
+}
+
+export type DecodedId = { tableNumber: number; internalId: Uint8Array };
+
+/**
+ * Parses an ID string, or says why it is not one. The checks run in
+ * convex-backend `DocumentIdV6::decode` order: length first (so a huge string
+ * fails fast; the length is in UTF-8 bytes, as Rust's `str::len`), then
+ * base32, table number, footer, and that no byte is left over. One check is
+ * stricter than the backend: the string must be the canonical encoding. The
+ * backend also accepts a trailing character that only carries padding bits
+ * (`id + "0"`), which would name the same document under a second string and
+ * miss every string-keyed lookup here; such a string is refused as too long
+ * or, at the canonical length, as not valid base32.
+ */
+export function parseId(id: string): DecodedId | IdDecodeError {
+  const length = Buffer.byteLength(id, "utf8");
+  const invalidLength = () => new IdDecodeError(`Invalid ID length ${length}`);
+  if (length < MIN_ID_LENGTH || length > MAX_ID_LENGTH) return invalidLength();
   const buf = base32Decode(id);
-  if (buf === null) return null;
+  if (buf === null) return new IdDecodeError("ID wasn't valid base32");
   const vint = vintDecode(buf);
-  if (vint === null || vint.value === 0) return null;
+  if (vint === null || vint.value === 0)
+    return new IdDecodeError("Invalid table number");
   let pos = vint.bytesRead;
-  if (pos + INTERNAL_ID_LENGTH + FOOTER_LENGTH > buf.length) return null;
+  if (pos + INTERNAL_ID_LENGTH + FOOTER_LENGTH > buf.length)
+    return invalidLength();
   const internalId = buf.slice(pos, pos + INTERNAL_ID_LENGTH);
   pos += INTERNAL_ID_LENGTH;
   const expectedFooter = fletcher16(buf.subarray(0, pos)) ^ VERSION;
   const footer = buf[pos] | (buf[pos + 1] << 8);
   pos += FOOTER_LENGTH;
-  if (footer !== expectedFooter || pos !== buf.length) return null;
-  if (base32Encode(buf) !== id) return null;
+  if (footer !== expectedFooter)
+    return new IdDecodeError(
+      `Invalid ID version ${footer} (expected ${expectedFooter})`,
+    );
+  if (pos !== buf.length) return invalidLength();
+  const canonical = base32Encode(buf);
+  if (canonical !== id)
+    return canonical.length < id.length
+      ? invalidLength()
+      : new IdDecodeError("ID wasn't valid base32");
   return { tableNumber: vint.value, internalId };
+}
+
+/** `parseId` for callers that only need to know whether a string is an ID. */
+export function decodeId(id: string): DecodedId | null {
+  const parsed = parseId(id);
+  return parsed instanceof IdDecodeError ? null : parsed;
 }
 
 /** Random bytes drawn 4 KiB at a time: one `randomBytes` call per 256 ids. */

@@ -112,3 +112,34 @@ export const stagedIndex = query({
       .withIndex("by_channel" as "by_creation_time")
       .collect(),
 });
+
+/** Inserts `count` documents whose body is `word` then `padding` characters (one token too long to index). */
+export const fill = mutation({
+  args: { word: v.string(), count: v.number(), padding: v.number() },
+  handler: async (ctx, { word, count, padding }) => {
+    const body = padding === 0 ? word : `${word} ${"x".repeat(padding)}`;
+    for (let i = 0; i < count; i++)
+      await ctx.db.insert("documents", {
+        title: word,
+        body,
+        channel: "limits",
+      });
+    return count;
+  },
+});
+
+/** Reads `n` documents in creation order, then `k` results of a search for `text`: the read limits across both. */
+export const readThenSearch = query({
+  args: { n: v.number(), text: v.string(), k: v.number() },
+  handler: async (ctx, { n, text, k }) => {
+    let count = 0;
+    if (n > 0)
+      for await (const _doc of ctx.db.query("documents"))
+        if (++count >= n) break;
+    const found = await ctx.db
+      .query("documents")
+      .withSearchIndex("search_body", (q) => q.search("body", text))
+      .take(k);
+    return count + found.length;
+  },
+});

@@ -21,7 +21,11 @@
  * - runaway (bench/runaway.ts): other clients' latency while a runaway query
  *   runs, and the chat's validation of huge inputs.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|runaway|commit] [-- --json=path]
+ * - sign-up (bench/signUpLatency.ts, only with `--only=signup`: it needs
+ *   Chromium): a guest's click on "Sign up" until the reloaded page shows
+ *   their old messages as theirs, beside a guest's plain reload.
+ *
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|runaway|commit|signup] [-- --json=path]
  * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out).
  */
 import fs from "node:fs";
@@ -41,6 +45,7 @@ import { spawnCliBackend } from "./cliBackend.ts";
 import { commitBenchmarks } from "./commit.ts";
 import { fanOutBenchmarks } from "./fanout.ts";
 import { runawayBench } from "./runaway.ts";
+import { signUpBenchmarks } from "./signUpLatency.ts";
 import { storageBenchmarks } from "./storage.ts";
 import { formatSummary, summarize } from "./stats.ts";
 
@@ -247,6 +252,7 @@ async function memory(
 }
 
 async function main(): Promise<void> {
+  if (ONLY === "signup") await signUpBenchmarks(QUICK ? 5 : undefined);
   if (ONLY === undefined || ONLY === "clients") await chatCases();
   if (ONLY === undefined || ONLY === "storage")
     await storageBenchmarks({ quick: QUICK });

@@ -1,5 +1,6 @@
 import { expect, test, vi } from "vitest";
 import { api } from "./_generated/api";
+import type { Id } from "./_generated/dataModel";
 import { createOrUpdateMember, MERGE_BATCH_SIZE } from "./model/accounts";
 import {
   allRows,
@@ -21,8 +22,30 @@ async function member(t: ReturnType<typeof newTest>, name: string) {
       email: `${name.toLowerCase()}@example.test`,
     }),
   );
-  // Convex Auth's token subject is "<userId>|<authSessionId>".
-  return { id, as: t.withIdentity({ subject: `${id}|auth-session` }) };
+  return { id, ...(await signedIn(t, id)) };
+}
+
+/**
+ * A browser signed in to `userId`, as Convex Auth's `signIn` leaves it: an
+ * auth session with a refresh token, and a token whose subject is
+ * "<userId>|<authSessionId>".
+ */
+async function signedIn(t: ReturnType<typeof newTest>, userId: Id<"users">) {
+  const authSessionId = await t.run(async (ctx) => {
+    const id = await ctx.db.insert("authSessions", {
+      userId,
+      expirationTime: Date.now() + 60_000,
+    });
+    await ctx.db.insert("authRefreshTokens", {
+      sessionId: id,
+      expirationTime: Date.now() + 60_000,
+    });
+    return id;
+  });
+  return {
+    authSessionId,
+    as: t.withIdentity({ subject: `${userId}|${authSessionId}` }),
+  };
 }
 
 async function guestWithMessages(t: ReturnType<typeof newTest>, n: number) {
@@ -59,11 +82,12 @@ test("sign-up with an upgrade ticket turns the guest into the account: same id, 
     isAnonymous: false,
     email: "ada@example.test",
   });
-  const as = t.withIdentity({ subject: `${userId}|auth-session` });
+  const { as } = await signedIn(t, userId);
   expect(await as.query(api.users.me, { sessionId: newSessionId() })).toEqual({
     _id: guest._id,
     name: "Ada",
     isAnonymous: false,
+    avatarUrl: null,
   });
   const { page } = await t.query(api.messages.list, {
     paginationOpts: firstPage,
@@ -233,7 +257,10 @@ test("sign-out ends this device's secret at once and starts a fresh guest; the a
   expect(guest._id).not.toBe(account.id);
   // The old secret, replayed without a token, is no one.
   expect(await t.query(api.users.me, { sessionId: laptop })).toBeNull();
-  expect(await t.query(api.users.me, { sessionId: fresh })).toEqual(guest);
+  expect(await t.query(api.users.me, { sessionId: fresh })).toEqual({
+    ...guest,
+    avatarUrl: null,
+  });
   expect(await t.query(api.users.me, { sessionId: phone })).toMatchObject({
     _id: account.id,
   });
@@ -253,6 +280,23 @@ test("afterSignIn without a token is refused", async () => {
     "NOT_SIGNED_IN",
   );
   expect(await rowsOf(t, "users")).toEqual([]);
+});
+
+test("a token copied before sign-out cannot start a new session for the account", async () => {
+  const t = newTest();
+  const account = await member(t, "Grace");
+  await t.run((ctx) => ctx.db.delete("authSessions", account.authSessionId));
+  const attacker = newSessionId();
+
+  await expectErrorCode(
+    account.as.mutation(api.accounts.afterSignIn, {
+      sessionId: newSessionId(),
+      newSessionId: attacker,
+    }),
+    "NOT_SIGNED_IN",
+  );
+  expect(await t.query(api.users.me, { sessionId: attacker })).toBeNull();
+  expect(await rowsOf(t, "sessions")).toEqual([]);
 });
 
 test("a merged guest cannot be merged again", async () => {
@@ -279,4 +323,111 @@ test("a merged guest cannot be merged again", async () => {
     }),
     "MERGE_NOT_A_GUEST",
   );
+});
+
+test("sign out and forget this device also ends the device's Convex Auth session and refresh tokens; the account's other devices stay", async () => {
+  const t = newTest();
+  const account = await member(t, "Grace");
+  const phone = await signedIn(t, account.id);
+  const laptop = newSessionId();
+  const phoneSecret = newSessionId();
+  await account.as.mutation(api.accounts.afterSignIn, {
+    sessionId: newSessionId(),
+    newSessionId: laptop,
+  });
+  await phone.as.mutation(api.accounts.afterSignIn, {
+    sessionId: newSessionId(),
+    newSessionId: phoneSecret,
+  });
+  const fresh = newSessionId();
+
+  const guest = await account.as.mutation(api.accounts.forgetDevice, {
+    sessionId: laptop,
+    newSessionId: fresh,
+  });
+
+  expect(guest).toMatchObject({ isAnonymous: true });
+  expect(guest._id).not.toBe(account.id);
+  const authSessions = await rowsOf(t, "authSessions");
+  expect(authSessions.map(({ _id }) => _id)).toEqual([phone.authSessionId]);
+  const refreshTokens = await rowsOf(t, "authRefreshTokens");
+  expect(refreshTokens.map(({ sessionId }) => sessionId)).toEqual([
+    phone.authSessionId,
+  ]);
+  const sessions = await rowsOf(t, "sessions");
+  expect(sessions.map(({ tokenHash }) => tokenHash).sort()).toEqual(
+    [await sha256Hex(fresh), await sha256Hex(phoneSecret)].sort(),
+  );
+  // The forgotten device's token and secret are no one now, even together.
+  expect(
+    await account.as.query(api.users.me, { sessionId: laptop }),
+  ).toBeNull();
+  expect(await t.query(api.users.me, { sessionId: laptop })).toBeNull();
+  expect(
+    await phone.as.query(api.users.me, { sessionId: phoneSecret }),
+  ).toMatchObject({ _id: account.id, name: "Grace" });
+  expect(
+    (await rowsOf(t, "users")).find(({ _id }) => _id === account.id),
+  ).toMatchObject({ name: "Grace", isAnonymous: false });
+});
+
+test("plain sign-out leaves Convex Auth's sessions to its own signOut, and a token whose session ended is no one", async () => {
+  const t = newTest();
+  const account = await member(t, "Grace");
+  const laptop = newSessionId();
+  await account.as.mutation(api.accounts.afterSignIn, {
+    sessionId: newSessionId(),
+    newSessionId: laptop,
+  });
+
+  await account.as.mutation(api.accounts.signOutDevice, {
+    sessionId: laptop,
+    newSessionId: newSessionId(),
+  });
+  expect(await rowsOf(t, "authSessions")).toHaveLength(1);
+  // What Convex Auth's `signOut` then does.
+  await t.run((ctx) => ctx.db.delete("authSessions", account.authSessionId));
+
+  // A copy of the token (still unexpired) with a secret the server never saw.
+  const replayed = newSessionId();
+  expect(
+    await account.as.query(api.users.me, { sessionId: replayed }),
+  ).toBeNull();
+  const stranger = await account.as.mutation(api.sessions.start, {
+    sessionId: replayed,
+  });
+  expect(stranger).toMatchObject({ isAnonymous: true });
+  expect(stranger._id).not.toBe(account.id);
+});
+
+test("a renamed account's name shows on a merged guest's messages not moved yet", async () => {
+  vi.useFakeTimers();
+  const t = newTest();
+  const { sessionId, guest } = await guestWithMessages(t, MERGE_BATCH_SIZE + 1);
+  const account = await member(t, "Grace");
+  const rotated = newSessionId();
+  await account.as.mutation(api.accounts.afterSignIn, {
+    sessionId,
+    newSessionId: rotated,
+  });
+  await account.as.mutation(api.users.setName, {
+    sessionId: rotated,
+    name: "Grace H.",
+  });
+
+  const left = await rowsOf(t, "messages");
+  expect(left.some(({ author }) => author === guest._id)).toBe(true);
+  const { page } = await t.query(api.messages.list, {
+    paginationOpts: firstPage,
+  });
+  expect(page).toHaveLength(MERGE_BATCH_SIZE + 1);
+  for (const { author } of page) {
+    expect(author).toEqual({
+      _id: account.id,
+      name: "Grace H.",
+      avatarUrl: null,
+    });
+  }
+  await t.finishAllScheduledFunctions(vi.runAllTimers);
+  vi.useRealTimers();
 });

@@ -1,12 +1,13 @@
-import { vSessionId } from "convex-helpers/server/sessions";
-import { getAuthUserId } from "@convex-dev/auth/server";
+import { vSessionId, type SessionId } from "convex-helpers/server/sessions";
 import { ConvexError, v } from "convex/values";
-import { internalMutation } from "./_generated/server";
+import type { Doc } from "./_generated/dataModel";
+import { internalMutation, type MutationCtx } from "./_generated/server";
 import { internal } from "./_generated/api";
 import type { ErrorData } from "./limits";
-import { addSession, mutationWithSession } from "./lib/sessions";
+import { addSession, getAccount, mutationWithSession } from "./lib/sessions";
 import {
   createUpgradeTicket,
+  endAuthSession,
   mergeGuest,
   moveMessages,
 } from "./model/accounts";
@@ -31,19 +32,22 @@ export const prepareUpgrade = mutationWithSession({
  * becomes a tombstone) and rotates the device's secret: `newSessionId` is
  * the device's session from now on, the old one stops working.
  *
- * @throws ConvexError NOT_SIGNED_IN without a Convex Auth token.
+ * @throws ConvexError NOT_SIGNED_IN without a Convex Auth token, or with
+ *   one whose Convex Auth session has ended.
  */
 export const afterSignIn = mutationWithSession({
   args: { newSessionId: vSessionId },
   returns: vProfile,
   handler: async (ctx, { newSessionId }) => {
-    const accountId = await getAuthUserId(ctx);
-    if (accountId === null) {
+    // A token whose Convex Auth session has ended (signed out) is no one.
+    const account = await getAccount(ctx);
+    if (account === null) {
       throw new ConvexError<ErrorData>({
         code: "NOT_SIGNED_IN",
         message: "Sign in first.",
       });
     }
+    const accountId = account._id;
     if (ctx.session.userId !== accountId) {
       await mergeGuest(ctx, ctx.session.userId, accountId);
     }
@@ -56,20 +60,44 @@ export const afterSignIn = mutationWithSession({
 });
 
 /**
- * Called by the page before Convex Auth's `signOut`: this device's session
- * ends (its secret stops working at once) and `newSessionId` becomes a fresh
- * guest; the account and its other devices are untouched.
+ * "Sign out", called by the page before Convex Auth's `signOut`: this
+ * device's session ends (its secret stops working at once) and
+ * `newSessionId` becomes a fresh guest; the account and its other devices
+ * are untouched.
  */
 export const signOutDevice = mutationWithSession({
   args: { newSessionId: vSessionId },
   returns: vProfile,
+  handler: (ctx, { newSessionId }) =>
+    startOverAsGuest(ctx, ctx.session, newSessionId),
+});
+
+/**
+ * "Sign out and forget this device": as `signOutDevice`, and the server also
+ * drops what it keeps for this device's sign-in, Convex Auth's session with
+ * its refresh tokens, in the same transaction; the page then clears what the
+ * browser remembers (`src/lib/rememberedEmail.ts`). The account and its
+ * other devices are untouched.
+ */
+export const forgetDevice = mutationWithSession({
+  args: { newSessionId: vSessionId },
+  returns: vProfile,
   handler: async (ctx, { newSessionId }) => {
-    await deleteSession(ctx, ctx.session);
-    const guestId = await createAnonymousUser(ctx);
-    await addSession(ctx, newSessionId, guestId);
-    return toProfile((await ctx.db.get("users", guestId))!);
+    await endAuthSession(ctx);
+    return await startOverAsGuest(ctx, ctx.session, newSessionId);
   },
 });
+
+async function startOverAsGuest(
+  ctx: MutationCtx,
+  session: Doc<"sessions">,
+  newSessionId: SessionId,
+) {
+  await deleteSession(ctx, session);
+  const guestId = await createAnonymousUser(ctx);
+  await addSession(ctx, newSessionId, guestId);
+  return toProfile((await ctx.db.get("users", guestId))!);
+}
 
 /** Scheduled by a merge with more than one batch of messages. */
 export const continueMerge = internalMutation({

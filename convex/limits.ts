@@ -62,6 +62,19 @@ export const MESSAGES_PER_HOUR = 300;
 export const RENAME_BURST = 5;
 export const RENAMES_PER_HOUR = 10;
 
+/** The shortest password a sign-up accepts, and the longest. */
+export const PASSWORD_MIN_CHARS = 8;
+export const PASSWORD_MAX_CHARS = 256;
+
+/** Profile pictures: the image types a member may upload, and the largest size. */
+export const AVATAR_TYPES = [
+  "image/png",
+  "image/jpeg",
+  "image/webp",
+  "image/gif",
+] as const;
+export const AVATAR_MAX_BYTES = 2 * 1024 * 1024;
+
 export type RateLimitedAction = "createGuest" | "send" | "rename";
 
 export type ErrorData =
@@ -69,6 +82,15 @@ export type ErrorData =
   | { code: "SESSION_EXPIRED"; message: string }
   | { code: "NOT_SIGNED_IN"; message: string }
   | { code: "MERGE_NOT_A_GUEST"; message: string }
+  | { code: "EMAIL_INVALID"; message: string }
+  | { code: "EMAIL_TAKEN"; message: string }
+  | { code: "WRONG_PASSWORD"; message: string }
+  | { code: "PASSWORD_TOO_WEAK"; min: number; max: number; message: string }
+  | { code: "TOO_MANY_ATTEMPTS"; message: string }
+  | { code: "AVATAR_MEMBERS_ONLY"; message: string }
+  | { code: "AVATAR_TYPE"; message: string }
+  | { code: "AVATAR_TOO_LARGE"; max: number; message: string }
+  | { code: "AVATAR_IN_USE"; message: string }
   | {
       code: "RATE_LIMITED";
       action: RateLimitedAction;

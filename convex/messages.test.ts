@@ -27,7 +27,7 @@ test("send stores the trimmed body and list shows it with its author", async () 
   expect(message).toEqual({
     _id: id,
     body: "hello\nworld",
-    author: { _id: me._id, name: me.name },
+    author: { _id: me._id, name: me.name, avatarUrl: null },
   });
 });
 

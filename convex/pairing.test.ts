@@ -287,6 +287,7 @@ test("the claiming device's guest is kept when it has messages", async () => {
   expect(page.find(({ body }) => body === "mine")?.author).toEqual({
     _id: phoneUser._id,
     name: phoneUser.name,
+    avatarUrl: null,
   });
 });
 

@@ -23,6 +23,8 @@ export const userFields = {
    * message not yet moved still resolves to the account's name.
    */
   mergedInto: v.optional(v.id("users")),
+  /** A member's profile picture, checked by `avatars.setAvatar`. */
+  avatar: v.optional(v.id("_storage")),
 };
 
 /**
@@ -78,7 +80,8 @@ export default defineSchema({
   ...authTables,
   users: defineTable(userFields)
     .index("by_tokenIdentifier", ["tokenIdentifier"])
-    .index("email", ["email"]),
+    .index("email", ["email"])
+    .index("by_avatar", ["avatar"]),
   upgradeTickets: defineTable(upgradeTicketFields)
     .index("by_ticketHash", ["ticketHash"])
     .index("by_expiresAt", ["expiresAt"]),

@@ -159,6 +159,8 @@ test("no public function returns or throws the secret or its hash", async () => 
   const guestSecret = newSessionId();
   const signedIn = newSessionId();
   const signedOut = newSessionId();
+  const forgotten = newSessionId();
+  const afterForget = newSessionId();
   const otherCode = (code: string) =>
     code.startsWith("0") ? `1${code.slice(1)}` : `0${code.slice(1)}`;
 
@@ -258,11 +260,20 @@ test("no public function returns or throws the secret or its hash", async () => 
     outputs.push({ done });
   }
 
-  // Accounts: a ticket for sign-up, a sign-in that rotates, a sign-out.
+  // Accounts: a ticket for sign-up, a sign-in that rotates, both sign-outs,
+  // and profile pictures.
   const accountId = await t.run((ctx) =>
     ctx.db.insert("users", { name: "Member", isAnonymous: false }),
   );
-  const asMember = t.withIdentity({ subject: `${accountId}|auth-session` });
+  const authSessionId = await t.run((ctx) =>
+    ctx.db.insert("authSessions", {
+      userId: accountId,
+      expirationTime: Date.now() + 60_000,
+    }),
+  );
+  const asMember = t.withIdentity({
+    subject: `${accountId}|${authSessionId}`,
+  });
   outputs.push(
     await t.mutation(api.accounts.prepareUpgrade, { sessionId: guestSecret }),
     await asMember.mutation(api.accounts.afterSignIn, {
@@ -274,12 +285,35 @@ test("no public function returns or throws the secret or its hash", async () => 
       sessionId: signedIn,
       newSessionId: signedOut,
     }),
+    await asMember.mutation(api.accounts.afterSignIn, {
+      sessionId: signedOut,
+      newSessionId: forgotten,
+    }),
+    await asMember.mutation(api.avatars.generateUploadUrl, {
+      sessionId: forgotten,
+    }),
+    await asMember.mutation(api.accounts.forgetDevice, {
+      sessionId: forgotten,
+      newSessionId: afterForget,
+    }),
+  );
+  const notAPicture = await t.run((ctx) =>
+    ctx.storage.store(new Blob(["plain text"], { type: "text/plain" })),
   );
   errors.push(
     await rejection(
       t.mutation(api.accounts.afterSignIn, {
         sessionId: newSessionId(),
         newSessionId: newSessionId(),
+      }),
+    ),
+    await rejection(
+      t.mutation(api.avatars.generateUploadUrl, { sessionId: afterForget }),
+    ),
+    await rejection(
+      t.action(api.avatars.setAvatar, {
+        sessionId: afterForget,
+        storageId: notAPicture,
       }),
     ),
   );
@@ -310,8 +344,19 @@ test("no public function returns or throws the secret or its hash", async () => 
     "INVALID_SESSION",
     "RATE_LIMITED",
     "NOT_SIGNED_IN",
+    "AVATAR_MEMBERS_ONLY",
+    "AVATAR_TYPE",
   ]);
-  const secrets = [sessionId, phone, paired, guestSecret, signedIn, signedOut];
+  const secrets = [
+    sessionId,
+    phone,
+    paired,
+    guestSecret,
+    signedIn,
+    signedOut,
+    forgotten,
+    afterForget,
+  ];
   const leaks = [
     ...secrets,
     ...(await Promise.all(secrets.map((secret) => sha256Hex(secret)))),
@@ -335,7 +380,10 @@ test("a session unused for 30 days stops working, one used within 30 days keeps 
   vi.setSystemTime(start + 29 * DAY_MS);
   await t.mutation(api.messages.send, { sessionId: active, body: "day 29" });
   vi.setSystemTime(start + 30 * DAY_MS - 1);
-  expect(await t.query(api.users.me, { sessionId: idle })).toEqual(idleUser);
+  expect(await t.query(api.users.me, { sessionId: idle })).toEqual({
+    ...idleUser,
+    avatarUrl: null,
+  });
 
   vi.setSystemTime(start + 30 * DAY_MS);
   expect(await t.query(api.users.me, { sessionId: idle })).toBeNull();
@@ -347,9 +395,10 @@ test("a session unused for 30 days stops working, one used within 30 days keeps 
     t.mutation(api.sessions.start, { sessionId: idle }),
     "SESSION_EXPIRED",
   );
-  expect(await t.query(api.users.me, { sessionId: active })).toEqual(
-    activeUser,
-  );
+  expect(await t.query(api.users.me, { sessionId: active })).toEqual({
+    ...activeUser,
+    avatarUrl: null,
+  });
   vi.setSystemTime(start + 58 * DAY_MS);
   await t.mutation(api.messages.send, { sessionId: active, body: "day 58" });
   expect(await rowsOf(t, "messages")).toHaveLength(2);

@@ -1,15 +1,28 @@
 import { v } from "convex/values";
 import { mutationWithSession, queryWithSession } from "./lib/sessions";
+import { avatarUrl } from "./model/avatars";
 import { enforceLimit } from "./model/rateLimits";
 import { deleteEverythingStep } from "./model/sessions";
 import { setUserName, toProfile, vProfile } from "./model/users";
 import { userFields } from "./schema";
 
-/** The caller's profile, or null before the session's first mutation. */
+/**
+ * The caller's profile with their picture's URL (null for a guest), or null
+ * before the session's first mutation.
+ */
 export const me = queryWithSession({
   args: {},
-  returns: v.union(vProfile, v.null()),
-  handler: (ctx) => (ctx.user === null ? null : toProfile(ctx.user)),
+  returns: v.union(
+    v.object({
+      ...vProfile.fields,
+      avatarUrl: v.union(v.string(), v.null()),
+    }),
+    v.null(),
+  ),
+  handler: async (ctx) =>
+    ctx.user === null
+      ? null
+      : { ...toProfile(ctx.user), avatarUrl: await avatarUrl(ctx, ctx.user) },
 });
 
 /**

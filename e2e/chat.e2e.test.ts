@@ -6,24 +6,10 @@
  * except the first, which needs the database still empty.
  */
 import { createHash, randomUUID } from "node:crypto";
-import type {
-  Browser,
-  BrowserContext,
-  BrowserContextOptions,
-  JSHandle,
-  Page,
-} from "playwright-core";
+import type { JSHandle, Page } from "playwright-core";
 import { ConvexHttpClient } from "convex/browser";
 import type { SessionId } from "convex-helpers/server/sessions";
-import {
-  afterAll,
-  afterEach,
-  beforeAll,
-  beforeEach,
-  expect,
-  test,
-} from "vitest";
-import { launchBrowser, PageErrorLog } from "./helpers/browser.ts";
+import { expect, test } from "vitest";
 import { chatApi } from "./helpers/chatApi.ts";
 import {
   connectionStatus,
@@ -45,63 +31,13 @@ import {
   waitUntilReady,
 } from "./helpers/chat.ts";
 import type { PageField, PageGlobals } from "./helpers/pageGlobals.ts";
-import { startStack, type Stack } from "./helpers/stack.ts";
+import { browserSuite } from "./helpers/suite.ts";
 import { SyncGate } from "./helpers/syncGate.ts";
 
 const GUEST_NAME = /^User \d{4}$/;
 
-let stack: Stack;
-let browser: Browser;
-/** Why the stack or the browser did not start; every test then fails with it. */
-let setupFailure: Error | null = null;
-let contexts: BrowserContext[] = [];
-let errors = new PageErrorLog();
-
-beforeAll(async () => {
-  // Failing here would only mark the tests skipped; a missing Chromium must
-  // fail each of them instead, so the reason is kept for `beforeEach`.
-  const [stackStart, browserLaunch] = await Promise.allSettled([
-    startStack(),
-    launchBrowser(),
-  ]);
-  if (stackStart.status === "fulfilled") stack = stackStart.value;
-  else setupFailure = asError(stackStart.reason);
-  if (browserLaunch.status === "fulfilled") browser = browserLaunch.value;
-  else setupFailure = asError(browserLaunch.reason);
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await stack?.close();
-});
-
-beforeEach(() => {
-  contexts = [];
-  errors = new PageErrorLog();
-  if (setupFailure !== null) throw setupFailure;
-});
-
-afterEach(async () => {
-  await Promise.all(contexts.map((context) => context.close()));
-  errors.assertClean();
-});
-
-function asError(reason: unknown): Error {
-  return reason instanceof Error ? reason : new Error(String(reason));
-}
-
-/** A new person: a browser context with its own storage. */
-async function newPerson(
-  options?: BrowserContextOptions,
-): Promise<BrowserContext> {
-  const context = await browser.newContext(options);
-  contexts.push(context);
-  return context;
-}
-
-async function openPerson(search?: string) {
-  return await openChat(await newPerson(), stack.pageUrl, { errors, search });
-}
+const suite = browserSuite();
+const { newPerson, openPerson } = suite;
 
 /** A short random tag that keeps this test's messages apart from the others'. */
 function newTag(): string {
@@ -180,8 +116,8 @@ test("a reload keeps the visitor's name and the chat history", async () => {
 test("a rename shows at once for the renamer and live for others, on old messages too", async () => {
   const tag = newTag();
   const gate = new SyncGate();
-  const alice = await openChat(await newPerson(), stack.pageUrl, {
-    errors,
+  const alice = await openChat(await newPerson(), suite.stack().pageUrl, {
+    errors: suite.errors(),
     beforeLoad: (page) => gate.attach(page),
   });
   const bob = await openPerson();
@@ -215,8 +151,8 @@ test("a rename shows at once for the renamer and live for others, on old message
 test("a sent message shows in the sender's list before the server answers", async () => {
   const tag = newTag();
   const gate = new SyncGate();
-  const alice = await openChat(await newPerson(), stack.pageUrl, {
-    errors,
+  const alice = await openChat(await newPerson(), suite.stack().pageUrl, {
+    errors: suite.errors(),
     beforeLoad: (page) => gate.attach(page),
   });
   const bob = await openPerson();
@@ -270,7 +206,7 @@ test("a too-long message is refused in plain words, keeps its draft and is never
     const bodies = (await readMessages(page)).map((m) => m.body);
     expect(bodies.filter((b) => b.includes(tag))).toEqual([next]);
   }
-  const stored = await new ConvexHttpClient(stack.convexUrl).query(
+  const stored = await new ConvexHttpClient(suite.stack().convexUrl).query(
     chatApi.messages.list,
     { paginationOpts: { numItems: 1000, cursor: null } },
   );
@@ -314,12 +250,12 @@ test("?session=tab makes each tab its own visitor; by default tabs share one", a
   const tag = newTag();
 
   const perTab = await newPerson();
-  const tabOne = await openChat(perTab, stack.pageUrl, {
-    errors,
+  const tabOne = await openChat(perTab, suite.stack().pageUrl, {
+    errors: suite.errors(),
     search: "?session=tab",
   });
-  const tabTwo = await openChat(perTab, stack.pageUrl, {
-    errors,
+  const tabTwo = await openChat(perTab, suite.stack().pageUrl, {
+    errors: suite.errors(),
     search: "?session=tab",
   });
   expect(await storedSecret(tabOne, "session")).not.toBe(
@@ -337,8 +273,12 @@ test("?session=tab makes each tab its own visitor; by default tabs share one", a
   ).toMatchObject([{ author: tabOneName, mine: false, markedYou: false }]);
 
   const shared = await newPerson();
-  const first = await openChat(shared, stack.pageUrl, { errors });
-  const second = await openChat(shared, stack.pageUrl, { errors });
+  const first = await openChat(shared, suite.stack().pageUrl, {
+    errors: suite.errors(),
+  });
+  const second = await openChat(shared, suite.stack().pageUrl, {
+    errors: suite.errors(),
+  });
   expect(await storedSecret(second, "local")).toBe(
     await storedSecret(first, "local"),
   );
@@ -357,8 +297,8 @@ test("?session=tab makes each tab its own visitor; by default tabs share one", a
 test("a duplicated ?session=tab tab makes itself a new identity", async () => {
   const tag = newTag();
   const context = await newPerson();
-  const original = await openChat(context, stack.pageUrl, {
-    errors,
+  const original = await openChat(context, suite.stack().pageUrl, {
+    errors: suite.errors(),
     search: "?session=tab",
   });
   const originalName = `Original ${tag}`;
@@ -369,8 +309,8 @@ test("a duplicated ?session=tab tab makes itself a new identity", async () => {
   const secret = await storedSecret(original, "session");
 
   // Chromium's "Duplicate tab" copies sessionStorage into the new tab.
-  const copy = await openChat(context, stack.pageUrl, {
-    errors,
+  const copy = await openChat(context, suite.stack().pageUrl, {
+    errors: suite.errors(),
     search: "?session=tab",
     beforeLoad: async (page) => {
       await page.addInitScript(
@@ -405,7 +345,7 @@ test("older messages load on scrolling up or on Load older, each exactly once", 
     (_, i) => `Old message ${String(i + 1).padStart(2, "0")} (${tag})`,
   );
   // One writer per five messages: a burst of five is all one person may send.
-  const author = new ConvexHttpClient(stack.convexUrl);
+  const author = new ConvexHttpClient(suite.stack().convexUrl);
   let sessionId = randomUUID() as SessionId;
   for (const [i, body] of bodies.entries()) {
     if (i % 5 === 0) sessionId = randomUUID() as SessionId;
@@ -419,8 +359,8 @@ test("older messages load on scrolling up or on Load older, each exactly once", 
   // the first page, only the click can load more.
   const clicker = await openChat(
     await newPerson({ viewport: { width: 1280, height: 4000 } }),
-    stack.pageUrl,
-    { errors },
+    suite.stack().pageUrl,
+    { errors: suite.errors() },
   );
   const scroller = await openPerson();
   for (const page of [clicker, scroller]) {
@@ -590,7 +530,7 @@ test("delete everything asks first, then removes the visitor's messages for ever
 
 test("a refused burst says in words when to try again, and keeps the draft", async () => {
   // The Convex client logs every refused mutation to the console.
-  errors = new PageErrorLog([
+  suite.expectErrors([
     /\[CONVEX M\(messages:send\)\][\s\S]*"code":"RATE_LIMITED"/,
   ]);
   const tag = newTag();

@@ -2,6 +2,7 @@ import { useState } from "react";
 import { useSessionQuery } from "convex-helpers/react/sessions";
 import { api } from "../convex/_generated/api";
 import type { Id } from "../convex/_generated/dataModel";
+import { Account } from "./components/Account";
 import { Composer } from "./components/Composer";
 import { ConnectionStatus } from "./components/ConnectionStatus";
 import { DeleteEverything } from "./components/DeleteEverything";
@@ -21,6 +22,7 @@ export function App() {
       <header className="app-header">
         <h1 className="app-title">Chat</h1>
         <NameField me={me} />
+        <Account me={me} />
         <ConnectionStatus />
       </header>
       {startError && (

@@ -1,14 +1,22 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
-import { ConvexProvider, ConvexReactClient } from "convex/react";
+import { ConvexAuthProvider } from "@convex-dev/auth/react";
+import { ConvexReactClient } from "convex/react";
 import { SessionProvider } from "convex-helpers/react/sessions";
 import { App } from "./App";
 import { CONVEX_URL, SESSION_MODE, SESSION_STORAGE_KEY } from "./lib/config";
-import { generateSessionId, sessionStorageHook } from "./lib/sessionStorage";
+import {
+  generateSessionId,
+  openStorage,
+  sessionStorageHook,
+} from "./lib/sessionStorage";
 import "./index.css";
 
 const convex = new ConvexReactClient(CONVEX_URL);
 const useSessionStorage = sessionStorageHook(SESSION_MODE);
+// Convex Auth's tokens live beside the session secret: per tab in "tab"
+// mode, so one tab's sign-in does not sign in the others.
+const authStorage = openStorage(SESSION_MODE === "tab" ? "session" : "local");
 
 const root = document.getElementById("root");
 if (!root)
@@ -16,7 +24,7 @@ if (!root)
 
 createRoot(root).render(
   <StrictMode>
-    <ConvexProvider client={convex}>
+    <ConvexAuthProvider client={convex} storage={authStorage ?? undefined}>
       <SessionProvider
         useStorage={useSessionStorage}
         storageKey={SESSION_STORAGE_KEY}
@@ -24,6 +32,6 @@ createRoot(root).render(
       >
         <App />
       </SessionProvider>
-    </ConvexProvider>
+    </ConvexAuthProvider>
   </StrictMode>,
 );

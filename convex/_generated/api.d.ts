@@ -10,6 +10,7 @@
 
 import type * as accounts from "../accounts.js";
 import type * as auth from "../auth.js";
+import type * as avatars from "../avatars.js";
 import type * as cleanup from "../cleanup.js";
 import type * as crons from "../crons.js";
 import type * as http from "../http.js";
@@ -17,10 +18,12 @@ import type * as lib_sessions from "../lib/sessions.js";
 import type * as limits from "../limits.js";
 import type * as messages from "../messages.js";
 import type * as model_accounts from "../model/accounts.js";
+import type * as model_avatars from "../model/avatars.js";
 import type * as model_cleanup from "../model/cleanup.js";
 import type * as model_expiry from "../model/expiry.js";
 import type * as model_messages from "../model/messages.js";
 import type * as model_pairing from "../model/pairing.js";
+import type * as model_passwords from "../model/passwords.js";
 import type * as model_rateLimits from "../model/rateLimits.js";
 import type * as model_sessions from "../model/sessions.js";
 import type * as model_text from "../model/text.js";
@@ -39,6 +42,7 @@ import type {
 declare const fullApi: ApiFromModules<{
   accounts: typeof accounts;
   auth: typeof auth;
+  avatars: typeof avatars;
   cleanup: typeof cleanup;
   crons: typeof crons;
   http: typeof http;
@@ -46,10 +50,12 @@ declare const fullApi: ApiFromModules<{
   limits: typeof limits;
   messages: typeof messages;
   "model/accounts": typeof model_accounts;
+  "model/avatars": typeof model_avatars;
   "model/cleanup": typeof model_cleanup;
   "model/expiry": typeof model_expiry;
   "model/messages": typeof model_messages;
   "model/pairing": typeof model_pairing;
+  "model/passwords": typeof model_passwords;
   "model/rateLimits": typeof model_rateLimits;
   "model/sessions": typeof model_sessions;
   "model/text": typeof model_text;

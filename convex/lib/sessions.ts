@@ -40,10 +40,11 @@ import {
   customQuery,
 } from "convex-helpers/server/customFunctions";
 import { SessionIdArg, type SessionId } from "convex-helpers/server/sessions";
-import { getAuthUserId } from "@convex-dev/auth/server";
+import { getAuthSessionId, getAuthUserId } from "@convex-dev/auth/server";
 import { ConvexError } from "convex/values";
 import type { Doc, Id } from "../_generated/dataModel";
 import {
+  internalMutation,
   mutation,
   query,
   type MutationCtx,
@@ -113,18 +114,32 @@ export const queryWithSession = customQuery(query, {
  */
 export const mutationWithSession = customMutation(mutation, {
   args: SessionIdArg,
-  input: async (ctx, { sessionId }) => {
-    const tokenHash = await hashSessionId(sessionId);
-    const existing = await findSession(ctx, tokenHash);
-    const account = await getAccount(ctx);
-    const session =
-      existing === null
-        ? await createSession(ctx, tokenHash, account?._id ?? null)
-        : await markSeen(ctx, existing);
-    const user = account ?? (await getSessionUser(ctx, session));
-    return { ctx: { session, user }, args: {} };
-  },
+  input: (ctx: MutationCtx, { sessionId }: { sessionId: SessionId }) =>
+    identifyForMutation(ctx, sessionId),
 });
+
+/**
+ * `mutationWithSession` for an internal mutation: an action that checks
+ * something first (`avatars.setAvatar`) passes on the caller's `sessionId`,
+ * and Convex passes on the caller's auth token with `ctx.runMutation`.
+ */
+export const internalMutationWithSession = customMutation(internalMutation, {
+  args: SessionIdArg,
+  input: (ctx: MutationCtx, { sessionId }: { sessionId: SessionId }) =>
+    identifyForMutation(ctx, sessionId),
+});
+
+async function identifyForMutation(ctx: MutationCtx, sessionId: SessionId) {
+  const tokenHash = await hashSessionId(sessionId);
+  const existing = await findSession(ctx, tokenHash);
+  const account = await getAccount(ctx);
+  const session =
+    existing === null
+      ? await createSession(ctx, tokenHash, account?._id ?? null)
+      : await markSeen(ctx, existing);
+  const user = account ?? (await getSessionUser(ctx, session));
+  return { ctx: { session, user }, args: {} };
+}
 
 /**
  * Gives `userId` a new session whose secret is `sessionId`, for a device that
@@ -226,11 +241,23 @@ async function markSeen(
 
 /**
  * The signed-in account's user (Convex Auth puts `userId|sessionId` in the
- * token's subject), or null without a token or when the user is gone.
+ * token's subject), or null without a token, when the user is gone, or when
+ * the token's Convex Auth session has ended. A Convex Auth JWT stays valid
+ * until it expires (an hour) even after `signOut` deletes its session, so
+ * without that check a token copied before sign-out would still be the
+ * account; with it, sign-out ends the token at once.
  */
-async function getAccount(ctx: QueryCtx): Promise<Doc<"users"> | null> {
+export async function getAccount(ctx: QueryCtx): Promise<Doc<"users"> | null> {
   const userId = await getAuthUserId(ctx);
-  return userId === null ? null : await ctx.db.get("users", userId);
+  if (userId === null) return null;
+  const raw = await getAuthSessionId(ctx);
+  const authSessionId =
+    raw === null ? null : ctx.db.normalizeId("authSessions", raw);
+  const authSession =
+    authSessionId === null
+      ? null
+      : await ctx.db.get("authSessions", authSessionId);
+  return authSession === null ? null : await ctx.db.get("users", userId);
 }
 
 async function getSessionUser(

@@ -19,6 +19,7 @@
  * await mergeGuest(ctx, guestId, accountId);
  * ```
  */
+import { getAuthSessionId } from "@convex-dev/auth/server";
 import { ConvexError } from "convex/values";
 import { internal } from "../_generated/api";
 import type { Doc, Id } from "../_generated/dataModel";
@@ -31,6 +32,12 @@ export const MERGE_BATCH_SIZE = 200;
 
 const UPGRADE_TICKET_TTL_MS = 5 * 60 * 1000;
 const MAX_SESSIONS_ENDED = 100;
+/**
+ * Convex Auth keeps one refresh token per refresh of a session, and deletes
+ * a session's tokens itself on sign-out; more than this many means the tab
+ * refreshed every hour for months, and the rest expire on their own.
+ */
+const MAX_REFRESH_TOKENS_ENDED = 200;
 
 /** A fresh ticket for `userId`'s next sign-up; returned once, stored hashed. */
 export async function createUpgradeTicket(
@@ -147,6 +154,28 @@ export async function resolveAuthor(
   const user = await ctx.db.get("users", id);
   if (user?.mergedInto === undefined) return user;
   return await ctx.db.get("users", user.mergedInto);
+}
+
+/**
+ * Ends this device's Convex Auth session and its refresh tokens, as
+ * Convex Auth's `signOut` does (`@convex-dev/auth` 0.0.95
+ * `implementation/sessions.ts` `deleteSession`), so the device's token is
+ * refused from this transaction on (`lib/sessions.ts` checks the session)
+ * even if the browser never gets to call `signOut`.
+ */
+export async function endAuthSession(ctx: MutationCtx): Promise<void> {
+  const raw = await getAuthSessionId(ctx);
+  const id = raw === null ? null : ctx.db.normalizeId("authSessions", raw);
+  if (id === null) return;
+  const tokens = await ctx.db
+    .query("authRefreshTokens")
+    .withIndex("sessionId", (q) => q.eq("sessionId", id))
+    .take(MAX_REFRESH_TOKENS_ENDED);
+  for (const token of tokens)
+    await ctx.db.delete("authRefreshTokens", token._id);
+  if ((await ctx.db.get("authSessions", id)) !== null) {
+    await ctx.db.delete("authSessions", id);
+  }
 }
 
 async function spendTicket(

@@ -16,6 +16,7 @@ import type { MutationCtx, QueryCtx } from "../_generated/server";
 import { MESSAGE_MAX_CHARS, type ErrorData } from "../limits";
 import { messageFields, userFields } from "../schema";
 import { resolveAuthor } from "./accounts";
+import { avatarUrl } from "./avatars";
 import { isLongerThan } from "./text";
 
 /** A message as the chat shows it to everyone. */
@@ -23,7 +24,12 @@ export const vListedMessage = v.object({
   _id: v.id("messages"),
   _creationTime: v.number(),
   body: messageFields.body,
-  author: v.object({ _id: v.id("users"), name: userFields.name }),
+  author: v.object({
+    _id: v.id("users"),
+    name: userFields.name,
+    /** A member's picture; null for a guest, whom the page draws. */
+    avatarUrl: v.union(v.string(), v.null()),
+  }),
 });
 
 /**
@@ -55,7 +61,7 @@ export async function sendMessage(
 
 /**
  * One page of messages, newest first. Each distinct author on the page is
- * read once, and all of them in parallel.
+ * read once (with their picture's URL), and all of them in parallel.
  */
 export async function listMessages(
   ctx: QueryCtx,
@@ -85,7 +91,7 @@ export async function listMessages(
   return { ...result, page };
 }
 
-type Author = { _id: Id<"users">; name: string };
+type Author = Infer<typeof vListedMessage>["author"];
 
 /** A merged guest's messages show as the account's until they are moved. */
 async function readAuthor(ctx: QueryCtx, id: Id<"users">): Promise<Author> {
@@ -95,5 +101,9 @@ async function readAuthor(ctx: QueryCtx, id: Id<"users">): Promise<Author> {
       `Message author ${id} does not exist; users must not be deleted while they have messages.`,
     );
   }
-  return { _id: user._id, name: user.name };
+  return {
+    _id: user._id,
+    name: user.name,
+    avatarUrl: await avatarUrl(ctx, user),
+  };
 }

@@ -6,7 +6,8 @@
  * `convex/auth.ts` brings in Convex Auth's types, whose `@auth/core` pulls
  * in Preact's JSX types and with them the DOM lib, which would retype Node's
  * globals (`Headers`, `Blob`, `crypto`) in the whole Node project. The
- * shapes here follow `convex/messages.ts` and `convex/sessions.ts`; a
+ * shapes here follow `convex/messages.ts`, `convex/sessions.ts`,
+ * `convex/users.ts` and Convex Auth's `auth:signIn`; a
  * mismatch fails at run time with the server's argument validation error.
  *
  * ```ts
@@ -20,10 +21,17 @@ export type ListedMessage = {
   _id: string;
   _creationTime: number;
   body: string;
-  author: { _id: string; name: string };
+  author: { _id: string; name: string; avatarUrl: string | null };
 };
 
 export type Profile = { _id: string; name: string; isAnonymous: boolean };
+
+export type Me = Profile & { avatarUrl: string | null };
+
+/** What Convex Auth's `auth:signIn` answers with a password or a refresh token. */
+export type SignInResult = {
+  tokens?: { token: string; refreshToken: string } | null;
+};
 
 export const chatApi = {
   messages: {
@@ -44,10 +52,21 @@ export const chatApi = {
     ),
   },
   users: {
+    me: makeFunctionReference<"query", { sessionId: SessionId }, Me | null>(
+      "users:me",
+    ),
     setName: makeFunctionReference<
       "mutation",
       { sessionId: SessionId; name: string },
       null
     >("users:setName"),
+  },
+  auth: {
+    signIn: makeFunctionReference<
+      "action",
+      | { provider: string; params: Record<string, string> }
+      | { refreshToken: string },
+      SignInResult
+    >("auth:signIn"),
   },
 };

@@ -34,6 +34,8 @@ export type PageMutationRecord = {
 };
 
 export type PageStorage = {
+  readonly length: number;
+  key(index: number): string | null;
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
 };
@@ -41,6 +43,7 @@ export type PageStorage = {
 export type PageGlobals = {
   document: {
     readonly body: PageElement;
+    readonly activeElement: PageElement | null;
     querySelector(selectors: string): PageElement | null;
   };
   localStorage: PageStorage;

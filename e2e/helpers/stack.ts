@@ -23,6 +23,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { build, preview, type PreviewServer } from "vite";
+import { generateAuthKeys } from "../../local-backend/src/commands.ts";
 import {
   startBackend,
   type Backend,
@@ -66,6 +67,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       sitePort: 0,
       watch: false,
       logger: options.logger ?? QUIET_LOGGER,
+      // Convex Auth signs its tokens with these (`npm run backend -- auth-keys`).
+      env: generateAuthKeys(),
     });
     cleanup.push(() => backend.close());
 

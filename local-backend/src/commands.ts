@@ -113,9 +113,38 @@ function env(args: string[], store: EnvironmentStore, io: CommandIo): number {
 }
 
 /**
- * What `npx @convex-dev/auth` sets (`@convex-dev/auth` 0.0.95 `cli/generateKeys.ts`):
- * an RS256 private key as PKCS#8 PEM with newlines turned into spaces, the
- * public key as a one-key JWKS with `use: "sig"`, and the page's URL.
+ * A fresh `JWT_PRIVATE_KEY` and `JWKS` pair, as `npx @convex-dev/auth` makes
+ * them (`@convex-dev/auth` 0.0.95 `cli/generateKeys.ts`): an RS256 private
+ * key as PKCS#8 PEM with newlines turned into spaces, the public key as a
+ * one-key JWKS with `use: "sig"`.
+ */
+export function generateAuthKeys(): { JWT_PRIVATE_KEY: string; JWKS: string } {
+  const { privateKey, publicKey } = generateKeyPairSync("rsa", {
+    modulusLength: 2048,
+  });
+  const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+  const jwk = publicKey.export({ format: "jwk" });
+  return {
+    JWT_PRIVATE_KEY: pem.trimEnd().replace(/\n/g, " "),
+    JWKS: JSON.stringify({ keys: [{ use: "sig", ...jwk }] }),
+  };
+}
+
+/**
+ * The Convex Auth keys a data folder lacks, for `npm run dev` and the test
+ * stacks to pass as `startBackend({ env })`, so sign-in works on a fresh
+ * clone; keys already there are kept (replacing them signs everyone out).
+ */
+export function missingAuthKeys(dataDir: string): Record<string, string> {
+  const existing = new EnvironmentStore(dataDir).list();
+  return existing.JWT_PRIVATE_KEY !== undefined && existing.JWKS !== undefined
+    ? {}
+    : generateAuthKeys();
+}
+
+/**
+ * What `npx @convex-dev/auth` sets: the keys of `generateAuthKeys` and the
+ * page's URL.
  */
 function authKeys(
   store: EnvironmentStore,
@@ -132,15 +161,7 @@ function authKeys(
     );
     return 1;
   }
-  const { privateKey, publicKey } = generateKeyPairSync("rsa", {
-    modulusLength: 2048,
-  });
-  const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-  const jwk = publicKey.export({ format: "jwk" });
-  const changes: Record<string, string> = {
-    JWT_PRIVATE_KEY: pem.trimEnd().replace(/\n/g, " "),
-    JWKS: JSON.stringify({ keys: [{ use: "sig", ...jwk }] }),
-  };
+  const changes: Record<string, string> = generateAuthKeys();
   if (options.siteUrl !== undefined || existing.SITE_URL === undefined)
     changes.SITE_URL = options.siteUrl ?? "http://localhost:5173";
   store.update(changes);

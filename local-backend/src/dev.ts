@@ -8,9 +8,11 @@
  */
 import { createServer, loadEnv, type ViteDevServer } from "vite";
 import { startBackend, StartupError, type Backend } from "./backend.ts";
+import { missingAuthKeys } from "./commands.ts";
 import { logUnhandledRejections, onShutdownSignal } from "./shutdown.ts";
 
 const VITE_PORT = 5173;
+const DATA_DIR = ".convex-local";
 
 async function main(): Promise<void> {
   let backend: Backend | null = null;
@@ -24,9 +26,11 @@ async function main(): Promise<void> {
   if (deployment === undefined || deployment === "") {
     backend = await startBackend({
       functions: "convex",
-      data: ".convex-local",
+      data: DATA_DIR,
       port: 3210,
       sitePort: 3211,
+      // Sign-in works on a fresh clone: the keys `npm run backend -- auth-keys` sets.
+      env: missingAuthKeys(DATA_DIR),
     });
     process.env.VITE_CONVEX_URL = backend.url;
     console.log(`Convex local backend ready at ${backend.url}`);

@@ -11,7 +11,7 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { runCommand } from "../src/commands.ts";
+import { missingAuthKeys, runCommand } from "../src/commands.ts";
 import { type Backend, startBackend } from "../src/index.ts";
 import { EnvironmentStore } from "../src/storage/environment.ts";
 import {
@@ -218,5 +218,17 @@ describe("Convex Auth with the Password provider", () => {
     ).toBe(1);
     expect(errors[0]).toMatch(/already set; pass --force/);
     expect(new EnvironmentStore(dataDir).list().JWKS).toBe(env.JWKS);
+  });
+
+  test("npm run dev and the test stacks get keys for a fresh data folder, and keep the ones a folder has", () => {
+    const fresh = tempDir("convex-auth-fresh");
+    try {
+      const keys = missingAuthKeys(fresh);
+      expect(Object.keys(keys).sort()).toEqual(["JWKS", "JWT_PRIVATE_KEY"]);
+      expect(keys.JWT_PRIVATE_KEY).toMatch(/^-----BEGIN PRIVATE KEY----- /);
+    } finally {
+      removeDir(fresh);
+    }
+    expect(missingAuthKeys(dataDir)).toEqual({});
   });
 });

@@ -11,6 +11,7 @@ import { usePaginatedQuery } from "convex/react";
 import { api } from "../../convex/_generated/api";
 import type { Id } from "../../convex/_generated/dataModel";
 import { useChatScroll } from "../hooks/useChatScroll";
+import { Avatar } from "./Avatar";
 
 type Message = FunctionReturnType<typeof api.messages.list>["page"][number];
 
@@ -93,6 +94,7 @@ function MessageItem({
       className={isMine ? "message message--mine" : "message"}
       data-item-id={_id}
     >
+      <Avatar user={author} />
       <p className="message__meta">
         <span className="message__author">{author.name}</span>
         {isMine && <span className="visually-hidden"> (you)</span>}{" "}

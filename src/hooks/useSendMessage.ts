@@ -29,7 +29,7 @@ function showSentMessage(
       _id: `optimistic-${++optimisticCount}` as Id<"messages">,
       _creationTime: Date.now(),
       body: body.trim(),
-      author: { _id: me._id, name: me.name },
+      author: { _id: me._id, name: me.name, avatarUrl: me.avatarUrl },
     },
   });
 }

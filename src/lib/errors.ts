@@ -12,8 +12,11 @@
  */
 import { ConvexError } from "convex/values";
 import {
+  AVATAR_MAX_BYTES,
   MESSAGE_MAX_CHARS,
   NAME_MAX_CHARS,
+  PASSWORD_MAX_CHARS,
+  PASSWORD_MIN_CHARS,
   type ErrorCode,
   type ErrorData,
   type RateLimitedAction,
@@ -32,6 +35,12 @@ const GENERIC_PAIRING =
   "Couldn't reach the chat to pair devices. Check your connection and try again.";
 const GENERIC_DELETE =
   "Couldn't delete everything. Check your connection and try again; what is already deleted stays deleted.";
+const GENERIC_SIGN_IN =
+  "Couldn't sign in. Check your e-mail, password and connection, and try again.";
+const GENERIC_SIGN_UP =
+  "Couldn't create your account. Check your connection and try again.";
+const GENERIC_AVATAR =
+  "Couldn't upload your picture. Check your connection and try again.";
 export const WRONG_PAIRING_CODE =
   "That code is wrong, used or expired. Show a new code on your other device and type it here.";
 export const START_FAILED =
@@ -79,6 +88,24 @@ export function describeRefusal(refusal: Refusal, body?: string): string {
       return "Sign in first.";
     case "MERGE_NOT_A_GUEST":
       return "This guest has already joined an account.";
+    case "EMAIL_INVALID":
+      return "Type your e-mail address, such as ada@example.com.";
+    case "EMAIL_TAKEN":
+      return "There is already an account with this e-mail. Sign in instead.";
+    case "WRONG_PASSWORD":
+      return "Wrong e-mail or password.";
+    case "PASSWORD_TOO_WEAK":
+      return `Choose a longer password: at least ${formatCount(refusal.min)} characters.`;
+    case "TOO_MANY_ATTEMPTS":
+      return "Too many wrong passwords for this account. Wait a while and try again.";
+    case "AVATAR_MEMBERS_ONLY":
+      return "Sign up to upload a profile picture.";
+    case "AVATAR_TYPE":
+      return "That file is not a picture the chat takes: choose a PNG, JPEG, WebP or GIF.";
+    case "AVATAR_TOO_LARGE":
+      return `That picture is too large: at most ${formatBytes(refusal.max)}.`;
+    case "AVATAR_IN_USE":
+      return "That picture belongs to someone else. Upload your own.";
     case "RATE_LIMITED":
       return `${RATE_LIMITED_WORDS[refusal.action]} Try again ${formatWait(refusal.retryAfter)}.`;
     default:
@@ -98,6 +125,10 @@ export function formatWait(ms: number): string {
   const minutes = Math.ceil(seconds / 60);
   if (minutes < 60) return `in ${plural(minutes, "minute")}`;
   return `in about ${plural(Math.ceil(minutes / 60), "hour")}`;
+}
+
+function formatBytes(bytes: number): string {
+  return `${formatCount(bytes / 1024 / 1024)} MiB`;
 }
 
 function plural(n: number, unit: string): string {
@@ -148,6 +179,34 @@ export function pairingErrorText(error: unknown): string {
     : (serverWords(error) ?? GENERIC_PAIRING);
 }
 
+/**
+ * Words for a failed sign-in or sign-up. Convex Auth's own failures are plain
+ * errors (on a production deployment only "Server Error" reaches the page),
+ * so anything without a code gets words that fit the flow.
+ */
+export function signInErrorText(
+  error: unknown,
+  flow: "signIn" | "signUp",
+): string {
+  const refusal = refusalOf(error);
+  if (refusal) return describeRefusal(refusal);
+  return flow === "signIn" ? GENERIC_SIGN_IN : GENERIC_SIGN_UP;
+}
+
+export function avatarErrorText(error: unknown): string {
+  const refusal = refusalOf(error);
+  return refusal
+    ? describeRefusal(refusal)
+    : (serverWords(error) ?? GENERIC_AVATAR);
+}
+
+export function signOutErrorText(error: unknown): string {
+  const refusal = refusalOf(error);
+  return refusal
+    ? describeRefusal(refusal)
+    : "Couldn't sign out. Check your connection and try again.";
+}
+
 export function deleteErrorText(error: unknown): string {
   const refusal = refusalOf(error);
   return refusal
@@ -193,6 +252,25 @@ export function refusalOf(error: unknown): Refusal | null {
       return { code: "NAME_INVALID_CHARACTERS" };
     case "MESSAGE_EMPTY":
       return { code: "MESSAGE_EMPTY" };
+    case "EMAIL_INVALID":
+    case "EMAIL_TAKEN":
+    case "WRONG_PASSWORD":
+    case "TOO_MANY_ATTEMPTS":
+    case "AVATAR_MEMBERS_ONLY":
+    case "AVATAR_TYPE":
+    case "AVATAR_IN_USE":
+      return { code: data.code };
+    case "PASSWORD_TOO_WEAK":
+      return {
+        code: "PASSWORD_TOO_WEAK",
+        min: numberOr(data.min, PASSWORD_MIN_CHARS),
+        max: numberOr(data.max, PASSWORD_MAX_CHARS),
+      };
+    case "AVATAR_TOO_LARGE":
+      return {
+        code: "AVATAR_TOO_LARGE",
+        max: numberOr(data.max, AVATAR_MAX_BYTES),
+      };
     case "MESSAGE_TOO_LONG":
       return {
         code: "MESSAGE_TOO_LONG",

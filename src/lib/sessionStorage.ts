@@ -164,10 +164,10 @@ function usePersistedId(
   return [sessionId, setSessionId] as const;
 }
 
-type StorageArea = "local" | "session";
+export type StorageArea = "local" | "session";
 
 /** Reading `localStorage` itself throws when the user blocks site data. */
-function openStorage(area: StorageArea): Storage | null {
+export function openStorage(area: StorageArea): Storage | null {
   try {
     return area === "local" ? window.localStorage : window.sessionStorage;
   } catch {

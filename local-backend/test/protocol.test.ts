@@ -518,6 +518,8 @@ describe("endpoints", () => {
     expect([origin, "*"]).toContain(
       preflight.headers["access-control-allow-origin"],
     );
+    // A page's sendBeacon is credentialed: its preflight needs this header.
+    expect(preflight.headers["access-control-allow-credentials"]).toBe("true");
     expect(preflight.headers["access-control-allow-methods"]).toMatch(/POST/);
     const allowed = String(
       preflight.headers["access-control-allow-headers"],

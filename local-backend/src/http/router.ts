@@ -104,11 +104,21 @@ export function isLoopbackHost(host: string | undefined): boolean {
   return LOOPBACK_HOSTS.has(name.toLowerCase());
 }
 
+/**
+ * The request's origin mirrored, with credentials allowed, as convex-backend's
+ * `cors_layer` (`AllowOrigin::mirror_request()`, `allow_credentials(true)`):
+ * a page's `navigator.sendBeacon` to `/api/mutation` is a credentialed
+ * request, and its preflight fails without the second header.
+ */
 export function corsHeaders(req: http.IncomingMessage): Record<string, string> {
   const origin = req.headers.origin;
   return origin === undefined
     ? {}
-    : { "Access-Control-Allow-Origin": origin, Vary: "Origin" };
+    : {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        Vary: "Origin",
+      };
 }
 
 export function sendJson(

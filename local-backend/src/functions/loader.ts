@@ -26,6 +26,18 @@ import * as esbuild from "esbuild";
 import type { Bundle } from "./isolate.ts";
 import type { NodeBundle } from "./nodeRuntime.ts";
 
+/** What the isolate bundle and the Node bundle share (the CLI builds both alike). */
+const SHARED_BUILD_OPTIONS = {
+  target: "esnext",
+  jsx: "automatic",
+  conditions: ["convex", "module"],
+  write: false,
+  sourcemap: "external",
+  keepNames: true,
+  define: { "process.env.NODE_ENV": '"production"' },
+  logLevel: "silent",
+} as const satisfies esbuild.BuildOptions;
+
 /** What `buildFunctions` produces: the isolate's bundle, and the Node one if any module is `"use node"`. */
 export type FunctionsBundle = Bundle & { node: NodeBundle | null };
 
@@ -269,15 +281,8 @@ export async function buildFunctions(
       bundle: true,
       platform: "browser",
       format: "iife",
-      target: "esnext",
-      jsx: "automatic",
-      conditions: ["convex", "module"],
       outfile: filename,
-      write: false,
-      sourcemap: "external",
-      keepNames: true,
-      define: { "process.env.NODE_ENV": '"production"' },
-      logLevel: "silent",
+      ...SHARED_BUILD_OPTIONS,
     });
   } catch (error) {
     throw buildError(error, "browser");
@@ -334,15 +339,8 @@ async function buildNodeFunctions(
       bundle: true,
       platform: "node",
       format: "esm",
-      target: "esnext",
-      jsx: "automatic",
-      conditions: ["convex", "module"],
       outfile: path.join(sourceRoot, ".convex-local-node-bundle.mjs"),
-      write: false,
-      sourcemap: "external",
-      keepNames: true,
-      define: { "process.env.NODE_ENV": '"production"' },
-      logLevel: "silent",
+      ...SHARED_BUILD_OPTIONS,
     });
   } catch (error) {
     throw buildError(error, "node");

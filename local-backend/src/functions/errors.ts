@@ -43,6 +43,35 @@ export class SystemError extends Error {
 }
 
 /** `format_uncaught_error`: "Uncaught {name}: {message}", leaving out an empty part. */
+/** What a thrown value says about itself, read defensively (user code may throw anything). */
+export type ThrownParts = {
+  name: string;
+  message: string;
+  stack?: string;
+  /** A ConvexError's data, which the library already serialized (convex 1.48 `serializeConvexErrorData`). */
+  convexErrorData?: string;
+};
+
+/** A ConvexError (or a subclass, which keeps its own `name`) is recognised by its symbol, not its class. */
+export function thrownParts(error: unknown): ThrownParts {
+  if (error === null || typeof error !== "object")
+    return { name: "", message: String(error) };
+  const e = error as {
+    name?: unknown;
+    message?: unknown;
+    stack?: unknown;
+    data?: unknown;
+  };
+  return {
+    name: typeof e.name === "string" ? e.name : "",
+    message: typeof e.message === "string" ? e.message : "",
+    ...(typeof e.stack === "string" ? { stack: e.stack } : {}),
+    ...(Symbol.for("ConvexError") in e && typeof e.data === "string"
+      ? { convexErrorData: e.data }
+      : {}),
+  };
+}
+
 export function uncaught(name: string, message: string): string {
   if (name !== "" && message !== "") return `Uncaught ${name}: ${message}`;
   if (name !== "") return `Uncaught ${name}`;

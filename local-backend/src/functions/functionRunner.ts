@@ -64,6 +64,7 @@ import {
   type JsError,
   jsError,
   SystemError,
+  thrownParts,
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
@@ -923,29 +924,15 @@ export class FunctionRunner {
       error instanceof SystemError
     )
       return failureOf(context, jsError(error.message));
-    const e = error as {
-      name?: unknown;
-      message?: unknown;
-      stack?: unknown;
-      data?: unknown;
-    } | null;
-    const isObject = e !== null && typeof e === "object";
-    const name = isObject && typeof e.name === "string" ? e.name : "";
-    const message = isObject
-      ? typeof e.message === "string"
-        ? e.message
-        : ""
-      : String(error);
+    const { name, message, stack, convexErrorData } = thrownParts(error);
     const frames =
-      isObject && typeof e.stack === "string" && this.#isolate !== null
-        ? this.#isolate.errorFrames(e.stack)
+      stack !== undefined && this.#isolate !== null
+        ? this.#isolate.errorFrames(stack)
         : [];
-    // A ConvexError (or a subclass, which keeps its own `name`) carries data
-    // the library already serialized (convex 1.48 `serializeConvexErrorData`).
     const data =
-      isObject && Symbol.for("ConvexError") in e && typeof e.data === "string"
-        ? (JSON.parse(e.data) as JSONValue)
-        : undefined;
+      convexErrorData === undefined
+        ? undefined
+        : (JSON.parse(convexErrorData) as JSONValue);
     return failureOf(context, jsError(uncaught(name, message), frames, data));
   }
 

@@ -25,6 +25,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import { consoleTimer, formatLogArgs, type LogLevel } from "./consoleFormat.ts";
+import { type ThrownParts, thrownParts } from "./errors.ts";
 
 /** What the main thread gives a worker at start. */
 export type NodeWorkerData = {
@@ -54,12 +55,7 @@ export type NodeAnalysis = Record<
 >;
 
 /** A thrown value, as it crosses to the main thread. */
-export type WireError = {
-  name: string;
-  message: string;
-  stack?: string;
-  /** A ConvexError's serialized data (a JSON string). */
-  convexErrorData?: string;
+export type WireError = ThrownParts & {
   /** Not thrown by the action's code: shown as the message alone (no "Uncaught", no frames). */
   system?: boolean;
 };
@@ -336,25 +332,10 @@ async function invoke(
 class ActionTimeout extends Error {}
 
 function wireError(error: unknown): WireError {
-  const e = error as {
-    name?: unknown;
-    message?: unknown;
-    stack?: unknown;
-    data?: unknown;
-  } | null;
-  if (e === null || typeof e !== "object")
-    return { name: "", message: String(error) };
   if (error instanceof ActionTimeout)
     return { name: "Error", message: error.message, system: true };
-  return {
-    name: typeof e.name === "string" ? e.name : "",
-    message: typeof e.message === "string" ? e.message : "",
-    ...(typeof e.stack === "string" ? { stack: e.stack } : {}),
-    // `invokeAction` has already serialized a ConvexError's data.
-    ...(Symbol.for("ConvexError") in e && typeof e.data === "string"
-      ? { convexErrorData: e.data }
-      : {}),
-  };
+  // `invokeAction` has already serialized a ConvexError's data.
+  return thrownParts(error);
 }
 
 async function encodeBlobs(

@@ -43,10 +43,12 @@
  * - One watchdog costs ~0.1 ms (Node starts a thread per timed call), which is
  *   why syscalls resolve in the same window rather than each opening one.
  *
- * What this does not stop: a synchronous loop holds the one JS thread until
- * its watchdog fires (1 s), and every other client waits that long. Only user
- * code on another thread (a worker running the context, its syscalls answered
- * by this thread) would let them in sooner.
+ * - A window's watchdog is also capped at MAIN_SLICE_MS: a synchronous stretch
+ *   longer than that (a `while (true) {}`, a long computation) would hold every
+ *   other client until its second is spent. When the cap rather than the
+ *   budget fires, the run fails with MovedError instead of the timeout, and
+ *   the runner runs it again from the start in an isolate worker with what is
+ *   left of the budget (offThread.ts), where its loop holds nobody.
  *
  * Actions run in a normal context (timers, fetch) with a wall-clock limit: an
  * action's synchronous loop is not stopped before it yields.
@@ -74,6 +76,18 @@ export const ACTION_TIMEOUT_MS = 600_000;
  * as each window costs a watchdog (~0.1 ms).
  */
 const WINDOW_SLICE_MS = 5;
+
+/**
+ * The longest one window runs on the main thread before the run is moved to
+ * an isolate worker (MovedError). A function that awaits the database ends
+ * each window within WINDOW_SLICE_MS plus one syscall, so only a synchronous
+ * computation this long pays for a rerun; and a client waiting behind it is
+ * held at most this long (plus its own work), well inside the 100 ms the
+ * runaway bench allows other clients at p99. Shorter would move ordinary
+ * functions whose single window is a few ms of rate-limiter or validation
+ * work on a busy machine (the watchdog is wall-clock, V8's).
+ */
+export const MAIN_SLICE_MS = 40;
 
 /**
  * Contexts evaluated at most: how many queries and mutations can be running
@@ -147,6 +161,18 @@ export class UserTimeoutError extends Error {
       `Function execution timed out (maximum duration: ${formatDuration(limitMs)})`,
     );
     this.name = "UserTimeoutError";
+  }
+}
+
+/**
+ * Not a failure: a run whose window outlasted MAIN_SLICE_MS was stopped (its
+ * context discarded, as after a timeout) so that it can run again from the
+ * start off the main thread. `usedMs` of its budget is spent.
+ */
+export class MovedError extends Error {
+  constructor(readonly usedMs: number) {
+    super(`Moved off the main thread after ${Math.round(usedMs)} ms`);
+    this.name = "MovedError";
   }
 }
 
@@ -362,15 +388,17 @@ export class TimedRealm<M> {
       this.#terminated(budget);
       return;
     }
+    const watchdog = Math.min(remaining, MAIN_SLICE_MS);
     this.#job = job;
     this.#active = budget;
     const depth = asyncStackDepth();
     const started = cpuMs();
     budget.windowStart = performance.now();
     budget.syscallMs = 0;
+    let expired = false;
     try {
       ENTER_SCRIPT.runInContext(budget.context.context, {
-        timeout: Math.max(1, Math.ceil(remaining)),
+        timeout: Math.max(1, Math.ceil(watchdog)),
         displayErrors: false,
       });
     } catch (error) {
@@ -378,16 +406,24 @@ export class TimedRealm<M> {
         (error as { code?: string }).code === "ERR_SCRIPT_EXECUTION_TIMEOUT"
       ) {
         restoreAsyncStack(depth);
-        this.#terminated(budget);
-        return;
+        expired = true;
+      } else {
+        budget.fail(error as Error);
       }
-      budget.fail(error as Error);
     } finally {
       this.#active = null;
       this.#job = null;
       budget.usedMs += Math.max(0, cpuMs() - started - budget.syscallMs);
     }
-    this.#pollIfIdle(budget);
+    if (!expired) this.#pollIfIdle(budget);
+    else if (watchdog < remaining) this.#moved(budget);
+    else this.#terminated(budget);
+  }
+
+  #moved(budget: Budget<M>): void {
+    // Terminated all the same: the context is never entered again.
+    budget.terminated = true;
+    budget.fail(new MovedError(budget.usedMs));
   }
 
   #terminated(budget: Budget<M>): void {

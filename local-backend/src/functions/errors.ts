@@ -42,7 +42,6 @@ export class SystemError extends Error {
   }
 }
 
-/** `format_uncaught_error`: "Uncaught {name}: {message}", leaving out an empty part. */
 /** What a thrown value says about itself, read defensively (user code may throw anything). */
 export type ThrownParts = {
   name: string;
@@ -72,6 +71,51 @@ export function thrownParts(error: unknown): ThrownParts {
   };
 }
 
+/**
+ * The inverse of `thrownParts`, for a value thrown on a worker thread: an
+ * Error the runner reports as if it had been thrown here (frames from
+ * `stack`, a ConvexError by its symbol and serialized data).
+ */
+export function rethrown(parts: ThrownParts): Error {
+  const error = Object.assign(new Error(parts.message), { name: parts.name });
+  error.stack = parts.stack ?? "";
+  if (parts.convexErrorData !== undefined) {
+    Object.assign(error, {
+      [Symbol.for("ConvexError")]: true,
+      data: parts.convexErrorData,
+    });
+  }
+  return error;
+}
+
+/** An error whose `data` the library re-throws as a ConvexError (`performAsyncSyscall`). */
+export class SyscallConvexError extends Error {
+  constructor(
+    message: string,
+    readonly data: JSONValue,
+  ) {
+    super(message);
+  }
+}
+
+/** A failed syscall as it crosses to a worker thread (`"use node"` actions, isolate workers). */
+export type WireSyscallError = { message: string; data?: JSONValue };
+
+/** The host side: what the worker needs of a syscall's error. */
+export function wireSyscallError(error: unknown): WireSyscallError {
+  const e = error as { message?: unknown } | null;
+  return {
+    message: typeof e?.message === "string" ? e.message : String(error),
+    ...(error instanceof SyscallConvexError ? { data: error.data } : {}),
+  };
+}
+
+/** The worker side: the error the library's `performAsyncSyscall` reads (`data` makes it a ConvexError). */
+export function syscallError(error: WireSyscallError): Error {
+  return Object.assign(new Error(error.message), { data: error.data });
+}
+
+/** `format_uncaught_error`: "Uncaught {name}: {message}", leaving out an empty part. */
 export function uncaught(name: string, message: string): string {
   if (name !== "" && message !== "") return `Uncaught ${name}: ${message}`;
   if (name !== "") return `Uncaught ${name}`;

@@ -39,19 +39,24 @@ const REQUEST_ID_PREFIX = randomBytes(4).toString("hex");
 let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
 import type { Database } from "../storage/database.ts";
-import type { Isolate, RegisteredFunction } from "./isolate.ts";
+import {
+  type Isolate,
+  invokeUdf,
+  type RegisteredFunction,
+  type UdfCall,
+} from "./isolate.ts";
 import { ANONYMOUS, type Identity, isAdmin } from "./authentication.ts";
 import {
   type NestedCalls,
   type RequestContext,
   requestStorage,
-  SyscallConvexError,
   type UdfType,
 } from "./syscalls.ts";
 import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
 import {
   ACTION_TIMEOUT_MS,
+  MovedError,
   USER_TIMEOUT_MS,
   UserTimeoutError,
   withWallClockLimit,
@@ -63,6 +68,7 @@ import {
   httpActionErrorBody,
   type JsError,
   jsError,
+  SyscallConvexError,
   SystemError,
   thrownParts,
   uncaught,
@@ -206,8 +212,12 @@ export class FunctionRunner {
     this.#onRun = options.onRun ?? (() => undefined);
   }
 
-  /** Serves `isolate` from the next function on; the first one opens the start-up gate. */
+  /**
+   * Serves `isolate` from the next function on; the first one opens the
+   * start-up gate. The replaced build's isolate workers go once idle.
+   */
   setIsolate(isolate: Isolate): void {
+    if (this.#isolate !== isolate) this.#isolate?.offThread.retire();
     this.#isolate = isolate;
     this.#gate.open();
   }
@@ -231,6 +241,7 @@ export class FunctionRunner {
   close(): void {
     this.#gate.close("The local backend stopped before its functions loaded");
     this.#commits.close();
+    this.#isolate?.offThread.retire();
   }
 
   /** Runs `task` once the first build is installed (at once after that). */
@@ -452,9 +463,9 @@ export class FunctionRunner {
     visibility: Visibility,
     optimistic: boolean,
   ): Promise<QueryAttempt> {
-    const tx = new Transaction(this.#db, { readOnly: true, optimistic });
+    let tx = new Transaction(this.#db, { readOnly: true, optimistic });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
-    const context = newRequest(
+    let context = newRequest(
       "query",
       request.path,
       tx,
@@ -463,7 +474,7 @@ export class FunctionRunner {
     );
     context.identity = request.identity ?? ANONYMOUS;
     try {
-      const { fn, path, args, timed } = this.#prepare(
+      const { fn, path, args, target } = this.#prepare(
         request.path,
         request.args,
         "query",
@@ -472,10 +483,18 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
-      const argsJson = JSON.stringify([args]);
-      const result = await this.#invokeTimed(context, (modules) =>
-        timed(modules).invokeQuery!(argsJson),
-      );
+      const call: UdfCall = {
+        kind: "query",
+        ...target,
+        argsJson: JSON.stringify([args]),
+      };
+      const result = await this.#runTopLevel(context, call, (moved) => {
+        // Validated against the same commits as the first attempt (`#query`'s mark).
+        tx.close();
+        tx = new Transaction(this.#db, { readOnly: true, optimistic });
+        context = restarted(moved, tx);
+        return context;
+      });
       return { tx, context, outcome: this.#finish(context, fn, result) };
     } catch (error) {
       return {
@@ -530,15 +549,9 @@ export class FunctionRunner {
         };
       }
     }
-    const tx = new Transaction(this.#db, { readOnly: false });
+    let tx = new Transaction(this.#db, { readOnly: false });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
-    const context = newRequest(
-      "mutation",
-      request.path,
-      tx,
-      null,
-      componentPath,
-    );
+    let context = newRequest("mutation", request.path, tx, null, componentPath);
     context.identity = request.identity ?? ANONYMOUS;
     const job = request.job;
     if (job !== undefined) {
@@ -549,7 +562,7 @@ export class FunctionRunner {
       }
     }
     try {
-      const { fn, path, args, timed } = this.#prepare(
+      const { fn, path, args, target } = this.#prepare(
         request.path,
         request.args,
         "mutation",
@@ -558,10 +571,20 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
-      const argsJson = JSON.stringify([args]);
-      const result = await this.#invokeTimed(context, (modules) =>
-        timed(modules).invokeMutation!(argsJson),
-      );
+      const call: UdfCall = {
+        kind: "mutation",
+        ...target,
+        argsJson: JSON.stringify([args]),
+      };
+      const result = await this.#runTopLevel(context, call, (moved) => {
+        tx.close();
+        tx = new Transaction(this.#db, { readOnly: false });
+        // Nothing of the first attempt committed, and nothing else can (the
+        // writer slot is this mutation's): the job begins as it did then.
+        job?.begin(tx);
+        context = restarted(moved, tx);
+        return context;
+      });
       const outcome = this.#report(context, this.#finish(context, fn, result));
       if (outcome.status === "error") return this.#failJob(job, outcome);
       job?.succeed(tx);
@@ -691,7 +714,7 @@ export class FunctionRunner {
       fn,
       path: canonical,
       args,
-      timed,
+      target: callee,
     } = this.#prepare(
       target.udfPath,
       argsJson,
@@ -716,12 +739,11 @@ export class FunctionRunner {
       nextStreamId: 0,
     };
     try {
-      const argsJson = JSON.stringify([args]);
-      const result = await this.#invokeTimed(child, (modules) =>
-        kind === "mutation"
-          ? timed(modules).invokeMutation!(argsJson)
-          : timed(modules).invokeQuery!(argsJson),
-      );
+      const result = await this.#invokeTimed(child, {
+        kind,
+        ...callee,
+        argsJson: JSON.stringify([args]),
+      });
       const outcome = this.#finish(child, fn, result);
       if (outcome.status === "error") throw new Error(outcome.error.trace);
       tx.merge(layer);
@@ -806,9 +828,9 @@ export class FunctionRunner {
   }
 
   /**
-   * Finds the function and checks its visibility, type and arguments. `timed`
-   * finds the same query or mutation in a timed context's modules, where it
-   * must run (`deadline.ts`).
+   * Finds the function and checks its visibility, type and arguments. `target`
+   * names it for `invokeUdf`, which finds the same query or mutation in the
+   * evaluation it runs in (a timed context, an isolate worker).
    */
   #prepare(
     udfPath: string,
@@ -821,7 +843,7 @@ export class FunctionRunner {
     fn: RegisteredFunction;
     path: string;
     args: JSONValue;
-    timed: (modules: ComponentTree) => RegisteredFunction;
+    target: Pick<UdfCall, "componentPath" | "module" | "exportName">;
   } {
     // An admin may call internal functions and into components (convex-backend:
     // internal UDFs are callable with an admin key, as `npx convex run` does).
@@ -863,14 +885,12 @@ export class FunctionRunner {
     });
     if (argsError !== null) throw new ExpectedError(argsError);
     const { module, exportName } = canonicalizeUdfPath(udfPath);
-    const timed = (modules: ComponentTree): RegisteredFunction => {
-      const found = modules.get(componentPath)?.modules[module]?.[
-        exportName
-      ] as RegisteredFunction | undefined;
-      if (found === undefined) throw this.#notFound(canonical);
-      return found;
+    return {
+      fn,
+      path: canonical,
+      args,
+      target: { componentPath, module, exportName },
     };
-    return { fn, path: canonical, args, timed };
   }
 
   /** `v.id("t")` in a component means its own `t`: another namespace's ID names no table there. */
@@ -957,22 +977,78 @@ export class FunctionRunner {
   }
 
   /**
-   * Runs a query or mutation in the timed context with Convex's 1 s; a nested
-   * call joins its caller's budget. A timed-out run leaves its transaction
-   * closed, so nothing it wrote commits.
+   * Runs a top-level query or mutation in a timed context on the main thread,
+   * and, when deadline.ts moves it (a synchronous stretch past
+   * MAIN_SLICE_MS), again from the start in an isolate worker with what is
+   * left of its second (Convex's limit is the function's total). `restart`
+   * gives the context to run again in, with a fresh transaction: nothing of
+   * the first attempt was committed, and its log lines are dropped with it.
+   * The rerun uses the build the first attempt ran on.
    */
-  #invokeTimed(
+  async #runTopLevel(
     context: RequestContext,
-    invoke: (modules: ComponentTree) => Promise<string>,
+    call: UdfCall,
+    restart: (moved: RequestContext) => RequestContext,
   ): Promise<string> {
+    const isolate = this.#isolate!;
+    try {
+      return await this.#invokeTimed(context, call);
+    } catch (error) {
+      if (!(error instanceof MovedError)) throw error;
+      const rerun = restart(context);
+      return await isolate.offThread
+        .run(rerun, call, USER_TIMEOUT_MS - error.usedMs)
+        .catch(closeOnTimeout(rerun));
+    }
+  }
+
+  /**
+   * Runs a query or mutation in the timed context with Convex's 1 s; a nested
+   * call joins its caller's budget, and runs where its caller runs (an
+   * isolate worker, for a run moved there). A timed-out run leaves its
+   * transaction closed, so nothing it wrote commits.
+   */
+  #invokeTimed(context: RequestContext, call: UdfCall): Promise<string> {
+    if (context.offThread !== null)
+      return context.offThread.invoke(context, call);
     const realm = this.#isolate!.udf;
     return requestStorage.run(context, () =>
-      realm.invoke(USER_TIMEOUT_MS, invoke).catch((error: unknown) => {
-        if (error instanceof UserTimeoutError) context.tx?.close();
-        throw error;
-      }),
+      realm
+        .invoke(USER_TIMEOUT_MS, (modules) => invokeUdf(modules, call))
+        .catch(closeOnTimeout(context)),
     );
   }
+}
+
+/** A run past its limit leaves its transaction closed, so nothing it wrote commits. */
+function closeOnTimeout(context: RequestContext): (error: unknown) => never {
+  return (error) => {
+    if (error instanceof UserTimeoutError) context.tx?.close();
+    throw error;
+  };
+}
+
+/**
+ * The same request from the start, in a fresh transaction (`tx`): what a run
+ * moved off the main thread runs again in. It keeps what the request is (id,
+ * caller, `Date.now()`, the journal it was given), not what the first attempt
+ * did.
+ */
+function restarted(context: RequestContext, tx: Transaction): RequestContext {
+  return {
+    ...context,
+    tx,
+    layer: tx.root,
+    logLines: [],
+    journal: {
+      endCursor: context.journal.endCursor,
+      produced: null,
+      paginated: false,
+    },
+    streams: new Map(),
+    nextStreamId: 0,
+    offThread: null,
+  };
 }
 
 type HttpRouterLike = {
@@ -1026,6 +1102,7 @@ function newRequest(
     },
     streams: new Map(),
     nextStreamId: 0,
+    offThread: null,
   };
 }
 

@@ -32,7 +32,12 @@ import {
   type LogLevel,
 } from "./consoleFormat.ts";
 import { jsError, uncaught } from "./errors.ts";
-import { type ConvexGlobal, currentRequest } from "./syscalls.ts";
+import { OffThread } from "./offThread.ts";
+import {
+  type ConvexGlobal,
+  currentRequest,
+  type RequestContext,
+} from "./syscalls.ts";
 
 export type { LogLevel } from "./consoleFormat.ts";
 
@@ -58,6 +63,8 @@ export type Isolate = {
   components: ComponentTree;
   /** Queries and mutations: a second evaluation of the bundle whose code runs under a deadline. */
   udf: TimedRealm<ComponentTree>;
+  /** Queries and mutations moved off the main thread (`deadline.ts` MovedError): isolate workers. */
+  offThread: OffThread;
   /** The default export of `auth.config.ts`, if there is one. */
   authConfig: unknown;
   /** An error's stack frames, mapped to the app's sources as Convex prints them. */
@@ -111,30 +118,153 @@ export function createIsolate(
     ...(options.node === undefined ? [] : [options.node.bundle]),
   ]);
 
-  const writeLine = (level: LogLevel, line: string): void => {
-    const request = currentRequest();
-    if (request === undefined) options.onStrayLog(level, line);
-    else appendLogLine(request.logLines, level, line);
+  const host = createHost<RequestContext>(
+    {
+      current: currentRequest,
+      writeLine: (request, level, line) => {
+        if (request === undefined) options.onStrayLog(level, line);
+        else appendLogLine(request.logLines, level, line);
+      },
+    },
+    errorFrames,
+  );
+
+  const actions = evaluate(bundle, options, host, errorFrames, null);
+  const udf = new TimedRealm((hooks) => {
+    const { context, components } = evaluate(
+      bundle,
+      options,
+      host,
+      errorFrames,
+      hooks,
+    );
+    return { context, modules: components };
+  });
+  return {
+    modules: actions.components.root.modules,
+    schema: actions.components.mergedSchema(),
+    components: actions.components,
+    udf,
+    offThread: new OffThread({
+      bundle,
+      env: options.env,
+      convex: options.convex,
+      onStrayLog: options.onStrayLog,
+    }),
+    authConfig: (actions.context as { __convexAuthConfig?: unknown })
+      .__convexAuthConfig,
+    errorFrames,
   };
+}
+
+/**
+ * Evaluates the bundle for an isolate worker (isolateWorker.ts): a plain
+ * context, since the worker thread itself is what gets stopped, whose host
+ * side reads the worker's own per-call state.
+ */
+export function evaluateForWorker<C extends SandboxCall>(
+  bundle: Bundle,
+  options: { convex: ConvexGlobal; env: Record<string, string> },
+  sandbox: Sandbox<C>,
+): ComponentTree {
+  const errorFrames = frameMapper([bundle]);
+  return evaluate(
+    bundle,
+    options,
+    createHost(sandbox, errorFrames),
+    errorFrames,
+    null,
+  ).components;
+}
+
+/**
+ * A query or mutation call as it crosses to an isolate worker: which function
+ * of which component, and its arguments as the library takes them.
+ */
+export type UdfCall = {
+  kind: "query" | "mutation";
+  componentPath: string;
+  module: string;
+  exportName: string;
+  argsJson: string;
+};
+
+/** Starts `call` in one evaluation of the bundle (a timed context's or an isolate worker's). */
+export function invokeUdf(
+  components: ComponentTree,
+  call: UdfCall,
+): Promise<string> {
+  const fn = components.get(call.componentPath)?.modules[call.module]?.[
+    call.exportName
+  ] as RegisteredFunction | undefined;
+  if (call.kind === "mutation" && fn?.invokeMutation !== undefined)
+    return fn.invokeMutation(call.argsJson);
+  if (call.kind === "query" && fn?.invokeQuery !== undefined)
+    return fn.invokeQuery(call.argsJson);
+  return Promise.reject(
+    new Error(
+      `${call.module}:${call.exportName} is not a ${call.kind} of this build`,
+    ),
+  );
+}
+
+/** The running function as the sandbox's host side sees it. */
+export type SandboxCall = Pick<
+  RequestContext,
+  "udfType" | "nowMs" | "componentPath"
+>;
+
+/**
+ * Where the host side finds the running function and puts its log lines: the
+ * main thread's RequestContext, or an isolate worker's call.
+ */
+export type Sandbox<C extends SandboxCall> = {
+  current(): C | undefined;
+  /** `call` is undefined at module top level. */
+  writeLine(call: C | undefined, level: LogLevel, line: string): void;
+};
+
+type IsolateOptions = Parameters<typeof createIsolate>[1];
+type Host = {
+  /** The running function's component (process.env reads it). */
+  componentPath(): string;
+  now(): number;
+  log(level: LogLevel, args: unknown[]): void;
+  trace(args: unknown[], stack: string): void;
+  timer(
+    call: "time" | "timeLog" | "timeEnd",
+    label: string,
+    args: unknown[],
+  ): void;
+  assertAction(what: string): void;
+};
+
+/** The `__host` the prelude takes its `Date`, `console` and timer checks from. */
+function createHost<C extends SandboxCall>(
+  sandbox: Sandbox<C>,
+  errorFrames: (stack: string) => string[],
+): Host {
+  const writeLine = (level: LogLevel, line: string): void =>
+    sandbox.writeLine(sandbox.current(), level, line);
   /** `console.time` labels belong to one function execution. */
   const strayTimers = new Map<string, number>();
-  const timersByRequest = new WeakMap<object, Map<string, number>>();
+  const timersByCall = new WeakMap<object, Map<string, number>>();
   const consoleTimers = (): Map<string, number> => {
-    const request = currentRequest();
-    if (request === undefined) return strayTimers;
-    let timers = timersByRequest.get(request);
+    const call = sandbox.current();
+    if (call === undefined) return strayTimers;
+    let timers = timersByCall.get(call);
     if (timers === undefined) {
       timers = new Map();
-      timersByRequest.set(request, timers);
+      timersByCall.set(call, timers);
     }
     return timers;
   };
-
-  const host = {
+  return {
+    componentPath: () => sandbox.current()?.componentPath ?? "",
     now(): number {
-      const request = currentRequest();
-      return request !== undefined && request.udfType !== "action"
-        ? request.nowMs
+      const call = sandbox.current();
+      return call !== undefined && call.udfType !== "action"
+        ? call.nowMs
         : Date.now();
     },
     log(level: LogLevel, args: unknown[]): void {
@@ -155,49 +285,15 @@ export function createIsolate(
     },
     /** Timers and fetch would make queries and mutations non-deterministic; Convex forbids them there. */
     assertAction(what: string): void {
-      const request = currentRequest();
-      if (request !== undefined && request.udfType !== "action") {
+      const call = sandbox.current();
+      if (call !== undefined && call.udfType !== "action") {
         throw new Error(
           `Can't use ${what} in queries and mutations. Please consider using an action.`,
         );
       }
     },
   };
-
-  const actions = evaluate(bundle, options, host, errorFrames, null);
-  const udf = new TimedRealm((hooks) => {
-    const { context, components } = evaluate(
-      bundle,
-      options,
-      host,
-      errorFrames,
-      hooks,
-    );
-    return { context, modules: components };
-  });
-  return {
-    modules: actions.components.root.modules,
-    schema: actions.components.mergedSchema(),
-    components: actions.components,
-    udf,
-    authConfig: (actions.context as { __convexAuthConfig?: unknown })
-      .__convexAuthConfig,
-    errorFrames,
-  };
 }
-
-type IsolateOptions = Parameters<typeof createIsolate>[1];
-type Host = {
-  now(): number;
-  log(level: LogLevel, args: unknown[]): void;
-  trace(args: unknown[], stack: string): void;
-  timer(
-    call: "time" | "timeLog" | "timeEnd",
-    label: string,
-    args: unknown[],
-  ): void;
-  assertAction(what: string): void;
-};
 
 /**
  * Evaluates the bundle in a new context. With `timed` hooks the context gets
@@ -205,7 +301,7 @@ type Host = {
  */
 function evaluate(
   bundle: Bundle,
-  options: IsolateOptions,
+  options: Pick<IsolateOptions, "convex" | "env" | "node">,
   host: Host,
   errorFrames: (stack: string) => string[],
   timed: TimedHooks | null,
@@ -217,8 +313,10 @@ function evaluate(
       Convex:
         timed === null ? options.convex : timed.wrapConvex(options.convex),
       process: Object.freeze({
-        env: componentAwareEnv(Object.freeze({ ...options.env }), (path) =>
-          components?.get(path),
+        env: componentAwareEnv(
+          Object.freeze({ ...options.env }),
+          () => host.componentPath(),
+          (path) => components?.get(path),
         ),
       }),
       crypto: isolateCrypto(),
@@ -575,10 +673,11 @@ function escapeRegExp(text: string): string {
  */
 function componentAwareEnv(
   appEnv: Readonly<Record<string, string>>,
+  componentPath: () => string,
   component: (path: string) => { env: Record<string, string> } | undefined,
 ): Record<string, string> {
   const current = (): Readonly<Record<string, string>> => {
-    const path = currentRequest()?.componentPath ?? "";
+    const path = componentPath();
     return path === "" ? appEnv : (component(path)?.env ?? {});
   };
   const target: Record<string, string> = {};

@@ -36,7 +36,13 @@ import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { appendLogLine, type LogLevel } from "./consoleFormat.ts";
 import { ACTION_TIMEOUT_MS } from "./deadline.ts";
-import { jsError, SystemError, uncaught } from "./errors.ts";
+import {
+  jsError,
+  rethrown,
+  SystemError,
+  uncaught,
+  wireSyscallError,
+} from "./errors.ts";
 import {
   type Bundle,
   frameMapper,
@@ -55,7 +61,6 @@ import {
   currentRequest,
   type RequestContext,
   requestStorage,
-  SyscallConvexError,
 } from "./syscalls.ts";
 
 /** The app's `"use node"` modules, bundled for Node (loader.ts). */
@@ -74,7 +79,7 @@ const MAX_QUEUED_CALLS = 1_000;
 const IDLE_WORKER_MS = 60_000;
 /** Convex's Node actions get 512 MiB (docs.convex.dev/functions/runtimes). */
 const WORKER_MEMORY_MB = 512;
-const BOOT_URL = new URL("./nodeWorkerBoot.mjs", import.meta.url);
+const BOOT_URL = new URL("./workerBoot.mjs", import.meta.url);
 /**
  * How long past its limit a worker may stay unresponsive (a synchronous
  * loop, which its own timer cannot interrupt) before it is terminated.
@@ -408,6 +413,7 @@ export class NodeGeneration {
       ),
     ) as Record<string, string>;
     const worker = new Worker(BOOT_URL, {
+      argv: ["./nodeWorker.ts"],
       workerData: this.#workerData,
       // The boot script registers tsx itself; the parent's loader flags would
       // register it twice.
@@ -562,14 +568,7 @@ export class NodeGeneration {
       const encoded = await encodeBlob(value);
       reply({ ok: true, value: encoded.value }, encoded.transfer);
     } catch (error) {
-      const e = error as { message?: unknown };
-      reply({
-        ok: false,
-        error: {
-          message: typeof e?.message === "string" ? e.message : String(error),
-          ...(error instanceof SyscallConvexError ? { data: error.data } : {}),
-        },
-      });
+      reply({ ok: false, error: wireSyscallError(error) });
     } finally {
       if (lend && worker.call === call && worker.lent) {
         worker.lent = false;
@@ -581,17 +580,7 @@ export class NodeGeneration {
   /** A thrown value from the worker, shaped so the runner reports it as Convex does. */
   #thrown(error: WireError | undefined): Error {
     if (error?.system === true) return new SystemError(error.message);
-    const thrown = Object.assign(new Error(error?.message ?? ""), {
-      name: error?.name ?? "",
-    });
-    thrown.stack = error?.stack ?? "";
-    if (error?.convexErrorData !== undefined) {
-      Object.assign(thrown, {
-        [Symbol.for("ConvexError")]: true,
-        data: error.convexErrorData,
-      });
-    }
-    return thrown;
+    return rethrown(error ?? { name: "", message: "" });
   }
 
   /** A module that throws at load: "Uncaught Error: boom at convex/file.ts:3:7", as the isolate says it. */

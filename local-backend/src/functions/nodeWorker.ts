@@ -25,7 +25,12 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
 import { consoleTimer, formatLogArgs, type LogLevel } from "./consoleFormat.ts";
-import { type ThrownParts, thrownParts } from "./errors.ts";
+import {
+  syscallError,
+  type ThrownParts,
+  thrownParts,
+  type WireSyscallError,
+} from "./errors.ts";
 
 /** What the main thread gives a worker at start. */
 export type NodeWorkerData = {
@@ -80,7 +85,7 @@ export type ToWorker =
       id: number;
       ok: boolean;
       value?: unknown;
-      error?: { message: string; data?: unknown };
+      error?: WireSyscallError;
     };
 
 export type FromWorker =
@@ -399,12 +404,7 @@ port.on("message", (message: ToWorker) => {
       if (waiter === undefined) return;
       pending.delete(message.id);
       if (message.ok) waiter.resolve(message.value);
-      else
-        waiter.reject(
-          Object.assign(new Error(message.error?.message ?? ""), {
-            data: message.error?.data,
-          }),
-        );
+      else waiter.reject(syscallError(message.error ?? { message: "" }));
       return;
     }
     default:

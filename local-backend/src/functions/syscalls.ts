@@ -26,6 +26,7 @@ import {
   internalTableName,
   localTableName,
 } from "./components.ts";
+import type { UdfCall } from "./isolate.ts";
 import type {
   SerializedQuery,
   Transaction,
@@ -67,6 +68,17 @@ export type RequestContext = {
   };
   streams: Map<number, Iterator<Doc>>;
   nextStreamId: number;
+  /**
+   * Set while the run executes in an isolate worker (offThread.ts): a nested
+   * `ctx.runQuery` / `ctx.runMutation` runs there too, as Convex runs it in
+   * the caller's isolate. Null on the main thread.
+   */
+  offThread: NestedInvoker | null;
+};
+
+/** Runs a nested call where its caller runs; resolves with its result JSON. */
+export type NestedInvoker = {
+  invoke(child: RequestContext, call: UdfCall): Promise<string>;
 };
 
 export const requestStorage = new AsyncLocalStorage<RequestContext>();
@@ -110,16 +122,6 @@ export type ConvexGlobal = {
    */
   asyncSyscallNow?(op: string, jsonArgs: string): string | Promise<string>;
 };
-
-/** An error whose `data` the library re-throws as a ConvexError (`performAsyncSyscall`). */
-export class SyscallConvexError extends Error {
-  constructor(
-    message: string,
-    readonly data: JSONValue,
-  ) {
-    super(message);
-  }
-}
 
 /** Syscall arguments: JSON from the library, checked where each op reads them. */
 export type Args = Record<string, unknown>;

@@ -1,0 +1,246 @@
+/**
+ * The entry of an isolate worker thread: the bundle evaluated as in the main
+ * thread's contexts (isolate.ts `evaluateForWorker`, the same prelude), one
+ * query or mutation at a time for the main thread (offThread.ts). Runs land
+ * here when they computed synchronously past the main thread's slice
+ * (deadline.ts MAIN_SLICE_MS), so a loop here holds no other client; the main
+ * thread stops it by terminating the thread.
+ *
+ * Syscalls are answered by the main thread, inside the run's RequestContext,
+ * by the same handlers as there (syscalls.ts). Each one blocks this thread:
+ * the request goes out as a message, then the thread waits on `signal`
+ * (Atomics.wait) until the main thread has posted the answer on `replies`
+ * and bumped the counter, and takes it with `receiveMessageOnPort`. Answers
+ * are messages, not bytes in the shared buffer, so a result of any size
+ * arrives whole; the buffer only wakes the thread. Synchronous syscalls
+ * (`Convex.syscall`) need this; async ones become synchronous round trips,
+ * which suits functions that run long anyway.
+ *
+ * A nested `ctx.runQuery` / `ctx.runMutation` (`1.0/runUdf`) runs here, in
+ * this context, as Convex runs it in the caller's isolate: the main thread
+ * checks it and answers `invoke` with the call and its state; the call runs
+ * under a call id of its own, and its end (`nestedDone`) is answered with the
+ * syscall's result, which the main thread has validated and merged.
+ *
+ * The per-call host state (the frozen `Date`, the function type that forbids
+ * timers, the component whose `process.env` it reads, the log lines' owner)
+ * follows each call through an AsyncLocalStorage. Time: the thread counts the
+ * time it spends outside blocking round trips (`usedMs`, sent with each
+ * request) and the main thread times the run from it, paused while it
+ * answers, as Convex's isolate timeout pauses during syscalls.
+ *
+ * Protocol:
+ *   main -> worker (parentPort): `run`
+ *   main -> worker (replies):    `result` | `invoke`, one per blocking request
+ *   worker -> main (parentPort): `ready` | `loadFailed` once, then blocking
+ *                                `syscall` and `nestedDone`, and `log`, `done`
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import {
+  type MessagePort,
+  parentPort,
+  receiveMessageOnPort,
+  workerData,
+} from "node:worker_threads";
+import type { LogLevel } from "./consoleFormat.ts";
+import {
+  syscallError,
+  type ThrownParts,
+  thrownParts,
+  type WireSyscallError,
+} from "./errors.ts";
+import {
+  type Bundle,
+  evaluateForWorker,
+  invokeUdf,
+  type UdfCall,
+} from "./isolate.ts";
+import type { ComponentTree } from "./components.ts";
+import type { ConvexGlobal } from "./syscalls.ts";
+
+export type IsolateWorkerData = {
+  bundle: Bundle;
+  /** The deployment's variables, as the build's `process.env` has them. */
+  env: Record<string, string>;
+  /** An Int32Array's buffer: [0] counts answers posted on `replies`. */
+  signal: SharedArrayBuffer;
+  /** Where answers arrive; read only with `receiveMessageOnPort`. */
+  replies: MessagePort;
+};
+
+/** One call's host state; `callId` names it in every message. */
+export type CallState = {
+  callId: number;
+  udfType: "query" | "mutation";
+  nowMs: number;
+  componentPath: string;
+};
+
+export type ToIsolateWorker = { type: "run"; call: UdfCall; state: CallState };
+
+export type Reply =
+  | { type: "result"; ok: true; value: unknown }
+  | { type: "result"; ok: false; error: WireSyscallError }
+  | { type: "invoke"; call: UdfCall; state: CallState };
+
+export type FromIsolateWorker =
+  | { type: "ready" }
+  | { type: "loadFailed"; error: ThrownParts }
+  | {
+      type: "syscall";
+      callId: number | null;
+      kind: "sync" | "async" | "js";
+      op: string;
+      args: unknown;
+      usedMs: number;
+    }
+  | {
+      type: "nestedDone";
+      callId: number;
+      ok: boolean;
+      value?: string;
+      error?: ThrownParts;
+      usedMs: number;
+    }
+  | { type: "log"; callId: number | null; level: LogLevel; line: string }
+  | {
+      type: "done";
+      callId: number;
+      ok: boolean;
+      value?: string;
+      error?: ThrownParts;
+      usedMs: number;
+    };
+
+/** The requests that wait for an answer. */
+type Blocking = Extract<FromIsolateWorker, { type: "syscall" | "nestedDone" }>;
+/** One of them before the worker stamps its time on it (distributed over the union). */
+type Unstamped<T = Blocking> = T extends unknown ? Omit<T, "usedMs"> : never;
+
+const port = parentPort!;
+const data = workerData as IsolateWorkerData;
+const signal = new Int32Array(data.signal);
+const currentCall = new AsyncLocalStorage<CallState>();
+
+/** The current run's time outside round trips, and when it last resumed. */
+let usedMs = 0;
+let resumedAt = performance.now();
+
+function spent(): number {
+  return usedMs + (performance.now() - resumedAt);
+}
+
+/** Sends `request` and blocks until its answer arrives. */
+function roundTrip(request: Unstamped): Reply {
+  usedMs = spent();
+  let seen = Atomics.load(signal, 0);
+  port.postMessage({ ...request, usedMs });
+  for (;;) {
+    const received = receiveMessageOnPort(data.replies);
+    if (received !== undefined) {
+      resumedAt = performance.now();
+      return received.message as Reply;
+    }
+    Atomics.wait(signal, 0, seen);
+    seen = Atomics.load(signal, 0);
+  }
+}
+
+function resultOf(reply: Reply): unknown {
+  if (reply.type !== "result")
+    throw new Error("A nested call was answered where a result was due");
+  if (!reply.ok) throw syscallError(reply.error);
+  return reply.value;
+}
+
+const syscall = (
+  kind: "sync" | "async" | "js",
+  op: string,
+  args: unknown,
+): Reply =>
+  roundTrip({
+    type: "syscall",
+    callId: currentCall.getStore()?.callId ?? null,
+    kind,
+    op,
+    args,
+  });
+
+const convex: ConvexGlobal = {
+  syscall: (op, jsonArgs) => resultOf(syscall("sync", op, jsonArgs)) as string,
+  asyncSyscall(op, jsonArgs) {
+    const reply = syscall("async", op, jsonArgs);
+    if (reply.type === "invoke") return runNested(reply);
+    return reply.ok
+      ? Promise.resolve(reply.value as string)
+      : Promise.reject(syscallError(reply.error));
+  },
+  jsSyscall: (op, args) => resultOf(syscall("js", op, args)),
+};
+
+/** A nested call the main thread handed back: run it here, then report its end for the final result. */
+function runNested(reply: Extract<Reply, { type: "invoke" }>): Promise<string> {
+  const { callId } = reply.state;
+  const done = (
+    outcome: { ok: true; value: string } | { ok: false; error: ThrownParts },
+  ) =>
+    resultOf(roundTrip({ type: "nestedDone", callId, ...outcome })) as string;
+  // Started from the caller's queue, as an async syscall's work would be.
+  return Promise.resolve()
+    .then(() =>
+      currentCall.run(reply.state, () => invokeUdf(components, reply.call)),
+    )
+    .then(
+      (value) => done({ ok: true, value }),
+      (error: unknown) => done({ ok: false, error: thrownParts(error) }),
+    );
+}
+
+/** The bundle, evaluated once; on failure the main thread is told and the thread ends. */
+function load(): ComponentTree {
+  try {
+    return evaluateForWorker(
+      data.bundle,
+      { convex, env: data.env },
+      {
+        current: () => currentCall.getStore(),
+        writeLine: (call, level, line) =>
+          port.postMessage({
+            type: "log",
+            callId: call?.callId ?? null,
+            level,
+            line,
+          } satisfies FromIsolateWorker),
+      },
+    );
+  } catch (error) {
+    port.postMessage({
+      type: "loadFailed",
+      error: thrownParts(error),
+    } satisfies FromIsolateWorker);
+    process.exit(1);
+  }
+}
+
+const components = load();
+
+port.on("message", ({ call, state }: ToIsolateWorker) => {
+  usedMs = 0;
+  resumedAt = performance.now();
+  const done = (
+    outcome: { ok: true; value: string } | { ok: false; error: ThrownParts },
+  ) =>
+    port.postMessage({
+      type: "done",
+      callId: state.callId,
+      ...outcome,
+      usedMs: spent(),
+    } satisfies FromIsolateWorker);
+  currentCall
+    .run(state, () => invokeUdf(components, call))
+    .then(
+      (value) => done({ ok: true, value }),
+      (error: unknown) => done({ ok: false, error: thrownParts(error) }),
+    );
+});
+port.postMessage({ type: "ready" } satisfies FromIsolateWorker);

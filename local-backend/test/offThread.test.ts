@@ -1,0 +1,170 @@
+/**
+ * Functions moved off the main thread: a query or mutation that computes
+ * synchronously for long runs again in an isolate worker, so a synchronous
+ * loop holds no other client; it still ends with Convex's timeout error and
+ * leaves nothing behind. A legitimate long computation gives the result it
+ * would have given on the main thread: its reads, writes, nested calls, log
+ * lines and subscriptions work as before.
+ */
+import { anyApi } from "convex/server";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  api,
+  recordingClientLogger,
+  rejection,
+  startTestBackend,
+  type TestBackend,
+  waitFor,
+  withTimeout,
+} from "./helpers.ts";
+
+/** convex-backend `crates/isolate/src/termination.rs` `UserTimeoutError`, knob DATABASE_UDF_USER_TIMEOUT. */
+const TIMEOUT_ERROR = "Function execution timed out (maximum duration: 1s)";
+/** What a client gets: Convex's request prefix, then the error alone (no "Uncaught", no frames). */
+const TIMEOUT_MESSAGE = new RegExp(
+  `^\\[Request ID: [0-9a-f]+\\] Server Error\\n${TIMEOUT_ERROR.replace(/[()]/g, "\\$&")}\\s*$`,
+);
+/** Synchronous work far past the main thread's slice, far under the second (~150 ms here). */
+const LONG_COMPUTATION = 30_000_000;
+const runaway = anyApi.runaway;
+
+let h: TestBackend;
+beforeAll(async () => {
+  h = await startTestBackend();
+});
+afterAll(async () => {
+  await h.stop();
+});
+
+/** `promise`, which appends `label` to `order` when it settles. */
+function settleOrder<T>(
+  order: string[],
+  label: string,
+  promise: Promise<T>,
+): Promise<T> {
+  return promise.finally(() => order.push(label));
+}
+
+/** Lets a request sent first reach the backend before the next one (never asserted on). */
+const headStart = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+describe("a synchronous loop", () => {
+  test("in a query: Convex's timeout error, after another client's query and mutation were answered", async () => {
+    const order: string[] = [];
+    const stuck = settleOrder(
+      order,
+      "runaway",
+      rejection(h.httpClient().query(runaway.syncLoop, {})),
+    );
+    await headStart();
+    const other = h.httpClient();
+    const name = `beside-query-${crypto.randomUUID()}`;
+    await settleOrder(
+      order,
+      "mutation",
+      other.mutation(api.counters.increment, { name }),
+    );
+    expect(
+      await settleOrder(
+        order,
+        "query",
+        other.query(api.counters.get, { name }),
+      ),
+    ).toBe(1);
+    expect((await stuck).message).toMatch(TIMEOUT_MESSAGE);
+    expect(order).toEqual(["mutation", "query", "runaway"]);
+  });
+
+  test("in a mutation: Convex's timeout error after another client's query was answered, and its writes are not committed", async () => {
+    const http = h.httpClient();
+    const name = `spun-${crypto.randomUUID()}`;
+    const order: string[] = [];
+    const stuck = settleOrder(
+      order,
+      "runaway",
+      rejection(http.mutation(runaway.writeThenSpin, { name, async: false })),
+    );
+    await headStart();
+    const other = h.httpClient();
+    expect(
+      await settleOrder(
+        order,
+        "query",
+        other.query(api.counters.get, { name: "never written" }),
+      ),
+    ).toBeNull();
+    // Mutations run one at a time: this one is served once the runaway ends.
+    const behind = other.mutation(api.counters.increment, {
+      name: `behind-${name}`,
+    });
+    expect((await stuck).message).toMatch(TIMEOUT_MESSAGE);
+    expect(order).toEqual(["query", "runaway"]);
+    expect(await withTimeout(behind, "the mutation behind")).toBe(1);
+    expect(await http.query(api.counters.get, { name })).toBeNull();
+  });
+
+  test("several in a row, and at once: each stopped, and the backend keeps serving", async () => {
+    const http = h.httpClient();
+    for (let i = 0; i < 3; i++) {
+      const error = await rejection(http.query(runaway.syncLoop, {}));
+      expect(error.message).toMatch(TIMEOUT_MESSAGE);
+    }
+    const atOnce = await Promise.all(
+      [0, 1].map(() =>
+        rejection(h.httpClient().query(runaway.syncLoop, {}), 20_000),
+      ),
+    );
+    for (const error of atOnce) expect(error.message).toMatch(TIMEOUT_MESSAGE);
+    const name = `after-runaways-${crypto.randomUUID()}`;
+    expect(await http.mutation(api.counters.increment, { name })).toBe(1);
+    // A long computation still runs off the main thread, in a fresh worker.
+    expect(
+      await http.query(runaway.computeThenRead, {
+        name,
+        iterations: LONG_COMPUTATION,
+      }),
+    ).toEqual({ value: 1, computed: true });
+  });
+});
+
+describe("a long synchronous computation under the limit", () => {
+  test("in a query: the right result, its log lines once, and its subscription follows the data", async () => {
+    const name = `computed-${crypto.randomUUID()}`;
+    const http = h.httpClient();
+    await http.mutation(api.counters.increment, { name, by: 5 });
+    const logger = recordingClientLogger();
+    const client = h.client({ logger });
+    const values: unknown[] = [];
+    client.onUpdate(
+      runaway.computeThenRead,
+      { name, iterations: LONG_COMPUTATION },
+      (value) => values.push(value),
+    );
+    await waitFor(() => values.length === 1, "the first result");
+    expect(values[0]).toEqual({ value: 5, computed: true });
+    const logged = (text: string) =>
+      logger.lines.filter((line) => line.includes(text)).length;
+    expect(logged("before computing")).toBe(1);
+    expect(logged("after computing")).toBe(1);
+
+    await http.mutation(api.counters.increment, { name });
+    await waitFor(() => values.length === 2, "the updated result");
+    expect(values[1]).toEqual({ value: 6, computed: true });
+    expect(logged("before computing")).toBe(2);
+  });
+
+  test("in a mutation that calls a mutation and a query: committed once, with the right result", async () => {
+    const http = h.httpClient();
+    const name = `called-${crypto.randomUUID()}`;
+    expect(
+      await http.mutation(runaway.computeThenCall, {
+        name,
+        iterations: LONG_COMPUTATION,
+      }),
+    ).toEqual({ incremented: 1, read: 10 });
+    expect(await http.query(api.counters.get, { name })).toBe(10);
+    expect(await http.query(api.counters.get, { name: `${name}-nested` })).toBe(
+      1,
+    );
+  });
+});

@@ -225,8 +225,7 @@ export class OffThread {
             `The isolate worker could not load the functions: ${message.error.message}`,
           ),
         );
-      }
-      else this.#onMessage(entry, message);
+      } else this.#onMessage(entry, message);
     });
     worker.on("error", () => undefined);
     worker.on("exit", (code) => {

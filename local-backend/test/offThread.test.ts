@@ -167,4 +167,24 @@ describe("a long synchronous computation under the limit", () => {
       1,
     );
   });
+
+  test("a function that returns with a nested call still running leaves its worker usable", async () => {
+    const http = h.httpClient();
+    const name = `forgotten-${crypto.randomUUID()}`;
+    await http.mutation(api.counters.increment, { name });
+    for (let i = 0; i < 2; i++) {
+      expect(
+        await http.mutation(runaway.computeThenForget, {
+          name,
+          iterations: LONG_COMPUTATION,
+        }),
+      ).toBe("returned");
+    }
+    expect(
+      await http.query(runaway.computeThenRead, {
+        name,
+        iterations: LONG_COMPUTATION,
+      }),
+    ).toEqual({ value: 1, computed: true });
+  });
 });

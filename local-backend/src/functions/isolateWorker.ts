@@ -224,6 +224,11 @@ function load(): ComponentTree {
 
 const components = load();
 
+// A promise a function left unawaited may fail after it returned (a nested
+// call whose caller finished first): that is the function's business, as on
+// the main thread, and must not end the thread for the next run.
+process.on("unhandledRejection", () => undefined);
+
 port.on("message", ({ call, state }: ToIsolateWorker) => {
   usedMs = 0;
   resumedAt = performance.now();

@@ -98,6 +98,8 @@ type PoolWorker = {
   ready: Promise<void>;
   run: Run | null;
   alive: boolean;
+  /** Waiting for the answer to a `syscall` or `nestedDone`: exactly one is due. */
+  blocked: boolean;
 };
 
 export class OffThread {
@@ -213,6 +215,7 @@ export class OffThread {
       }),
       run: null,
       alive: true,
+      blocked: false,
     };
     entry.ready.catch(() => undefined);
     this.#workers.add(entry);
@@ -258,6 +261,8 @@ export class OffThread {
     worker: PoolWorker,
     message: Exclude<FromIsolateWorker, { type: "ready" | "loadFailed" }>,
   ): void {
+    if (message.type === "syscall" || message.type === "nestedDone")
+      worker.blocked = true;
     switch (message.type) {
       case "syscall":
         this.#syscall(worker, message);
@@ -301,7 +306,7 @@ export class OffThread {
     const context =
       message.callId === null ? undefined : run?.contexts.get(message.callId);
     if (run === null || context === undefined) {
-      this.#answer(worker, {
+      this.#answer(worker, null, {
         type: "result",
         ok: false,
         error: {
@@ -313,13 +318,13 @@ export class OffThread {
     if (!this.#pause(worker, run, message.usedMs)) return;
     const { convex } = this.#options;
     const fail = (error: unknown) =>
-      this.#answer(worker, {
+      this.#answer(worker, run, {
         type: "result",
         ok: false,
         error: wireSyscallError(error),
       });
     const succeed = (value: unknown) =>
-      this.#answer(worker, { type: "result", ok: true, value });
+      this.#answer(worker, run, { type: "result", ok: true, value });
     let result: unknown;
     try {
       result = requestStorage.run(context, () => {
@@ -363,7 +368,7 @@ export class OffThread {
     run.contexts.set(callId, child);
     return new Promise<string>((resolve, reject) => {
       run.nested.set(callId, { resolve, reject });
-      this.#answer(worker, {
+      this.#answer(worker, run, {
         type: "invoke",
         call,
         state: stateOf(callId, child),
@@ -379,7 +384,7 @@ export class OffThread {
     const run = worker.run;
     const waiter = run?.nested.get(message.callId);
     if (run === null || waiter === undefined) {
-      this.#answer(worker, {
+      this.#answer(worker, null, {
         type: "result",
         ok: false,
         error: { message: "A nested call ended after its caller finished" },
@@ -393,9 +398,16 @@ export class OffThread {
     else waiter.reject(rethrown(message.error ?? { name: "", message: "" }));
   }
 
-  /** Wakes the worker with `reply`, the answer to the request it is blocked on. */
-  #answer(worker: PoolWorker, reply: Reply): void {
-    if (!worker.alive) return;
+  /**
+   * Wakes the worker with `reply`, the answer to the request it is blocked
+   * on. An answer for `run` after that run ended (a nested call its caller
+   * left unawaited) goes nowhere; `run` null answers whatever is asked
+   * (requests of no current run, answered at once).
+   */
+  #answer(worker: PoolWorker, run: Run | null, reply: Reply): void {
+    if (!worker.alive || !worker.blocked) return;
+    if (run !== null && worker.run !== run) return;
+    worker.blocked = false;
     worker.replies.postMessage(reply);
     Atomics.add(worker.signal, 0, 1);
     Atomics.notify(worker.signal, 0);

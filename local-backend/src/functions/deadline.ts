@@ -430,7 +430,8 @@ export class TimedRealm<M> {
     // The context may still hold the runaway's continuations: never enter it again.
     budget.terminated = true;
     budget.usedMs = budget.limitMs;
-    budget.fail(new UserTimeoutError(budget.limitMs));
+    // Convex's limit, also for a run that had less left (a rerun).
+    budget.fail(new UserTimeoutError(USER_TIMEOUT_MS));
   }
 
   /**

@@ -984,6 +984,12 @@ export class FunctionRunner {
    * gives the context to run again in, with a fresh transaction: nothing of
    * the first attempt was committed, and its log lines are dropped with it.
    * The rerun uses the build the first attempt ran on.
+   *
+   * The watchdog is wall-clock, so on a busy machine a short function can be
+   * moved without having computed for long. When no worker is ready to take
+   * it at once, it runs once more on the main thread while one boots (a boot
+   * takes several hundred ms, which a mutation would wait for in the writer
+   * slot); a second move sends it to the worker.
    */
   async #runTopLevel(
     context: RequestContext,
@@ -991,15 +997,21 @@ export class FunctionRunner {
     restart: (moved: RequestContext) => RequestContext,
   ): Promise<string> {
     const isolate = this.#isolate!;
-    try {
-      return await this.#invokeTimed(context, call);
-    } catch (error) {
-      if (!(error instanceof MovedError)) throw error;
-      const rerun = restart(context);
-      return await isolate.offThread
-        .run(rerun, call, USER_TIMEOUT_MS - error.usedMs)
-        .catch(closeOnTimeout(rerun));
+    let usedMs = 0;
+    let current = context;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#invokeTimed(current, call, USER_TIMEOUT_MS - usedMs);
+      } catch (error) {
+        if (!(error instanceof MovedError)) throw error;
+        usedMs += error.usedMs;
+      }
+      current = restart(current);
+      if (attempt > 0 || isolate.offThread.readyNow()) break;
     }
+    return await isolate.offThread
+      .run(current, call, USER_TIMEOUT_MS - usedMs)
+      .catch(closeOnTimeout(current));
   }
 
   /**
@@ -1008,13 +1020,17 @@ export class FunctionRunner {
    * isolate worker, for a run moved there). A timed-out run leaves its
    * transaction closed, so nothing it wrote commits.
    */
-  #invokeTimed(context: RequestContext, call: UdfCall): Promise<string> {
+  #invokeTimed(
+    context: RequestContext,
+    call: UdfCall,
+    limitMs = USER_TIMEOUT_MS,
+  ): Promise<string> {
     if (context.offThread !== null)
       return context.offThread.invoke(context, call);
     const realm = this.#isolate!.udf;
     return requestStorage.run(context, () =>
       realm
-        .invoke(USER_TIMEOUT_MS, (modules) => invokeUdf(modules, call))
+        .invoke(limitMs, (modules) => invokeUdf(modules, call))
         .catch(closeOnTimeout(context)),
     );
   }

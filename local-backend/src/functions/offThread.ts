@@ -98,6 +98,8 @@ type PoolWorker = {
   ready: Promise<void>;
   run: Run | null;
   alive: boolean;
+  /** Sent `ready`. */
+  booted: boolean;
   /** Waiting for the answer to a `syscall` or `nestedDone`: exactly one is due. */
   blocked: boolean;
 };
@@ -157,6 +159,17 @@ export class OffThread {
     });
   }
 
+  /**
+   * Whether a run would start at once: a booted worker is idle. When none is
+   * and the pool has room, one starts booting, for the runs to come.
+   */
+  readyNow(): boolean {
+    if (this.#idle.some((worker) => worker.booted)) return true;
+    if (this.#idle.length === 0 && this.#workers.size < MAX_WORKERS)
+      this.#idle.push(this.#spawn());
+    return false;
+  }
+
   /** No worker stays: idle ones go now, busy ones when their run ends. */
   retire(): void {
     this.#retired = true;
@@ -164,7 +177,9 @@ export class OffThread {
   }
 
   #acquire(): Promise<PoolWorker> {
-    const idle = this.#idle.pop();
+    const booted = this.#idle.findIndex((worker) => worker.booted);
+    const idle =
+      booted === -1 ? this.#idle.pop() : this.#idle.splice(booted, 1)[0];
     if (idle !== undefined) return Promise.resolve(idle);
     if (this.#workers.size < MAX_WORKERS) return Promise.resolve(this.#spawn());
     if (this.#queue.length >= MAX_QUEUED_RUNS)
@@ -215,13 +230,16 @@ export class OffThread {
       }),
       run: null,
       alive: true,
+      booted: false,
       blocked: false,
     };
     entry.ready.catch(() => undefined);
     this.#workers.add(entry);
     worker.on("message", (message: FromIsolateWorker) => {
-      if (message.type === "ready") ready();
-      else if (message.type === "loadFailed") {
+      if (message.type === "ready") {
+        entry.booted = true;
+        ready();
+      } else if (message.type === "loadFailed") {
         this.#kill(entry);
         failed(
           new SystemError(

@@ -57,6 +57,7 @@ import type { ReadSet } from "../query/readSet.ts";
 import {
   ACTION_TIMEOUT_MS,
   MovedError,
+  type Settled,
   USER_TIMEOUT_MS,
   UserTimeoutError,
   withWallClockLimit,
@@ -178,6 +179,38 @@ export type FunctionRunEvent = {
  */
 const MAX_OPTIMISTIC_RUNS = 3;
 
+/**
+ * How long one shared window keeps starting mutations (their first windows
+ * share its watchdog): short, so the event loop turns between bursts.
+ */
+const MUTATION_WINDOW_MS = 5;
+
+/**
+ * Time that must be left on a shared window's watchdog for a mutation's
+ * commit to run inside it; with less, it commits after the window. A commit
+ * is far shorter (one at Convex's write limits takes tens of ms).
+ */
+const COMMIT_MARGIN_MS = 250;
+
+/** A mutation waiting for the writer. */
+type QueuedMutation = {
+  request: MutationRequest;
+  visibility: Visibility;
+  resolve(outcome: ExecutedMutation): void;
+  reject(error: unknown): void;
+};
+
+/** A mutation being run: what finishing it takes, however it ends. */
+type MutationRun = {
+  request: MutationRequest;
+  tx: Transaction;
+  context: RequestContext;
+  job: MutationJob | undefined;
+  fn: RegisteredFunction | null;
+  /** What it invokes, once its arguments are checked (a moved run invokes it again). */
+  call: UdfCall | null;
+};
+
 /** One task at a time, in arrival order. */
 class SerialExecutor {
   #tail: Promise<unknown> = Promise.resolve();
@@ -193,6 +226,11 @@ export class FunctionRunner {
   readonly #db: Database;
   /** Mutations and every other commit, one at a time. */
   readonly #writer = new SerialExecutor();
+  /** Mutations waiting for a writer slot (`#drainMutations`). */
+  readonly #pending: QueuedMutation[] = [];
+  #drainScheduled = false;
+  /** The mutation whose first window runs now, for a shared window cut short. */
+  #running: MutationRun | null = null;
   readonly #commits: CommitLog;
   /** Closed until the first build is installed: calls that arrive earlier wait. */
   readonly #gate = new StartupGate();
@@ -322,15 +360,115 @@ export class FunctionRunner {
     request: MutationRequest,
     visibility: Visibility = "public",
   ): Promise<ExecutedMutation> {
-    return this.#afterStartup(() =>
-      this.#writer.run(async () => {
-        const outcome = await this.#mutation(request, visibility);
-        const observedTs = outcome.ts ?? this.#db.lastTs;
-        // A full backlog holds the executor until the disk catches up.
-        if (this.#db.backlogFull) await this.#db.durable(observedTs);
-        return { ...outcome, observedTs };
-      }),
+    return this.#afterStartup(
+      () =>
+        new Promise<ExecutedMutation>((resolve, reject) => {
+          this.#pending.push({ request, visibility, resolve, reject });
+          if (this.#drainScheduled) return;
+          this.#drainScheduled = true;
+          // After the event loop's poll phase, so that every mutation whose
+          // frame arrived in this turn is in the slot.
+          setImmediate(
+            () => void this.#writer.run(() => this.#drainMutations()),
+          );
+        }),
     );
+  }
+
+  /**
+   * One writer slot for the mutations waiting when it starts, run one after
+   * another in shared windows (deadline.ts `TimedRealm.shared`): a burst of
+   * short mutations from many clients pays for one watchdog per window of
+   * MUTATION_WINDOW_MS rather than one each, and the event loop turns between
+   * windows (at most every MUTATION_WINDOW_MS, so commits in between still
+   * share an fsync). A mutation that does not end inside its first window (it awaits
+   * a nested call or Web Crypto) holds the slot until it ends, as before.
+   * Mutations that arrive meanwhile get the next slot, behind any other
+   * writer task queued since.
+   */
+  async #drainMutations(): Promise<void> {
+    this.#drainScheduled = false;
+    const batch = this.#pending.splice(0);
+    let next = 0;
+    let turned = performance.now();
+    try {
+      while (next < batch.length) {
+        // Set inside the window's body (a closure, so held in an object).
+        const window: { carried: Promise<void> | null } = { carried: null };
+        const store = requestStorage.getStore();
+        const cut = this.#isolate!.udf.shared(USER_TIMEOUT_MS, () => {
+          const opened = performance.now();
+          do {
+            const item = batch[next++];
+            const outcome = this.#mutationNow(item.request, item.visibility);
+            if (outcome instanceof Promise) {
+              window.carried = outcome.then(
+                (ended) => item.resolve(this.#executed(ended)),
+                (error: unknown) => item.reject(error),
+              );
+            } else {
+              item.resolve(this.#executed(outcome));
+            }
+          } while (
+            window.carried === null &&
+            next < batch.length &&
+            !this.#db.backlogFull &&
+            performance.now() - opened < MUTATION_WINDOW_MS
+          );
+        });
+        if (cut !== null)
+          window.carried = this.#afterCut(batch[next - 1], cut, store);
+        if (window.carried !== null) await window.carried;
+        // A full backlog holds the writer until the disk catches up.
+        if (this.#db.backlogFull) await this.#db.durable(this.#db.lastTs);
+        if (
+          next < batch.length &&
+          performance.now() - turned >= MUTATION_WINDOW_MS
+        ) {
+          await new Promise(setImmediate);
+          turned = performance.now();
+        }
+      }
+    } catch (error) {
+      for (const item of batch.slice(next)) item.reject(error);
+    }
+  }
+
+  /**
+   * The shared window's watchdog fired in `item`'s run: it failed with the
+   * timeout or was moved (then it runs again, and the promise is that run),
+   * and the frames that would have finished it were unwound, the request
+   * store's restore among them.
+   */
+  #afterCut(
+    item: QueuedMutation,
+    error: Error,
+    store: RequestContext | undefined,
+  ): Promise<void> | null {
+    requestStorage.enterWith(store as RequestContext);
+    const run = this.#running;
+    this.#running = null;
+    if (run === null) {
+      // Host code between runs is short next to the window (a commit at
+      // Convex's write limits takes well under USER_TIMEOUT_MS), so this is
+      // a bug; the mutation's state is unknown.
+      item.reject(error);
+      return null;
+    }
+    const ended = this.#settled(run, { error });
+    if (!(ended instanceof Promise)) {
+      item.resolve(this.#executed(ended));
+      return null;
+    }
+    return ended.then(
+      (outcome) => item.resolve(this.#executed(outcome)),
+      (failure: unknown) => item.reject(failure),
+    );
+  }
+
+  /** What `executeMutation` resolves to; a read-only mutation observed the latest commit. */
+  #executed(outcome: MutationOutcome): ExecutedMutation {
+    return { ...outcome, observedTs: outcome.ts ?? this.#db.lastTs };
   }
 
   async runAction(
@@ -531,27 +669,26 @@ export class FunctionRunner {
     return accepted;
   }
 
-  async #mutation(
+  /**
+   * Runs a mutation: the outcome at once when it ended inside its first
+   * window (`#drainMutations` then goes on to the next in the same shared
+   * window), a promise otherwise.
+   */
+  #mutationNow(
     request: MutationRequest,
     visibility: Visibility,
-  ): Promise<MutationOutcome> {
-    if (request.dedupe !== undefined) {
-      const stored = this.#db.findSessionRequest(
-        request.dedupe.sessionId,
-        request.dedupe.requestId,
-      );
-      if (stored !== null) {
-        const replay = JSON.parse(stored.outcome) as FunctionSuccess;
-        return {
-          ...replay,
-          value: resolveCommitTsJson(replay.value, stored.ts),
-          ts: stored.ts,
-        };
-      }
-    }
-    let tx = new Transaction(this.#db, { readOnly: false });
+  ): MutationOutcome | Promise<MutationOutcome> {
+    const replay = this.#replay(request);
+    if (replay !== null) return replay;
+    const tx = new Transaction(this.#db, { readOnly: false });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
-    let context = newRequest("mutation", request.path, tx, null, componentPath);
+    const context = newRequest(
+      "mutation",
+      request.path,
+      tx,
+      null,
+      componentPath,
+    );
     context.identity = request.identity ?? ANONYMOUS;
     const job = request.job;
     if (job !== undefined) {
@@ -561,6 +698,16 @@ export class FunctionRunner {
         return { status: "success", value: null, logLines: [], ts: null };
       }
     }
+    const run: MutationRun = {
+      request,
+      tx,
+      context,
+      job,
+      fn: null,
+      call: null,
+    };
+    let result: Settled | Promise<string>;
+    this.#running = run;
     try {
       const { fn, path, args, target } = this.#prepare(
         request.path,
@@ -571,21 +718,86 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
-      const call: UdfCall = {
+      run.fn = fn;
+      run.call = {
         kind: "mutation",
         ...target,
         argsJson: JSON.stringify([args]),
       };
-      const result = await this.#runTopLevel(context, call, (moved) => {
-        tx.close();
-        tx = new Transaction(this.#db, { readOnly: false });
-        // Nothing of the first attempt committed, and nothing else can (the
-        // writer slot is this mutation's): the job begins as it did then.
-        job?.begin(tx);
-        context = restarted(moved, tx);
-        return context;
-      });
-      const outcome = this.#report(context, this.#finish(context, fn, result));
+      result = this.#invokeTimedNow(context, run.call);
+    } catch (error) {
+      result = { error: error as Error };
+    }
+    this.#running = null;
+    if (result instanceof Promise) {
+      return result.then(
+        (value) => this.#endMutation(run, { value }),
+        (error: unknown) => this.#settled(run, { error: error as Error }),
+      );
+    }
+    if ("error" in result && result.error instanceof MovedError)
+      return this.#settled(run, result);
+    // Host work in a shared window must end well before its watchdog can fire.
+    if (this.#isolate!.udf.sharedTimeLeft() < COMMIT_MARGIN_MS) {
+      const settled = result;
+      return Promise.resolve().then(() => this.#endMutation(run, settled));
+    }
+    return this.#endMutation(run, result);
+  }
+
+  /** A retried mutation that already committed: its stored outcome (exactly once). */
+  #replay(request: MutationRequest): MutationOutcome | null {
+    if (request.dedupe === undefined) return null;
+    const stored = this.#db.findSessionRequest(
+      request.dedupe.sessionId,
+      request.dedupe.requestId,
+    );
+    if (stored === null) return null;
+    const replay = JSON.parse(stored.outcome) as FunctionSuccess;
+    return {
+      ...replay,
+      value: resolveCommitTsJson(replay.value, stored.ts),
+      ts: stored.ts,
+    };
+  }
+
+  /**
+   * How a mutation's run ended, finished: one that deadline.ts moved off the
+   * main thread runs again from the start (`#rerun`) after the window it was
+   * in, still in the writer slot, in a fresh transaction where its job begins
+   * as it did (nothing of the first attempt committed, and nothing else can).
+   */
+  #settled(
+    run: MutationRun,
+    result: Settled,
+  ): MutationOutcome | Promise<MutationOutcome> {
+    if (!("error" in result && result.error instanceof MovedError))
+      return this.#endMutation(run, result);
+    const moved = result.error;
+    const restart = (first: RequestContext): RequestContext => {
+      run.tx.close();
+      run.tx = new Transaction(this.#db, { readOnly: false });
+      run.job?.begin(run.tx);
+      run.context = restarted(first, run.tx);
+      return run.context;
+    };
+    return Promise.resolve()
+      .then(() => this.#rerun(run.context, run.call!, moved, restart))
+      .then(
+        (value) => this.#endMutation(run, { value }),
+        (error: unknown) => this.#endMutation(run, { error: error as Error }),
+      );
+  }
+
+  /** Reports a mutation's run and commits what it wrote, or records its failure. */
+  #endMutation(run: MutationRun, result: Settled): MutationOutcome {
+    const { request, tx, context, job } = run;
+    try {
+      if ("error" in result) throw result.error;
+      const outcome = this.#report(
+        context,
+        this.#finish(context, run.fn!, result.value),
+      );
       if (outcome.status === "error") return this.#failJob(job, outcome);
       job?.succeed(tx);
       if (tx.pendingWrites().size === 0) {
@@ -977,13 +1189,28 @@ export class FunctionRunner {
   }
 
   /**
-   * Runs a top-level query or mutation in a timed context on the main thread,
-   * and, when deadline.ts moves it (a synchronous stretch past
-   * MAIN_SLICE_MS), again from the start in an isolate worker with what is
-   * left of its second (Convex's limit is the function's total). `restart`
-   * gives the context to run again in, with a fresh transaction: nothing of
-   * the first attempt was committed, and its log lines are dropped with it.
-   * The rerun uses the build the first attempt ran on.
+   * Runs a top-level query in a timed context on the main thread, and again
+   * from the start off it (`#rerun`) when deadline.ts moves it.
+   */
+  async #runTopLevel(
+    context: RequestContext,
+    call: UdfCall,
+    restart: (moved: RequestContext) => RequestContext,
+  ): Promise<string> {
+    try {
+      return await this.#invokeTimed(context, call);
+    } catch (error) {
+      if (!(error instanceof MovedError)) throw error;
+      return await this.#rerun(context, call, error, restart);
+    }
+  }
+
+  /**
+   * A run deadline.ts moved (a synchronous stretch past MAIN_SLICE_MS), again
+   * from the start in an isolate worker with what is left of its second
+   * (Convex's limit is the function's total). `restart` gives the context to
+   * run again in, with a fresh transaction: nothing of the attempt before was
+   * committed, and its log lines are dropped with it.
    *
    * The watchdog is wall-clock, so on a busy machine a short function can be
    * moved without having computed for long. When no worker is ready to take
@@ -991,27 +1218,27 @@ export class FunctionRunner {
    * takes several hundred ms, which a mutation would wait for in the writer
    * slot); a second move sends it to the worker.
    */
-  async #runTopLevel(
+  async #rerun(
     context: RequestContext,
     call: UdfCall,
+    moved: MovedError,
     restart: (moved: RequestContext) => RequestContext,
   ): Promise<string> {
-    const isolate = this.#isolate!;
-    let usedMs = 0;
-    let current = context;
-    for (let attempt = 0; ; attempt++) {
+    const offThread = this.#isolate!.offThread;
+    let usedMs = moved.usedMs;
+    let rerun = restart(context);
+    if (!offThread.readyNow()) {
       try {
-        return await this.#invokeTimed(current, call, USER_TIMEOUT_MS - usedMs);
+        return await this.#invokeTimed(rerun, call, USER_TIMEOUT_MS - usedMs);
       } catch (error) {
         if (!(error instanceof MovedError)) throw error;
         usedMs += error.usedMs;
       }
-      current = restart(current);
-      if (attempt > 0 || isolate.offThread.readyNow()) break;
+      rerun = restart(rerun);
     }
-    return await isolate.offThread
-      .run(current, call, USER_TIMEOUT_MS - usedMs)
-      .catch(closeOnTimeout(current));
+    return await offThread
+      .run(rerun, call, USER_TIMEOUT_MS - usedMs)
+      .catch(closeOnTimeout(rerun));
   }
 
   /**
@@ -1020,6 +1247,16 @@ export class FunctionRunner {
    * isolate worker, for a run moved there). A timed-out run leaves its
    * transaction closed, so nothing it wrote commits.
    */
+  #invokeTimedNow(
+    context: RequestContext,
+    call: UdfCall,
+  ): Settled | Promise<string> {
+    const realm = this.#isolate!.udf;
+    return requestStorage.run(context, () =>
+      realm.invokeNow(USER_TIMEOUT_MS, (modules) => invokeUdf(modules, call)),
+    );
+  }
+
   #invokeTimed(
     context: RequestContext,
     call: UdfCall,

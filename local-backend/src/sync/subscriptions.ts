@@ -1,7 +1,7 @@
 /**
  * Subscriptions across all sockets: one shared entry per distinct query, the
  * index that tells a commit which entries it invalidates, and the fan-out
- * queue that runs every socket's update in time slices.
+ * queue that runs every socket's update in time slices (`updateQueue.ts`).
  *
  * Sharing. Subscriptions with the same (path, args, journal, identity) share
  * one `QueryEntry`: one run per invalidation, one serialized modification and
@@ -68,6 +68,7 @@ import { type QueryModification, queryModification } from "./outcomes.ts";
 import type { QueryId } from "./protocol.ts";
 import { TimeSlices } from "./timeSlices.ts";
 import { TransitionFrames } from "./transitionFrames.ts";
+import { UpdateQueue } from "./updateQueue.ts";
 
 /** How long one fan-out slice may run before yielding the event loop. */
 export const SLICE_MS = 8;
@@ -153,10 +154,14 @@ export class SubscriptionHub {
   readonly #index = new ReadSetIndex<QueryEntry>();
   readonly #subscribers = new Set<Subscriber>();
   /** Updates waiting for a slice: a socket's own requests first, then commits'. */
-  readonly #urgent = new Set<Subscriber>();
-  readonly #queued = new Set<Subscriber>();
-  /** Subscribers whose update a lane is running; no other lane takes them. */
-  readonly #running = new Set<Subscriber>();
+  readonly #queue = new UpdateQueue<Subscriber>();
+  /**
+   * Subscribers whose update a lane is running, so no other lane takes them,
+   * and whether they were scheduled again meanwhile.
+   * - joins when a lane takes it (false); true / "urgent" when scheduled during its run
+   * - leaves when its update ends; then it is queued again if it was scheduled
+   */
+  readonly #running = new Map<Subscriber, boolean | "urgent">();
   #lanes = 0;
   #drainSoon = false;
   /**
@@ -193,8 +198,7 @@ export class SubscriptionHub {
     this.#subscribers.add(subscriber);
     return () => {
       this.#subscribers.delete(subscriber);
-      this.#urgent.delete(subscriber);
-      this.#queued.delete(subscriber);
+      this.#queue.remove(subscriber);
     };
   }
 
@@ -267,12 +271,10 @@ export class SubscriptionHub {
   /** Queues `subscriber`'s update; `urgent` for its own requests, which go first. */
   schedule(subscriber: Subscriber, urgent: boolean): void {
     if (!this.#subscribers.has(subscriber)) return;
-    if (urgent) {
-      this.#queued.delete(subscriber);
-      this.#urgent.add(subscriber);
-    } else if (!this.#urgent.has(subscriber)) {
-      this.#queued.add(subscriber);
-    }
+    const running = this.#running.get(subscriber);
+    if (running === undefined) this.#queue.add(subscriber, urgent);
+    else if (urgent) this.#running.set(subscriber, "urgent");
+    else if (running === false) this.#running.set(subscriber, true);
     if (urgent) {
       this.#startLanes();
       return;
@@ -329,8 +331,7 @@ export class SubscriptionHub {
     this.#awaitingDurable.clear();
     this.#released = [];
     this.#subscribers.clear();
-    this.#urgent.clear();
-    this.#queued.clear();
+    this.#queue.clear();
     this.#entries.clear();
     this.#index.clear();
   }
@@ -345,17 +346,7 @@ export class SubscriptionHub {
   }
 
   #startLanes(): void {
-    if (this.#lanes < UPDATE_LANES && this.#next() !== undefined)
-      void this.#lane();
-  }
-
-  /** The next update to run: urgent ones first, none a lane is running already. */
-  #next(): Subscriber | undefined {
-    for (const subscriber of this.#urgent)
-      if (!this.#running.has(subscriber)) return subscriber;
-    for (const subscriber of this.#queued)
-      if (!this.#running.has(subscriber)) return subscriber;
-    return undefined;
+    if (this.#lanes < UPDATE_LANES && this.#queue.size > 0) void this.#lane();
   }
 
   async #lane(): Promise<void> {
@@ -370,14 +361,12 @@ export class SubscriptionHub {
           await this.#slices.next();
           continue;
         }
-        const next = this.#next();
+        const next = this.#queue.take();
         if (next === undefined) return;
-        this.#urgent.delete(next);
-        this.#queued.delete(next);
-        this.#running.add(next);
+        this.#running.set(next, false);
         // More work than lanes: let another lane take it meanwhile.
         this.#startLanes();
-        let done: boolean;
+        let done = true;
         try {
           const update = next.update({
             runQuery,
@@ -386,9 +375,13 @@ export class SubscriptionHub {
           });
           done = typeof update === "boolean" ? update : await update;
         } finally {
+          const again = this.#running.get(next);
           this.#running.delete(next);
+          if (this.#subscribers.has(next)) {
+            if (again === "urgent") this.#queue.add(next, true);
+            else if (again === true || !done) this.#queue.add(next, false);
+          }
         }
-        if (!done && this.#subscribers.has(next)) this.#queued.add(next);
       }
     } finally {
       this.#lanes--;

@@ -307,11 +307,11 @@ export type TimedContext<M> = { context: vm.Context; modules: M };
  * run in the context's own microtask queue, so a run that finishes inside a
  * window is known to have finished when the window returns.
  */
-type Observe = (
+type Observe = <T>(
   promise: Promise<string>,
-  onValue: (value: string) => void,
-  onError: (error: unknown) => void,
-) => void;
+  onValue: (value: string) => T,
+  onError: (error: unknown) => T,
+) => Promise<T>;
 
 type Leased<M> = TimedContext<M> & { observe: Observe };
 
@@ -466,6 +466,29 @@ export class TimedRealm<M> {
     }
   }
 
+  /**
+   * A nested `ctx.runQuery` / `ctx.runMutation` from a syscall of the running
+   * window: starts the callee in the caller's context and returns a promise
+   * of the context's realm, so that its result (`onValue` of the callee's, or
+   * what `onError` throws) reaches the caller in the same microtask drain
+   * rather than in a new window after the host's queue runs. Null outside a
+   * window, or when the window's slice is over (a loop of nested calls still
+   * lets the event loop turn): the caller then awaits `invoke`.
+   */
+  nestedNow(
+    start: (modules: M) => Promise<string>,
+    onValue: (value: string) => string,
+    onError: (error: unknown) => never,
+  ): Promise<string> | null {
+    const active = this.#active;
+    if (active === null || this.#sliceOver(active)) return null;
+    return active.context.observe(
+      start(active.context.modules),
+      onValue,
+      onError,
+    );
+  }
+
   #takeActive(): Budget<M> | null {
     const active = this.#active;
     this.#active = null;
@@ -486,7 +509,8 @@ export class TimedRealm<M> {
       this.#release(settled),
     );
     this.#window(budget, () => {
-      context.observe(
+      // Settles with the run (both handlers return): nothing awaits it.
+      void context.observe(
         start(context.modules),
         (value) => budget.succeed(value),
         (error) => budget.fail(error as Error),
@@ -657,6 +681,9 @@ export class TimedRealm<M> {
             error instanceof Error ? error : new Error(String(error)),
           );
         }
+        // A context-realm promise (`nestedNow`) settles in this drain.
+        if (typeof result !== "string" && !(result instanceof Promise))
+          return result;
         const budget = this.#active;
         if (budget === null) return result;
         if (typeof result === "string") {
@@ -719,6 +746,8 @@ const TIMED_PRELUDE = `
     let delivered = false;
     const result = start(() => delivered);
     if (typeof result === "string") return ContextPromise.resolve(result);
+    // A nested call settling in this window (\`TimedRealm.nestedNow\`).
+    if (result instanceof ContextPromise) return result;
     return new ContextPromise((resolve, reject) => {
       result.then(
         (value) => { delivered = true; resolve(value); },
@@ -727,9 +756,8 @@ const TIMED_PRELUDE = `
     });
   };
   Object.defineProperty(globalThis, "${OBSERVE_HOOK}", {
-    value: (promise, onValue, onError) => {
-      promise.then((value) => onValue(value), (error) => onError(error));
-    },
+    value: (promise, onValue, onError) =>
+      promise.then((value) => onValue(value), (error) => onError(error)),
   });
   globalThis.Convex = Object.freeze({
     syscall: (op, args) => host.syscall(op, args),

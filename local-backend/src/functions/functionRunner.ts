@@ -47,6 +47,7 @@ import {
 } from "./isolate.ts";
 import { ANONYMOUS, type Identity, isAdmin } from "./authentication.ts";
 import {
+  type InWindow,
   type NestedCalls,
   type RequestContext,
   requestStorage,
@@ -909,12 +910,12 @@ export class FunctionRunner {
     return this.#resolve(parent, address);
   }
 
-  async #runNested(
+  #runNested(
     parent: RequestContext,
     udfType: "query" | "mutation" | "snapshotQuery",
     target: ComponentFunctionPath,
     argsJson: JSONValue,
-  ): Promise<JSONValue> {
+  ): Promise<JSONValue> | InWindow {
     const kind = udfType === "mutation" ? "mutation" : "query";
     if (kind === "mutation" && parent.udfType === "query") {
       throw new Error(
@@ -950,19 +951,37 @@ export class FunctionRunner {
       streams: new Map(),
       nextStreamId: 0,
     };
-    try {
-      const result = await this.#invokeTimed(child, {
-        kind,
-        ...callee,
-        argsJson: JSON.stringify([args]),
-      });
-      const outcome = this.#finish(child, fn, result);
-      if (outcome.status === "error") throw new Error(outcome.error.trace);
-      tx.merge(layer);
-      return outcome.value;
-    } catch (error) {
+    const call: UdfCall = {
+      kind,
+      ...callee,
+      argsJson: JSON.stringify([args]),
+    };
+    const invoke = (modules: ComponentTree) => invokeUdf(modules, call);
+    const fail = (error: unknown): never => {
+      if (error instanceof UserTimeoutError) tx.close();
       throw asSyscallError(error);
-    }
+    };
+    /** The callee's result as the caller's syscall result (JSON). */
+    const end = (result: string): string => {
+      try {
+        const outcome = this.#finish(child, fn, result);
+        if (outcome.status === "error") throw new Error(outcome.error.trace);
+        tx.merge(layer);
+        return JSON.stringify(outcome.value ?? null);
+      } catch (error) {
+        return fail(error);
+      }
+    };
+    // In the caller's window, the callee's result comes back in the same
+    // drain, so a mutation that calls a component can end in one window.
+    const inWindow = requestStorage.run(child, () =>
+      this.#isolate!.udf.nestedNow(invoke, end, fail),
+    );
+    if (inWindow !== null) return { inWindow };
+    return this.#invokeTimed(child, call).then(
+      (result) => JSON.parse(end(result)) as JSONValue,
+      fail,
+    );
   }
 
   async #runFromAction(

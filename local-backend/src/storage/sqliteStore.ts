@@ -32,17 +32,31 @@
  *   `pragma.html#pragma_synchronous`), so restarting the WAL never drops a
  *   frame that `sync()` made durable;
  * - the `-wal` file keeps its inode while the connection is open (SQLite
- *   deletes it only at close, and truncates it only under a
- *   `journal_size_limit`, which we never set); its directory entry, and
- *   whatever a crashed predecessor left unsynced, are fsynced once at open.
+ *   deletes it only when the last connection closes, ours, and shortens it
+ *   in place under `journal_size_limit`); its directory entry, and whatever
+ *   a crashed predecessor left unsynced, are fsynced once at open.
  * The commits of a group share one SQLite transaction, each a savepoint
  * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
  * its fsync, so the pages they all touch (index and table pages, the clocks)
  * are written to the WAL once per group rather than once per commit. A
  * commit that fails rolls back to its savepoint only; a crash before the
  * COMMIT loses the group whole, and nothing in it was acknowledged.
- * `locking_mode = EXCLUSIVE` keeps a second backend process from opening the
- * same data directory.
+ *
+ * Checkpoints (walCheckpointer.ts). SQLite's automatic checkpoint would run
+ * inside a COMMIT on the event loop; it is off, and a worker thread with its
+ * own connection copies the WAL into the database file instead. The WAL
+ * rewinds to its start at a BEGIN that finds every frame copied, which a
+ * stream of groups with no pause in between never offers, so the file could
+ * grow without end: once it passes WAL_CAP_BYTES, the next group's COMMIT
+ * checkpoints on this connection too (what remains after the worker's last
+ * run), the WAL rewinds at the BEGIN after it, and `journal_size_limit` cuts
+ * the file back to WAL_KEEP_BYTES there.
+ *
+ * A second backend process must not open the same data directory. The worker
+ * needs a second connection, so the database itself cannot be held in
+ * `locking_mode = EXCLUSIVE`; a lock file is instead: `<file>.lock`, an empty
+ * SQLite database held exclusively (its fcntl lock goes with the process, even
+ * a killed one, which a PID file's would not).
  *
  * Storage versions: "1" had documents only (indexes were rebuilt in memory at
  * every start); "2" adds `indexes`, `index_entries` and table counts. A version
@@ -61,6 +75,7 @@ import Database from "better-sqlite3";
 import { type JSONValue, jsonToConvex, type Value } from "convex/values";
 import { indexKey, indexedFieldsWithSuffix } from "../query/indexRange.ts";
 import { encodeKey, type KeyInterval, type Order } from "../query/keys.ts";
+import { type CheckpointStats, WalCheckpointer } from "./walCheckpointer.ts";
 
 export const SCHEMA_VERSION = "2";
 
@@ -125,8 +140,22 @@ export type Registry = {
 
 export type IndexEntry = { key: Buffer; docId: string };
 
+/** Past this, the WAL is checkpointed on the main thread so that it can rewind (see the module comment). */
+const WAL_CAP_BYTES = 64 << 20;
+/** What a rewound WAL is cut back to (`journal_size_limit`). */
+const WAL_KEEP_BYTES = 16 << 20;
+
+export type StoreOptions = {
+  /** WAL_CAP_BYTES, smaller in tests. */
+  walCapBytes?: number;
+};
+
 export class SqliteStore {
   readonly #db: Database.Database;
+  /** Held open, exclusively, for as long as the store is: see `lockDataFile`. */
+  readonly #lock: Database.Database;
+  readonly #checkpointer: WalCheckpointer;
+  readonly #walCapBytes: number;
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
   readonly #walFd: number;
   #syncsInFlight = 0;
@@ -145,9 +174,20 @@ export class SqliteStore {
   >;
   readonly #insertEntry: Database.Statement<[number, Buffer, string]>;
 
-  private constructor(db: Database.Database, walFd: number) {
+  private constructor(
+    db: Database.Database,
+    lock: Database.Database,
+    walFd: number,
+    walCapBytes: number,
+  ) {
     this.#db = db;
+    this.#lock = lock;
     this.#walFd = walFd;
+    this.#walCapBytes = walCapBytes;
+    this.#checkpointer = new WalCheckpointer(db.name, () => {
+      // No worker: SQLite's own checkpoints, inside COMMIT, as before.
+      if (db.open) db.pragma("wal_autocheckpoint = 1000");
+    });
     const setMeta = db.prepare<[string, string]>(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
@@ -218,36 +258,34 @@ export class SqliteStore {
   }
 
   /**
-   * Opens (creating if needed) the database file and takes an exclusive lock on it.
+   * Opens (creating if needed) the database file, after taking its lock file.
    * Throws `DataDirectoryLockedError` when another process holds it.
    */
-  static open(file: string): SqliteStore {
-    const db = new Database(file, { timeout: 200 });
-    try {
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = NORMAL");
-      db.pragma("locking_mode = EXCLUSIVE");
-      // Take the exclusive lock now rather than at the first commit, so a second
-      // backend on the same directory fails at start-up, not mid-request.
-      db.exec("BEGIN IMMEDIATE; COMMIT;");
-    } catch (error) {
-      db.close();
-      if ((error as { code?: string }).code === "SQLITE_BUSY") {
-        throw new DataDirectoryLockedError(file);
-      }
-      throw error;
-    }
+  static open(file: string, options: StoreOptions = {}): SqliteStore {
+    const lock = lockDataFile(file);
+    let db: Database.Database | undefined;
     let walFd: number;
     try {
+      db = new Database(file, { timeout: 200 });
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = NORMAL");
+      db.pragma("wal_autocheckpoint = 0");
+      db.pragma(`journal_size_limit = ${WAL_KEEP_BYTES}`);
       migrate(db);
       walFd = fs.openSync(`${file}-wal`, "r+");
     } catch (error) {
-      db.close();
+      db?.close();
+      lock.close();
       throw error;
     }
     fs.fdatasyncSync(walFd);
     fsyncDirectory(path.dirname(file));
-    return new SqliteStore(db, walFd);
+    return new SqliteStore(
+      db,
+      lock,
+      walFd,
+      options.walCapBytes ?? WAL_CAP_BYTES,
+    );
   }
 
   /** Tables, indexes and clocks: everything start-up needs, independent of the number of documents. */
@@ -446,18 +484,38 @@ export class SqliteStore {
     fs.fdatasyncSync(this.#walFd);
   }
 
-  /** COMMITs the open group: its frames go to the `-wal` file, not yet fsynced. */
+  /**
+   * COMMITs the open group: its frames go to the `-wal` file, not yet
+   * fsynced, and the worker is asked to copy them into the database file.
+   * Past the WAL cap, this connection checkpoints what the worker left, so
+   * that the next BEGIN rewinds the WAL (a no-op returning busy while the
+   * worker's own checkpoint runs; the next group tries again).
+   */
   #endGroup(): void {
     if (!this.#groupOpen) return;
     this.#groupOpen = false;
     this.#db.exec("COMMIT");
+    if (fs.fstatSync(this.#walFd).size >= this.#walCapBytes)
+      this.#db.pragma("wal_checkpoint(PASSIVE)");
+    this.#checkpointer.request();
   }
 
+  /** The worker's checkpoints so far (tests and benchmarks). */
+  get checkpointStats(): CheckpointStats {
+    return this.#checkpointer.stats;
+  }
+
+  /**
+   * Closes the worker's connection, then this one, which (the last to close)
+   * checkpoints the WAL and deletes it, then the lock file.
+   */
   close(): void {
     if (!this.#db.open) return;
     if (this.#groupOpen && this.#db.inTransaction) this.#db.exec("COMMIT");
     this.#groupOpen = false;
+    this.#checkpointer.close();
     this.#db.close();
+    this.#lock.close();
     // A sync still running closes the descriptor when it is done.
     if (this.#syncsInFlight === 0) fs.closeSync(this.#walFd);
   }
@@ -509,6 +567,28 @@ export class DataDirectoryLockedError extends Error {
     );
     this.name = "DataDirectoryLockedError";
   }
+}
+
+/**
+ * Takes the data file's lock: `<file>.lock`, an empty SQLite database held
+ * with an exclusive lock (`locking_mode = EXCLUSIVE` keeps the lock of the
+ * first transaction until the connection closes). Taken at open rather than
+ * at the first commit, so a second backend on the same directory fails at
+ * start-up, not mid-request.
+ */
+function lockDataFile(file: string): Database.Database {
+  const lock = new Database(`${file}.lock`, { timeout: 200 });
+  try {
+    lock.pragma("locking_mode = EXCLUSIVE");
+    lock.exec("BEGIN EXCLUSIVE; COMMIT;");
+  } catch (error) {
+    lock.close();
+    if ((error as { code?: string }).code === "SQLITE_BUSY") {
+      throw new DataDirectoryLockedError(file);
+    }
+    throw error;
+  }
+  return lock;
 }
 
 /** Makes a new file's directory entry durable (fsync(2): the file's own fsync does not). */

@@ -41,8 +41,8 @@ import { backfillTransaction } from "./sqliteStore.ts";
 export const BACKFILL_CHUNK_DOCS = 200;
 /** A step ends early once it has run this long (a chunk of long documents). */
 const BACKFILL_STEP_MS = 5;
-/** How long a background backfill runs before yielding the event loop. */
-const BACKFILL_SLICE_MS = 20;
+/** How long a background backfill runs before yielding the event loop (database.ts SLICE_MS). */
+const BACKFILL_SLICE_MS = 10;
 
 /** Where an index's rows are filed: its table and name. */
 export function derivedIndexKey(definition: {

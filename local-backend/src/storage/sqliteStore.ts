@@ -188,6 +188,7 @@ export class SqliteStore {
       // No worker: SQLite's own checkpoints, inside COMMIT, as before.
       if (db.open) db.pragma("wal_autocheckpoint = 1000");
     });
+    afterBackfill.set(db, () => this.#afterCommit());
     const setMeta = db.prepare<[string, string]>(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
@@ -405,11 +406,13 @@ export class SqliteStore {
   }
 
   deleteEntries(indexId: number, limit: number): number {
-    return this.#db
+    const deleted = this.#db
       .prepare(
         "DELETE FROM index_entries WHERE index_id = ? AND key IN (SELECT key FROM index_entries WHERE index_id = ? LIMIT ?)",
       )
       .run(indexId, indexId, limit).changes;
+    if (!this.#db.inTransaction) this.#afterCommit();
+    return deleted;
   }
 
   /** Ids of indexes whose entries are still there but whose row is gone (a drop cut short by a restart). */
@@ -495,6 +498,11 @@ export class SqliteStore {
     if (!this.#groupOpen) return;
     this.#groupOpen = false;
     this.#db.exec("COMMIT");
+    this.#afterCommit();
+  }
+
+  /** After a transaction of this connection committed: the WAL's upkeep (module comment, "Checkpoints"). */
+  #afterCommit(): void {
     if (fs.fstatSync(this.#walFd).size >= this.#walCapBytes)
       this.#db.pragma("wal_checkpoint(PASSIVE)");
     this.#checkpointer.request();
@@ -539,14 +547,20 @@ export class SqliteStore {
  * durable with everything before it, since WAL frames are written in order
  * (SQLite `synchronous = NORMAL` in WAL mode: "consistent", only the most
  * recent transactions may roll back, https://sqlite.org/pragma.html#pragma_synchronous).
- * Saves one fsync per chunk, most of a backfill's cost.
+ * Saves one fsync per chunk, most of a backfill's cost. Committed on its own
+ * (outside a group), it asks for a checkpoint as a group's COMMIT does.
  */
 export function backfillTransaction(
   db: Database.Database,
   work: () => void,
 ): void {
   db.transaction(work)();
+  // Inside an open group it was a savepoint; the group's COMMIT does the rest.
+  if (!db.inTransaction) afterBackfill.get(db)?.();
 }
+
+/** The WAL upkeep of each open store's connection, for `backfillTransaction`. */
+const afterBackfill = new WeakMap<Database.Database, () => void>();
 
 function backfillCursorKey(indexId: number): string {
   return `backfill_cursor:${indexId}`;

@@ -1,7 +1,8 @@
 // The thread side of walCheckpointer.ts: a connection of its own to the
 // database file that copies the WAL into it (`PRAGMA wal_checkpoint(PASSIVE)`)
-// when the main thread asks, at most once per `intervalMs`, so that the
-// checkpoint's fsyncs and page copies never run on the event loop.
+// when the main thread asks, at most once per `intervalMs`, and once per
+// `idleMs` unasked, so that the checkpoint's fsyncs and page copies never run
+// on the event loop.
 //
 // Plain JavaScript, as nodeWorkerBoot.mjs: neither tsx nor vitest registers
 // its loader in a new worker thread, and this needs nothing else.
@@ -13,7 +14,7 @@
 import { workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 
-const { file, state, slots, intervalMs } = workerData;
+const { file, state, slots, intervalMs, idleMs } = workerData;
 
 let db;
 try {
@@ -24,13 +25,18 @@ try {
   while (Atomics.load(state, slots.STOP) === 0) {
     const requested = Atomics.load(state, slots.REQUESTS);
     if (requested === handled) {
-      Atomics.wait(state, slots.REQUESTS, requested);
-      continue;
-    }
-    const early = last + intervalMs - performance.now();
-    if (early > 0) {
-      Atomics.wait(state, slots.STOP, 0, early);
-      continue;
+      // Unasked, once per idleMs: writes outside a group (a backfill, a drop)
+      // ask for nothing. A checkpoint with nothing new to copy costs no I/O.
+      if (
+        Atomics.wait(state, slots.REQUESTS, requested, idleMs) !== "timed-out"
+      )
+        continue;
+    } else {
+      const early = last + intervalMs - performance.now();
+      if (early > 0) {
+        Atomics.wait(state, slots.STOP, 0, early);
+        continue;
+      }
     }
     handled = requested;
     last = performance.now();

@@ -109,6 +109,28 @@ describe("WAL checkpoints", () => {
     expect(documentCount(file)).toBe(8000);
   });
 
+  test("backfill chunks written back to back, with no commit among them, keep the WAL under its cap", () => {
+    const file = tempFile();
+    const cap = 1 << 20;
+    const store = openStore(file, cap);
+    let largest = 0;
+    for (let chunk = 0; chunk < 400; chunk++) {
+      const entries = Array.from({ length: 20 }, (_, i) => ({
+        key: Buffer.from(`${String(chunk * 20 + i).padStart(8, "0")} ${BODY}`),
+        docId: `doc${chunk}-${i}`,
+      }));
+      store.insertEntries(1, entries, entries[19].key);
+      largest = Math.max(largest, fs.statSync(`${file}-wal`).size);
+    }
+    expect(largest).toBeLessThan(2 * cap);
+    closeStore(store);
+    const db = new BetterSqlite3(file, { readonly: true });
+    expect(db.prepare("SELECT count(*) AS n FROM index_entries").get()).toEqual(
+      { n: 8000 },
+    );
+    db.close();
+  });
+
   test("close leaves one consistent database file and releases the directory", async () => {
     const file = tempFile();
     const store = openStore(file);

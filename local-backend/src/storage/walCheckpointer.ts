@@ -11,7 +11,8 @@
  * The main thread asks after each group's COMMIT (`request`: an atomic add and
  * a futex wake, no message to post or receive); the worker checkpoints at most
  * once per CHECKPOINT_INTERVAL_MS, so a stream of commits costs a few
- * checkpoints a second rather than one per group.
+ * checkpoints a second rather than one per group, and once per
+ * IDLE_CHECKPOINT_MS unasked (a backfill's transactions do not ask).
  *
  * What a worker cannot do alone is restart the WAL: SQLite rewinds it only at
  * a write transaction that began while every frame was already copied
@@ -44,6 +45,8 @@ const SLOTS = {
   FAILED: 6,
 } as const;
 const CHECKPOINT_INTERVAL_MS = 50;
+/** How often the worker checkpoints unasked, for writes outside a group. */
+const IDLE_CHECKPOINT_MS = 1000;
 /** A checkpoint in flight finishes before the worker closes; a disk that hangs longer is not waited for. */
 const CLOSE_WAIT_MS = 10_000;
 
@@ -70,6 +73,7 @@ export class WalCheckpointer {
         state: this.#state,
         slots: SLOTS,
         intervalMs: CHECKPOINT_INTERVAL_MS,
+        idleMs: IDLE_CHECKPOINT_MS,
       },
       // The worker is plain JavaScript: the parent's loader flags (tsx) would only slow its start.
       execArgv: [],

@@ -445,14 +445,20 @@ export class Database {
     const generation = ++this.#schemaGeneration;
     const steps = this.#prepare(schema, options.progress);
     let sliceStart = performance.now();
-    for (;;) {
-      if (generation !== this.#schemaGeneration) throw new SupersededError();
-      const step = steps.next();
-      if (step.done === true) break;
-      if (performance.now() - sliceStart >= SLICE_MS) {
-        await yieldToEventLoop();
-        sliceStart = performance.now();
+    try {
+      for (;;) {
+        if (generation !== this.#schemaGeneration) throw new SupersededError();
+        const step = steps.next();
+        if (step.done === true) break;
+        if (performance.now() - sliceStart >= SLICE_MS) {
+          await yieldToEventLoop();
+          sliceStart = performance.now();
+        }
       }
+    } catch (error) {
+      // Nothing will be installed from this preparation.
+      if (generation === this.#schemaGeneration) this.#recentWrites = null;
+      throw error;
     }
   }
 
@@ -481,6 +487,7 @@ export class Database {
     }
     const installed = this.#prepared!;
     this.#prepared = null;
+    this.#recentWrites = null;
     this.#schema = schema;
     for (const tableSchema of schema?.schemaValidation === true
       ? schema.tables
@@ -701,11 +708,15 @@ export class Database {
     return value === "" ? null : value;
   }
 
-  /** Documents written since the last preparation started, to validate at install. */
-  #recentWrites = new Set<string>();
+  /**
+   * Documents written since the preparation in progress started, to validate
+   * at install; null when none is, so that commits record nothing between
+   * schema changes (the set would otherwise grow with every document written).
+   */
+  #recentWrites: Set<string> | null = null;
 
   #validateRecent(schema: SchemaJson): SchemaViolationError | null {
-    for (const id of this.#recentWrites) {
+    for (const id of this.#recentWrites ?? []) {
       const table = this.tableOfId(id);
       const doc = this.getDocument(id);
       if (table === undefined || doc === null) continue;
@@ -960,7 +971,7 @@ export class Database {
     for (const [number, count] of counts)
       this.#tablesByNumber.get(number)!.count = count;
     for (const change of changes) {
-      this.#recentWrites.add(change.id);
+      this.#recentWrites?.add(change.id);
       if (change.after === null) this.#cache.delete(change.id);
       else
         this.#cache.set(

@@ -64,7 +64,7 @@ import {
 } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { SearchIndexDefinition } from "../query/textSearch.ts";
-import type { BackfillProgress } from "./derivedIndexes.ts";
+import { type BackfillProgress, Slice } from "./derivedIndexes.ts";
 import { SearchIndexes } from "./searchIndex.ts";
 import { type VectorIndexDefinition, VectorIndexes } from "./vectorIndex.ts";
 import {
@@ -146,14 +146,10 @@ const DOC_CACHE_MAX_BYTES = 32 << 20;
 /** Rows per SQLite read of a scan: small first (most queries take a few), then larger. */
 const FIRST_PAGE_ROWS = 32;
 const MAX_PAGE_ROWS = 1024;
-/**
- * Backfill, validation and index drops work in slices of about this long, then
- * yield. The last step of a slice may start just before the deadline and run
- * BACKFILL_STEP_MS plus its SQLite transaction, so a slice stays well under
- * the 20 ms a client may be held (issue 6).
- */
-const SLICE_MS = 10;
-const SLICE_ROWS = 500;
+/** Index entries deleted per step of a drop. */
+const DROP_ROWS = 500;
+/** A backfill step (one SQLite transaction) ends after this many documents or
+ *  this long, whichever comes first; slices are timed in `Slice`. */
 const BACKFILL_CHUNK_ROWS = 200;
 const BACKFILL_STEP_MS = 5;
 /** Commits (and their documents' JSON bytes) that may wait for one fsync; past
@@ -433,10 +429,11 @@ export class Database {
 
   /**
    * Gets a schema ready to install without holding the event loop: checks
-   * existing documents when schema validation is on, and backfills every index
-   * the schema adds or changes, in slices of about SLICE_MS. Commits made
-   * meanwhile keep the new indexes up to date. Throws SchemaViolationError (and
-   * installs nothing) when a document does not match, as a Convex push fails.
+   * existing documents when schema validation is on, and backfills every
+   * index the schema adds or changes, in slices of SLICE_BUDGET_MS at most
+   * (`Slice`). Commits made meanwhile keep the new indexes up to date. Throws
+   * SchemaViolationError (and installs nothing) when a document does not
+   * match, as a Convex push fails.
    */
   async prepareSchema(
     schema: SchemaJson | null,
@@ -444,15 +441,15 @@ export class Database {
   ): Promise<void> {
     const generation = ++this.#schemaGeneration;
     const steps = this.#prepare(schema, options.progress);
-    let sliceStart = performance.now();
+    const slice = new Slice();
     try {
       for (;;) {
         if (generation !== this.#schemaGeneration) throw new SupersededError();
-        const step = steps.next();
+        const step = slice.step(() => steps.next());
         if (step.done === true) break;
-        if (performance.now() - sliceStart >= SLICE_MS) {
+        if (!slice.roomForAnother()) {
           await yieldToEventLoop();
-          sliceStart = performance.now();
+          slice.restart();
         }
       }
     } catch (error) {
@@ -1108,13 +1105,15 @@ export class Database {
         this.#dropping = false;
         return;
       }
-      const started = performance.now();
-      while (performance.now() - started < SLICE_MS) {
-        if (this.#store.deleteEntries(indexId, SLICE_ROWS) === 0) {
+      const slice = new Slice();
+      do {
+        if (
+          slice.step(() => this.#store.deleteEntries(indexId, DROP_ROWS)) === 0
+        ) {
           this.#drops.shift();
           break;
         }
-      }
+      } while (slice.roomForAnother());
       setImmediate(step);
     };
     setImmediate(step);

@@ -25,8 +25,8 @@ try {
   while (Atomics.load(state, slots.STOP) === 0) {
     const requested = Atomics.load(state, slots.REQUESTS);
     if (requested === handled) {
-      // Unasked, once per idleMs: writes outside a group (a backfill, a drop)
-      // ask for nothing. A checkpoint with nothing new to copy costs no I/O.
+      // Unasked, once per idleMs, for the small writes that do not ask. A
+      // checkpoint with nothing new to copy costs no I/O.
       if (
         Atomics.wait(state, slots.REQUESTS, requested, idleMs) !== "timed-out"
       )

@@ -27,8 +27,9 @@
  * - fdatasync flushes the file's written data whichever descriptor wrote it
  *   (fsync(2); PostgreSQL's checkpointer relies on the same), and a recovering
  *   SQLite replays every WAL frame up to the last valid commit frame;
- * - with NORMAL a checkpoint still fsyncs the WAL before copying it into the
- *   database file and fsyncs that file before the WAL is reused (sqlite.org
+ * - with NORMAL (the checkpoint worker's connection too) a checkpoint still
+ *   fsyncs the WAL before copying it into the database file and fsyncs that
+ *   file before the WAL is reused (sqlite.org
  *   `pragma.html#pragma_synchronous`), so restarting the WAL never drops a
  *   frame that `sync()` made durable;
  * - the `-wal` file keeps its inode while the connection is open (SQLite

@@ -17,10 +17,10 @@
  *   `Convex.asyncSyscall` hands their result to context-realm `then` callbacks,
  *   which run in the same drain. A syscall that settles later (a nested
  *   `ctx.runMutation`) opens a new window with the remaining budget.
- * - The budget counts user time as Convex does: each window's CPU time minus
+ * - The budget counts user time as Convex does: each window's time minus
  *   the time spent in syscalls inside it (database work is free, as in
- *   Convex). CPU rather than wall time, so other processes on a busy machine
- *   do not time a function out. The watchdog is set from the remaining user
+ *   Convex); a window's time is the lesser of its wall and CPU time
+ *   (`windowUserMs`). The watchdog is set from the remaining user
  *   time; since database time inside a window would count against it, a
  *   window that has run 5 ms ends at its next async syscall and the result
  *   is delivered in a fresh window (which also lets the event loop turn).
@@ -40,8 +40,14 @@
  *   the next callback ("async hook stack has become corrupted"). After a
  *   termination the async-id stack is popped back to its depth at entry,
  *   through Node's `async_wrap` binding (the one internal this module uses).
- * - One watchdog costs ~0.1 ms (Node starts a thread per timed call), which is
- *   why syscalls resolve in the same window rather than each opening one.
+ * - One watchdog costs ~0.07 ms, and milliseconds on a loaded machine (Node
+ *   starts and joins a thread per timed call), which is why syscalls resolve
+ *   in the same window rather than each opening one, and why a burst of
+ *   mutations runs in shared windows (`TimedRealm.shared`): one watchdog over
+ *   several runs' first windows, each nested without one of its own.
+ * - A run's end is observed by a `then` in the context's realm, so a run that
+ *   ends inside a window is known to have ended when the window returns
+ *   (`invokeNow`), and the next one can start in the same shared window.
  *
  * What this does not stop: a synchronous loop holds the one JS thread until
  * its watchdog fires (1 s), and every other client waits that long. Only user
@@ -83,6 +89,8 @@ const MAX_CONTEXTS = 8;
 
 /** The name under which a timed context finds the host's entry hook. */
 const ENTER_HOOK = "__localBackendEnter";
+/** Where TIMED_PRELUDE leaves its `Observe`. */
+const OBSERVE_HOOK = "__localBackendObserve";
 const ENTER_SCRIPT = new vm.Script(`globalThis.${ENTER_HOOK}()`, {
   filename: "local-backend:enter",
 });
@@ -130,14 +138,33 @@ function restoreAsyncStack(depth: number): void {
   }
 }
 
-/**
- * The process's CPU time in ms. Budgets count CPU rather than wall time, so a
- * machine busy with other processes does not time out a function that Convex
- * would run; the watchdog itself is wall-clock (V8's), a backstop set from it.
- */
+/** Wall time in ms: how windows and syscalls are timed, as V8's watchdog is. */
+const now = (): number => performance.now();
+
+/** The process's CPU time in ms (every thread's). */
 function cpuMs(): number {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1000;
+}
+
+/**
+ * The user time a window used: the lesser of its wall time and the process's
+ * CPU time over it, less its syscalls. Wall time alone would charge a
+ * function for the moments the machine's other processes held the core (a
+ * heavy query near its limit would time out on a busy machine only); CPU
+ * time alone would charge it for other threads' work (the fsync pool, a
+ * worker). Convex counts a countdown paused during syscalls
+ * (convex-backend `crates/isolate/src/timeout.rs`).
+ */
+function windowUserMs(
+  wallStart: number,
+  cpuStart: number,
+  syscallMs: number,
+): number {
+  return Math.max(
+    0,
+    Math.min(now() - wallStart, cpuMs() - cpuStart) - syscallMs,
+  );
 }
 
 /** A function that ran past its limit; the text is Convex's. */
@@ -174,33 +201,67 @@ export async function withWallClockLimit<T>(
   }
 }
 
+/** How a run ended, when it ended inside the window that started it (`invokeNow`). */
+export type Settled = { value: string } | { error: Error };
+
 /**
  * One top-level function run and everything it calls in the same transaction
  * (nested `ctx.runQuery` / `ctx.runMutation` share the budget, as in Convex),
  * in the context it leased for the run.
  * - `usedMs`: user time spent in windows so far
- * - `settled`: the result was delivered or the budget ran out; later host
- *   events for it are ignored
+ * - `outcome`: set the moment the run ends (inside a window, through a
+ *   context-realm `then`), or when its budget runs out; later host events for
+ *   it are ignored
  */
 class Budget<M> {
-  /** User time so far: windows' CPU time minus the syscalls inside them. */
+  /** User time so far: windows' wall time minus the syscalls inside them. */
   usedMs = 0;
   /** Time in syscalls during the current window. */
   syscallMs = 0;
-  /** When the current window opened. */
+  /** When the current window opened, in wall and in CPU time. */
   windowStart = 0;
-  settled = false;
+  windowCpuStart = 0;
+  outcome: Settled | null = null;
   /** The watchdog fired in this run's context, which is then never entered again. */
   terminated = false;
   /** Async syscalls issued and not yet settled on the host side. */
   outstanding = 0;
   polling = false;
+  /** Settles with `outcome`, for a caller that did not get it at once. */
+  readonly promise: Promise<string>;
+  #resolve!: (value: string) => void;
+  #reject!: (error: Error) => void;
 
   constructor(
     readonly limitMs: number,
-    readonly context: TimedContext<M>,
-    readonly fail: (error: Error) => void,
-  ) {}
+    readonly context: Leased<M>,
+    readonly onSettled: (budget: Budget<M>) => void,
+  ) {
+    this.promise = new Promise<string>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    // A run that settles at once is read from `outcome`, and nobody awaits this.
+    this.promise.catch(() => undefined);
+  }
+
+  get settled(): boolean {
+    return this.outcome !== null;
+  }
+
+  succeed(value: string): void {
+    if (this.outcome !== null) return;
+    this.outcome = { value };
+    this.onSettled(this);
+    this.#resolve(value);
+  }
+
+  fail(error: Error): void {
+    if (this.outcome !== null) return;
+    this.outcome = { error };
+    this.onSettled(this);
+    this.#reject(error);
+  }
 }
 
 /** What the realm's factory must install in a new context. */
@@ -216,6 +277,22 @@ export type TimedHooks = {
 export type TimedContext<M> = { context: vm.Context; modules: M };
 
 /**
+ * TIMED_PRELUDE's `then` in the context's realm: the reactions it registers
+ * run in the context's own microtask queue, so a run that finishes inside a
+ * window is known to have finished when the window returns.
+ */
+type Observe = (
+  promise: Promise<string>,
+  onValue: (value: string) => void,
+  onError: (error: unknown) => void,
+) => void;
+
+type Leased<M> = TimedContext<M> & { observe: Observe };
+
+/** A shared window (see `TimedRealm.shared`): when its watchdog fires. */
+type SharedWindow = { deadline: number };
+
+/**
  * The vm contexts for queries and mutations, whose every entry runs under a
  * deadline. Each top-level run leases a context of its own for its whole
  * duration (nested calls join their caller's), so functions that run at the
@@ -227,17 +304,23 @@ export type TimedContext<M> = { context: vm.Context; modules: M };
 export class TimedRealm<M> {
   readonly #create: (hooks: TimedHooks) => TimedContext<M>;
   /** Contexts evaluated and not leased, most recently returned last. */
-  readonly #idle: TimedContext<M>[] = [];
+  readonly #idle: Leased<M>[] = [];
   /** Contexts alive: idle or leased. */
   #live = 0;
   /** Runs waiting for a context, first come first served. */
-  readonly #waiting: ((context: TimedContext<M>) => void)[] = [];
+  readonly #waiting: ((context: Leased<M>) => void)[] = [];
   /** The budget whose window is running now (windows never nest). */
   #active: Budget<M> | null = null;
   #job: (() => void) | null = null;
+  /** The shared window open now, if any. */
+  #shared: SharedWindow | null = null;
+  /** An empty context the shared windows enter (their body is host code). */
+  readonly #driver: vm.Context;
 
   constructor(create: (hooks: TimedHooks) => TimedContext<M>) {
     this.#create = create;
+    this.#driver = vm.createContext({});
+    this.#installEntry(this.#driver);
     // Evaluated at once, so a bundle that fails to load fails here.
     this.#idle.push(this.#fresh());
     this.#live = 1;
@@ -253,8 +336,25 @@ export class TimedRealm<M> {
     limitMs: number,
     start: (modules: M) => Promise<string>,
   ): Promise<string> {
-    // A context promise is only ever observed through host-realm callbacks,
-    // whose reactions the host's own queue runs; a context-realm derived
+    const result = this.invokeNow(limitMs, start);
+    if (result instanceof Promise) return result;
+    return "value" in result
+      ? Promise.resolve(result.value)
+      : Promise.reject(result.error);
+  }
+
+  /**
+   * `invoke`, with the outcome handed back at once when the run ended inside
+   * its first window (the usual case: syscalls answer synchronously), and a
+   * promise otherwise. Lets a caller that runs several functions in one shared
+   * window go on to the next without leaving it.
+   */
+  invokeNow(
+    limitMs: number,
+    start: (modules: M) => Promise<string>,
+  ): Settled | Promise<string> {
+    // A context promise is only ever observed through host-realm callbacks
+    // here, whose reactions the host's own queue runs; a context-realm derived
     // promise (`.catch`, `await`) could be left waiting in the context's queue.
     const active = this.#active;
     if (active !== null) {
@@ -266,7 +366,7 @@ export class TimedRealm<M> {
     if (idle !== undefined) return this.#run(limitMs, idle, start);
     if (this.#live < MAX_CONTEXTS) {
       this.#live++;
-      let context: TimedContext<M>;
+      let context: Leased<M>;
       try {
         context = this.#fresh();
       } catch (error) {
@@ -277,42 +377,98 @@ export class TimedRealm<M> {
       }
       return this.#run(limitMs, context, start);
     }
-    return new Promise<TimedContext<M>>((resolve) =>
+    return new Promise<Leased<M>>((resolve) =>
       this.#waiting.push(resolve),
-    ).then((context) => this.#run(limitMs, context, start));
+    ).then((context) => {
+      const result = this.#run(limitMs, context, start);
+      if (result instanceof Promise) return result;
+      return "value" in result
+        ? result.value
+        : Promise.reject<string>(result.error);
+    });
+  }
+
+  /**
+   * Runs `body` (host code that starts runs with `invokeNow`) under one
+   * watchdog of `timeoutMs`: a run started inside it whose budget outlasts that
+   * watchdog opens its first window without a watchdog of its own (one costs
+   * ~0.07 ms: Node starts and joins a thread per timed call), so a burst of
+   * short functions pays for one. When the watchdog fires in a run's window,
+   * that run fails as its own watchdog would have made it, and `body` is cut
+   * short: the error is returned, and the caller must finish the run it was
+   * in (its promise is not awaited by anyone). `body` must keep its own work
+   * between runs short and must not be cut inside it: see `sharedTimeLeft`.
+   */
+  shared(timeoutMs: number, body: () => void): Error | null {
+    if (this.#shared !== null || this.#active !== null) {
+      body();
+      return null;
+    }
+    this.#shared = { deadline: now() + timeoutMs };
+    this.#job = body;
+    const depth = asyncStackDepth();
+    try {
+      ENTER_SCRIPT.runInContext(this.#driver, {
+        timeout: Math.max(1, Math.ceil(timeoutMs)),
+        displayErrors: false,
+      });
+      return null;
+    } catch (error) {
+      if (
+        (error as { code?: string }).code !== "ERR_SCRIPT_EXECUTION_TIMEOUT"
+      ) {
+        throw error;
+      }
+      // The termination unwound every frame in between, `finally` blocks too.
+      restoreAsyncStack(depth);
+      // (A method call: the type checker still narrows `#active` to null here.)
+      const cut = this.#takeActive();
+      if (cut === null) return new UserTimeoutError(timeoutMs);
+      cut.usedMs += windowUserMs(
+        cut.windowStart,
+        cut.windowCpuStart,
+        cut.syscallMs,
+      );
+      this.#terminated(cut);
+      return (cut.outcome as { error: Error }).error;
+    } finally {
+      this.#shared = null;
+      this.#job = null;
+    }
+  }
+
+  #takeActive(): Budget<M> | null {
+    const active = this.#active;
+    this.#active = null;
+    return active;
+  }
+
+  /** How long the open shared window has before its watchdog fires (Infinity outside one). */
+  sharedTimeLeft(): number {
+    return this.#shared === null ? Infinity : this.#shared.deadline - now();
   }
 
   #run(
     limitMs: number,
-    context: TimedContext<M>,
+    context: Leased<M>,
     start: (modules: M) => Promise<string>,
-  ): Promise<string> {
-    return new Promise<string>((resolve, reject) => {
-      const settle = () => {
-        budget.settled = true;
-        this.#release(budget);
-      };
-      const budget = new Budget(limitMs, context, (error) => {
-        if (budget.settled) return;
-        settle();
-        reject(error);
-      });
-      this.#window(budget, () => {
-        start(context.modules).then(
-          (value) => {
-            if (budget.settled) return;
-            settle();
-            resolve(value);
-          },
-          (error: unknown) => budget.fail(error as Error),
-        );
-      });
+  ): Settled | Promise<string> {
+    const budget = new Budget(limitMs, context, (settled) =>
+      this.#release(settled),
+    );
+    this.#window(budget, () => {
+      context.observe(
+        start(context.modules),
+        (value) => budget.succeed(value),
+        (error) => budget.fail(error as Error),
+      );
     });
+    return budget.outcome ?? budget.promise;
   }
 
   /** A run is over: its context goes to the next waiting run, unless it was terminated. */
   #release(budget: Budget<M>): void {
-    let context: TimedContext<M> | undefined = budget.context;
+    let context: Leased<M> | undefined = budget.context;
     if (budget.terminated) {
       this.#live--;
       context = undefined;
@@ -337,20 +493,26 @@ export class TimedRealm<M> {
     next(context);
   }
 
-  #fresh(): TimedContext<M> {
-    return this.#create({
+  #fresh(): Leased<M> {
+    const created = this.#create({
       wrapConvex: (convex) => this.#wrapConvex(convex),
-      installEntry: (context) => {
-        Object.defineProperty(context, ENTER_HOOK, {
-          value: () => {
-            const job = this.#job;
-            this.#job = null;
-            job?.();
-          },
-          enumerable: false,
-        });
-      },
+      installEntry: (context) => this.#installEntry(context),
       prelude: TIMED_PRELUDE,
+    });
+    const observe = (created.context as Record<string, unknown>)[
+      OBSERVE_HOOK
+    ] as Observe;
+    return { ...created, observe };
+  }
+
+  #installEntry(context: vm.Context): void {
+    Object.defineProperty(context, ENTER_HOOK, {
+      value: () => {
+        const job = this.#job;
+        this.#job = null;
+        job?.();
+      },
+      enumerable: false,
     });
   }
 
@@ -362,17 +524,21 @@ export class TimedRealm<M> {
       this.#terminated(budget);
       return;
     }
+    // Inside a shared window, a run that has more time than its watchdog
+    // needs no watchdog of its own.
+    const shared = this.#shared;
+    const watched =
+      shared === null || remaining < shared.deadline - now()
+        ? { timeout: Math.max(1, Math.ceil(remaining)), displayErrors: false }
+        : { displayErrors: false };
     this.#job = job;
     this.#active = budget;
     const depth = asyncStackDepth();
-    const started = cpuMs();
-    budget.windowStart = performance.now();
+    budget.windowStart = now();
+    budget.windowCpuStart = cpuMs();
     budget.syscallMs = 0;
     try {
-      ENTER_SCRIPT.runInContext(budget.context.context, {
-        timeout: Math.max(1, Math.ceil(remaining)),
-        displayErrors: false,
-      });
+      ENTER_SCRIPT.runInContext(budget.context.context, watched);
     } catch (error) {
       if (
         (error as { code?: string }).code === "ERR_SCRIPT_EXECUTION_TIMEOUT"
@@ -385,7 +551,11 @@ export class TimedRealm<M> {
     } finally {
       this.#active = null;
       this.#job = null;
-      budget.usedMs += Math.max(0, cpuMs() - started - budget.syscallMs);
+      budget.usedMs += windowUserMs(
+        budget.windowStart,
+        budget.windowCpuStart,
+        budget.syscallMs,
+      );
     }
     this.#pollIfIdle(budget);
   }
@@ -423,11 +593,11 @@ export class TimedRealm<M> {
     const timed = <T>(run: () => T): T => {
       const budget = this.#active;
       if (budget === null) return run();
-      const started = cpuMs();
+      const started = now();
       try {
         return run();
       } finally {
-        budget.syscallMs += cpuMs() - started;
+        budget.syscallMs += now() - started;
       }
     };
     return {
@@ -516,6 +686,11 @@ const TIMED_PRELUDE = `
       );
     });
   };
+  Object.defineProperty(globalThis, "${OBSERVE_HOOK}", {
+    value: (promise, onValue, onError) => {
+      promise.then((value) => onValue(value), (error) => onError(error));
+    },
+  });
   globalThis.Convex = Object.freeze({
     syscall: (op, args) => host.syscall(op, args),
     jsSyscall: (op, args) => host.jsSyscall(op, args),

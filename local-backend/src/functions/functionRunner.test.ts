@@ -8,6 +8,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { JSONValue } from "convex/values";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Database } from "../storage/database.ts";
 import { FunctionRunner } from "./functionRunner.ts";
@@ -70,7 +71,7 @@ describe("concurrent queries", () => {
     const before = streams;
     // The query reads 1 and pauses; the mutation commits 2 meanwhile.
     const query = runner.runQuery({
-      path: "concurrency:getAfterPause",
+      path: "concurrency:getAfterTwoPauses",
       args: { name },
     });
     const mutation = increment(name);
@@ -145,4 +146,46 @@ describe("concurrent queries", () => {
     const atTs = commits.filter((c) => c.ts <= outcome.ts).length;
     expect((outcome as { value: number }).value).toBe(atTs);
   });
+});
+
+describe("mutations that arrive together", () => {
+  test(
+    "run one after another, each seeing the commits before it, and a runaway among them fails alone",
+    { timeout: 30_000 },
+    async () => {
+      const name = `burst-${crypto.randomUUID()}`;
+      const spun = `spun-${crypto.randomUUID()}`;
+      const call = (path: string, args: Record<string, JSONValue>) =>
+        runner.executeMutation({ path, args });
+      // Issued in one tick: one writer slot takes them all, in this order.
+      const calls = [
+        ...Array.from({ length: 10 }, () =>
+          call("counters:increment", { name }),
+        ),
+        call("runaway:writeThenSpin", { name: spun, async: false }),
+        call("concurrency:incrementAfterPause", { name }),
+        ...Array.from({ length: 10 }, () =>
+          call("counters:increment", { name }),
+        ),
+      ];
+      const outcomes = await Promise.all(calls);
+      const values = outcomes.map((outcome) =>
+        outcome.status === "success" ? outcome.value : outcome.errorMessage,
+      );
+      expect(values.slice(0, 10)).toEqual(
+        Array.from({ length: 10 }, (_, i) => i + 1),
+      );
+      expect(values[10]).toContain(
+        "Function execution timed out (maximum duration: 1s)",
+      );
+      expect(values.slice(11)).toEqual(
+        Array.from({ length: 11 }, (_, i) => i + 11),
+      );
+      const left = await runner.runQuery({
+        path: "counters:get",
+        args: { name: spun },
+      });
+      expect(left.status === "success" && left.value).toBeNull();
+    },
+  );
 });

@@ -52,6 +52,7 @@ import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
 import {
   ACTION_TIMEOUT_MS,
+  type Settled,
   USER_TIMEOUT_MS,
   UserTimeoutError,
   withWallClockLimit,
@@ -172,6 +173,36 @@ export type FunctionRunEvent = {
  */
 const MAX_OPTIMISTIC_RUNS = 3;
 
+/**
+ * How long one shared window keeps starting mutations (their first windows
+ * share its watchdog): short, so the event loop turns between bursts.
+ */
+const MUTATION_WINDOW_MS = 5;
+
+/**
+ * Time that must be left on a shared window's watchdog for a mutation's
+ * commit to run inside it; with less, it commits after the window. A commit
+ * is far shorter (one at Convex's write limits takes tens of ms).
+ */
+const COMMIT_MARGIN_MS = 250;
+
+/** A mutation waiting for the writer. */
+type QueuedMutation = {
+  request: MutationRequest;
+  visibility: Visibility;
+  resolve(outcome: ExecutedMutation): void;
+  reject(error: unknown): void;
+};
+
+/** A mutation being run: what finishing it takes, however it ends. */
+type MutationRun = {
+  request: MutationRequest;
+  tx: Transaction;
+  context: RequestContext;
+  job: MutationJob | undefined;
+  fn: RegisteredFunction | null;
+};
+
 /** One task at a time, in arrival order. */
 class SerialExecutor {
   #tail: Promise<unknown> = Promise.resolve();
@@ -187,6 +218,11 @@ export class FunctionRunner {
   readonly #db: Database;
   /** Mutations and every other commit, one at a time. */
   readonly #writer = new SerialExecutor();
+  /** Mutations waiting for a writer slot (`#drainMutations`). */
+  readonly #pending: QueuedMutation[] = [];
+  #drainScheduled = false;
+  /** The mutation whose first window runs now, for a shared window cut short. */
+  #running: MutationRun | null = null;
   readonly #commits: CommitLog;
   /** Closed until the first build is installed: calls that arrive earlier wait. */
   readonly #gate = new StartupGate();
@@ -311,15 +347,105 @@ export class FunctionRunner {
     request: MutationRequest,
     visibility: Visibility = "public",
   ): Promise<ExecutedMutation> {
-    return this.#afterStartup(() =>
-      this.#writer.run(async () => {
-        const outcome = await this.#mutation(request, visibility);
-        const observedTs = outcome.ts ?? this.#db.lastTs;
-        // A full backlog holds the executor until the disk catches up.
-        if (this.#db.backlogFull) await this.#db.durable(observedTs);
-        return { ...outcome, observedTs };
-      }),
+    return this.#afterStartup(
+      () =>
+        new Promise<ExecutedMutation>((resolve, reject) => {
+          this.#pending.push({ request, visibility, resolve, reject });
+          if (this.#drainScheduled) return;
+          this.#drainScheduled = true;
+          // After the event loop's poll phase, so that every mutation whose
+          // frame arrived in this turn is in the slot.
+          setImmediate(
+            () => void this.#writer.run(() => this.#drainMutations()),
+          );
+        }),
     );
+  }
+
+  /**
+   * One writer slot for the mutations waiting when it starts, run one after
+   * another in shared windows (deadline.ts `TimedRealm.shared`): a burst of
+   * short mutations from many clients pays for one watchdog per window of
+   * MUTATION_WINDOW_MS rather than one each, and the event loop turns between
+   * windows (at most every MUTATION_WINDOW_MS, so commits in between still
+   * share an fsync). A mutation that does not end inside its first window (it awaits
+   * a nested call or Web Crypto) holds the slot until it ends, as before.
+   * Mutations that arrive meanwhile get the next slot, behind any other
+   * writer task queued since.
+   */
+  async #drainMutations(): Promise<void> {
+    this.#drainScheduled = false;
+    const batch = this.#pending.splice(0);
+    let next = 0;
+    let turned = performance.now();
+    try {
+      while (next < batch.length) {
+        // Set inside the window's body (a closure, so held in an object).
+        const window: { carried: Promise<void> | null } = { carried: null };
+        const store = requestStorage.getStore();
+        const cut = this.#isolate!.udf.shared(USER_TIMEOUT_MS, () => {
+          const opened = performance.now();
+          do {
+            const item = batch[next++];
+            const outcome = this.#mutationNow(item.request, item.visibility);
+            if (outcome instanceof Promise) {
+              window.carried = outcome.then(
+                (ended) => item.resolve(this.#executed(ended)),
+                (error: unknown) => item.reject(error),
+              );
+            } else {
+              item.resolve(this.#executed(outcome));
+            }
+          } while (
+            window.carried === null &&
+            next < batch.length &&
+            !this.#db.backlogFull &&
+            performance.now() - opened < MUTATION_WINDOW_MS
+          );
+        });
+        if (cut !== null) this.#afterCut(batch[next - 1], cut, store);
+        if (window.carried !== null) await window.carried;
+        // A full backlog holds the writer until the disk catches up.
+        if (this.#db.backlogFull) await this.#db.durable(this.#db.lastTs);
+        if (
+          next < batch.length &&
+          performance.now() - turned >= MUTATION_WINDOW_MS
+        ) {
+          await new Promise(setImmediate);
+          turned = performance.now();
+        }
+      }
+    } catch (error) {
+      for (const item of batch.slice(next)) item.reject(error);
+    }
+  }
+
+  /**
+   * The shared window's watchdog fired in `item`'s run: it failed with the
+   * timeout, and the frames that would have finished it were unwound, the
+   * request store's restore among them.
+   */
+  #afterCut(
+    item: QueuedMutation,
+    error: Error,
+    store: RequestContext | undefined,
+  ): void {
+    requestStorage.enterWith(store as RequestContext);
+    const run = this.#running;
+    this.#running = null;
+    if (run === null) {
+      // Host code between runs is short next to the window (a commit at
+      // Convex's write limits takes well under USER_TIMEOUT_MS), so this is
+      // a bug; the mutation's state is unknown.
+      item.reject(error);
+      return;
+    }
+    item.resolve(this.#executed(this.#endMutation(run, { error })));
+  }
+
+  /** What `executeMutation` resolves to; a read-only mutation observed the latest commit. */
+  #executed(outcome: MutationOutcome): ExecutedMutation {
+    return { ...outcome, observedTs: outcome.ts ?? this.#db.lastTs };
   }
 
   async runAction(
@@ -512,24 +638,17 @@ export class FunctionRunner {
     return accepted;
   }
 
-  async #mutation(
+  /**
+   * Runs a mutation: the outcome at once when it ended inside its first
+   * window (`#drainMutations` then goes on to the next in the same shared
+   * window), a promise otherwise.
+   */
+  #mutationNow(
     request: MutationRequest,
     visibility: Visibility,
-  ): Promise<MutationOutcome> {
-    if (request.dedupe !== undefined) {
-      const stored = this.#db.findSessionRequest(
-        request.dedupe.sessionId,
-        request.dedupe.requestId,
-      );
-      if (stored !== null) {
-        const replay = JSON.parse(stored.outcome) as FunctionSuccess;
-        return {
-          ...replay,
-          value: resolveCommitTsJson(replay.value, stored.ts),
-          ts: stored.ts,
-        };
-      }
-    }
+  ): MutationOutcome | Promise<MutationOutcome> {
+    const replay = this.#replay(request);
+    if (replay !== null) return replay;
     const tx = new Transaction(this.#db, { readOnly: false });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
@@ -548,6 +667,9 @@ export class FunctionRunner {
         return { status: "success", value: null, logLines: [], ts: null };
       }
     }
+    const run: MutationRun = { request, tx, context, job, fn: null };
+    let result: Settled | Promise<string>;
+    this.#running = run;
     try {
       const { fn, path, args, timed } = this.#prepare(
         request.path,
@@ -558,11 +680,54 @@ export class FunctionRunner {
         context.identity,
       );
       context.path = path;
+      run.fn = fn;
       const argsJson = JSON.stringify([args]);
-      const result = await this.#invokeTimed(context, (modules) =>
+      result = this.#invokeTimedNow(context, (modules) =>
         timed(modules).invokeMutation!(argsJson),
       );
-      const outcome = this.#report(context, this.#finish(context, fn, result));
+    } catch (error) {
+      result = { error: error as Error };
+    }
+    this.#running = null;
+    if (result instanceof Promise) {
+      return result.then(
+        (value) => this.#endMutation(run, { value }),
+        (error: unknown) => this.#endMutation(run, { error: error as Error }),
+      );
+    }
+    // Host work in a shared window must end well before its watchdog can fire.
+    if (this.#isolate!.udf.sharedTimeLeft() < COMMIT_MARGIN_MS) {
+      const settled = result;
+      return Promise.resolve().then(() => this.#endMutation(run, settled));
+    }
+    return this.#endMutation(run, result);
+  }
+
+  /** A retried mutation that already committed: its stored outcome (exactly once). */
+  #replay(request: MutationRequest): MutationOutcome | null {
+    if (request.dedupe === undefined) return null;
+    const stored = this.#db.findSessionRequest(
+      request.dedupe.sessionId,
+      request.dedupe.requestId,
+    );
+    if (stored === null) return null;
+    const replay = JSON.parse(stored.outcome) as FunctionSuccess;
+    return {
+      ...replay,
+      value: resolveCommitTsJson(replay.value, stored.ts),
+      ts: stored.ts,
+    };
+  }
+
+  /** Reports a mutation's run and commits what it wrote, or records its failure. */
+  #endMutation(run: MutationRun, result: Settled): MutationOutcome {
+    const { request, tx, context, job } = run;
+    try {
+      if ("error" in result) throw result.error;
+      const outcome = this.#report(
+        context,
+        this.#finish(context, run.fn!, result.value),
+      );
       if (outcome.status === "error") return this.#failJob(job, outcome);
       job?.succeed(tx);
       if (tx.pendingWrites().size === 0) {
@@ -961,6 +1126,16 @@ export class FunctionRunner {
    * call joins its caller's budget. A timed-out run leaves its transaction
    * closed, so nothing it wrote commits.
    */
+  #invokeTimedNow(
+    context: RequestContext,
+    invoke: (modules: ComponentTree) => Promise<string>,
+  ): Settled | Promise<string> {
+    const realm = this.#isolate!.udf;
+    return requestStorage.run(context, () =>
+      realm.invokeNow(USER_TIMEOUT_MS, invoke),
+    );
+  }
+
   #invokeTimed(
     context: RequestContext,
     invoke: (modules: ComponentTree) => Promise<string>,

@@ -160,6 +160,8 @@ export class SqliteStore {
   readonly #walCapBytes: number;
   /** The `-wal` file's size after the last commit: it grows only while the WAL does not rewind. */
   #walBytes = 0;
+  /** The worker is held (`WalCheckpointer.hold`) until the WAL rewinds. */
+  #holding = false;
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
   readonly #walFd: number;
   #syncsInFlight = 0;
@@ -491,8 +493,9 @@ export class SqliteStore {
    * COMMITs the open group: its frames go to the `-wal` file, not yet
    * fsynced, and the worker is asked to copy them into the database file.
    * Past the WAL cap, this connection checkpoints what the worker left, so
-   * that the next BEGIN rewinds the WAL (a no-op returning busy while the
-   * worker's own checkpoint runs; the next COMMIT that grows it tries again).
+   * that the next BEGIN rewinds the WAL (busy while a checkpoint of the
+   * worker runs: the worker then starts no other, and the next COMMIT, which
+   * grows the file again, retries).
    */
   #endGroup(): void {
     if (!this.#groupOpen) return;
@@ -504,9 +507,19 @@ export class SqliteStore {
   /** After a transaction of this connection committed: the WAL's upkeep (module comment, "Checkpoints"). */
   #afterCommit(): void {
     const walBytes = fs.fstatSync(this.#walFd).size;
-    if (walBytes >= this.#walCapBytes && walBytes > this.#walBytes)
-      this.#db.pragma("wal_checkpoint(PASSIVE)");
+    const grown = walBytes > this.#walBytes;
     this.#walBytes = walBytes;
+    if (grown && walBytes >= this.#walCapBytes) {
+      // Until the WAL has rewound the worker starts no checkpoint: under a
+      // busy disk it could hold the lock at every COMMIT, and one running at
+      // the next BEGIN keeps the WAL from rewinding there.
+      this.#checkpointer.hold(true);
+      this.#holding = true;
+      this.#db.pragma("wal_checkpoint(PASSIVE)");
+    } else if (this.#holding && !grown) {
+      this.#checkpointer.hold(false);
+      this.#holding = false;
+    }
     this.#checkpointer.request();
   }
 

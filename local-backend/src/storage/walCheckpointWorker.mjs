@@ -8,7 +8,8 @@
 // its loader in a new worker thread, and this needs nothing else.
 //
 // Protocol (an Int32Array over a SharedArrayBuffer, slots in walCheckpointer.ts):
-// the main thread bumps REQUESTS after each group COMMIT and sets STOP to close;
+// the main thread bumps REQUESTS after each group COMMIT, sets HOLD while it
+// checkpoints itself and STOP to close;
 // this thread sets CHECKPOINTS, WAL_FRAMES and BACKFILLED after each checkpoint,
 // FAILED if one threw, and CLOSED once its connection is closed.
 import { workerData } from "node:worker_threads";
@@ -23,6 +24,11 @@ try {
   let handled = Atomics.load(state, slots.REQUESTS);
   let last = 0;
   while (Atomics.load(state, slots.STOP) === 0) {
+    if (Atomics.load(state, slots.HOLD) === 1) {
+      // The main thread checkpoints itself (its WAL cap): do not take the lock.
+      Atomics.wait(state, slots.HOLD, 1, intervalMs);
+      continue;
+    }
     const requested = Atomics.load(state, slots.REQUESTS);
     if (requested === handled) {
       // Unasked, once per idleMs, for the small writes that do not ask. A

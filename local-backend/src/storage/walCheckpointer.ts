@@ -43,6 +43,7 @@ const SLOTS = {
   WAL_FRAMES: 4,
   BACKFILLED: 5,
   FAILED: 6,
+  HOLD: 7,
 } as const;
 /**
  * The worker's pace under a stream of commits. Shorter leaves less for the
@@ -94,6 +95,15 @@ export class WalCheckpointer {
     this.#worker.on("exit", lost);
   }
 
+  /**
+   * Keeps the worker from starting a checkpoint (`true`) while the main
+   * thread needs the checkpoint lock for its own, or lets it go again.
+   */
+  hold(held: boolean): void {
+    Atomics.store(this.#state, SLOTS.HOLD, held ? 1 : 0);
+    if (!held) Atomics.notify(this.#state, SLOTS.HOLD);
+  }
+
   /** Something was committed: checkpoint it soon. */
   request(): void {
     Atomics.add(this.#state, SLOTS.REQUESTS, 1);
@@ -114,6 +124,7 @@ export class WalCheckpointer {
     Atomics.store(this.#state, SLOTS.STOP, 1);
     Atomics.notify(this.#state, SLOTS.STOP);
     Atomics.notify(this.#state, SLOTS.REQUESTS);
+    Atomics.notify(this.#state, SLOTS.HOLD);
     if (this.#alive) Atomics.wait(this.#state, SLOTS.CLOSED, 0, CLOSE_WAIT_MS);
     this.#alive = false;
     void this.#worker.terminate();

@@ -12,14 +12,18 @@
  *   subscribed to `users.me` and the first page of `messages.list`, one
  *   sender in a closed loop rotating over a pool of sessions (`chatCase`);
  * - for every case, the backend's (and the floor's) longest event-loop stall
- *   while it ran (`monitorEventLoopDelay`, 2 ms resolution).
+ *   while it ran (`monitorEventLoopDelay`, 2 ms resolution), and its CPU time
+ *   per delivery (the backend's includes running the round's mutation and
+ *   query): on a shared machine wall times stretch with the load, CPU time
+ *   much less.
  *
  * Subscribers on both sides are bare sockets that only look for the round's
  * marker in the frame text, so receiving costs the same on both sides and the
  * difference is the server's.
  *
  * Usage: called from bench/run.ts (`npm run bench`, `-- --quick`, `-- --only=fanout`,
- * `-- --only=chat` for the chat case alone).
+ * `-- --only=chat` for the chat case alone, `-- --only=identical` for the
+ * identical subscriptions alone); `BENCH_CPU_PROF=dir` profiles the children.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -47,13 +51,26 @@ process.on("exit", () => {
   for (const child of children) child.kill();
 });
 
+/**
+ * `BENCH_CPU_PROF=dir`: every child (backend and floor) writes a V8 CPU
+ * profile into `dir` when it exits (`--cpu-prof`), to see where a case's
+ * time goes (open the `.cpuprofile` in Chrome DevTools).
+ */
+const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
+
 export async function startChild(
   script: string,
   args: string[],
 ): Promise<Child> {
   const child: ChildProcess = fork(path.join(ROOT, "bench", script), args, {
     cwd: ROOT,
-    execArgv: ["--import", "tsx"],
+    execArgv: [
+      "--import",
+      "tsx",
+      ...(CPU_PROF_DIR === undefined
+        ? []
+        : ["--cpu-prof", `--cpu-prof-dir=${path.resolve(CPU_PROF_DIR)}`]),
+    ],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   children.add(child);
@@ -282,6 +299,8 @@ export type FanOutCase = {
   };
   floor: { perPeer: Summary; last: Summary; deliveriesPerSec: number };
   stallMs: { ours: number; floor: number };
+  /** Process CPU time (user + system) over the measured rounds, per delivery. */
+  cpuUsPerDelivery: { ours: number; floor: number };
   extra?: Record<string, number>;
 };
 
@@ -338,6 +357,7 @@ async function identicalCase(
   for (const peer of [...peers, sender]) peer.close();
 
   const { floor, floorStall } = await rawFloor(subscribers, rounds, frames);
+  const deliveries = subscribers * rounds;
   return {
     name: `identical subscriptions, ${subscribers} subscribers, closed loop`,
     subscribers,
@@ -345,14 +365,15 @@ async function identicalCase(
       perPeer: summarize(ours.perPeer),
       last: summarize(ours.last),
       commitToLast: summarize(ours.sinceCommit),
-      deliveriesPerSec: (subscribers * rounds) / ours.seconds,
+      deliveriesPerSec: deliveries / ours.seconds,
     },
     floor: {
       perPeer: summarize(floor.perPeer),
       last: summarize(floor.last),
-      deliveriesPerSec: (subscribers * rounds) / floor.seconds,
+      deliveriesPerSec: deliveries / floor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
     extra: { frameBytes: Buffer.byteLength(frames.at(-1) ?? "") },
   };
 }
@@ -425,6 +446,7 @@ async function idleCase(
   for (const peer of [...peers, sender]) peer.close();
 
   const { floor, floorStall } = await rawFloor(hitCount, rounds, frames);
+  const deliveries = hitCount * rounds;
   return {
     name: `${sockets * perSocket} idle subscriptions over ${channels} channels, one insert (${hitCount} subscribers of that channel)`,
     subscribers: hitCount,
@@ -432,14 +454,15 @@ async function idleCase(
       perPeer: summarize(perPeer),
       last: summarize(last),
       commitToLast: summarize(sinceCommit),
-      deliveriesPerSec: (hitCount * rounds) / seconds,
+      deliveriesPerSec: deliveries / seconds,
     },
     floor: {
       perPeer: summarize(floor.perPeer),
       last: summarize(floor.last),
-      deliveriesPerSec: (hitCount * rounds) / floor.seconds,
+      deliveriesPerSec: deliveries / floor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
     extra: { framesToOtherSockets: otherFrames },
   };
 }
@@ -547,6 +570,7 @@ async function chatCase(
   for (const peer of [...peers, sender]) peer.close();
 
   const { floor, floorStall } = await rawFloor(pages, rounds, frames);
+  const deliveries = pages * rounds;
   return {
     name:
       `chat's real functions, ${pages} open pages (distinct sessions: users.me + messages.list), closed loop; ` +
@@ -556,14 +580,15 @@ async function chatCase(
       perPeer: summarize(ours.perPeer),
       last: summarize(ours.last),
       commitToLast: summarize(ours.sinceCommit),
-      deliveriesPerSec: (pages * rounds) / ours.seconds,
+      deliveriesPerSec: deliveries / ours.seconds,
     },
     floor: {
       perPeer: summarize(floor.perPeer),
       last: summarize(floor.last),
-      deliveriesPerSec: (pages * rounds) / floor.seconds,
+      deliveriesPerSec: deliveries / floor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
     extra: {
       senderSessions: pool.length,
       // Queries updated in a page's frame: 1 when only `messages.list` changed.
@@ -574,6 +599,17 @@ async function chatCase(
           (100 * summarize(ours.last).p50) / summarize(floor.last).p50,
         ) / 100,
     },
+  };
+}
+
+function cpuPerDelivery(
+  ours: Stall,
+  floor: Stall,
+  deliveries: number,
+): FanOutCase["cpuUsPerDelivery"] {
+  return {
+    ours: (1000 * (ours.cpuMs ?? NaN)) / deliveries,
+    floor: (1000 * (floor.cpuMs ?? NaN)) / deliveries,
   };
 }
 
@@ -602,7 +638,8 @@ function report(cases: FanOutCase[]): void {
     console.log(
       `  ratio to floor (each): p50 ${f(c.ours.perPeer.p50 / c.floor.perPeer.p50)}x, p99 ${f(c.ours.perPeer.p99 / c.floor.perPeer.p99)}x; ` +
         `deliveries/s ${c.ours.deliveriesPerSec.toFixed(0)} vs ${c.floor.deliveriesPerSec.toFixed(0)} (${((100 * c.ours.deliveriesPerSec) / c.floor.deliveriesPerSec).toFixed(0)}%); ` +
-        `longest event-loop stall ${f(c.stallMs.ours)} ms vs ${f(c.stallMs.floor)} ms` +
+        `longest event-loop stall ${f(c.stallMs.ours)} ms vs ${f(c.stallMs.floor)} ms; ` +
+        `CPU per delivery ${c.cpuUsPerDelivery.ours.toFixed(1)} µs vs ${c.cpuUsPerDelivery.floor.toFixed(1)} µs` +
         (c.extra === undefined
           ? ""
           : `; ${Object.entries(c.extra)
@@ -614,8 +651,11 @@ function report(cases: FanOutCase[]): void {
 
 export async function fanOutBenchmarks(options: {
   quick: boolean;
-  /** `"chat"`: only the chat's real functions with 100 and 1,000 pages. */
-  only?: "chat";
+  /**
+   * `"chat"`: only the chat's real functions with 100 and 1,000 pages;
+   * `"identical"`: only the identical subscriptions (10, 100, 1,000).
+   */
+  only?: "chat" | "identical";
   json?: string;
 }): Promise<FanOutCase[]> {
   const rounds = options.quick ? 20 : 100;
@@ -636,7 +676,7 @@ export async function fanOutBenchmarks(options: {
   console.log(
     `\nfan-out (bare sockets on both sides; rounds per case: ${rounds}; times in ms)`,
   );
-  for (const pages of [100, 1_000]) {
+  for (const pages of options.only === "identical" ? [] : [100, 1_000]) {
     await run(path.join(ROOT, "convex"), async (backend) => {
       cases.push(await chatCase(backend, pages, rounds));
     });
@@ -647,6 +687,7 @@ export async function fanOutBenchmarks(options: {
       cases.push(await identicalCase(backend, subscribers, rounds));
     });
   }
+  if (options.only === "identical") return finish(cases, options.json);
   await run(
     path.join(ROOT, "local-backend/test/fixture/convex"),
     async (backend) => {

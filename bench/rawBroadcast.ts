@@ -3,7 +3,7 @@
  * `{type: "send", frame}` from any client writes that frame to every other
  * client (the benchmark passes the very frame the backend sent in the same
  * round), with no database, no functions and no protocol state. It reports
- * its event-loop stalls like `backendProcess.ts`.
+ * its event-loop stalls and CPU time like `backendProcess.ts`.
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
@@ -16,6 +16,7 @@ const wss = new WebSocketServer({
 });
 const delay = monitorEventLoopDelay({ resolution: 2 });
 delay.enable();
+let cpuAtReset = process.cpuUsage();
 wss.on("connection", (ws: WebSocket) => {
   ws.on("message", (data: Buffer) => {
     const { frame } = JSON.parse(data.toString("utf8")) as { frame: string };
@@ -29,14 +30,21 @@ wss.on("listening", () => {
 process.on("message", (message: { type: string }) => {
   if (message.type === "reset") {
     delay.reset();
+    cpuAtReset = process.cpuUsage();
     process.send!({ type: "reset" });
   } else if (message.type === "stall") {
     process.send!({
       type: "stall",
       maxMs: delay.max / 1e6,
       p99Ms: delay.percentile(99) / 1e6,
+      cpuMs: cpuMsSince(cpuAtReset),
     });
   } else if (message.type === "stop") {
     wss.close(() => process.exit(0));
   }
 });
+
+function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const { user, system } = process.cpuUsage(start);
+  return (user + system) / 1000;
+}

@@ -25,8 +25,9 @@
  *   Chromium): a guest's click on "Sign up" until the reloaded page shows
  *   their old messages as theirs, beside a guest's plain reload.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|fanout|storage|runaway|commit|signup] [-- --json=path]
- * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out).
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|identical|fanout|storage|runaway|commit|signup] [-- --json=path]
+ * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out,
+ * `identical` only its identical-subscriptions cases).
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -51,7 +52,8 @@ import { formatSummary, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
 /**
- * `--only=fanout` runs just the fan-out cases (bench/fanout.ts), `--only=chat`
+ * `--only=fanout` runs just the fan-out cases (bench/fanout.ts), `--only=identical`
+ * just its identical subscriptions, `--only=chat`
  * just its chat case (real functions, 100 and 1,000 open pages).
  */
 const ONLY = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
@@ -258,10 +260,15 @@ async function main(): Promise<void> {
     await storageBenchmarks({ quick: QUICK });
   if (ONLY === undefined || ONLY === "commit")
     await commitBenchmarks({ quick: QUICK });
-  if (ONLY === undefined || ONLY === "fanout" || ONLY === "chat")
+  if (
+    ONLY === undefined ||
+    ONLY === "fanout" ||
+    ONLY === "chat" ||
+    ONLY === "identical"
+  )
     await fanOutBenchmarks({
       quick: QUICK,
-      only: ONLY === "chat" ? "chat" : undefined,
+      only: ONLY === "chat" || ONLY === "identical" ? ONLY : undefined,
       json: JSON_PATH,
     });
   if (ONLY === undefined || ONLY === "runaway") await runawayBench();

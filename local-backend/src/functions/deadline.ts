@@ -281,11 +281,11 @@ export type TimedContext<M> = { context: vm.Context; modules: M };
  * run in the context's own microtask queue, so a run that finishes inside a
  * window is known to have finished when the window returns.
  */
-type Observe = (
+type Observe = <T>(
   promise: Promise<string>,
-  onValue: (value: string) => void,
-  onError: (error: unknown) => void,
-) => void;
+  onValue: (value: string) => T,
+  onError: (error: unknown) => T,
+) => Promise<T>;
 
 type Leased<M> = TimedContext<M> & { observe: Observe };
 
@@ -437,6 +437,29 @@ export class TimedRealm<M> {
     }
   }
 
+  /**
+   * A nested `ctx.runQuery` / `ctx.runMutation` from a syscall of the running
+   * window: starts the callee in the caller's context and returns a promise
+   * of the context's realm, so that its result (`onValue` of the callee's, or
+   * what `onError` throws) reaches the caller in the same microtask drain
+   * rather than in a new window after the host's queue runs. Null outside a
+   * window, or when the window's slice is over (a loop of nested calls still
+   * lets the event loop turn): the caller then awaits `invoke`.
+   */
+  nestedNow(
+    start: (modules: M) => Promise<string>,
+    onValue: (value: string) => string,
+    onError: (error: unknown) => never,
+  ): Promise<string> | null {
+    const active = this.#active;
+    if (active === null || this.#sliceOver(active)) return null;
+    return active.context.observe(
+      start(active.context.modules),
+      onValue,
+      onError,
+    );
+  }
+
   #takeActive(): Budget<M> | null {
     const active = this.#active;
     this.#active = null;
@@ -457,7 +480,8 @@ export class TimedRealm<M> {
       this.#release(settled),
     );
     this.#window(budget, () => {
-      context.observe(
+      // Settles with the run (both handlers return): nothing awaits it.
+      void context.observe(
         start(context.modules),
         (value) => budget.succeed(value),
         (error) => budget.fail(error as Error),
@@ -617,6 +641,9 @@ export class TimedRealm<M> {
             error instanceof Error ? error : new Error(String(error)),
           );
         }
+        // A context-realm promise (`nestedNow`) settles in this drain.
+        if (typeof result !== "string" && !(result instanceof Promise))
+          return result;
         const budget = this.#active;
         if (budget === null) return result;
         if (typeof result === "string") {
@@ -679,6 +706,8 @@ const TIMED_PRELUDE = `
     let delivered = false;
     const result = start(() => delivered);
     if (typeof result === "string") return ContextPromise.resolve(result);
+    // A nested call settling in this window (\`TimedRealm.nestedNow\`).
+    if (result instanceof ContextPromise) return result;
     return new ContextPromise((resolve, reject) => {
       result.then(
         (value) => { delivered = true; resolve(value); },
@@ -687,9 +716,8 @@ const TIMED_PRELUDE = `
     });
   };
   Object.defineProperty(globalThis, "${OBSERVE_HOOK}", {
-    value: (promise, onValue, onError) => {
-      promise.then((value) => onValue(value), (error) => onError(error));
-    },
+    value: (promise, onValue, onError) =>
+      promise.then((value) => onValue(value), (error) => onError(error)),
   });
   globalThis.Convex = Object.freeze({
     syscall: (op, args) => host.syscall(op, args),

@@ -42,6 +42,7 @@ import type { Database } from "../storage/database.ts";
 import type { Isolate, RegisteredFunction } from "./isolate.ts";
 import { ANONYMOUS, type Identity, isAdmin } from "./authentication.ts";
 import {
+  type InWindow,
   type NestedCalls,
   type RequestContext,
   requestStorage,
@@ -839,12 +840,12 @@ export class FunctionRunner {
     return this.#resolve(parent, address);
   }
 
-  async #runNested(
+  #runNested(
     parent: RequestContext,
     udfType: "query" | "mutation" | "snapshotQuery",
     target: ComponentFunctionPath,
     argsJson: JSONValue,
-  ): Promise<JSONValue> {
+  ): Promise<JSONValue> | InWindow {
     const kind = udfType === "mutation" ? "mutation" : "query";
     if (kind === "mutation" && parent.udfType === "query") {
       throw new Error(
@@ -880,20 +881,36 @@ export class FunctionRunner {
       streams: new Map(),
       nextStreamId: 0,
     };
-    try {
-      const argsJson = JSON.stringify([args]);
-      const result = await this.#invokeTimed(child, (modules) =>
-        kind === "mutation"
-          ? timed(modules).invokeMutation!(argsJson)
-          : timed(modules).invokeQuery!(argsJson),
-      );
-      const outcome = this.#finish(child, fn, result);
-      if (outcome.status === "error") throw new Error(outcome.error.trace);
-      tx.merge(layer);
-      return outcome.value;
-    } catch (error) {
+    const childArgs = JSON.stringify([args]);
+    const invoke = (modules: ComponentTree) =>
+      kind === "mutation"
+        ? timed(modules).invokeMutation!(childArgs)
+        : timed(modules).invokeQuery!(childArgs);
+    const fail = (error: unknown): never => {
+      if (error instanceof UserTimeoutError) tx.close();
       throw asSyscallError(error);
-    }
+    };
+    /** The callee's result as the caller's syscall result (JSON). */
+    const end = (result: string): string => {
+      try {
+        const outcome = this.#finish(child, fn, result);
+        if (outcome.status === "error") throw new Error(outcome.error.trace);
+        tx.merge(layer);
+        return JSON.stringify(outcome.value ?? null);
+      } catch (error) {
+        return fail(error);
+      }
+    };
+    // In the caller's window, the callee's result comes back in the same
+    // drain, so a mutation that calls a component can end in one window.
+    const inWindow = requestStorage.run(child, () =>
+      this.#isolate!.udf.nestedNow(invoke, end, fail),
+    );
+    if (inWindow !== null) return { inWindow };
+    return this.#invokeTimed(child, invoke).then(
+      (result) => JSON.parse(end(result)) as JSONValue,
+      fail,
+    );
   }
 
   async #runFromAction(

@@ -75,6 +75,17 @@ export function currentRequest(): RequestContext | undefined {
   return requestStorage.getStore();
 }
 
+/**
+ * A syscall's result as JSON in a promise of the running context's realm,
+ * which settles in the current window (deadline.ts `TimedRealm.nestedNow`):
+ * handed to the context as it is.
+ */
+export type InWindow = { inWindow: Promise<string> };
+
+function isInWindow(value: unknown): value is InWindow {
+  return typeof value === "object" && value !== null && "inWindow" in value;
+}
+
 /** Calls into other functions, provided by the function runner. */
 export type NestedCalls = {
   /** `ctx.runQuery` / `ctx.runMutation` inside a query or mutation: same transaction. */
@@ -83,7 +94,7 @@ export type NestedCalls = {
     udfType: "query" | "mutation" | "snapshotQuery",
     address: FunctionAddress,
     args: JSONValue,
-  ): Promise<JSONValue>;
+  ): Promise<JSONValue> | InWindow;
   /** `ctx.runQuery` / `runMutation` / `runAction` inside an action: a new transaction each. */
   runFromAction(
     parent: RequestContext,
@@ -314,6 +325,7 @@ export function createSyscalls(host: {
     },
     asyncSyscallNow(op, jsonArgs) {
       const result = async(op, JSON.parse(jsonArgs) as Args);
+      if (isInWindow(result)) return result.inWindow;
       return result instanceof Promise
         ? result.then((value: unknown) => JSON.stringify(value ?? null))
         : JSON.stringify(result ?? null);

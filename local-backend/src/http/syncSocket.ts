@@ -30,6 +30,8 @@ export const HEARTBEAT_MS = 20_000;
 export const MAX_SEND_BUFFER_BYTES = 64 * 1024 * 1024;
 /** "Try again later": the client reconnects with backoff. */
 const CLOSE_TRY_AGAIN_LATER = 1013;
+/** Frames come as strings or as Buffers (shared Transitions); both are JSON text. */
+const TEXT_FRAME = { binary: false };
 
 export type SyncSocketOptions = {
   /** WebSocket ping interval; a socket silent for a whole interval after a ping is dropped. */
@@ -61,7 +63,11 @@ export function serveSyncSocket(
           session.dispose();
           return;
         }
-        ws.send(frame, written === undefined ? undefined : () => written());
+        ws.send(
+          frame,
+          TEXT_FRAME,
+          written === undefined ? undefined : () => written(),
+        );
       },
       close: (code, reason) => ws.close(code, reason),
     },

@@ -11,7 +11,11 @@ import os from "node:os";
 import path from "node:path";
 import type { JSONValue } from "convex/values";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { ANONYMOUS } from "../functions/authentication.ts";
+import {
+  ANONYMOUS,
+  Authenticator,
+  TokenVerifier,
+} from "../functions/authentication.ts";
 import { FunctionRunner } from "../functions/functionRunner.ts";
 import { createIsolate } from "../functions/isolate.ts";
 import { buildFunctions } from "../functions/loader.ts";
@@ -22,6 +26,9 @@ import { sharingKey, SubscriptionHub } from "./subscriptions.ts";
 import { SyncSession } from "./syncSession.ts";
 
 const FIXTURE = path.resolve(import.meta.dirname, "../../test/fixture/convex");
+const ADMIN_KEY = "subscriptions-test-admin-key";
+/** Lets a FakeClient act as any user (an admin key with an identity). */
+const authenticator = new Authenticator(new TokenVerifier(), ADMIN_KEY);
 
 let dir: string;
 let db: Database;
@@ -63,6 +70,8 @@ type QueryState =
 /** A client that applies every Transition to its own view of the query set. */
 class FakeClient {
   readonly sent: ServerMessage[] = [];
+  /** The frames as the socket got them (a Buffer may be shared with other sockets). */
+  readonly frames: (string | Buffer)[] = [];
   readonly state = new Map<number, QueryState>();
   readonly queries = new Map<number, { udfPath: string; args: JSONValue }>();
   closed: { code: number; reason: string } | null = null;
@@ -72,23 +81,18 @@ class FakeClient {
   reading = true;
   #unwritten: (() => void)[] = [];
   #version = 0;
+  #identityVersion = 0;
   #nextQueryId = 0;
-  readonly session = new SyncSession(hub, {
-    send: (frame, written) => {
-      const message = JSON.parse(frame) as ServerMessage;
-      this.sent.push(message);
-      if (message.type === "Transition") {
-        for (const m of message.modifications) this.#apply(m);
-        this.onTransition?.();
-      }
-      if (written === undefined) return;
-      if (this.reading) written();
-      else this.#unwritten.push(written);
+  readonly session = new SyncSession(
+    hub,
+    {
+      send: (frame, written) => this.#receiveFrame(frame, written),
+      close: (code, reason) => {
+        this.closed = { code, reason };
+      },
     },
-    close: (code, reason) => {
-      this.closed = { code, reason };
-    },
-  });
+    authenticator,
+  );
 
   constructor() {
     this.#receive({
@@ -97,6 +101,30 @@ class FakeClient {
       connectionCount: 0,
       lastCloseReason: "InitialConnect",
     });
+  }
+
+  /** Acts as the user `subject` from now on. */
+  actAs(subject: string): void {
+    this.#receive({
+      type: "Authenticate",
+      tokenType: "Admin",
+      value: ADMIN_KEY,
+      baseVersion: this.#identityVersion++,
+      impersonating: { subject, issuer: "https://test" },
+    });
+  }
+
+  #receiveFrame(frame: string | Buffer, written?: () => void): void {
+    this.frames.push(frame);
+    const message = JSON.parse(frame.toString()) as ServerMessage;
+    this.sent.push(message);
+    if (message.type === "Transition") {
+      for (const m of message.modifications) this.#apply(m);
+      this.onTransition?.();
+    }
+    if (written === undefined) return;
+    if (this.reading) written();
+    else this.#unwritten.push(written);
   }
 
   add(udfPath: string, args: JSONValue): number {
@@ -486,6 +514,42 @@ describe("SubscriptionHub", () => {
     expect(crowded.state.size).toBe(1_000);
     crowded.session.dispose();
     other.session.dispose();
+  });
+
+  test("identical sockets are sent one shared frame per commit, never another identity's, and each socket's versions stay contiguous", async () => {
+    const group = `frames-${crypto.randomUUID()}`;
+    const alice = Array.from({ length: 5 }, () => new FakeClient());
+    const bob = Array.from({ length: 5 }, () => new FakeClient());
+    for (const client of alice) client.actAs("alice");
+    for (const client of bob) client.actAs("bob");
+    const everyone = [...alice, ...bob];
+    for (const client of everyone) client.add("items:range", { group });
+    await expectUpToDate(everyone, "first results");
+    const lastFrame = (client: FakeClient) => client.frames.at(-1);
+    for (let rank = 0; rank < 5; rank++) {
+      const seen = everyone.map((client) => client.transitions().length);
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank },
+      });
+      await expect
+        .poll(() =>
+          everyone.every((client, i) => client.transitions().length > seen[i]),
+        )
+        .toBe(true);
+      expect(new Set(alice.map(lastFrame)).size).toBe(1);
+      expect(new Set(bob.map(lastFrame)).size).toBe(1);
+      expect(lastFrame(alice[0])).not.toBe(lastFrame(bob[0]));
+    }
+    await expectUpToDate(everyone, "after the inserts");
+    for (const client of everyone) {
+      const transitions = client.transitions();
+      for (let i = 1; i < transitions.length; i++)
+        expect(transitions[i].startVersion).toEqual(
+          transitions[i - 1].endVersion,
+        );
+      client.session.dispose();
+    }
   });
 
   test("a large room's Transitions go out in slices that let the event loop run in between", async () => {

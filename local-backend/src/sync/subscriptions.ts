@@ -1,7 +1,7 @@
 /**
  * Subscriptions across all sockets: one shared entry per distinct query, the
  * index that tells a commit which entries it invalidates, and the fan-out
- * queue that runs every socket's update in time slices.
+ * queue that runs every socket's update in time slices (`updateQueue.ts`).
  *
  * Sharing. Subscriptions with the same (path, args, journal, identity) share
  * one `QueryEntry`: one run per invalidation, one serialized modification and
@@ -24,23 +24,33 @@
  * timestamp: a Transition never mixes two snapshots.
  *
  * Fan-out. Every socket's update runs from one queue, in up to UPDATE_LANES
- * lanes at once, a slice at a time: a lane runs updates until SLICE_MS have
- * passed, then gives the event loop back before the next. So a room of 1,000
+ * lanes at once, in time slices of SLICE_MS that all lanes share
+ * (`timeSlices.ts`): when a slice runs out, every lane gives the event loop
+ * back before the next. So a room of 1,000
  * sockets never stalls pings, HTTP calls or other sockets for long, a socket
  * with many queries to run cannot hold everyone else (an update that reaches
  * the deadline with queries left goes to the back of the queue and continues
  * later; convex-backend runs one connection's queries 20 at a time,
  * `crates/sync/src/worker.rs` `UPDATE_QUERY_CONCURRENCY`), and a socket
  * waiting on one slow query holds one lane, not the others. A socket's own
- * requests (its query set, its mutations) go to the front.
+ * requests (its query set, its mutations) go to the front. An update whose
+ * results are all held finishes without a microtask (`Subscriber.update`
+ * returns a boolean), so 1,000 identical sockets cost 1,000 frame lookups
+ * (`transitionFrames.ts`), not 1,000 promise chains.
+ *
+ * Durability. Frames wait in each socket's outbox until their commit is on
+ * disk (syncSession.ts); `whenDurable` makes that one wait per commit, not one
+ * per socket, and releases the sockets in the same slices, so the fsync that
+ * frees a room's Transitions does not write them all in one stretch.
  *
  * Usage (sync sessions):
  *   const entry = hub.subscribe(session, queryId, { path, args, journal, identity });
  *   hub.schedule(session, true);             // later: session.update(slot) runs
  *   await hub.resultOf(entry, slot.runQuery);  // then read entry.result, synchronously
+ *   const frame = hub.frames.transition(parts); // the bytes, shared with identical sockets
+ *   hub.whenDurable(ts, flush, fail);          // flush() runs in a slice once ts is on disk
  *   hub.unsubscribe(session, queryId, entry);
  */
-import { performance } from "node:perf_hooks";
 import type { JSONValue } from "convex/values";
 import type {
   FunctionRunner,
@@ -56,6 +66,9 @@ import { ReadSetIndex } from "../query/readSetIndex.ts";
 import type { Database } from "../storage/database.ts";
 import { type QueryModification, queryModification } from "./outcomes.ts";
 import type { QueryId } from "./protocol.ts";
+import { TimeSlices } from "./timeSlices.ts";
+import { TransitionFrames } from "./transitionFrames.ts";
+import { UpdateQueue } from "./updateQueue.ts";
 
 /** How long one fan-out slice may run before yielding the event loop. */
 export const SLICE_MS = 8;
@@ -113,10 +126,11 @@ export interface Subscriber {
   /** The functions changed (a reload): every query must re-run. */
   invalidateAll(): void;
   /**
-   * Brings the client up to date within a slice. Resolves false when it
-   * stopped at the deadline with work left (it is queued again), true otherwise.
+   * Brings the client up to date within a slice: false when it stopped at the
+   * deadline with work left (it is queued again), true otherwise; a boolean
+   * when it finished without waiting (every result held), else a promise.
    */
-  update(slot: UpdateSlot): Promise<boolean>;
+  update(slot: UpdateSlot): boolean | Promise<boolean>;
 }
 
 export function sharingKey(query: SharedQuery): string {
@@ -128,19 +142,37 @@ export function sharingKey(query: SharedQuery): string {
   ]);
 }
 
+type DurableWaiter = { resume: () => void; fail: (error: unknown) => void };
+
 export class SubscriptionHub {
   readonly runner: FunctionRunner;
   readonly db: Database;
+  /** Transition bytes, shared between sockets that send the same ones. */
+  readonly frames = new TransitionFrames();
+  readonly #slices = new TimeSlices(SLICE_MS);
   readonly #entries = new Map<string, QueryEntry>();
   readonly #index = new ReadSetIndex<QueryEntry>();
   readonly #subscribers = new Set<Subscriber>();
   /** Updates waiting for a slice: a socket's own requests first, then commits'. */
-  readonly #urgent = new Set<Subscriber>();
-  readonly #queued = new Set<Subscriber>();
-  /** Subscribers whose update a lane is running; no other lane takes them. */
-  readonly #running = new Set<Subscriber>();
+  readonly #queue = new UpdateQueue<Subscriber>();
+  /**
+   * Subscribers whose update a lane is running, so no other lane takes them,
+   * and whether they were scheduled again meanwhile.
+   * - joins when a lane takes it (false); true / "urgent" when scheduled during its run
+   * - leaves when its update ends; then it is queued again if it was scheduled
+   */
+  readonly #running = new Map<Subscriber, boolean | "urgent">();
   #lanes = 0;
   #drainSoon = false;
+  /**
+   * Outboxes waiting for a commit to be durable, by that commit's ts.
+   * - a ts joins with its first waiter, and one `db.durable(ts)` for all
+   * - leaves when that resolves (its waiters move to `#released`) or fails
+   */
+  readonly #awaitingDurable = new Map<bigint, DurableWaiter[]>();
+  /** Outboxes whose commit is durable, resumed in arrival order, in slices. */
+  #released: DurableWaiter[] = [];
+  #releasing = false;
   readonly #unlisten: () => void;
 
   constructor(db: Database, runner: FunctionRunner) {
@@ -166,8 +198,7 @@ export class SubscriptionHub {
     this.#subscribers.add(subscriber);
     return () => {
       this.#subscribers.delete(subscriber);
-      this.#urgent.delete(subscriber);
-      this.#queued.delete(subscriber);
+      this.#queue.remove(subscriber);
     };
   }
 
@@ -240,12 +271,10 @@ export class SubscriptionHub {
   /** Queues `subscriber`'s update; `urgent` for its own requests, which go first. */
   schedule(subscriber: Subscriber, urgent: boolean): void {
     if (!this.#subscribers.has(subscriber)) return;
-    if (urgent) {
-      this.#queued.delete(subscriber);
-      this.#urgent.add(subscriber);
-    } else if (!this.#urgent.has(subscriber)) {
-      this.#queued.add(subscriber);
-    }
+    const running = this.#running.get(subscriber);
+    if (running === undefined) this.#queue.add(subscriber, urgent);
+    else if (urgent) this.#running.set(subscriber, "urgent");
+    else if (running === false) this.#running.set(subscriber, true);
     if (urgent) {
       this.#startLanes();
       return;
@@ -261,6 +290,35 @@ export class SubscriptionHub {
     });
   }
 
+  /**
+   * Calls `resume` in a slice once every commit up to `ts` is durable (after
+   * the waiters before it), or `fail` if the database cannot make it durable.
+   */
+  whenDurable(
+    ts: bigint,
+    resume: () => void,
+    fail: (error: unknown) => void,
+  ): void {
+    let waiters = this.#awaitingDurable.get(ts);
+    if (waiters === undefined) {
+      const forTs: DurableWaiter[] = [];
+      waiters = forTs;
+      this.#awaitingDurable.set(ts, forTs);
+      this.db.durable(ts).then(
+        () => {
+          this.#awaitingDurable.delete(ts);
+          this.#released.push(...forTs);
+          void this.#release();
+        },
+        (error: unknown) => {
+          this.#awaitingDurable.delete(ts);
+          for (const waiter of forTs) waiter.fail(error);
+        },
+      );
+    }
+    waiters.push({ resume, fail });
+  }
+
   /** After a reload: forget every result and re-run everything. */
   invalidateAll(): void {
     for (const entry of this.#entries.values()) entry.result = null;
@@ -270,9 +328,10 @@ export class SubscriptionHub {
 
   close(): void {
     this.#unlisten();
+    this.#awaitingDurable.clear();
+    this.#released = [];
     this.#subscribers.clear();
-    this.#urgent.clear();
-    this.#queued.clear();
+    this.#queue.clear();
     this.#entries.clear();
     this.#index.clear();
   }
@@ -287,52 +346,69 @@ export class SubscriptionHub {
   }
 
   #startLanes(): void {
-    if (this.#lanes < UPDATE_LANES && this.#next() !== undefined)
-      void this.#lane();
-  }
-
-  /** The next update to run: urgent ones first, none a lane is running already. */
-  #next(): Subscriber | undefined {
-    for (const subscriber of this.#urgent)
-      if (!this.#running.has(subscriber)) return subscriber;
-    for (const subscriber of this.#queued)
-      if (!this.#running.has(subscriber)) return subscriber;
-    return undefined;
+    if (this.#lanes < UPDATE_LANES && this.#queue.size > 0) void this.#lane();
   }
 
   async #lane(): Promise<void> {
     this.#lanes++;
     const runQuery: UpdateSlot["runQuery"] = (request, onValid) =>
       this.runner.runQuery(request, "public", onValid);
+    const exclusive: UpdateSlot["exclusive"] = (task) =>
+      this.runner.exclusive(task);
     try {
       for (;;) {
-        const slot: UpdateSlot = {
-          runQuery,
-          exclusive: (task) => this.runner.exclusive(task),
-          deadline: performance.now() + SLICE_MS,
-        };
-        for (;;) {
-          const next = this.#next();
-          if (next === undefined) return;
-          this.#urgent.delete(next);
-          this.#queued.delete(next);
-          this.#running.add(next);
-          // More work than lanes: let another lane take it meanwhile.
-          this.#startLanes();
-          let done: boolean;
-          try {
-            done = await next.update(slot);
-          } finally {
-            this.#running.delete(next);
-          }
-          if (!done && this.#subscribers.has(next)) this.#queued.add(next);
-          if (performance.now() >= slot.deadline) break;
+        if (!this.#slices.open()) {
+          await this.#slices.next();
+          continue;
         }
-        if (this.#next() === undefined) return;
-        await new Promise((resolve) => setImmediate(resolve));
+        const next = this.#queue.take();
+        if (next === undefined) return;
+        this.#running.set(next, false);
+        // More work than lanes: let another lane take it meanwhile.
+        this.#startLanes();
+        let done = true;
+        try {
+          const update = next.update({
+            runQuery,
+            exclusive,
+            deadline: this.#slices.deadline,
+          });
+          done = typeof update === "boolean" ? update : await update;
+        } finally {
+          const again = this.#running.get(next);
+          this.#running.delete(next);
+          if (this.#subscribers.has(next)) {
+            if (again === "urgent") this.#queue.add(next, true);
+            else if (again === true || !done) this.#queue.add(next, false);
+          }
+        }
       }
     } finally {
       this.#lanes--;
+    }
+  }
+
+  /** Resumes the outboxes whose commit became durable, a slice at a time. */
+  async #release(): Promise<void> {
+    if (this.#releasing) return;
+    this.#releasing = true;
+    try {
+      let next = 0;
+      while (next < this.#released.length) {
+        if (!this.#slices.open()) {
+          await this.#slices.next();
+          continue;
+        }
+        const waiter = this.#released[next++];
+        try {
+          waiter.resume();
+        } catch (error) {
+          waiter.fail(error);
+        }
+      }
+      this.#released = [];
+    } finally {
+      this.#releasing = false;
     }
   }
 }

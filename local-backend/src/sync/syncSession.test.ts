@@ -60,7 +60,7 @@ class FakeSocket {
   closed: { code: number; reason: string } | null = null;
   readonly session = new SyncSession(hub, {
     send: (frame, written) => {
-      this.sent.push(JSON.parse(frame) as ServerMessage);
+      this.sent.push(JSON.parse(frame.toString()) as ServerMessage);
       written?.();
     },
     close: (code, reason) => {

@@ -47,8 +47,14 @@
  * Durability. A commit returns before it is on disk (group commit,
  * storage/database.ts), so every MutationResponse and Transition goes through
  * `#outbox`: frames leave in the order they were made, each once the commit it
- * may reflect (its ts) is durable. A socket's next mutation runs while the
- * previous one waits there, so a client's pipelined mutations share fsyncs.
+ * may reflect (its ts) is durable (the hub's `whenDurable`: one wait per
+ * commit for all sockets, resumed in its time slices). A socket's next
+ * mutation runs while the previous one waits there, so a client's pipelined
+ * mutations share fsyncs.
+ *
+ * Frames. A Transition's bytes come from the hub's `frames`
+ * (`transitionFrames.ts`): sockets sending the same Transition send the same
+ * Buffer.
  */
 import { performance } from "node:perf_hooks";
 import type { JSONValue } from "convex/values";
@@ -59,9 +65,10 @@ import {
   type Credential,
   type Identity,
 } from "../functions/authentication.ts";
-import { decodeTs, encodeTs } from "../values/wire.ts";
+import { decodeTs } from "../values/wire.ts";
 import {
   type QueryEntry,
+  type SharedResult,
   type SubscriptionHub,
   type Subscriber,
   type UpdateSlot,
@@ -93,11 +100,12 @@ const MAX_HELD_MESSAGES = 10_000;
 
 export type SessionTransport = {
   /**
-   * Sends one serialized server message. `written`, when given, is called once
-   * the frame has left the process's buffer (handed to the OS), as `ws`'s
-   * send callback is.
+   * Sends one serialized server message (UTF-8 JSON, as a text frame; a
+   * Buffer may be the same one sent to other sockets, and is never changed).
+   * `written`, when given, is called once the frame has left the process's
+   * buffer (handed to the OS), as `ws`'s send callback is.
    */
-  send(frame: string, written?: () => void): void;
+  send(frame: string | Buffer, written?: () => void): void;
   /** Closes the socket; the client reconnects (never used for FatalError). */
   close(code: number, reason: string): void;
 };
@@ -167,8 +175,15 @@ export class SyncSession implements Subscriber {
    * - leaves, in order, once `db.durable(ts)` has resolved for it
    * - cleared by `dispose`
    */
-  #outbox: { ts: bigint; frame: string; written?: () => void }[] = [];
+  #outbox: { ts: bigint; frame: string | Buffer; written?: () => void }[] = [];
+  /** The outbox's first frame waits for its commit (`hub.whenDurable`). */
   #awaitingDurable = false;
+  readonly #resumeOutbox = () => {
+    this.#awaitingDurable = false;
+    this.#flushOutbox();
+  };
+  readonly #durabilityFailed = (error: unknown) =>
+    this.#internalError("durability", error);
   #mutations: Promise<void> = Promise.resolve();
   #lastSendAt = Date.now();
   #pingTimer: NodeJS.Timeout;
@@ -463,26 +478,45 @@ export class SyncSession implements Subscriber {
     this.#hub.schedule(this, true);
   }
 
-  async update(slot: UpdateSlot): Promise<boolean> {
+  update(slot: UpdateSlot): boolean | Promise<boolean> {
     if (this.#closed) return true;
     if (this.#unwritten >= MAX_SEND_TRANSITIONS) {
       this.#heldBack = true;
       return true;
     }
     try {
-      return await this.#updateOnce(slot);
+      this.#applyModifications();
+      if (this.#rerunAll) {
+        for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
+        this.#rerunAll = false;
+      }
+      // Every result held (another socket's run filled them): the Transition
+      // goes out now, without a promise, as a pass that runs nothing would.
+      if (this.#allHeld()) {
+        this.#sendTransition();
+        return true;
+      }
     } catch (error) {
       this.#internalError("update", error);
       return true;
     }
+    return this.#updateOnce(slot).catch((error: unknown) => {
+      this.#internalError("update", error);
+      return true;
+    });
+  }
+
+  /** Whether every dirty query holds a result valid now. */
+  #allHeld(): boolean {
+    for (const queryId of this.#dirty) {
+      const query = this.#queries.get(queryId)!;
+      this.#follow(query);
+      if (query.entry.result === null) return false;
+    }
+    return true;
   }
 
   async #updateOnce(slot: UpdateSlot): Promise<boolean> {
-    this.#applyModifications();
-    if (this.#rerunAll) {
-      for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
-      this.#rerunAll = false;
-    }
     // A commit during a run may clear results already held, so passes repeat
     // until one finds every result held: that pass runs nothing, so the
     // results are all valid at one moment, the Transition's ts. Commits that
@@ -535,10 +569,9 @@ export class SyncSession implements Subscriber {
   /** Sends what the update computed; every dirty query holds a result now. */
   #sendTransition(): void {
     this.#passes = 0;
-    const modifications = this.#removed.map(
-      (queryId) => `{"type":"QueryRemoved","queryId":${queryId}}`,
-    );
+    const removed = this.#removed;
     this.#removed = [];
+    const updated: { queryId: QueryId; result: SharedResult }[] = [];
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
       // Held: the last pass above found it so, and nothing ran since.
@@ -548,7 +581,7 @@ export class SyncSession implements Subscriber {
       query.journal = result.outcome.journal;
       if (result.hash === query.resultHash) continue;
       query.resultHash = result.hash;
-      modifications.push(`{"queryId":${queryId},${result.json}`);
+      updated.push({ queryId, result });
     }
     this.#dirty.clear();
     const querySet = this.#appliedQuerySet;
@@ -556,33 +589,31 @@ export class SyncSession implements Subscriber {
     const ts = this.#hub.db.lastTs;
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
-    if (modifications.length === 0 && !advancesVersion && this.#owedTs === null)
+    if (
+      removed.length === 0 &&
+      updated.length === 0 &&
+      !advancesVersion &&
+      this.#owedTs === null
+    )
       return;
     const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
-    const startVersion = JSON.stringify({
-      querySet: this.#sent.querySet,
-      identity: this.#sent.identity,
-      ts: encodeTs(this.#sent.ts),
-    });
-    const endVersion = JSON.stringify({
-      querySet,
-      identity,
-      ts: encodeTs(endTs),
+    const frame = this.#hub.frames.transition({
+      startVersion: this.#sent,
+      endVersion: { querySet, identity, ts: endTs },
+      removed,
+      updated,
+      clientClockSkew: this.#clientClockSkew,
     });
     this.#sent = { querySet, identity, ts: endTs };
     if (this.#owedTs !== null && this.#owedTs <= endTs) this.#owedTs = null;
     this.#unwritten++;
-    this.#queueFrame(
-      endTs,
-      `{"type":"Transition","startVersion":${startVersion},"endVersion":${endVersion},"modifications":[${modifications.join(",")}]${this.#clientClockSkew === null ? "" : `,"clientClockSkew":${this.#clientClockSkew}`}}`,
-      () => {
-        this.#unwritten--;
-        if (this.#heldBack && this.#unwritten < MAX_SEND_TRANSITIONS) {
-          this.#heldBack = false;
-          this.#hub.schedule(this, false);
-        }
-      },
-    );
+    this.#queueFrame(endTs, frame, () => {
+      this.#unwritten--;
+      if (this.#heldBack && this.#unwritten < MAX_SEND_TRANSITIONS) {
+        this.#heldBack = false;
+        this.#hub.schedule(this, false);
+      }
+    });
   }
 
   /** The query-set changes received since the last update, applied in order. */
@@ -664,7 +695,7 @@ export class SyncSession implements Subscriber {
   }
 
   /** Sends a frame once every commit up to `ts` is durable, after the frames queued before it. */
-  #queueFrame(ts: bigint, frame: string, written?: () => void): void {
+  #queueFrame(ts: bigint, frame: string | Buffer, written?: () => void): void {
     if (this.#closed) return;
     if (this.#outbox.length === 0 && this.#hub.db.isDurable(ts)) {
       this.#sendFrame(frame, written);
@@ -681,12 +712,10 @@ export class SyncSession implements Subscriber {
       const next = this.#outbox[0];
       if (!this.#hub.db.isDurable(next.ts)) {
         this.#awaitingDurable = true;
-        this.#hub.db.durable(next.ts).then(
-          () => {
-            this.#awaitingDurable = false;
-            this.#flushOutbox();
-          },
-          (error: unknown) => this.#internalError("durability", error),
+        this.#hub.whenDurable(
+          next.ts,
+          this.#resumeOutbox,
+          this.#durabilityFailed,
         );
         return;
       }
@@ -695,7 +724,7 @@ export class SyncSession implements Subscriber {
     }
   }
 
-  #sendFrame(frame: string, written?: () => void): void {
+  #sendFrame(frame: string | Buffer, written?: () => void): void {
     if (this.#closed) return;
     this.#lastSendAt = Date.now();
     this.#transport.send(frame, written);

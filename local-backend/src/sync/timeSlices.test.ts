@@ -1,0 +1,56 @@
+/**
+ * Time slices: work that shares one budget gives the event loop back between
+ * slices, whichever loop it runs in, and work arriving after idle starts at
+ * once.
+ */
+import { performance } from "node:perf_hooks";
+import { describe, expect, test } from "vitest";
+import { TimeSlices } from "./timeSlices.ts";
+
+/** Holds the thread for `ms`, as a socket write or a query run would. */
+function busy(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+}
+
+/** Runs `items` one-millisecond items through `slices`. */
+async function worker(
+  slices: TimeSlices,
+  items: number,
+  done: () => void,
+): Promise<void> {
+  let left = items;
+  while (left > 0) {
+    if (!slices.open()) {
+      await slices.next();
+      continue;
+    }
+    busy(1);
+    done();
+    left--;
+  }
+}
+
+describe("TimeSlices", () => {
+  test("two loops sharing the slices both stop when a slice runs out, so a macrotask runs in between", async () => {
+    const slices = new TimeSlices(8);
+    let done = 0;
+    let doneWhenTheLoopRan = -1;
+    setImmediate(() => (doneWhenTheLoopRan = done));
+    await Promise.all([
+      worker(slices, 40, () => done++),
+      worker(slices, 40, () => done++),
+    ]);
+    expect(done).toBe(80);
+    expect(doneWhenTheLoopRan).toBeGreaterThan(0);
+    // One slice's worth for both loops together, not one per loop.
+    expect(doneWhenTheLoopRan).toBeLessThan(16);
+  });
+
+  test("work after idle starts in the same task", async () => {
+    const slices = new TimeSlices(8);
+    await worker(slices, 20, () => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(slices.open()).toBe(true);
+  });
+});

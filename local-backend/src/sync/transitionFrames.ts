@@ -1,0 +1,127 @@
+/**
+ * Where a Transition's bytes are built: once for every socket that sends the
+ * same one, so a commit seen by N identical subscribers costs one
+ * serialization (the shared result's, `outcomes.ts` `queryModification`), one UTF-8 encoding and
+ * one frame, and per socket only a key of a few dozen characters and a map
+ * lookup; `ws` then writes the same Buffer to every socket.
+ *
+ * Two sockets send the same bytes when their versions, their query ids, the
+ * results they send and their clock skew are equal: the key names each
+ * result by a serial number, never by its content, so a frame is only ever
+ * shared between sockets sending the very same `SharedResult` object (one
+ * identity's, one snapshot's). Frames that differ (another query id, another
+ * skew) still share each result's encoded bytes, spliced between the
+ * per-socket parts.
+ *
+ * Lifecycle of the cache: frames for one end ts at a time (a later ts clears
+ * it), at most MAX_CACHED_BYTES (past that it starts over with the frame at
+ * hand), so it never holds more than one commit's fan-out.
+ *
+ * Usage:
+ *   const frame = frames.transition({ startVersion, endVersion, removed, updated, clientClockSkew });
+ *   transport.send(frame);
+ */
+import { encodeTs } from "../values/wire.ts";
+import type { QueryModification } from "./outcomes.ts";
+import type { QueryId, StateVersion } from "./protocol.ts";
+
+/** The most bytes of frames kept for sharing (the newest frame is kept whatever its size). */
+const MAX_CACHED_BYTES = 32 * 1024 * 1024;
+
+/** A version as the session holds it: ts as a bigint. */
+export type SessionVersion = Omit<StateVersion, "ts"> & { ts: bigint };
+
+export type TransitionParts = {
+  startVersion: SessionVersion;
+  endVersion: SessionVersion;
+  removed: readonly QueryId[];
+  /** Each a shared entry's result (`SharedResult`); its object identity names it in the key. */
+  updated: readonly { queryId: QueryId; result: QueryModification }[];
+  clientClockSkew: number | null;
+};
+
+export class TransitionFrames {
+  #ts: bigint | null = null;
+  readonly #frames = new Map<string, Buffer>();
+  #cachedBytes = 0;
+  /** Each result's encoded modification (`SharedResult.json`) and serial, made once. */
+  readonly #encoded = new WeakMap<
+    QueryModification,
+    { serial: number; bytes: Buffer }
+  >();
+  #serials = 0;
+  /** The last two timestamps encoded: every socket's start and end. */
+  readonly #tsMemo: [bigint, string][] = [];
+
+  /** The Transition's frame (UTF-8 JSON); the same Buffer for every socket with the same parts. */
+  transition(parts: TransitionParts): Buffer {
+    const { endVersion } = parts;
+    if (endVersion.ts !== this.#ts) this.#clear(endVersion.ts);
+    const head =
+      `{"type":"Transition","startVersion":${this.#version(parts.startVersion)}` +
+      `,"endVersion":${this.#version(endVersion)},"modifications":[`;
+    const tail =
+      parts.clientClockSkew === null
+        ? "]}"
+        : `],"clientClockSkew":${parts.clientClockSkew}}`;
+    let key = head;
+    for (const queryId of parts.removed) key += `r${queryId},`;
+    for (const { queryId, result } of parts.updated)
+      key += `${queryId}:${this.#encode(result).serial},`;
+    key += tail;
+    const cached = this.#frames.get(key);
+    if (cached !== undefined) return cached;
+    const frame = this.#build(head, parts, tail);
+    if (this.#cachedBytes + frame.length > MAX_CACHED_BYTES)
+      this.#clear(endVersion.ts);
+    this.#frames.set(key, frame);
+    this.#cachedBytes += frame.length;
+    return frame;
+  }
+
+  #build(head: string, parts: TransitionParts, tail: string): Buffer {
+    const chunks: Buffer[] = [];
+    let text = head;
+    let first = true;
+    for (const queryId of parts.removed) {
+      text += `${first ? "" : ","}{"type":"QueryRemoved","queryId":${queryId}}`;
+      first = false;
+    }
+    for (const { queryId, result } of parts.updated) {
+      text += `${first ? "" : ","}{"queryId":${queryId},`;
+      first = false;
+      chunks.push(Buffer.from(text), this.#encode(result).bytes);
+      text = "";
+    }
+    chunks.push(Buffer.from(text + tail));
+    return Buffer.concat(chunks);
+  }
+
+  #encode(result: QueryModification): { serial: number; bytes: Buffer } {
+    let encoded = this.#encoded.get(result);
+    if (encoded === undefined) {
+      encoded = { serial: this.#serials++, bytes: Buffer.from(result.json) };
+      this.#encoded.set(result, encoded);
+    }
+    return encoded;
+  }
+
+  #version(version: SessionVersion): string {
+    return `{"querySet":${version.querySet},"identity":${version.identity},"ts":"${this.#encodeTs(version.ts)}"}`;
+  }
+
+  #encodeTs(ts: bigint): string {
+    for (const [memoTs, encoded] of this.#tsMemo)
+      if (memoTs === ts) return encoded;
+    const encoded = encodeTs(ts);
+    this.#tsMemo.unshift([ts, encoded]);
+    this.#tsMemo.length = Math.min(this.#tsMemo.length, 2);
+    return encoded;
+  }
+
+  #clear(ts: bigint): void {
+    this.#ts = ts;
+    this.#frames.clear();
+    this.#cachedBytes = 0;
+  }
+}

@@ -3,6 +3,10 @@
  * cold start to ready, RSS after start and after reading the newest page,
  * schema reload with nothing changed, and insert cost at 1k vs N documents;
  * each beside a bare better-sqlite3 baseline measured in the same run.
+ * Backfills (issue 6): a new database index and a new search index over the
+ * N messages, and a new index over 100 KB documents, each with the longest
+ * and the p99 event-loop delay while it runs (a backfill slice holds the
+ * loop that long; the aim is 20 ms at most).
  *
  * The folder is written through the store in big commits (`generateChat`),
  * so generating 1M messages takes minutes, not hours.
@@ -13,6 +17,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import BetterSqlite3 from "better-sqlite3";
 import { ConvexHttpClient } from "convex/browser";
 import { chatApi as api } from "../e2e/helpers/chatApi.ts";
@@ -29,11 +34,18 @@ import { formatSummary, summarize } from "./stats.ts";
 const ROOT = path.resolve(import.meta.dirname, "..");
 const COMMIT_ROWS = 20_000;
 const INSERT_ROUNDS = 200;
+const LARGE_DOCS = 500;
+const LARGE_DOC_BYTES = 100_000;
 
 type Row = { case: string; value: number; unit: string; baseline?: number };
 
-/** The chat's tables as `messages.send` writes them: one author, N messages. */
-async function generateChat(dir: string, messages: number): Promise<number> {
+/** The chat's tables as `messages.send` writes them: one author, N messages
+ *  (of `bodyBytes` each when given). */
+async function generateChat(
+  dir: string,
+  messages: number,
+  bodyBytes?: number,
+): Promise<number> {
   const start = performance.now();
   const db = Database.open(dir);
   const users = db.tableForWrite("users");
@@ -51,14 +63,19 @@ async function generateChat(dir: string, messages: number): Promise<number> {
   });
   db.commit(first);
   const table = db.tableForWrite("messages");
+  const padding = "x".repeat(bodyBytes ?? 60);
+  const perCommit =
+    bodyBytes === undefined
+      ? COMMIT_ROWS
+      : Math.max(1, Math.floor((16 << 20) / bodyBytes));
   for (let done = 0; done < messages;) {
     const writes = new Map<string, PendingWrite>();
-    for (let i = 0; i < COMMIT_ROWS && done < messages; i++, done++) {
+    for (let i = 0; i < perCommit && done < messages; i++, done++) {
       const doc: Doc = {
         _id: encodeId(table.number, newInternalId()),
         _creationTime: db.nextCreationTime(),
         author,
-        body: `message ${done} ${"x".repeat(60)}`,
+        body: `message ${done} ${padding}`,
       };
       writes.set(doc._id, { table: "messages", doc, inserted: true });
     }
@@ -177,6 +194,98 @@ function bareInsertSamples(rows: number): number[] {
 
 const newId = () => Buffer.from(newInternalId()).toString("hex");
 
+/** How long `work` took, and the longest and p99 event-loop delay meanwhile. */
+async function slices(
+  work: () => Promise<void>,
+): Promise<{ ms: number; maxMs: number; p99Ms: number }> {
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  const start = performance.now();
+  await work();
+  const ms = performance.now() - start;
+  delay.disable();
+  return { ms, maxMs: delay.max / 1e6, p99Ms: delay.percentile(99) / 1e6 };
+}
+
+/** `schema` with one more index on `messages`: a database index, or a search index. */
+function withMessagesIndex(
+  schema: SchemaJson,
+  kind: "database" | "search",
+): SchemaJson {
+  return {
+    ...schema,
+    tables: schema.tables.map((table) => {
+      if (table.tableName !== "messages") return table;
+      return kind === "database"
+        ? {
+            ...table,
+            indexes: [
+              ...table.indexes,
+              { indexDescriptor: "by_body_bench", fields: ["body"] },
+            ],
+          }
+        : {
+            ...table,
+            searchIndexes: [
+              ...(table.searchIndexes ?? []),
+              {
+                indexDescriptor: "search_body_bench",
+                searchField: "body",
+                filterFields: ["author"],
+              },
+            ],
+          };
+    }),
+  };
+}
+
+/**
+ * Readies (backfills) `schema` on the folder and reports the time it took
+ * and its slices, as event-loop delay.
+ */
+async function backfillRows(
+  data: string,
+  schema: SchemaJson,
+  label: string,
+  rows: Row[],
+): Promise<void> {
+  const db = Database.open(data);
+  try {
+    const run = await slices(() => db.prepareSchema(schema));
+    rows.push(
+      { case: `backfill ${label}`, value: run.ms, unit: "ms" },
+      {
+        case: `  longest slice (event-loop delay)`,
+        value: run.maxMs,
+        unit: "ms",
+      },
+      { case: `  p99 slice (event-loop delay)`, value: run.p99Ms, unit: "ms" },
+    );
+  } finally {
+    db.close();
+  }
+}
+
+/** A new index over LARGE_DOCS documents of LARGE_DOC_BYTES: slices whatever the document size. */
+async function largeDocumentBackfill(rows: Row[]): Promise<void> {
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), "bench-large-"));
+  try {
+    await generateChat(data, LARGE_DOCS, LARGE_DOC_BYTES);
+    const schema = JSON.parse((await loadAppSchema()).export()) as SchemaJson;
+    const db = Database.open(data);
+    db.setSchema(schema);
+    db.close();
+    await backfillRows(
+      data,
+      withMessagesIndex(schema, "database"),
+      `a new index, ${LARGE_DOCS} messages of ${LARGE_DOC_BYTES / 1000} KB`,
+      rows,
+    );
+  } finally {
+    fs.rmSync(data, { recursive: true, force: true });
+  }
+}
+
 async function sizeCase(messages: number, rows: Row[]): Promise<void> {
   const label = messages >= 1e6 ? `${messages / 1e6}M` : `${messages / 1e3}k`;
   const data = fs.mkdtempSync(path.join(os.tmpdir(), `bench-chat-${label}-`));
@@ -239,6 +348,18 @@ async function sizeCase(messages: number, rows: Row[]): Promise<void> {
       value: summarize(reloads).p50,
       unit: "ms",
     });
+    await backfillRows(
+      data,
+      withMessagesIndex(schema, "database"),
+      `a new index, ${label} messages`,
+      rows,
+    );
+    await backfillRows(
+      data,
+      withMessagesIndex(schema, "search"),
+      `a new search index, ${label} messages`,
+      rows,
+    );
 
     const inserts = summarize(insertSamples(data));
     const bareInserts = summarize(bareInsertSamples(messages));
@@ -275,6 +396,7 @@ export async function storageBenchmarks(options: {
   for (const size of options.quick ? [100_000] : [100_000, 1_000_000]) {
     await sizeCase(size, rows);
   }
+  await largeDocumentBackfill(rows);
   console.log("\nstorage");
   for (const row of rows) {
     const baseline =

@@ -71,8 +71,8 @@ describe("concurrent queries", () => {
     const before = streams;
     // The query reads 1 and pauses; the mutation commits 2 meanwhile.
     const query = runner.runQuery({
-      path: "concurrency:getAfterTwoPauses",
-      args: { name },
+      path: "concurrency:getAfterPause",
+      args: { name, pauses: 2 },
     });
     const mutation = increment(name);
     const [outcome, committed] = await Promise.all([query, mutation]);

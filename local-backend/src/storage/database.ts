@@ -64,7 +64,7 @@ import {
 } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { SearchIndexDefinition } from "../query/textSearch.ts";
-import type { BackfillProgress } from "./derivedIndexes.ts";
+import { type BackfillProgress, Slice } from "./derivedIndexes.ts";
 import { SearchIndexes } from "./searchIndex.ts";
 import { type VectorIndexDefinition, VectorIndexes } from "./vectorIndex.ts";
 import {
@@ -146,9 +146,10 @@ const DOC_CACHE_MAX_BYTES = 32 << 20;
 /** Rows per SQLite read of a scan: small first (most queries take a few), then larger. */
 const FIRST_PAGE_ROWS = 32;
 const MAX_PAGE_ROWS = 1024;
-/** Backfill, validation and index drops work in slices of about this long, then yield. */
-const SLICE_MS = 20;
-const SLICE_ROWS = 500;
+/** Index entries deleted per step of a drop. */
+const DROP_ROWS = 500;
+/** A backfill step (one SQLite transaction) ends after this many documents or
+ *  this long, whichever comes first; slices are timed in `Slice`. */
 const BACKFILL_CHUNK_ROWS = 200;
 const BACKFILL_STEP_MS = 5;
 /** Commits (and their documents' JSON bytes) that may wait for one fsync; past
@@ -428,10 +429,11 @@ export class Database {
 
   /**
    * Gets a schema ready to install without holding the event loop: checks
-   * existing documents when schema validation is on, and backfills every index
-   * the schema adds or changes, in slices of about 20 ms. Commits made
-   * meanwhile keep the new indexes up to date. Throws SchemaViolationError (and
-   * installs nothing) when a document does not match, as a Convex push fails.
+   * existing documents when schema validation is on, and backfills every
+   * index the schema adds or changes, in slices of SLICE_BUDGET_MS at most
+   * (`Slice`). Commits made meanwhile keep the new indexes up to date. Throws
+   * SchemaViolationError (and installs nothing) when a document does not
+   * match, as a Convex push fails.
    */
   async prepareSchema(
     schema: SchemaJson | null,
@@ -439,15 +441,21 @@ export class Database {
   ): Promise<void> {
     const generation = ++this.#schemaGeneration;
     const steps = this.#prepare(schema, options.progress);
-    let sliceStart = performance.now();
-    for (;;) {
-      if (generation !== this.#schemaGeneration) throw new SupersededError();
-      const step = steps.next();
-      if (step.done === true) break;
-      if (performance.now() - sliceStart >= SLICE_MS) {
-        await yieldToEventLoop();
-        sliceStart = performance.now();
+    const slice = new Slice();
+    try {
+      for (;;) {
+        if (generation !== this.#schemaGeneration) throw new SupersededError();
+        const step = slice.step(() => steps.next());
+        if (step.done === true) break;
+        if (!slice.roomForAnother()) {
+          await yieldToEventLoop();
+          slice.restart();
+        }
       }
+    } catch (error) {
+      // Nothing will be installed from this preparation.
+      if (generation === this.#schemaGeneration) this.#recentWrites = null;
+      throw error;
     }
   }
 
@@ -476,6 +484,7 @@ export class Database {
     }
     const installed = this.#prepared!;
     this.#prepared = null;
+    this.#recentWrites = null;
     this.#schema = schema;
     for (const tableSchema of schema?.schemaValidation === true
       ? schema.tables
@@ -696,11 +705,15 @@ export class Database {
     return value === "" ? null : value;
   }
 
-  /** Documents written since the last preparation started, to validate at install. */
-  #recentWrites = new Set<string>();
+  /**
+   * Documents written since the preparation in progress started, to validate
+   * at install; null when none is, so that commits record nothing between
+   * schema changes (the set would otherwise grow with every document written).
+   */
+  #recentWrites: Set<string> | null = null;
 
   #validateRecent(schema: SchemaJson): SchemaViolationError | null {
-    for (const id of this.#recentWrites) {
+    for (const id of this.#recentWrites ?? []) {
       const table = this.tableOfId(id);
       const doc = this.getDocument(id);
       if (table === undefined || doc === null) continue;
@@ -955,7 +968,7 @@ export class Database {
     for (const [number, count] of counts)
       this.#tablesByNumber.get(number)!.count = count;
     for (const change of changes) {
-      this.#recentWrites.add(change.id);
+      this.#recentWrites?.add(change.id);
       if (change.after === null) this.#cache.delete(change.id);
       else
         this.#cache.set(
@@ -1092,13 +1105,15 @@ export class Database {
         this.#dropping = false;
         return;
       }
-      const started = performance.now();
-      while (performance.now() - started < SLICE_MS) {
-        if (this.#store.deleteEntries(indexId, SLICE_ROWS) === 0) {
+      const slice = new Slice();
+      do {
+        if (
+          slice.step(() => this.#store.deleteEntries(indexId, DROP_ROWS)) === 0
+        ) {
           this.#drops.shift();
           break;
         }
-      }
+      } while (slice.roomForAnother());
       setImmediate(step);
     };
     setImmediate(step);

@@ -27,22 +27,40 @@
  * - fdatasync flushes the file's written data whichever descriptor wrote it
  *   (fsync(2); PostgreSQL's checkpointer relies on the same), and a recovering
  *   SQLite replays every WAL frame up to the last valid commit frame;
- * - with NORMAL a checkpoint still fsyncs the WAL before copying it into the
- *   database file and fsyncs that file before the WAL is reused (sqlite.org
+ * - with NORMAL (the checkpoint worker's connection too) a checkpoint still
+ *   fsyncs the WAL before copying it into the database file and fsyncs that
+ *   file before the WAL is reused (sqlite.org
  *   `pragma.html#pragma_synchronous`), so restarting the WAL never drops a
  *   frame that `sync()` made durable;
  * - the `-wal` file keeps its inode while the connection is open (SQLite
- *   deletes it only at close, and truncates it only under a
- *   `journal_size_limit`, which we never set); its directory entry, and
- *   whatever a crashed predecessor left unsynced, are fsynced once at open.
+ *   deletes it only when the last connection closes, ours, and shortens it
+ *   in place under `journal_size_limit`); its directory entry, and whatever
+ *   a crashed predecessor left unsynced, are fsynced once at open.
  * The commits of a group share one SQLite transaction, each a savepoint
  * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
  * its fsync, so the pages they all touch (index and table pages, the clocks)
  * are written to the WAL once per group rather than once per commit. A
  * commit that fails rolls back to its savepoint only; a crash before the
  * COMMIT loses the group whole, and nothing in it was acknowledged.
- * `locking_mode = EXCLUSIVE` keeps a second backend process from opening the
- * same data directory.
+ *
+ * Checkpoints (walCheckpointer.ts). SQLite's automatic checkpoint would run
+ * inside a COMMIT on the event loop; it is off, and a worker thread with its
+ * own connection copies the WAL into the database file instead. The WAL
+ * rewinds to its start at a BEGIN that finds every frame copied, which a
+ * stream of groups with no pause in between never offers, so the file could
+ * grow without end. The file grows only while the WAL holds more frames than
+ * it ever did; a COMMIT that finds it grown past WAL_CAP_BYTES checkpoints on
+ * this connection too (what the worker's last run left, a few ms), the WAL
+ * rewinds at the BEGIN after it, and `journal_size_limit` trims what went
+ * past the cap. The file keeps its size otherwise, so frames overwrite
+ * allocated blocks: cutting it back further at each rewind cost an ftruncate
+ * of ~20 ms on the event loop, and growing it again slower fsyncs.
+ *
+ * A second backend process must not open the same data directory. The worker
+ * needs a second connection, so the database itself cannot be held in
+ * `locking_mode = EXCLUSIVE`; a lock file is instead: `<file>.lock`, an empty
+ * SQLite database held exclusively (its fcntl lock goes with the process, even
+ * a killed one, which a PID file's would not).
  *
  * Storage versions: "1" had documents only (indexes were rebuilt in memory at
  * every start); "2" adds `indexes`, `index_entries` and table counts. A version
@@ -61,6 +79,7 @@ import Database from "better-sqlite3";
 import { type JSONValue, jsonToConvex, type Value } from "convex/values";
 import { indexKey, indexedFieldsWithSuffix } from "../query/indexRange.ts";
 import { encodeKey, type KeyInterval, type Order } from "../query/keys.ts";
+import { type CheckpointStats, WalCheckpointer } from "./walCheckpointer.ts";
 
 export const SCHEMA_VERSION = "2";
 
@@ -125,8 +144,24 @@ export type Registry = {
 
 export type IndexEntry = { key: Buffer; docId: string };
 
+/** Past this, the WAL is checkpointed on the main thread so that it can rewind (see the module comment). */
+const WAL_CAP_BYTES = 64 << 20;
+
+export type StoreOptions = {
+  /** WAL_CAP_BYTES, smaller in tests. */
+  walCapBytes?: number;
+};
+
 export class SqliteStore {
   readonly #db: Database.Database;
+  /** Held open, exclusively, for as long as the store is: see `lockDataFile`. */
+  readonly #lock: Database.Database;
+  readonly #checkpointer: WalCheckpointer;
+  readonly #walCapBytes: number;
+  /** The `-wal` file's size after the last commit: it grows only while the WAL does not rewind. */
+  #walBytes = 0;
+  /** The worker is held (`WalCheckpointer.hold`) until the WAL rewinds. */
+  #holding = false;
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
   readonly #walFd: number;
   #syncsInFlight = 0;
@@ -145,9 +180,21 @@ export class SqliteStore {
   >;
   readonly #insertEntry: Database.Statement<[number, Buffer, string]>;
 
-  private constructor(db: Database.Database, walFd: number) {
+  private constructor(
+    db: Database.Database,
+    lock: Database.Database,
+    walFd: number,
+    walCapBytes: number,
+  ) {
     this.#db = db;
+    this.#lock = lock;
     this.#walFd = walFd;
+    this.#walCapBytes = walCapBytes;
+    this.#checkpointer = new WalCheckpointer(db.name, () => {
+      // No worker: SQLite's own checkpoints, inside COMMIT, as before.
+      if (db.open) db.pragma("wal_autocheckpoint = 1000");
+    });
+    afterBackfill.set(db, () => this.#afterCommit());
     const setMeta = db.prepare<[string, string]>(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
@@ -218,36 +265,30 @@ export class SqliteStore {
   }
 
   /**
-   * Opens (creating if needed) the database file and takes an exclusive lock on it.
+   * Opens (creating if needed) the database file, after taking its lock file.
    * Throws `DataDirectoryLockedError` when another process holds it.
    */
-  static open(file: string): SqliteStore {
-    const db = new Database(file, { timeout: 200 });
-    try {
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = NORMAL");
-      db.pragma("locking_mode = EXCLUSIVE");
-      // Take the exclusive lock now rather than at the first commit, so a second
-      // backend on the same directory fails at start-up, not mid-request.
-      db.exec("BEGIN IMMEDIATE; COMMIT;");
-    } catch (error) {
-      db.close();
-      if ((error as { code?: string }).code === "SQLITE_BUSY") {
-        throw new DataDirectoryLockedError(file);
-      }
-      throw error;
-    }
+  static open(file: string, options: StoreOptions = {}): SqliteStore {
+    const lock = lockDataFile(file);
+    let db: Database.Database | undefined;
     let walFd: number;
     try {
+      db = new Database(file, { timeout: 200 });
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = NORMAL");
+      db.pragma("wal_autocheckpoint = 0");
       migrate(db);
       walFd = fs.openSync(`${file}-wal`, "r+");
     } catch (error) {
-      db.close();
+      db?.close();
+      lock.close();
       throw error;
     }
     fs.fdatasyncSync(walFd);
     fsyncDirectory(path.dirname(file));
-    return new SqliteStore(db, walFd);
+    const walCapBytes = options.walCapBytes ?? WAL_CAP_BYTES;
+    db.pragma(`journal_size_limit = ${walCapBytes}`);
+    return new SqliteStore(db, lock, walFd, walCapBytes);
   }
 
   /** Tables, indexes and clocks: everything start-up needs, independent of the number of documents. */
@@ -367,11 +408,13 @@ export class SqliteStore {
   }
 
   deleteEntries(indexId: number, limit: number): number {
-    return this.#db
+    const deleted = this.#db
       .prepare(
         "DELETE FROM index_entries WHERE index_id = ? AND key IN (SELECT key FROM index_entries WHERE index_id = ? LIMIT ?)",
       )
       .run(indexId, indexId, limit).changes;
+    if (!this.#db.inTransaction) this.#afterCommit();
+    return deleted;
   }
 
   /** Ids of indexes whose entries are still there but whose row is gone (a drop cut short by a restart). */
@@ -446,18 +489,56 @@ export class SqliteStore {
     fs.fdatasyncSync(this.#walFd);
   }
 
-  /** COMMITs the open group: its frames go to the `-wal` file, not yet fsynced. */
+  /**
+   * COMMITs the open group: its frames go to the `-wal` file, not yet
+   * fsynced, and the worker is asked to copy them into the database file.
+   * Past the WAL cap, this connection checkpoints what the worker left, so
+   * that the next BEGIN rewinds the WAL (busy while a checkpoint of the
+   * worker runs: the worker then starts no other, and the next COMMIT, which
+   * grows the file again, retries).
+   */
   #endGroup(): void {
     if (!this.#groupOpen) return;
     this.#groupOpen = false;
     this.#db.exec("COMMIT");
+    this.#afterCommit();
   }
 
+  /** After a transaction of this connection committed: the WAL's upkeep (module comment, "Checkpoints"). */
+  #afterCommit(): void {
+    const walBytes = fs.fstatSync(this.#walFd).size;
+    const grown = walBytes > this.#walBytes;
+    this.#walBytes = walBytes;
+    if (grown && walBytes >= this.#walCapBytes) {
+      // Until the WAL has rewound the worker starts no checkpoint: under a
+      // busy disk it could hold the lock at every COMMIT, and one running at
+      // the next BEGIN keeps the WAL from rewinding there.
+      this.#checkpointer.hold(true);
+      this.#holding = true;
+      this.#db.pragma("wal_checkpoint(PASSIVE)");
+    } else if (this.#holding && !grown) {
+      this.#checkpointer.hold(false);
+      this.#holding = false;
+    }
+    this.#checkpointer.request();
+  }
+
+  /** The worker's checkpoints so far (tests and benchmarks). */
+  get checkpointStats(): CheckpointStats {
+    return this.#checkpointer.stats;
+  }
+
+  /**
+   * Closes the worker's connection, then this one, which (the last to close)
+   * checkpoints the WAL and deletes it, then the lock file.
+   */
   close(): void {
     if (!this.#db.open) return;
     if (this.#groupOpen && this.#db.inTransaction) this.#db.exec("COMMIT");
     this.#groupOpen = false;
+    this.#checkpointer.close();
     this.#db.close();
+    this.#lock.close();
     // A sync still running closes the descriptor when it is done.
     if (this.#syncsInFlight === 0) fs.closeSync(this.#walFd);
   }
@@ -481,14 +562,20 @@ export class SqliteStore {
  * durable with everything before it, since WAL frames are written in order
  * (SQLite `synchronous = NORMAL` in WAL mode: "consistent", only the most
  * recent transactions may roll back, https://sqlite.org/pragma.html#pragma_synchronous).
- * Saves one fsync per chunk, most of a backfill's cost.
+ * Saves one fsync per chunk, most of a backfill's cost. Committed on its own
+ * (outside a group), it asks for a checkpoint as a group's COMMIT does.
  */
 export function backfillTransaction(
   db: Database.Database,
   work: () => void,
 ): void {
   db.transaction(work)();
+  // Inside an open group it was a savepoint; the group's COMMIT does the rest.
+  if (!db.inTransaction) afterBackfill.get(db)?.();
 }
+
+/** The WAL upkeep of each open store's connection, for `backfillTransaction`. */
+const afterBackfill = new WeakMap<Database.Database, () => void>();
 
 function backfillCursorKey(indexId: number): string {
   return `backfill_cursor:${indexId}`;
@@ -509,6 +596,28 @@ export class DataDirectoryLockedError extends Error {
     );
     this.name = "DataDirectoryLockedError";
   }
+}
+
+/**
+ * Takes the data file's lock: `<file>.lock`, an empty SQLite database held
+ * with an exclusive lock (`locking_mode = EXCLUSIVE` keeps the lock of the
+ * first transaction until the connection closes). Taken at open rather than
+ * at the first commit, so a second backend on the same directory fails at
+ * start-up, not mid-request.
+ */
+function lockDataFile(file: string): Database.Database {
+  const lock = new Database(`${file}.lock`, { timeout: 200 });
+  try {
+    lock.pragma("locking_mode = EXCLUSIVE");
+    lock.exec("BEGIN EXCLUSIVE; COMMIT;");
+  } catch (error) {
+    lock.close();
+    if ((error as { code?: string }).code === "SQLITE_BUSY") {
+      throw new DataDirectoryLockedError(file);
+    }
+    throw error;
+  }
+  return lock;
 }
 
 /** Makes a new file's directory entry durable (fsync(2): the file's own fsync does not). */

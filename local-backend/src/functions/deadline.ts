@@ -416,9 +416,10 @@ export class TimedRealm<M> {
 
   /**
    * Runs `body` (host code that starts runs with `invokeNow`) under one
-   * watchdog of `timeoutMs`: a run started inside it whose own watchdog (its
-   * budget, capped at MAIN_SLICE_MS) would fire later opens its first window
-   * without a watchdog of its own (one costs
+   * watchdog of `timeoutMs`: a run started inside it whose budget outlasts that
+   * watchdog opens its first window without a watchdog of its own, and is
+   * moved (MovedError) if it is still computing when the watchdog fires, so
+   * `timeoutMs` stands for MAIN_SLICE_MS there (one costs
    * ~0.07 ms: Node starts and joins a thread per timed call), so a burst of
    * short functions pays for one. When the watchdog fires in a run's window,
    * that run fails as its own watchdog would have made it, and `body` is cut
@@ -578,11 +579,11 @@ export class TimedRealm<M> {
       return;
     }
     const watchdog = Math.min(remaining, MAIN_SLICE_MS);
-    // Inside a shared window, a run whose own watchdog would fire after the
-    // window's needs none.
+    // Inside a shared window, a run that has more time than its watchdog
+    // needs no watchdog of its own: the shared one, short, also moves it.
     const shared = this.#shared;
     const watched =
-      shared === null || watchdog < shared.deadline - now()
+      shared === null || remaining < shared.deadline - now()
         ? { timeout: Math.max(1, Math.ceil(watchdog)), displayErrors: false }
         : { displayErrors: false };
     this.#job = job;

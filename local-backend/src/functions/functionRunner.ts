@@ -57,6 +57,7 @@ import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
 import {
   ACTION_TIMEOUT_MS,
+  MAIN_SLICE_MS,
   MovedError,
   type Settled,
   USER_TIMEOUT_MS,
@@ -192,6 +193,16 @@ const MUTATION_WINDOW_MS = 5;
  * is far shorter (one at Convex's write limits takes tens of ms).
  */
 const COMMIT_MARGIN_MS = 250;
+
+/**
+ * A shared window's watchdog. A mutation that computes synchronously in the
+ * window has no watchdog of its own, so this is also what moves it off the
+ * main thread (deadline.ts MovedError): long enough for the window that starts
+ * mutations, MAIN_SLICE_MS of the last one started and the commits that
+ * follow it (COMMIT_MARGIN_MS), and no longer, since every other client waits
+ * for it.
+ */
+const SHARED_WINDOW_MS = MUTATION_WINDOW_MS + MAIN_SLICE_MS + COMMIT_MARGIN_MS;
 
 /** A mutation waiting for the writer. */
 type QueuedMutation = {
@@ -397,7 +408,7 @@ export class FunctionRunner {
         // Set inside the window's body (a closure, so held in an object).
         const window: { carried: Promise<void> | null } = { carried: null };
         const store = requestStorage.getStore();
-        const cut = this.#isolate!.udf.shared(USER_TIMEOUT_MS, () => {
+        const cut = this.#isolate!.udf.shared(SHARED_WINDOW_MS, () => {
           const opened = performance.now();
           do {
             const item = batch[next++];

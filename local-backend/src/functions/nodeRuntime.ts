@@ -29,6 +29,7 @@
  *   createIsolate(bundle, { ..., node: { modules: generation.modules(envOf), bundle: generation.bundle } });
  *   generation.retire();  // when the next build is installed
  */
+import { booting } from "./booting.ts";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -423,21 +424,16 @@ export class NodeGeneration {
       resourceLimits: { maxOldGenerationSizeMb: WORKER_MEMORY_MB },
     });
     worker.unref();
-    let ready!: () => void;
-    let failed!: (error: Error) => void;
+    const { promise: boot, ready, failed } = booting();
     const entry: PoolWorker = {
       worker,
-      ready: new Promise<void>((resolve, reject) => {
-        ready = resolve;
-        failed = reject;
-      }),
+      ready: boot,
       call: null,
       lent: false,
       alive: true,
       fatal: null,
       idleTimer: null,
     };
-    entry.ready.catch(() => undefined);
     this.#workers.add(entry);
     worker.on("message", (message: FromWorker) => {
       if (message.type === "ready") ready();

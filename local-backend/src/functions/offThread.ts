@@ -33,6 +33,7 @@
  *   const json = await offThread.run(context, call, budgetMs);
  *   offThread.retire(); // the next build is installed
  */
+import { booting } from "./booting.ts";
 import os from "node:os";
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
 import { appendLogLine, type LogLevel } from "./consoleFormat.ts";
@@ -218,22 +219,17 @@ export class OffThread {
       execArgv: [],
     });
     worker.unref();
-    let ready!: () => void;
-    let failed!: (error: Error) => void;
+    const { promise: boot, ready, failed } = booting();
     const entry: PoolWorker = {
       worker,
       signal: new Int32Array(signal),
       replies: port1,
-      ready: new Promise<void>((resolve, reject) => {
-        ready = resolve;
-        failed = reject;
-      }),
+      ready: boot,
       run: null,
       alive: true,
       booted: false,
       blocked: false,
     };
-    entry.ready.catch(() => undefined);
     this.#workers.add(entry);
     worker.on("message", (message: FromIsolateWorker) => {
       if (message.type === "ready") {

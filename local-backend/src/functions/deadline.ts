@@ -181,6 +181,17 @@ function windowUserMs(
   );
 }
 
+/**
+ * A shared window's watchdog fired in the host code between runs (the body's
+ * own work, not a function's), which the caller must sort out.
+ */
+export class HostCodeCut extends Error {
+  constructor() {
+    super("A shared window's watchdog fired between runs");
+    this.name = "HostCodeCut";
+  }
+}
+
 /** A function that ran past its limit; the text is Convex's. */
 export class UserTimeoutError extends Error {
   constructor(limitMs: number) {
@@ -451,7 +462,7 @@ export class TimedRealm<M> {
       restoreAsyncStack(depth);
       // (A method call: the type checker still narrows `#active` to null here.)
       const cut = this.#takeActive();
-      if (cut === null) return new UserTimeoutError(timeoutMs);
+      if (cut === null) return new HostCodeCut();
       cut.usedMs += windowUserMs(
         cut.windowStart,
         cut.windowCpuStart,

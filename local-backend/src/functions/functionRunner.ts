@@ -57,6 +57,7 @@ import { resolveCommitTsJson } from "../values/wire.ts";
 import type { ReadSet } from "../query/readSet.ts";
 import {
   ACTION_TIMEOUT_MS,
+  HostCodeCut,
   MAIN_SLICE_MS,
   MovedError,
   type Settled,
@@ -465,6 +466,21 @@ export class FunctionRunner {
     requestStorage.enterWith(store as RequestContext);
     const run = this.#running;
     this.#running = null;
+    if (error instanceof HostCodeCut && run !== null) {
+      // Cut before its function started (checking very large arguments can
+      // outlast a window): nothing was written, so it runs again, outside
+      // any shared window.
+      run.tx.close();
+      const again = this.#mutationNow(item.request, item.visibility);
+      if (!(again instanceof Promise)) {
+        item.resolve(this.#executed(again));
+        return null;
+      }
+      return again.then(
+        (outcome) => item.resolve(this.#executed(outcome)),
+        (failure: unknown) => item.reject(failure),
+      );
+    }
     if (run === null) {
       // Host code between runs is short next to the window (only small
       // commits run in it, with COMMIT_MARGIN_MS to spare), so this is a bug;

@@ -418,15 +418,10 @@ export class FunctionRunner {
           const opened = performance.now();
           do {
             const item = batch[next++];
-            const outcome = this.#mutationNow(item.request, item.visibility);
-            if (outcome instanceof Promise) {
-              window.carried = outcome.then(
-                (ended) => item.resolve(this.#executed(ended)),
-                (error: unknown) => item.reject(error),
-              );
-            } else {
-              item.resolve(this.#executed(outcome));
-            }
+            window.carried = this.#deliver(
+              item,
+              this.#mutationNow(item.request, item.visibility),
+            );
           } while (
             window.carried === null &&
             next < batch.length &&
@@ -471,14 +466,9 @@ export class FunctionRunner {
       // outlast a window): nothing was written, so it runs again, outside
       // any shared window.
       run.tx.close();
-      const again = this.#mutationNow(item.request, item.visibility);
-      if (!(again instanceof Promise)) {
-        item.resolve(this.#executed(again));
-        return null;
-      }
-      return again.then(
-        (outcome) => item.resolve(this.#executed(outcome)),
-        (failure: unknown) => item.reject(failure),
+      return this.#deliver(
+        item,
+        this.#mutationNow(item.request, item.visibility),
       );
     }
     if (run === null) {
@@ -488,13 +478,20 @@ export class FunctionRunner {
       item.reject(error);
       return null;
     }
-    const ended = this.#settled(run, { error });
-    if (!(ended instanceof Promise)) {
-      item.resolve(this.#executed(ended));
+    return this.#deliver(item, this.#settled(run, { error }));
+  }
+
+  /** Answers `item` with its outcome: at once, or when the promise settles (returned, to await). */
+  #deliver(
+    item: QueuedMutation,
+    outcome: MutationOutcome | Promise<MutationOutcome>,
+  ): Promise<void> | null {
+    if (!(outcome instanceof Promise)) {
+      item.resolve(this.#executed(outcome));
       return null;
     }
-    return ended.then(
-      (outcome) => item.resolve(this.#executed(outcome)),
+    return outcome.then(
+      (ended) => item.resolve(this.#executed(ended)),
       (failure: unknown) => item.reject(failure),
     );
   }

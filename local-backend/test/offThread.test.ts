@@ -131,6 +131,25 @@ describe("a synchronous loop", () => {
   });
 });
 
+describe("a run that allocates without bound", () => {
+  test("ends with Convex's out-of-memory error in its worker, and the backend keeps serving", async () => {
+    const http = h.httpClient();
+    const error = await rejection(http.query(runaway.allocate, {}), 20_000);
+    expect(error.message).toMatch(
+      /^\[Request ID: [0-9a-f]+\] Server Error\nJavaScript execution ran out of memory \(maximum memory usage: 64 MB\)\s*$/,
+    );
+    const name = `after-allocating-${crypto.randomUUID()}`;
+    expect(await http.mutation(api.counters.increment, { name })).toBe(1);
+    // The next long computation gets a fresh worker.
+    expect(
+      await http.query(runaway.computeThenRead, {
+        name,
+        iterations: LONG_COMPUTATION,
+      }),
+    ).toEqual({ value: 1, computed: true });
+  });
+});
+
 describe("a long synchronous computation under the limit", () => {
   test("in a query: the right result, its log lines once, and its subscription follows the data", async () => {
     const name = `computed-${crypto.randomUUID()}`;

@@ -474,8 +474,10 @@ export class FunctionRunner {
     }
     if (run === null) {
       // Host code between runs is short next to the window (only small
-      // commits run in it, with COMMIT_MARGIN_MS to spare), so this is a bug;
-      // the mutation's state is unknown.
+      // commits run in it, with COMMIT_MARGIN_MS to spare), so only a long
+      // pause (GC, a stalled machine) gets here; the mutation's state is
+      // unknown, and a commit cut short stops the database.
+      this.#db.checkInterrupted();
       item.reject(error);
       return null;
     }

@@ -344,9 +344,9 @@ describe("group commit", () => {
     const context = vm.createContext({
       commit: () => insert(db, "messages", { author: "a", body: "cut" }),
     });
-    expect(() => vm.runInContext("commit()", context, { timeout: 50 })).toThrow(
-      "Script execution timed out",
-    );
+    expect(() => {
+      vm.runInContext("commit()", context, { timeout: 50 });
+    }).toThrow("Script execution timed out");
     listener = () => undefined;
     db.checkInterrupted();
     expect(() =>

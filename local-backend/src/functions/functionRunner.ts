@@ -802,7 +802,11 @@ export class FunctionRunner {
         .then(async (settled) => {
           await this.#conclude(run, settled);
         })
-        .catch((error: unknown) => run.item.reject(error));
+        .catch((error: unknown) => {
+          if (run.mark !== null) this.#commits.end(run.mark);
+          run.mark = null;
+          run.item.reject(error);
+        });
       return run.mark === null ? ended : null;
     }
     if ("error" in result && result.error instanceof MovedError)

@@ -264,6 +264,8 @@ class Budget<M> {
   /** Async syscalls issued and not yet settled on the host side. */
   outstanding = 0;
   polling = false;
+  /** It settled inside its window: its context is released when the window ends (`#release`). */
+  releaseAtWindowEnd = false;
   /** Settles with `outcome`, for a caller that did not get it at once. */
   readonly promise: Promise<string>;
   #resolve!: (value: string) => void;
@@ -342,6 +344,12 @@ export class TimedRealm<M> {
   readonly #create: (hooks: TimedHooks) => TimedContext<M>;
   /** Contexts evaluated and not leased, most recently returned last. */
   readonly #idle: Leased<M>[] = [];
+  /** Runs that settled inside their window, until it ends (`#release`). */
+  readonly #releasing = new Set<Budget<M>>();
+  /** Runs holding a context, until it is released (`#reconcile`). */
+  readonly #holding = new Set<Budget<M>>();
+  /** Contexts handed to a waiting run that has not started yet. */
+  #handed = 0;
   /** Contexts alive: idle or leased. */
   #live = 0;
   /** Runs waiting for a context, first come first served. */
@@ -417,6 +425,7 @@ export class TimedRealm<M> {
     return new Promise<Leased<M>>((resolve) =>
       this.#waiting.push(resolve),
     ).then((context) => {
+      this.#handed--;
       const result = this.#run(limitMs, context, start);
       if (result instanceof Promise) return result;
       return "value" in result
@@ -462,7 +471,17 @@ export class TimedRealm<M> {
       restoreAsyncStack(depth);
       // (A method call: the type checker still narrows `#active` to null here.)
       const cut = this.#takeActive();
-      if (cut === null) return new HostCodeCut();
+      // A run that settled in a window this cut interrupted, or whose window
+      // ended just before it, before its context went back.
+      for (const settled of this.#releasing) this.#discard(settled);
+      if (cut === null || cut.settled) {
+        // In host code, or in a run's window after the run settled: the run
+        // is not to blame (a settled run's context, cut mid-drain, goes).
+        if (cut !== null) this.#discard(cut);
+        this.#reconcile();
+        return new HostCodeCut();
+      }
+      this.#reconcile();
       cut.usedMs += windowUserMs(
         cut.windowStart,
         cut.windowCpuStart,
@@ -520,6 +539,7 @@ export class TimedRealm<M> {
     const budget = new Budget(limitMs, context, (settled) =>
       this.#release(settled),
     );
+    this.#holding.add(budget);
     this.#window(budget, () => {
       // Settles with the run (both handlers return): nothing awaits it.
       void context.observe(
@@ -531,8 +551,22 @@ export class TimedRealm<M> {
     return budget.outcome ?? budget.promise;
   }
 
-  /** A run is over: its context goes to the next waiting run, unless it was terminated. */
+  /**
+   * A run is over: its context goes to the next waiting run, unless it was
+   * terminated. A run that settles inside its window keeps the context until
+   * the window ends: a watchdog that fires in between (in host code after the
+   * run, on a stalled machine) leaves the context's microtask drain cut short,
+   * so it is thrown away (`#discard`) rather than reused.
+   */
   #release(budget: Budget<M>): void {
+    if (this.#active === budget && !budget.terminated) {
+      budget.releaseAtWindowEnd = true;
+      this.#releasing.add(budget);
+      return;
+    }
+    budget.releaseAtWindowEnd = false;
+    this.#releasing.delete(budget);
+    if (!this.#holding.delete(budget)) return;
     let context: Leased<M> | undefined = budget.context;
     if (budget.terminated) {
       this.#live--;
@@ -556,6 +590,32 @@ export class TimedRealm<M> {
       }
     }
     next(context);
+    this.#handed++;
+  }
+
+  /**
+   * After a watchdog cut host code short: a context it left between a run and
+   * the idle list (or a waiting run) is counted free again, and runs waiting
+   * for one get fresh contexts. Counted by what holds contexts, since the
+   * bookkeeping that was cut cannot be trusted; a context handed over in the
+   * cut may be counted twice for a while, which only lends one more.
+   */
+  #reconcile(): void {
+    const held = this.#idle.length + this.#holding.size + this.#handed;
+    if (this.#live <= held) return;
+    this.#live = held;
+    while (this.#waiting.length > 0 && this.#live < MAX_CONTEXTS) {
+      this.#live++;
+      let context: Leased<M>;
+      try {
+        context = this.#fresh();
+      } catch {
+        this.#live--;
+        return;
+      }
+      this.#waiting.shift()!(context);
+      this.#handed++;
+    }
   }
 
   #fresh(): Leased<M> {
@@ -624,9 +684,18 @@ export class TimedRealm<M> {
         budget.syscallMs,
       );
     }
-    if (!expired) this.#pollIfIdle(budget);
+    if (!expired) {
+      if (budget.releaseAtWindowEnd) this.#release(budget);
+      this.#pollIfIdle(budget);
+    } else if (budget.settled) this.#discard(budget);
     else if (watchdog < remaining) this.#moved(budget);
     else this.#terminated(budget);
+  }
+
+  /** A settled run whose window the watchdog cut: its context is never entered again. */
+  #discard(budget: Budget<M>): void {
+    budget.terminated = true;
+    if (budget.releaseAtWindowEnd) this.#release(budget);
   }
 
   #moved(budget: Budget<M>): void {

@@ -12,7 +12,7 @@ import type { JSONValue } from "convex/values";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { Database } from "../storage/database.ts";
 import { FunctionRunner } from "./functionRunner.ts";
-import { createIsolate } from "./isolate.ts";
+import { createIsolate, type Isolate } from "./isolate.ts";
 import { buildFunctions } from "./loader.ts";
 import {
   type ConvexGlobal,
@@ -25,6 +25,7 @@ const FIXTURE = path.resolve(import.meta.dirname, "../../test/fixture/convex");
 let dir: string;
 let db: Database;
 let runner: FunctionRunner;
+let isolate: Isolate;
 /** Queries' `queryStream` syscalls so far: each run of the fixture's queries opens one per counter read. */
 let streams = 0;
 
@@ -41,7 +42,7 @@ beforeAll(async () => {
       return syscalls.syscall(op, args);
     },
   };
-  const isolate = createIsolate(await buildFunctions(FIXTURE), {
+  isolate = createIsolate(await buildFunctions(FIXTURE), {
     convex: counted,
     env: {},
     onStrayLog: () => undefined,
@@ -271,6 +272,40 @@ describe("a mutation that leaves its writer slot", () => {
     });
     expect(count).toMatchObject({ status: "success", value: 1 });
   });
+});
+
+describe("a shared window whose watchdog cuts host code", () => {
+  test(
+    "every mutation is answered and counted exactly once",
+    { timeout: 60_000 },
+    async () => {
+      // A 1 ms window: the watchdog lands between runs, in argument checks and
+      // in runs themselves, over and over (commits then wait for the window to
+      // close, as they do when too little of it is left).
+      const cutRunner = new FunctionRunner(db, { sharedWindowMs: 1 });
+      cutRunner.setIsolate(isolate);
+      try {
+        const name = `cut-${crypto.randomUUID()}`;
+        const calls = Array.from({ length: 200 }, (_, i) =>
+          cutRunner.executeMutation({
+            path: "counters:increment",
+            args: { name },
+            dedupe: { sessionId: name, requestId: i },
+          }),
+        );
+        const outcomes = await Promise.all(calls);
+        const values = outcomes.map((outcome) =>
+          outcome.status === "success" ? outcome.value : outcome.errorMessage,
+        );
+        expect([...(values as number[])].sort((x, y) => x - y)).toEqual(
+          Array.from({ length: 200 }, (_, i) => i + 1),
+        );
+        expect(await getValue(name)).toBe(200);
+      } finally {
+        cutRunner.close();
+      }
+    },
+  );
 });
 
 async function getValue(name: string): Promise<JSONValue> {

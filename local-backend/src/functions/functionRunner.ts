@@ -224,11 +224,23 @@ type QueuedMutation = {
   reject(error: unknown): void;
   /** Runs of it discarded so far because a commit overlapped them (`#conclude`). */
   conflicts: number;
+  /**
+   * Its current run, counted from 1 (`#mutationNow`): a promise chain left by
+   * an earlier one (cut short, or conflicted) finds it changed and drops itself.
+   */
+  attempt: number;
+  answered: boolean;
+  /** `db.commitCount` when its run ended in a shared window, before it committed there. */
+  commitsBefore: number | null;
+  /** Its outcome once committed at `ts`, set just before the commit (`#afterCut`). */
+  committed: ((ts: bigint) => MutationOutcome) | null;
 };
 
 /** A mutation being run: what finishing it takes, however it ends. */
 type MutationRun = {
   item: QueuedMutation;
+  /** `item.attempt` when this run started. */
+  attempt: number;
   tx: Transaction;
   context: RequestContext;
   job: MutationJob | undefined;
@@ -263,6 +275,7 @@ export class FunctionRunner {
   /** Closed until the first build is installed: calls that arrive earlier wait. */
   readonly #gate = new StartupGate();
   readonly #onRun: (event: FunctionRunEvent) => void;
+  readonly #sharedWindowMs: number;
   #isolate: Isolate | null = null;
   readonly #validators = new WeakMap<
     RegisteredFunction,
@@ -271,11 +284,16 @@ export class FunctionRunner {
 
   constructor(
     db: Database,
-    options: { onRun?: (event: FunctionRunEvent) => void } = {},
+    options: {
+      onRun?: (event: FunctionRunEvent) => void;
+      /** A shared window's watchdog (SHARED_WINDOW_MS); tests shorten it to cut host code. */
+      sharedWindowMs?: number;
+    } = {},
   ) {
     this.#db = db;
     this.#commits = new CommitLog(db);
     this.#onRun = options.onRun ?? (() => undefined);
+    this.#sharedWindowMs = options.sharedWindowMs ?? SHARED_WINDOW_MS;
   }
 
   /**
@@ -385,7 +403,26 @@ export class FunctionRunner {
     return this.#afterStartup(
       () =>
         new Promise<ExecutedMutation>((resolve, reject) => {
-          this.#enqueue({ request, visibility, resolve, reject, conflicts: 0 });
+          const item: QueuedMutation = {
+            request,
+            visibility,
+            // Answered first, marked after: a cut in between (`#afterCut`)
+            // answers it again, which a settled promise ignores.
+            resolve: (outcome) => {
+              resolve(outcome);
+              item.answered = true;
+            },
+            reject: (error) => {
+              reject(error instanceof Error ? error : new Error(String(error)));
+              item.answered = true;
+            },
+            conflicts: 0,
+            attempt: 0,
+            answered: false,
+            commitsBefore: null,
+            committed: null,
+          };
+          this.#enqueue(item);
         }),
     );
   }
@@ -422,7 +459,7 @@ export class FunctionRunner {
         // Set inside the window's body (a closure, so held in an object).
         const window: { carried: Promise<void> | null } = { carried: null };
         const store = requestStorage.getStore();
-        const cut = this.#isolate!.udf.shared(SHARED_WINDOW_MS, () => {
+        const cut = this.#isolate!.udf.shared(this.#sharedWindowMs, () => {
           const opened = performance.now();
           do {
             window.carried = this.#mutationNow(batch[next++]);
@@ -472,16 +509,37 @@ export class FunctionRunner {
       run.tx.close();
       return this.#mutationNow(item);
     }
-    if (run === null) {
-      // Host code between runs is short next to the window (only small
-      // commits run in it, with COMMIT_MARGIN_MS to spare), so only a long
-      // pause (GC, a stalled machine) gets here; the mutation's state is
-      // unknown, and a commit cut short stops the database.
+    if (run === null) return this.#afterHostCut(item, error);
+    return this.#conclude(run, { error });
+  }
+
+  /**
+   * The watchdog fired in host code between runs: only a long pause gets here
+   * (GC, or a machine so loaded that the process was off the CPU for longer
+   * than COMMIT_MARGIN_MS), since only small commits run in a window. `item`
+   * is the last mutation the window started, and where its cut left it
+   * decides: answered already, nothing to do; committed, answered from what
+   * its commit recorded; otherwise nothing of it committed, so it runs again
+   * (a promise chain its cut attempt left drops itself, `#current`). A commit
+   * cut in the middle stops the database (`checkInterrupted`).
+   */
+  #afterHostCut(item: QueuedMutation, error: Error): Promise<void> | null {
+    if (this.#db.commitInterrupted) {
       this.#db.checkInterrupted();
       item.reject(error);
       return null;
     }
-    return this.#conclude(run, { error });
+    if (item.answered) return null;
+    const before = item.commitsBefore;
+    if (
+      before !== null &&
+      item.committed !== null &&
+      this.#db.commitCount === before + 1
+    ) {
+      item.resolve(this.#executed(item.committed(this.#db.lastTs)));
+      return null;
+    }
+    return this.#mutationNow(item);
   }
 
   /** What `executeMutation` resolves to; a read-only mutation observed the latest commit. */
@@ -694,6 +752,9 @@ export class FunctionRunner {
    * wait for (`#conclude`).
    */
   #mutationNow(item: QueuedMutation): Promise<void> | null {
+    const attempt = ++item.attempt;
+    item.commitsBefore = null;
+    item.committed = null;
     const { request, visibility } = item;
     const replay = this.#replay(request);
     if (replay !== null) {
@@ -728,6 +789,7 @@ export class FunctionRunner {
     }
     const run: MutationRun = {
       item,
+      attempt,
       tx,
       context,
       job,
@@ -767,7 +829,7 @@ export class FunctionRunner {
     ) {
       const settled = result;
       return Promise.resolve().then(async () => {
-        await this.#conclude(run, settled);
+        if (this.#current(run)) await this.#conclude(run, settled);
       });
     }
     return this.#conclude(run, result);
@@ -800,7 +862,7 @@ export class FunctionRunner {
       }
       const ended = result
         .then(async (settled) => {
-          await this.#conclude(run, settled);
+          if (this.#current(run)) await this.#conclude(run, settled);
         })
         .catch((error: unknown) => {
           if (run.mark !== null) this.#commits.end(run.mark);
@@ -812,8 +874,21 @@ export class FunctionRunner {
     if ("error" in result && result.error instanceof MovedError)
       return this.#conclude(run, this.#moved(run, result.error));
     if (run.mark !== null) return this.#commitDetached(run, result);
+    run.item.commitsBefore = this.#db.commitCount;
     run.item.resolve(this.#executed(this.#endMutation(run, result)));
     return null;
+  }
+
+  /**
+   * Whether `run` is still its item's run; a stale one (its attempt was cut
+   * short and run again, `#afterCut`) is dropped: nothing of it commits.
+   */
+  #current(run: MutationRun): boolean {
+    if (run.attempt === run.item.attempt) return true;
+    run.tx.close();
+    if (run.mark !== null) this.#commits.end(run.mark);
+    run.mark = null;
+    return false;
   }
 
   /**
@@ -848,6 +923,7 @@ export class FunctionRunner {
   #commitDetached(run: MutationRun, result: Settled): Promise<void> {
     const mark = run.mark!;
     return this.#writer.run(() => {
+      if (!this.#current(run)) return Promise.resolve();
       try {
         const replay = this.#replay(run.item.request);
         if (replay !== null) {
@@ -908,7 +984,8 @@ export class FunctionRunner {
         context,
         this.#finish(context, run.fn!, result.value),
       );
-      if (outcome.status === "error") return this.#failJob(job, outcome);
+      if (outcome.status === "error")
+        return this.#failJob(run.item, job, outcome);
       job?.succeed(tx);
       if (tx.pendingWrites().size === 0) {
         // Nothing to make durable: no timestamp, no fsync, no de-duplication
@@ -922,14 +999,16 @@ export class FunctionRunner {
         request.dedupe === undefined
           ? undefined
           : { ...request.dedupe, outcome: JSON.stringify(outcome) };
-      const commit = this.#db.commit(tx.pendingWrites(), record);
-      return {
+      const committed = (ts: bigint): MutationOutcome => ({
         ...outcome,
-        value: resolveCommitTsJson(outcome.value, commit.ts),
-        ts: commit.ts,
-      };
+        value: resolveCommitTsJson(outcome.value, ts),
+        ts,
+      });
+      run.item.committed = committed;
+      return committed(this.#db.commit(tx.pendingWrites(), record).ts);
     } catch (error) {
       return this.#failJob(
+        run.item,
         job,
         this.#report(context, this.#failure(context, error), error),
       );
@@ -940,6 +1019,7 @@ export class FunctionRunner {
 
   /** A failed mutation commits nothing; a scheduled one records the failure alone. */
   #failJob(
+    item: QueuedMutation,
     job: MutationJob | undefined,
     outcome: FunctionFailure,
   ): MutationOutcome {
@@ -947,6 +1027,7 @@ export class FunctionRunner {
     const tx = new Transaction(this.#db, { readOnly: false });
     try {
       job.fail(tx, outcome.error.trace);
+      item.committed = (ts) => ({ ...outcome, ts });
       return { ...outcome, ts: this.#db.commit(tx.pendingWrites()).ts };
     } finally {
       tx.close();

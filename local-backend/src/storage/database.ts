@@ -929,6 +929,11 @@ export class Database {
    * (V8's termination runs no `finally` block, which is what leaves
    * `#committing` set.)
    */
+  /** A commit began and was cut short (see `checkInterrupted`). */
+  get commitInterrupted(): boolean {
+    return this.#committing;
+  }
+
   checkInterrupted(): void {
     if (!this.#committing) return;
     this.#committing = false;

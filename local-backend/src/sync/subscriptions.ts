@@ -172,6 +172,8 @@ export class SubscriptionHub {
   readonly #awaitingDurable = new Map<bigint, DurableWaiter[]>();
   /** Outboxes whose commit is durable, resumed in arrival order, in slices. */
   #released: DurableWaiter[] = [];
+  /** The first of `#released` not yet resumed. */
+  #releasedNext = 0;
   #releasing = false;
   readonly #unlisten: () => void;
 
@@ -330,6 +332,7 @@ export class SubscriptionHub {
     this.#unlisten();
     this.#awaitingDurable.clear();
     this.#released = [];
+    this.#releasedNext = 0;
     this.#subscribers.clear();
     this.#queue.clear();
     this.#entries.clear();
@@ -357,7 +360,7 @@ export class SubscriptionHub {
       this.runner.exclusive(task);
     try {
       for (;;) {
-        if (!this.#slices.open()) {
+        if (!this.#slices.open() || !this.#resumeReleased()) {
           await this.#slices.next();
           continue;
         }
@@ -393,22 +396,30 @@ export class SubscriptionHub {
     if (this.#releasing) return;
     this.#releasing = true;
     try {
-      let next = 0;
-      while (next < this.#released.length) {
-        if (!this.#slices.open()) {
-          await this.#slices.next();
-          continue;
-        }
-        const waiter = this.#released[next++];
-        try {
-          waiter.resume();
-        } catch (error) {
-          waiter.fail(error);
-        }
-      }
-      this.#released = [];
+      while (!this.#resumeReleased()) await this.#slices.next();
     } finally {
       this.#releasing = false;
     }
+  }
+
+  /**
+   * Resumes released outboxes while the slice lasts: true once none is left.
+   * Lanes call it before each update too, so frames that only wait to be
+   * written go out first, rather than behind the rest of a room's updates
+   * (a lane that holds the slice runs its updates back to back).
+   */
+  #resumeReleased(): boolean {
+    while (this.#releasedNext < this.#released.length) {
+      if (!this.#slices.open()) return false;
+      const waiter = this.#released[this.#releasedNext++];
+      try {
+        waiter.resume();
+      } catch (error) {
+        waiter.fail(error);
+      }
+    }
+    this.#released = [];
+    this.#releasedNext = 0;
+    return true;
   }
 }

@@ -196,6 +196,14 @@ export class SubscriptionHub {
     return count;
   }
 
+  /** Outboxes waiting for their commit's fsync (`whenDurable`). */
+  get waitingForDurable(): number {
+    let count = 0;
+    for (const waiters of this.#awaitingDurable.values())
+      count += waiters.length;
+    return count;
+  }
+
   add(subscriber: Subscriber): () => void {
     this.#subscribers.add(subscriber);
     return () => {

@@ -285,13 +285,17 @@ export class SubscriptionHub {
     if (running === undefined) this.#queue.add(subscriber, urgent);
     else if (urgent) this.#running.set(subscriber, "urgent");
     else if (running === false) this.#running.set(subscriber, true);
-    if (urgent) {
-      this.#startLanes();
-      return;
-    }
     // Commit invalidations wait one macrotask, so the socket whose mutation
     // made the commit answers it and queues its own update first: its
     // `await mutation()` then waits for one slice, not for the whole room.
+    // An urgent update starts the lanes at once, unless invalidations wait
+    // already: lanes started now would take the room's updates too, in the
+    // turn that ran the mutation (one stall of both); it goes first in the
+    // queue either way.
+    if (urgent && !this.#drainSoon) {
+      this.#startLanes();
+      return;
+    }
     if (this.#drainSoon) return;
     this.#drainSoon = true;
     setImmediate(() => {

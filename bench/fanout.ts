@@ -15,7 +15,11 @@
  *   while it ran (`monitorEventLoopDelay`, 2 ms resolution), and its CPU time
  *   per delivery (the backend's includes running the round's mutation and
  *   query): on a shared machine wall times stretch with the load, CPU time
- *   much less.
+ *   much less;
+ * - for the identical subscriptions, a second reference beside the floor:
+ *   the same broadcast after one fsync per round (`rawBroadcast.ts` with a
+ *   file), since each of our rounds waits for its commit's fsync; the ratio
+ *   to the raw floor stays the issue's target.
  *
  * Subscribers on both sides are bare sockets that only look for the round's
  * marker in the frame text, so receiving costs the same on both sides and the
@@ -216,17 +220,23 @@ type RoundResult = {
 /**
  * The floor for a case: a raw `ws` server broadcasting the very frames the
  * backend sent (each with this round's marker) to as many sockets, in the
- * same closed loop, with its longest event-loop stall.
+ * same closed loop, with its longest event-loop stall; with `durableFile`,
+ * the same after one fsync per round.
  */
 async function rawFloor(
   sockets: number,
   rounds: number,
   frames: string[],
+  /** A file to append and fdatasync once per round before broadcasting (rawBroadcast.ts). */
+  durableFile?: string,
 ): Promise<{
   floor: Awaited<ReturnType<typeof closedLoop>>;
   floorStall: Stall;
 }> {
-  const raw = await startChild("rawBroadcast.ts", []);
+  const raw = await startChild(
+    "rawBroadcast.ts",
+    durableFile === undefined ? [] : [durableFile],
+  );
   const rawPeers = await openMany(sockets, () => Peer.open(raw.url));
   const rawSender = await Peer.open(raw.url);
   await raw.request("reset");
@@ -298,6 +308,12 @@ export type FanOutCase = {
     deliveriesPerSec: number;
   };
   floor: { perPeer: Summary; last: Summary; deliveriesPerSec: number };
+  /**
+   * A second reference, beside the floor (which stays the issue's target):
+   * the floor with one fsync per round before its broadcast, the durability
+   * wait every round of ours has too (identical subscriptions only).
+   */
+  fsyncFloor?: { perPeer: Summary; last: Summary; deliveriesPerSec: number };
   stallMs: { ours: number; floor: number };
   /** Process CPU time (user + system) over the measured rounds, per delivery. */
   cpuUsPerDelivery: { ours: number; floor: number };
@@ -357,6 +373,13 @@ async function identicalCase(
   for (const peer of [...peers, sender]) peer.close();
 
   const { floor, floorStall } = await rawFloor(subscribers, rounds, frames);
+  const durableDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-fsync-"));
+  const { floor: fsyncFloor } = await rawFloor(
+    subscribers,
+    rounds,
+    frames,
+    path.join(durableDir, "rounds"),
+  ).finally(() => fs.rmSync(durableDir, { recursive: true, force: true }));
   const deliveries = subscribers * rounds;
   return {
     name: `identical subscriptions, ${subscribers} subscribers, closed loop`,
@@ -371,6 +394,11 @@ async function identicalCase(
       perPeer: summarize(floor.perPeer),
       last: summarize(floor.last),
       deliveriesPerSec: deliveries / floor.seconds,
+    },
+    fsyncFloor: {
+      perPeer: summarize(fsyncFloor.perPeer),
+      last: summarize(fsyncFloor.last),
+      deliveriesPerSec: deliveries / fsyncFloor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
     cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
@@ -646,6 +674,16 @@ function report(cases: FanOutCase[]): void {
               .map(([k, v]) => `${k} ${v}`)
               .join(", ")}`),
     );
+    if (c.fsyncFloor !== undefined) {
+      const d = c.fsyncFloor;
+      console.log(
+        formatSummary("  raw ws floor + one fsync per round, each", d.perPeer),
+      );
+      console.log(
+        `  ratio to floor + fsync (a reference, not the target): p50 ${f(c.ours.perPeer.p50 / d.perPeer.p50)}x, p99 ${f(c.ours.perPeer.p99 / d.perPeer.p99)}x; ` +
+          `deliveries/s ${((100 * c.ours.deliveriesPerSec) / d.deliveriesPerSec).toFixed(0)}% of its ${d.deliveriesPerSec.toFixed(0)}`,
+      );
+    }
   }
 }
 

@@ -4,7 +4,14 @@
  * client (the benchmark passes the very frame the backend sent in the same
  * round), with no database, no functions and no protocol state. It reports
  * its event-loop stalls and CPU time like `backendProcess.ts`.
+ *
+ * With a file path as its argument, it is the floor plus one durability
+ * wait per round: each frame is broadcast only after a record of
+ * RECORD_BYTES is appended to that file and `fdatasync`ed (off the event
+ * loop, as the backend's group commit does), so a case's ratio to it shows
+ * what is left once the one fsync a round needs is counted.
  */
+import fs from "node:fs";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
@@ -17,10 +24,28 @@ const wss = new WebSocketServer({
 const delay = monitorEventLoopDelay({ resolution: 2 });
 delay.enable();
 let cpuAtReset = process.cpuUsage();
+/** About one commit's WAL frames (a message, its index entries): one page. */
+const RECORD_BYTES = 4096;
+const durableFile = process.argv[2];
+const fd = durableFile === undefined ? null : fs.openSync(durableFile, "a");
+const record = Buffer.alloc(RECORD_BYTES, "x");
 wss.on("connection", (ws: WebSocket) => {
   ws.on("message", (data: Buffer) => {
     const { frame } = JSON.parse(data.toString("utf8")) as { frame: string };
-    for (const client of wss.clients) if (client !== ws) client.send(frame);
+    const broadcast = () => {
+      for (const client of wss.clients) if (client !== ws) client.send(frame);
+    };
+    if (fd === null) {
+      broadcast();
+      return;
+    }
+    fs.write(fd, record, (error) => {
+      if (error !== null) throw error;
+      fs.fdatasync(fd, (error) => {
+        if (error !== null) throw error;
+        broadcast();
+      });
+    });
   });
 });
 wss.on("listening", () => {

@@ -37,9 +37,20 @@ let hub: SubscriptionHub;
 /** Query runs the hub made (not the tests' own fresh runs), by path. */
 const queryRuns = new Map<string, number>();
 
+/**
+ * While set, every fsync waits for it (a slow disk); tests that set it
+ * resolve and clear it themselves.
+ */
+let fsyncGate: Promise<void> | null = null;
+
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "subscriptions-test-"));
-  db = Database.open(dir);
+  db = Database.open(dir, {
+    syncHook: async (sync) => {
+      await fsyncGate;
+      return sync();
+    },
+  });
   runner = new FunctionRunner(db);
   // The hub's runs are the ones that file their result (`onValid`).
   const runQuery = runner.runQuery.bind(runner);
@@ -582,6 +593,42 @@ describe("SubscriptionHub", () => {
     await expect.poll(delivered, { timeout: 30_000 }).toBe(room.length);
     expect(deliveredWhenTheLoopRan).toBeGreaterThan(0);
     expect(deliveredWhenTheLoopRan).toBeLessThan(room.length);
+    for (const client of room) client.session.dispose();
+  });
+
+  test("frames that became durable go out before a room's remaining updates", async () => {
+    const group = `release-${crypto.randomUUID()}`;
+    const room = Array.from({ length: 3_000 }, () => new FakeClient());
+    for (const client of room) client.add("items:range", { group });
+    await expect
+      .poll(() => room.every((c) => c.state.size === 1), { timeout: 30_000 })
+      .toBe(true);
+    const order: number[] = [];
+    room.forEach((client, i) => {
+      client.onTransition = () => order.push(i);
+    });
+    // The commit's fsync waits until the first updates have built their
+    // Transitions (queued in their outboxes); the room's other updates are
+    // still to run when it ends, and send theirs at once.
+    let openGate = () => undefined as void;
+    fsyncGate = new Promise<void>((resolve) => (openGate = resolve));
+    const inserted = runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 0 },
+    });
+    // Checked between two slices: the first slice's updates are waiting.
+    while (hub.waitingForDurable === 0)
+      await new Promise((resolve) => setImmediate(resolve));
+    expect(hub.waitingForDurable).toBeLessThan(room.length);
+    fsyncGate = null;
+    openGate();
+    await inserted;
+    await expect
+      .poll(() => order.length, { timeout: 30_000 })
+      .toBe(room.length);
+    // Updates run in subscription order, so the first sockets' frames were
+    // the ones waiting for the fsync: they go out first, not after the room.
+    expect(order.indexOf(0)).toBeLessThan(order.indexOf(room.length - 1));
     for (const client of room) client.session.dispose();
   });
 

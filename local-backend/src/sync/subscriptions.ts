@@ -172,6 +172,8 @@ export class SubscriptionHub {
   readonly #awaitingDurable = new Map<bigint, DurableWaiter[]>();
   /** Outboxes whose commit is durable, resumed in arrival order, in slices. */
   #released: DurableWaiter[] = [];
+  /** The first of `#released` not yet resumed. */
+  #releasedNext = 0;
   #releasing = false;
   readonly #unlisten: () => void;
 
@@ -191,6 +193,14 @@ export class SubscriptionHub {
     let count = 0;
     for (const entry of this.#entries.values())
       for (const ids of entry.subscribers.values()) count += ids.size;
+    return count;
+  }
+
+  /** Outboxes waiting for their commit's fsync (`whenDurable`). */
+  get waitingForDurable(): number {
+    let count = 0;
+    for (const waiters of this.#awaitingDurable.values())
+      count += waiters.length;
     return count;
   }
 
@@ -275,13 +285,17 @@ export class SubscriptionHub {
     if (running === undefined) this.#queue.add(subscriber, urgent);
     else if (urgent) this.#running.set(subscriber, "urgent");
     else if (running === false) this.#running.set(subscriber, true);
-    if (urgent) {
-      this.#startLanes();
-      return;
-    }
     // Commit invalidations wait one macrotask, so the socket whose mutation
     // made the commit answers it and queues its own update first: its
     // `await mutation()` then waits for one slice, not for the whole room.
+    // An urgent update starts the lanes at once, unless invalidations wait
+    // already: lanes started now would take the room's updates too, in the
+    // turn that ran the mutation (one stall of both); it goes first in the
+    // queue either way.
+    if (urgent && !this.#drainSoon) {
+      this.#startLanes();
+      return;
+    }
     if (this.#drainSoon) return;
     this.#drainSoon = true;
     setImmediate(() => {
@@ -330,6 +344,7 @@ export class SubscriptionHub {
     this.#unlisten();
     this.#awaitingDurable.clear();
     this.#released = [];
+    this.#releasedNext = 0;
     this.#subscribers.clear();
     this.#queue.clear();
     this.#entries.clear();
@@ -357,7 +372,7 @@ export class SubscriptionHub {
       this.runner.exclusive(task);
     try {
       for (;;) {
-        if (!this.#slices.open()) {
+        if (!this.#slices.open() || !this.#resumeReleased()) {
           await this.#slices.next();
           continue;
         }
@@ -393,22 +408,30 @@ export class SubscriptionHub {
     if (this.#releasing) return;
     this.#releasing = true;
     try {
-      let next = 0;
-      while (next < this.#released.length) {
-        if (!this.#slices.open()) {
-          await this.#slices.next();
-          continue;
-        }
-        const waiter = this.#released[next++];
-        try {
-          waiter.resume();
-        } catch (error) {
-          waiter.fail(error);
-        }
-      }
-      this.#released = [];
+      while (!this.#resumeReleased()) await this.#slices.next();
     } finally {
       this.#releasing = false;
     }
+  }
+
+  /**
+   * Resumes released outboxes while the slice lasts: true once none is left.
+   * Lanes call it before each update too, so frames that only wait to be
+   * written go out first, rather than behind the rest of a room's updates
+   * (a lane that holds the slice runs its updates back to back).
+   */
+  #resumeReleased(): boolean {
+    while (this.#releasedNext < this.#released.length) {
+      if (!this.#slices.open()) return false;
+      const waiter = this.#released[this.#releasedNext++];
+      try {
+        waiter.resume();
+      } catch (error) {
+        waiter.fail(error);
+      }
+    }
+    this.#released = [];
+    this.#releasedNext = 0;
+    return true;
   }
 }

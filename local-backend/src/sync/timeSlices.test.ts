@@ -3,6 +3,7 @@
  * slices, whichever loop it runs in, and work arriving after idle starts at
  * once.
  */
+import fs from "node:fs";
 import { performance } from "node:perf_hooks";
 import { describe, expect, test } from "vitest";
 import { TimeSlices } from "./timeSlices.ts";
@@ -45,6 +46,26 @@ describe("TimeSlices", () => {
     expect(doneWhenTheLoopRan).toBeGreaterThan(0);
     // One slice's worth for both loops together, not one per loop.
     expect(doneWhenTheLoopRan).toBeLessThan(16);
+  });
+
+  test("a slice that starts in an I/O callback is followed by a turn of the event loop's timers and I/O before the next", async () => {
+    const slices = new TimeSlices(8);
+    let done = 0;
+    let doneWhenATimerRan = -1;
+    await new Promise<void>((resolve, reject) =>
+      // fs callbacks run in the event loop's poll phase, as a socket's frame
+      // or a finished fsync does; a slice started there used to run into a
+      // second one in the same turn's check phase, before any timer.
+      fs.stat(import.meta.filename, (error) => {
+        if (error !== null) return reject(error);
+        setTimeout(() => (doneWhenATimerRan = done), 0);
+        void worker(slices, 40, () => done++).then(resolve, reject);
+      }),
+    );
+    expect(done).toBe(40);
+    expect(doneWhenATimerRan).toBeGreaterThan(0);
+    // One slice's worth (8 items and the one that crossed the deadline), not two.
+    expect(doneWhenATimerRan).toBeLessThanOrEqual(9);
   });
 
   test("work after idle starts in the same task", async () => {

@@ -11,11 +11,18 @@
  *   idle starts at once), and schedules a `setImmediate`, its turn's end;
  * - it runs out at its deadline: `open()` is false from then on, and waiting
  *   work `await`s `next()`;
- * - it ends at its turn's end, after the event loop has polled I/O: `next()`
- *   resolves there, and the first waiter to ask `open()` starts the next
- *   slice, which the others share. A slice is thus one stretch of work
- *   without a poll in between, at most `sliceMs` (plus the item that crossed
- *   the deadline).
+ * - it ends at its turn's end, after the event loop has run its timers and
+ *   polled I/O: `next()` resolves there, and the first waiter to ask `open()`
+ *   starts the next slice, which the others share. A slice is thus one
+ *   stretch of work without a poll in between, at most `sliceMs` (plus the
+ *   item that crossed the deadline).
+ * - a slice that started in the poll phase (a socket's frame, a finished
+ *   fsync) would see its `setImmediate` in that same turn's check phase, so
+ *   the next slice would follow it with no timer or poll in between: one
+ *   turn of two slices, twice the stall. A timer armed with the slice tells
+ *   the turn's end whether the loop has been through its timers (and so its
+ *   poll) since; if not, the timer ends the turn with a `setImmediate` of
+ *   its own (after that turn's poll), rather than spinning the loop.
  *
  * Usage:
  *   while (work.length > 0) {
@@ -30,9 +37,10 @@ export class TimeSlices {
   /** `performance.now()` at which the current slice runs out. */
   #deadline = 0;
   /**
-   * The current slice's turn's end (a `setImmediate`), resolved there.
+   * The current slice's turn's end (a `setImmediate` after a timers
+   * phase), resolved there.
    * - null: no slice is running
-   * - set when a slice starts; cleared, with the deadline, by that immediate
+   * - set when a slice starts; cleared, with the deadline, at that turn's end
    */
   #turn: Promise<void> | null = null;
 
@@ -49,13 +57,26 @@ export class TimeSlices {
   open(): boolean {
     if (this.#turn !== null) return performance.now() < this.#deadline;
     this.#deadline = performance.now() + this.#sliceMs;
-    this.#turn = new Promise((resolve) =>
-      setImmediate(() => {
+    // The turn ends at the first check phase after both the slice's own
+    // `setImmediate` and a timers phase: the immediate when the timer has
+    // already run, else one the timer schedules.
+    let timersRan = false;
+    let immediateRan = false;
+    this.#turn = new Promise((resolve) => {
+      const end = () => {
         this.#turn = null;
         this.#deadline = 0;
         resolve();
-      }),
-    );
+      };
+      setTimeout(() => {
+        timersRan = true;
+        if (immediateRan) setImmediate(end);
+      }, 0);
+      setImmediate(() => {
+        immediateRan = true;
+        if (timersRan) end();
+      });
+    });
     return true;
   }
 

@@ -122,6 +122,48 @@ describe("TransitionFrames", () => {
     });
   });
 
+  test("a socket asking right after another, with one part different, gets its own frame", () => {
+    const frames = new TransitionFrames();
+    const shared = result("shared");
+    const base = () =>
+      parts({ removed: [2], updated: [{ queryId: 0, result: shared }] });
+    const variants: TransitionParts[] = [
+      { ...base(), startVersion: { querySet: 0, identity: 0, ts: 10n } },
+      { ...base(), startVersion: { querySet: 1, identity: 1, ts: 10n } },
+      { ...base(), startVersion: { querySet: 1, identity: 0, ts: 11n } },
+      { ...base(), endVersion: { querySet: 2, identity: 0, ts: 20n } },
+      { ...base(), endVersion: { querySet: 1, identity: 1, ts: 20n } },
+      { ...base(), removed: [3] },
+      { ...base(), removed: [] },
+      { ...base(), updated: [{ queryId: 1, result: shared }] },
+      { ...base(), updated: [{ queryId: 0, result: result("shared") }] },
+      { ...base(), updated: [] },
+      { ...base(), clientClockSkew: 0 },
+    ];
+    const baseFrame = frames.transition(base());
+    for (const variant of variants) {
+      const frame = frames.transition(variant);
+      expect(frame).not.toBe(baseFrame);
+      // And back: the base's own frame again, not the variant's.
+      expect(frames.transition(base())).toBe(baseFrame);
+    }
+  });
+
+  test("a frame does not change with the arrays a caller passed and reuses", () => {
+    const frames = new TransitionFrames();
+    const shared = result("v");
+    const removed = [1];
+    const updated = [{ queryId: 0, result: shared }];
+    const first = frames.transition(parts({ removed, updated }));
+    removed.push(2);
+    updated[0] = { queryId: 5, result: shared };
+    const second = frames.transition(parts({ removed, updated }));
+    expect(second).not.toBe(first);
+    expect(parse(second)).toMatchObject({
+      modifications: [{ queryId: 1 }, { queryId: 2 }, { queryId: 5 }],
+    });
+  });
+
   test("a later commit's frames never reuse an earlier commit's", () => {
     const frames = new TransitionFrames();
     const shared = result("v");

@@ -52,9 +52,23 @@ export class TransitionFrames {
   #serials = 0;
   /** The last two timestamps encoded: every socket's start and end. */
   readonly #tsMemo: [bigint, string][] = [];
+  /**
+   * The last frame asked for, with a copy of its parts: a room's sockets ask
+   * for the same one back to back, and comparing the parts field by field
+   * costs less than building the key (two versions, a string to hash).
+   */
+  #last: { parts: TransitionParts; frame: Buffer } | null = null;
 
   /** The Transition's frame (UTF-8 JSON); the same Buffer for every socket with the same parts. */
   transition(parts: TransitionParts): Buffer {
+    const last = this.#last;
+    if (last !== null && sameParts(last.parts, parts)) return last.frame;
+    const frame = this.#frame(parts);
+    this.#last = { parts: copyOf(parts), frame };
+    return frame;
+  }
+
+  #frame(parts: TransitionParts): Buffer {
     const { endVersion } = parts;
     if (endVersion.ts !== this.#ts) this.#clear(endVersion.ts);
     const head =
@@ -124,4 +138,42 @@ export class TransitionFrames {
     this.#frames.clear();
     this.#cachedBytes = 0;
   }
+}
+
+/** Whether two calls name the same frame: what the cache key spells out, compared directly. */
+function sameParts(a: TransitionParts, b: TransitionParts): boolean {
+  if (
+    !sameVersion(a.startVersion, b.startVersion) ||
+    !sameVersion(a.endVersion, b.endVersion) ||
+    a.clientClockSkew !== b.clientClockSkew ||
+    a.removed.length !== b.removed.length ||
+    a.updated.length !== b.updated.length
+  )
+    return false;
+  for (let i = 0; i < a.removed.length; i++)
+    if (a.removed[i] !== b.removed[i]) return false;
+  // A result is named by its object, as the key's serial does: never by content.
+  for (let i = 0; i < a.updated.length; i++) {
+    const x = a.updated[i];
+    const y = b.updated[i];
+    if (x.queryId !== y.queryId || x.result !== y.result) return false;
+  }
+  return true;
+}
+
+function sameVersion(a: SessionVersion, b: SessionVersion): boolean {
+  return (
+    a.querySet === b.querySet && a.identity === b.identity && a.ts === b.ts
+  );
+}
+
+/** The parts as they are now (a caller's arrays and versions are its own). */
+function copyOf(parts: TransitionParts): TransitionParts {
+  return {
+    startVersion: { ...parts.startVersion },
+    endVersion: { ...parts.endVersion },
+    removed: [...parts.removed],
+    updated: parts.updated.map(({ queryId, result }) => ({ queryId, result })),
+    clientClockSkew: parts.clientClockSkew,
+  };
 }

@@ -302,6 +302,43 @@ describe("group commit", () => {
     reopened.close();
   });
 
+  test("a group's table counts and clocks are its last successful commit's, once for the group", async () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    const store = SqliteStore.open(file);
+    const table = { name: "t", number: FIRST_USER_TABLE_NUMBER, count: 0 };
+    const batch = (ts: bigint, count: number, fail = false): CommitBatch => ({
+      ts,
+      lastCreationTime: Number(ts) * 10,
+      newTables: ts === 1n ? [table] : [],
+      newIndexes: [],
+      writes: [
+        { id: `d${ts}`, tableNumber: FIRST_USER_TABLE_NUMBER, json: "1" },
+      ],
+      indexWrites: [],
+      counts: new Map([[FIRST_USER_TABLE_NUMBER, count]]),
+      inTransaction: fail
+        ? () => {
+            throw new Error("refused");
+          }
+        : undefined,
+    });
+    store.commit(batch(1n, 1));
+    store.commit(batch(2n, 2));
+    expect(() => store.commit(batch(3n, 3, true))).toThrow("refused");
+    await store.sync();
+    // A second group starts from what the first left.
+    store.commit(batch(4n, 3));
+    expect(() => store.commit(batch(5n, 4, true))).toThrow("refused");
+    store.close();
+
+    const reopened = SqliteStore.open(file);
+    const registry = reopened.loadRegistry();
+    expect(registry.lastTs).toBe(4n);
+    expect(registry.lastCreationTime).toBe(40);
+    expect(registry.tables).toEqual([{ ...table, count: 3 }]);
+    reopened.close();
+  });
+
   test("a failed fsync fails what waits for it and every later commit", async () => {
     const db = Database.open(tempDir(), {
       syncHook: () => Promise.reject(new Error("EIO: i/o error, fdatasync")),

@@ -39,7 +39,9 @@
  * The commits of a group share one SQLite transaction, each a savepoint
  * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
  * its fsync, so the pages they all touch (index and table pages, the clocks)
- * are written to the WAL once per group rather than once per commit. A
+ * are written to the WAL once per group rather than once per commit (the
+ * table counts and clocks are written once too, the last commit's, at the
+ * COMMIT). A
  * commit that fails rolls back to its savepoint only; a crash before the
  * COMMIT loses the group whole, and nothing in it was acknowledged.
  *
@@ -170,6 +172,18 @@ export class SqliteStore {
    * sync, COMMIT when the next sync starts (`#endGroup`).
    */
   #groupOpen = false;
+  /**
+   * What the open group's commits leave in `tables.count` and the clocks in
+   * `meta`: the last value of each, written once, at the group's COMMIT
+   * (`#writeGroupState`), rather than by each commit (three statements of
+   * its ten). Null while no commit of the group has succeeded.
+   */
+  #groupState: {
+    ts: bigint;
+    lastCreationTime: number;
+    counts: Map<number, number>;
+  } | null = null;
+  readonly #writeGroupState: () => void;
   readonly #commit: (batch: CommitBatch) => void;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
   readonly #getDocument: Database.Statement<[string]>;
@@ -253,15 +267,20 @@ export class SqliteStore {
         if (write.add !== null)
           this.#insertEntry.run(write.indexId, write.add, write.docId);
       }
-      for (const [number, count] of batch.counts) setCount.run(count, number);
       if (batch.sessionRequest !== undefined) {
         const { sessionId, requestId, outcome } = batch.sessionRequest;
         insertSessionRequest.run(sessionId, requestId, batch.ts, outcome);
       }
-      setMeta.run("last_ts", batch.ts.toString());
-      setMeta.run("last_creation_time", String(batch.lastCreationTime));
       batch.inTransaction?.();
     });
+    this.#writeGroupState = () => {
+      const group = this.#groupState;
+      if (group === null) return;
+      this.#groupState = null;
+      for (const [number, count] of group.counts) setCount.run(count, number);
+      setMeta.run("last_ts", group.ts.toString());
+      setMeta.run("last_creation_time", String(group.lastCreationTime));
+    };
   }
 
   /**
@@ -449,7 +468,21 @@ export class SqliteStore {
     } catch (error) {
       if (this.#db.inTransaction) throw error;
       this.#groupOpen = false;
+      this.#groupState = null;
       throw new CommitGroupLostError(error as Error);
+    }
+    const group = this.#groupState;
+    if (group === null) {
+      this.#groupState = {
+        ts: batch.ts,
+        lastCreationTime: batch.lastCreationTime,
+        counts: new Map(batch.counts),
+      };
+    } else {
+      group.ts = batch.ts;
+      group.lastCreationTime = batch.lastCreationTime;
+      for (const [number, count] of batch.counts)
+        group.counts.set(number, count);
     }
   }
 
@@ -499,6 +532,7 @@ export class SqliteStore {
    */
   #endGroup(): void {
     if (!this.#groupOpen) return;
+    this.#writeGroupState();
     this.#groupOpen = false;
     this.#db.exec("COMMIT");
     this.#afterCommit();
@@ -534,7 +568,10 @@ export class SqliteStore {
    */
   close(): void {
     if (!this.#db.open) return;
-    if (this.#groupOpen && this.#db.inTransaction) this.#db.exec("COMMIT");
+    if (this.#groupOpen && this.#db.inTransaction) {
+      this.#writeGroupState();
+      this.#db.exec("COMMIT");
+    }
     this.#groupOpen = false;
     this.#checkpointer.close();
     this.#db.close();

@@ -156,12 +156,14 @@ function restoreAsyncStack(depth: number): void {
 const now = (): number => performance.now();
 
 /**
- * A window may start from a CPU reading taken at most this long ago (wall
- * time) rather than take one: `process.cpuUsage()` costs ~13 us (a getrusage
- * over every thread), a few percent of a short mutation, and in a burst the
- * runs' windows follow each other closely.
+ * A run's first window may start from a CPU reading taken at most this long
+ * ago (wall time) rather than take one: `process.cpuUsage()` is a getrusage
+ * over every thread of the process, 25 to 75 us each under 50 writers (more
+ * than a tenth of a short mutation), and in a burst the runs' first windows
+ * follow each other closely. Later windows of a run (a long loop's slices)
+ * always take a fresh reading.
  */
-const CPU_READING_REUSE_MS = 1;
+const FIRST_WINDOW_CPU_READING_MS = 5;
 
 let lastCpuReading = { wallMs: -Infinity, cpuMs: 0 };
 
@@ -174,14 +176,14 @@ function cpuMs(): number {
 }
 
 /**
- * A window's starting CPU time: the last reading when it is recent enough.
- * An earlier reading only adds the CPU time used since (at most
- * CPU_READING_REUSE_MS per core) to the window's, and a window is charged no
- * more than its wall time anyway (`windowUserMs`), which is what Convex
- * charges.
+ * A window's starting CPU time. An earlier reading only adds the CPU time
+ * used since (at most FIRST_WINDOW_CPU_READING_MS per core, once per run) to
+ * the window's, and a window is charged no more than its wall time anyway
+ * (`windowUserMs`), which is what Convex charges.
  */
-function windowCpuStartMs(): number {
-  return now() - lastCpuReading.wallMs <= CPU_READING_REUSE_MS
+function windowCpuStartMs(firstWindow: boolean): number {
+  return firstWindow &&
+    now() - lastCpuReading.wallMs <= FIRST_WINDOW_CPU_READING_MS
     ? lastCpuReading.cpuMs
     : cpuMs();
 }
@@ -625,8 +627,9 @@ export class TimedRealm<M> {
     this.#job = job;
     this.#active = budget;
     const depth = asyncStackDepth();
+    const firstWindow = budget.windowStart === 0;
     budget.windowStart = now();
-    budget.windowCpuStart = windowCpuStartMs();
+    budget.windowCpuStart = windowCpuStartMs(firstWindow);
     budget.syscallMs = 0;
     let expired = false;
     try {
@@ -644,7 +647,7 @@ export class TimedRealm<M> {
       this.#active = null;
       this.#job = null;
       // A run that ended in this window has no use for its time any more
-      // (and measuring it costs a CPU reading, see CPU_READING_REUSE_MS).
+      // (and measuring it costs a CPU reading, see FIRST_WINDOW_CPU_READING_MS).
       if (expired || !budget.settled) {
         budget.usedMs += windowUserMs(
           budget.windowStart,

@@ -146,6 +146,9 @@ export type Registry = {
 
 export type IndexEntry = { key: Buffer; docId: string };
 
+/** Sessions whose highest request id is kept (`#latestRequestIds`). */
+const LATEST_REQUEST_IDS_CACHED = 100_000;
+
 /** Past this, the WAL is checkpointed on the main thread so that it can rewind (see the module comment). */
 const WAL_CAP_BYTES = 64 << 20;
 
@@ -186,6 +189,15 @@ export class SqliteStore {
   readonly #writeGroupState: () => void;
   readonly #commit: (batch: CommitBatch) => void;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
+  readonly #latestSessionRequest: Database.Statement<[string]>;
+  /**
+   * The highest request id stored for a session, once looked up: a client
+   * numbers its requests upwards (convex 1.48 `request_manager.ts`), so a
+   * request above it is new and needs no lookup (one SELECT per mutation).
+   * Records are only ever added by `commit` (which raises it) and dropped at
+   * open, so it stays an upper bound. Bounded by clearing, as a cache.
+   */
+  readonly #latestRequestIds = new Map<string, number>();
   readonly #getDocument: Database.Statement<[string]>;
   readonly #scanAsc: Database.Statement<[number, Buffer, Buffer, number]>;
   readonly #scanDesc: Database.Statement<[number, Buffer, Buffer, number]>;
@@ -243,6 +255,11 @@ export class SqliteStore {
         "SELECT outcome, ts FROM session_requests WHERE session_id = ? AND request_id = ?",
       )
       .safeIntegers(true);
+    this.#latestSessionRequest = db
+      .prepare<[string]>(
+        "SELECT MAX(request_id) FROM session_requests WHERE session_id = ?",
+      )
+      .pluck();
     this.#getDocument = db.prepare("SELECT json FROM documents WHERE id = ?");
     this.#scanAsc = db.prepare(
       "SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key ASC LIMIT ?",
@@ -471,6 +488,12 @@ export class SqliteStore {
       this.#groupState = null;
       throw new CommitGroupLostError(error as Error);
     }
+    if (batch.sessionRequest !== undefined) {
+      const { sessionId, requestId } = batch.sessionRequest;
+      const latest = this.#latestRequestIds.get(sessionId);
+      if (latest !== undefined && requestId > latest)
+        this.#latestRequestIds.set(sessionId, requestId);
+    }
     const group = this.#groupState;
     if (group === null) {
       this.#groupState = {
@@ -491,6 +514,15 @@ export class SqliteStore {
     sessionId: string,
     requestId: number,
   ): { outcome: string; ts: bigint } | null {
+    let latest = this.#latestRequestIds.get(sessionId);
+    if (latest === undefined) {
+      const stored = this.#latestSessionRequest.get(sessionId) as number | null;
+      latest = stored ?? -1;
+      if (this.#latestRequestIds.size >= LATEST_REQUEST_IDS_CACHED)
+        this.#latestRequestIds.clear();
+      this.#latestRequestIds.set(sessionId, latest);
+    }
+    if (requestId > latest) return null;
     const row = this.#findSessionRequest.get(sessionId, requestId) as
       { outcome: string; ts: bigint } | undefined;
     return row ?? null;

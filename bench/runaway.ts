@@ -5,7 +5,8 @@
  * Cases (each beside a baseline measured in the same run):
  * - another client's one-shot query and mutation latency while a query spins
  *   in a synchronous loop, awaits syscalls in a loop, or scans past 32,000
- *   documents (each stopped by the backend with Convex's error);
+ *   documents, and while a mutation that wrote spins either way (each
+ *   stopped by the backend with Convex's error);
  * - `messages.send` of the chat with a 100-, 40,000- and 1,000,000-character
  *   body (the last two are refused), and `users.setName` with 40 and 100,000.
  */
@@ -120,6 +121,22 @@ async function runaways(): Promise<void> {
       [
         "scan past 32,000 documents (query)",
         () => http.query(anyApi.limits.read, { author: "scan", n: 40_000 }),
+      ],
+      [
+        "write, then sync loop (mutation)",
+        () =>
+          http.mutation(anyApi.runaway.writeThenSpin, {
+            name: "runaway",
+            async: false,
+          }),
+      ],
+      [
+        "write, then async loop (mutation)",
+        () =>
+          http.mutation(anyApi.runaway.writeThenSpin, {
+            name: "runaway",
+            async: true,
+          }),
       ],
     ];
     for (const [label, run] of cases) {

@@ -75,7 +75,7 @@ describe("a synchronous loop", () => {
     expect(order).toEqual(["mutation", "query", "runaway"]);
   });
 
-  test("in a mutation: Convex's timeout error after another client's query was answered, and its writes are not committed", async () => {
+  test("in a mutation: Convex's timeout error after another client's query and mutation were answered, and its writes are not committed", async () => {
     const http = h.httpClient();
     const name = `spun-${crypto.randomUUID()}`;
     const order: string[] = [];
@@ -93,13 +93,17 @@ describe("a synchronous loop", () => {
         other.query(api.counters.get, { name: "never written" }),
       ),
     ).toBeNull();
-    // Mutations run one at a time: this one is served once the runaway ends.
-    const behind = other.mutation(api.counters.increment, {
-      name: `behind-${name}`,
-    });
+    // The runaway left the writer slot when it was moved: other mutations
+    // commit while it spins.
+    expect(
+      await settleOrder(
+        order,
+        "mutation",
+        other.mutation(api.counters.increment, { name: `behind-${name}` }),
+      ),
+    ).toBe(1);
     expect((await stuck).message).toMatch(TIMEOUT_MESSAGE);
-    expect(order).toEqual(["query", "runaway"]);
-    expect(await withTimeout(behind, "the mutation behind")).toBe(1);
+    expect(order).toEqual(["query", "mutation", "runaway"]);
     expect(await http.query(api.counters.get, { name })).toBeNull();
   });
 
@@ -118,6 +122,25 @@ describe("a synchronous loop", () => {
     const name = `after-runaways-${crypto.randomUUID()}`;
     expect(await http.mutation(api.counters.increment, { name })).toBe(1);
     // A long computation still runs off the main thread, in a fresh worker.
+    expect(
+      await http.query(runaway.computeThenRead, {
+        name,
+        iterations: LONG_COMPUTATION,
+      }),
+    ).toEqual({ value: 1, computed: true });
+  });
+});
+
+describe("a run that allocates without bound", () => {
+  test("ends with Convex's out-of-memory error in its worker, and the backend keeps serving", async () => {
+    const http = h.httpClient();
+    const error = await rejection(http.query(runaway.allocate, {}), 20_000);
+    expect(error.message).toMatch(
+      /^\[Request ID: [0-9a-f]+\] Server Error\nJavaScript execution ran out of memory \(maximum memory usage: 64 MB\)\s*$/,
+    );
+    const name = `after-allocating-${crypto.randomUUID()}`;
+    expect(await http.mutation(api.counters.increment, { name })).toBe(1);
+    // The next long computation gets a fresh worker.
     expect(
       await http.query(runaway.computeThenRead, {
         name,
@@ -166,6 +189,32 @@ describe("a long synchronous computation under the limit", () => {
     expect(await http.query(api.counters.get, { name: `${name}-nested` })).toBe(
       1,
     );
+  });
+
+  test("in a mutation: another client's mutation commits while it computes, and the overlapped run is repeated", async () => {
+    const name = `overlapped-${crypto.randomUUID()}`;
+    const http = h.httpClient();
+    const order: string[] = [];
+    // Reads nothing yet written, then computes for several hundred ms.
+    const slow = settleOrder(
+      order,
+      "slow",
+      http.mutation(runaway.computeThenIncrement, {
+        name,
+        iterations: 2 * LONG_COMPUTATION,
+      }),
+    );
+    await headStart();
+    const fast = settleOrder(
+      order,
+      "fast",
+      h.httpClient().mutation(api.counters.increment, { name }),
+    );
+    expect(await withTimeout(fast, "the mutation beside")).toBe(1);
+    // Not 1, a lost update: the run that read before the commit was discarded.
+    expect(await withTimeout(slow, "the computing mutation", 20_000)).toBe(2);
+    expect(order).toEqual(["fast", "slow"]);
+    expect(await http.query(api.counters.get, { name })).toBe(2);
   });
 
   test("a function that returns with a nested call still running leaves its worker usable", async () => {

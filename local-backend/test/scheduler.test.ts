@@ -137,6 +137,23 @@ describe("scheduled mutations", () => {
     expect(await bodies()).toEqual([]);
   });
 
+  test("a job canceled while its mutation runs commits nothing", async () => {
+    const http = h.httpClient();
+    const id = await http.mutation(api.scheduled.later, {
+      body: "canceled while running",
+      delayMs: 0,
+      kind: "slowMutation",
+    });
+    // The job has started computing (it runs for several hundred ms, moved
+    // off the main thread, holding no other mutation).
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await http.mutation(api.scheduled.cancel, { id });
+    // Longer than the run's second: it ended, overlapped by the cancel.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(await job(id)).toMatchObject({ state: { kind: "canceled" } });
+    expect(await bodies()).toEqual([]);
+  });
+
   test("a job can schedule the next one", async () => {
     const http = h.httpClient();
     await finished(

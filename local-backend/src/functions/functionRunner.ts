@@ -5,11 +5,17 @@
  * outcome (value, ConvexError data, uncaught error, log lines); `sync/outcomes.ts`
  * puts it on the wire.
  *
- * Concurrency. Mutations, and every other commit (the scheduler's and crons'
- * bookkeeping, file storage, a build switch), run one at a time on the writer
- * executor, so commits are serializable by construction (as convex-test's
- * `TransactionManager`). Queries run concurrently with everything, each in a
- * vm context of its own (deadline.ts), optimistically: a query reads the
+ * Concurrency. Every commit (mutations, the scheduler's and crons'
+ * bookkeeping, file storage, a build switch) happens in a slot of the writer
+ * executor, one at a time. A mutation starts in a slot and, when it ends
+ * there (nearly all do), commits in it, serializable by construction (as
+ * convex-test's `TransactionManager`); one that awaits or computes for long
+ * leaves the slot and is validated against the commits made meanwhile before
+ * it commits in a later one (`#conclude`: OCC, as Convex's committer checks a
+ * mutation's read set), so it holds no other client's mutation.
+ *
+ * Queries run concurrently with everything, each in a vm context of its own
+ * (deadline.ts), optimistically: a query reads the
  * latest committed state as it goes and, when it finishes, is checked against
  * the commits made meanwhile (commitLog.ts). Valid, its outcome (value, error
  * or timeout) is exactly that of a run at the current timestamp; conflicted,
@@ -78,7 +84,7 @@ import {
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
-import { CommitLog } from "./commitLog.ts";
+import { CommitLog, type CommitMark } from "./commitLog.ts";
 import {
   ComponentError,
   type ComponentFunctionPath,
@@ -216,17 +222,21 @@ type QueuedMutation = {
   visibility: Visibility;
   resolve(outcome: ExecutedMutation): void;
   reject(error: unknown): void;
+  /** Runs of it discarded so far because a commit overlapped them (`#conclude`). */
+  conflicts: number;
 };
 
 /** A mutation being run: what finishing it takes, however it ends. */
 type MutationRun = {
-  request: MutationRequest;
+  item: QueuedMutation;
   tx: Transaction;
   context: RequestContext;
   job: MutationJob | undefined;
   fn: RegisteredFunction | null;
   /** What it invokes, once its arguments are checked (a moved run invokes it again). */
   call: UdfCall | null;
+  /** Where it left the writer slot (`#conclude`); null while it holds the slot. */
+  mark: CommitMark | null;
 };
 
 /** One task at a time, in arrival order. */
@@ -368,12 +378,6 @@ export class FunctionRunner {
     return outcome;
   }
 
-  /**
-   * Runs a mutation and resolves once it committed, before the commit is
-   * durable: the caller must not show the outcome to anyone before
-   * `db.durable(observedTs)` resolves (sync sessions queue the answer, and run
-   * the socket's next mutation meanwhile).
-   */
   executeMutation(
     request: MutationRequest,
     visibility: Visibility = "public",
@@ -381,16 +385,19 @@ export class FunctionRunner {
     return this.#afterStartup(
       () =>
         new Promise<ExecutedMutation>((resolve, reject) => {
-          this.#pending.push({ request, visibility, resolve, reject });
-          if (this.#drainScheduled) return;
-          this.#drainScheduled = true;
-          // After the event loop's poll phase, so that every mutation whose
-          // frame arrived in this turn is in the slot.
-          setImmediate(
-            () => void this.#writer.run(() => this.#drainMutations()),
-          );
+          this.#enqueue({ request, visibility, resolve, reject, conflicts: 0 });
         }),
     );
+  }
+
+  /** Queues a mutation for the next writer slot (`#drainMutations`). */
+  #enqueue(item: QueuedMutation): void {
+    this.#pending.push(item);
+    if (this.#drainScheduled) return;
+    this.#drainScheduled = true;
+    // After the event loop's poll phase, so that every mutation whose frame
+    // arrived in this turn is in the slot.
+    setImmediate(() => void this.#writer.run(() => this.#drainMutations()));
   }
 
   /**
@@ -399,10 +406,11 @@ export class FunctionRunner {
    * short mutations from many clients pays for one watchdog per window of
    * MUTATION_WINDOW_MS rather than one each, and the event loop turns between
    * windows (at most every MUTATION_WINDOW_MS, so commits in between still
-   * share an fsync). A mutation that does not end inside its first window (it awaits
-   * a nested call or Web Crypto) holds the slot until it ends, as before.
-   * Mutations that arrive meanwhile get the next slot, behind any other
-   * writer task queued since.
+   * share an fsync). A mutation that does not end inside its first window (it
+   * awaits Web Crypto, or computes long enough to be moved off the main
+   * thread) leaves the slot and goes on optimistically (`#conclude`), so the
+   * next ones start at once. Mutations that arrive meanwhile get the next slot,
+   * behind any other writer task queued since.
    */
   async #drainMutations(): Promise<void> {
     this.#drainScheduled = false;
@@ -417,11 +425,7 @@ export class FunctionRunner {
         const cut = this.#isolate!.udf.shared(SHARED_WINDOW_MS, () => {
           const opened = performance.now();
           do {
-            const item = batch[next++];
-            window.carried = this.#deliver(
-              item,
-              this.#mutationNow(item.request, item.visibility),
-            );
+            window.carried = this.#mutationNow(batch[next++]);
           } while (
             window.carried === null &&
             next < batch.length &&
@@ -449,9 +453,9 @@ export class FunctionRunner {
 
   /**
    * The shared window's watchdog fired in `item`'s run: it failed with the
-   * timeout or was moved (then it runs again, and the promise is that run),
-   * and the frames that would have finished it were unwound, the request
-   * store's restore among them.
+   * timeout or was moved (then it runs again, off the main thread), and the
+   * frames that would have finished it were unwound, the request store's
+   * restore among them. What the slot must still wait for, or null.
    */
   #afterCut(
     item: QueuedMutation,
@@ -466,34 +470,18 @@ export class FunctionRunner {
       // outlast a window): nothing was written, so it runs again, outside
       // any shared window.
       run.tx.close();
-      return this.#deliver(
-        item,
-        this.#mutationNow(item.request, item.visibility),
-      );
+      return this.#mutationNow(item);
     }
     if (run === null) {
       // Host code between runs is short next to the window (only small
-      // commits run in it, with COMMIT_MARGIN_MS to spare), so this is a bug;
-      // the mutation's state is unknown.
+      // commits run in it, with COMMIT_MARGIN_MS to spare), so only a long
+      // pause (GC, a stalled machine) gets here; the mutation's state is
+      // unknown, and a commit cut short stops the database.
+      this.#db.checkInterrupted();
       item.reject(error);
       return null;
     }
-    return this.#deliver(item, this.#settled(run, { error }));
-  }
-
-  /** Answers `item` with its outcome: at once, or when the promise settles (returned, to await). */
-  #deliver(
-    item: QueuedMutation,
-    outcome: MutationOutcome | Promise<MutationOutcome>,
-  ): Promise<void> | null {
-    if (!(outcome instanceof Promise)) {
-      item.resolve(this.#executed(outcome));
-      return null;
-    }
-    return outcome.then(
-      (ended) => item.resolve(this.#executed(ended)),
-      (failure: unknown) => item.reject(failure),
-    );
+    return this.#conclude(run, { error });
   }
 
   /** What `executeMutation` resolves to; a read-only mutation observed the latest commit. */
@@ -700,16 +688,18 @@ export class FunctionRunner {
   }
 
   /**
-   * Runs a mutation: the outcome at once when it ended inside its first
-   * window (`#drainMutations` then goes on to the next in the same shared
-   * window), a promise otherwise.
+   * Starts `item`'s mutation in the writer slot and answers it when it ends:
+   * null when it ended inside its first window (`#drainMutations` then goes
+   * on to the next in the same shared window), else what the slot must still
+   * wait for (`#conclude`).
    */
-  #mutationNow(
-    request: MutationRequest,
-    visibility: Visibility,
-  ): MutationOutcome | Promise<MutationOutcome> {
+  #mutationNow(item: QueuedMutation): Promise<void> | null {
+    const { request, visibility } = item;
     const replay = this.#replay(request);
-    if (replay !== null) return replay;
+    if (replay !== null) {
+      item.resolve(this.#executed(replay));
+      return null;
+    }
     const tx = new Transaction(this.#db, { readOnly: false });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
     const context = newRequest(
@@ -725,16 +715,25 @@ export class FunctionRunner {
       context.scheduledJobId = job.id ?? null;
       if (!job.begin(tx)) {
         tx.close();
-        return { status: "success", value: null, logLines: [], ts: null };
+        item.resolve(
+          this.#executed({
+            status: "success",
+            value: null,
+            logLines: [],
+            ts: null,
+          }),
+        );
+        return null;
       }
     }
     const run: MutationRun = {
-      request,
+      item,
       tx,
       context,
       job,
       fn: null,
       call: null,
+      mark: null,
     };
     let result: Settled | Promise<string>;
     this.#running = run;
@@ -759,20 +758,117 @@ export class FunctionRunner {
       result = { error: error as Error };
     }
     this.#running = null;
+    if (result instanceof Promise) return this.#conclude(run, settle(result));
+    // Host work in a shared window must end well before its watchdog can
+    // fire: a large commit waits for the window to close.
+    if (
+      !("error" in result && result.error instanceof MovedError) &&
+      !this.#commitsInline(run.tx)
+    ) {
+      const settled = result;
+      return Promise.resolve().then(async () => {
+        await this.#conclude(run, settled);
+      });
+    }
+    return this.#conclude(run, result);
+  }
+
+  /**
+   * Finishes a mutation's run however it ends, and answers its caller; what
+   * the writer slot must still wait for, or null.
+   *
+   * A run that will not end in its slot (it awaits something, or deadline.ts
+   * moved it off the main thread) leaves the slot: its transaction is
+   * released and marked in the commit log (commitLog.ts), the slot goes on
+   * with the next mutation, and the run, when it ends, is validated and
+   * committed in a slot of its own (`#commitDetached`). If a commit made
+   * meanwhile wrote into what it read, it runs again from the start, as
+   * Convex retries a mutation on an OCC conflict; after MAX_OPTIMISTIC_RUNS
+   * conflicts it runs holding the slot, where no commit can land, so a
+   * mutation always ends. Commits stay serializable (each is validated
+   * against every commit since its reads), and a client's mutations still run
+   * in order (a sync session sends the next only once this one committed).
+   */
+  #conclude(
+    run: MutationRun,
+    result: Settled | Promise<Settled>,
+  ): Promise<void> | null {
     if (result instanceof Promise) {
-      return result.then(
-        (value) => this.#endMutation(run, { value }),
-        (error: unknown) => this.#settled(run, { error: error as Error }),
-      );
+      if (run.mark === null && run.item.conflicts < MAX_OPTIMISTIC_RUNS) {
+        run.mark = this.#commits.begin();
+        run.tx.release();
+      }
+      const ended = result
+        .then(async (settled) => {
+          await this.#conclude(run, settled);
+        })
+        .catch((error: unknown) => {
+          if (run.mark !== null) this.#commits.end(run.mark);
+          run.mark = null;
+          run.item.reject(error);
+        });
+      return run.mark === null ? ended : null;
     }
     if ("error" in result && result.error instanceof MovedError)
-      return this.#settled(run, result);
-    // Host work in a shared window must end well before its watchdog can fire.
-    if (!this.#commitsInline(run.tx)) {
-      const settled = result;
-      return Promise.resolve().then(() => this.#endMutation(run, settled));
-    }
-    return this.#endMutation(run, result);
+      return this.#conclude(run, this.#moved(run, result.error));
+    if (run.mark !== null) return this.#commitDetached(run, result);
+    run.item.resolve(this.#executed(this.#endMutation(run, result)));
+    return null;
+  }
+
+  /**
+   * A run moved off the main thread, again from the start (`#rerun`) in a
+   * fresh transaction where its job begins as it did. A released run keeps
+   * its mark: a commit since then that wrote into what the new attempt reads
+   * (its job canceled, say) conflicts it.
+   */
+  #moved(run: MutationRun, moved: MovedError): Promise<Settled> {
+    const restart = (first: RequestContext): RequestContext => {
+      run.tx.close();
+      run.tx = new Transaction(this.#db, { readOnly: false });
+      if (run.mark !== null) run.tx.release();
+      run.job?.begin(run.tx);
+      run.context = restarted(first, run.tx);
+      return run.context;
+    };
+    return settle(
+      Promise.resolve().then(() =>
+        this.#rerun(run.context, run.call!, moved, restart),
+      ),
+    );
+  }
+
+  /**
+   * A released run ended: in a writer slot, it commits if no commit since its
+   * mark wrote into what it read, and runs again otherwise. A copy of the
+   * request that committed meanwhile (a client resent it after reconnecting)
+   * wins, and this run's writes are dropped (exactly once). A timeout is
+   * final: the run has used its second.
+   */
+  #commitDetached(run: MutationRun, result: Settled): Promise<void> {
+    const mark = run.mark!;
+    return this.#writer.run(() => {
+      try {
+        const replay = this.#replay(run.item.request);
+        if (replay !== null) {
+          run.tx.close();
+          run.item.resolve(this.#executed(replay));
+        } else if (
+          !("error" in result && result.error instanceof UserTimeoutError) &&
+          this.#commits.conflicts(run.tx.readSet, mark, run.tx.readTimestamp)
+        ) {
+          run.tx.close();
+          run.item.conflicts++;
+          this.#enqueue(run.item);
+        } else {
+          run.item.resolve(this.#executed(this.#endMutation(run, result)));
+        }
+      } finally {
+        this.#commits.end(mark);
+        run.mark = null;
+      }
+      return Promise.resolve();
+    });
   }
 
   /** Whether a mutation that ended in its window may commit there (INLINE_COMMIT_MAX_DOCUMENTS). */
@@ -802,37 +898,10 @@ export class FunctionRunner {
     };
   }
 
-  /**
-   * How a mutation's run ended, finished: one that deadline.ts moved off the
-   * main thread runs again from the start (`#rerun`) after the window it was
-   * in, still in the writer slot, in a fresh transaction where its job begins
-   * as it did (nothing of the first attempt committed, and nothing else can).
-   */
-  #settled(
-    run: MutationRun,
-    result: Settled,
-  ): MutationOutcome | Promise<MutationOutcome> {
-    if (!("error" in result && result.error instanceof MovedError))
-      return this.#endMutation(run, result);
-    const moved = result.error;
-    const restart = (first: RequestContext): RequestContext => {
-      run.tx.close();
-      run.tx = new Transaction(this.#db, { readOnly: false });
-      run.job?.begin(run.tx);
-      run.context = restarted(first, run.tx);
-      return run.context;
-    };
-    return Promise.resolve()
-      .then(() => this.#rerun(run.context, run.call!, moved, restart))
-      .then(
-        (value) => this.#endMutation(run, { value }),
-        (error: unknown) => this.#endMutation(run, { error: error as Error }),
-      );
-  }
-
   /** Reports a mutation's run and commits what it wrote, or records its failure. */
   #endMutation(run: MutationRun, result: Settled): MutationOutcome {
-    const { request, tx, context, job } = run;
+    const { tx, context, job } = run;
+    const { request } = run.item;
     try {
       if ("error" in result) throw result.error;
       const outcome = this.#report(
@@ -1330,6 +1399,14 @@ export class FunctionRunner {
         .catch(closeOnTimeout(context)),
     );
   }
+}
+
+/** How a run's promise ends, as a value. */
+function settle(run: Promise<string>): Promise<Settled> {
+  return run.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error: error as Error }),
+  );
 }
 
 /** A run past its limit leaves its transaction closed, so nothing it wrote commits. */

@@ -460,7 +460,8 @@ export class NodeGeneration {
     const fatal = worker.fatal;
     if (fatal?.code === "ERR_WORKER_OUT_OF_MEMORY") {
       return new SystemError(
-        `JavaScript execution ran out of memory (maximum memory usage: ${WORKER_MEMORY_MB} MB)`,
+        // convex-backend's Node executor words it so (users quote it in issues).
+        `Node.js action execution ran out of memory (maximum memory usage: ${WORKER_MEMORY_MB} MB)`,
       );
     }
     // An exception nothing caught (a throwing timer callback) ends the

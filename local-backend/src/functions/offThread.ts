@@ -67,6 +67,16 @@ const MAX_QUEUED_RUNS = 32;
  */
 const OVERLOADED = "Too many concurrent requests, backoff and try again.";
 const BOOT_URL = new URL("./workerBoot.mjs", import.meta.url);
+/**
+ * A worker's old-generation heap: Convex's 64 MB for a query's or mutation's
+ * isolate, plus what a booted worker holds before any run (tsx, our sources,
+ * the bundle: measured 15 MiB with the test fixture, 25 MiB with the chat
+ * and Convex Auth), so a function that fits on Convex fits here.
+ */
+const WORKER_HEAP_MB = 64 + 32;
+/** convex-backend `crates/isolate/src/termination.rs` `OutOfMemoryError`. */
+const OUT_OF_MEMORY =
+  "JavaScript execution ran out of memory (maximum memory usage: 64 MB)";
 
 export type OffThreadOptions = {
   bundle: Bundle;
@@ -217,6 +227,8 @@ export class OffThread {
       // The boot script registers tsx itself; the parent's loader flags would
       // register it twice.
       execArgv: [],
+      // A run that allocates without bound ends its worker, not the backend.
+      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
     });
     worker.unref();
     const { promise: boot, ready, failed } = booting();
@@ -244,10 +256,15 @@ export class OffThread {
         );
       } else this.#onMessage(entry, message);
     });
-    worker.on("error", () => undefined);
+    let outOfMemory = false;
+    worker.on("error", (error: Error & { code?: string }) => {
+      outOfMemory = error.code === "ERR_WORKER_OUT_OF_MEMORY";
+    });
     worker.on("exit", (code) => {
       const error = new SystemError(
-        `The isolate worker running this function exited with code ${code} before it finished`,
+        outOfMemory
+          ? OUT_OF_MEMORY
+          : `The isolate worker running this function exited with code ${code} before it finished`,
       );
       failed(error);
       this.#gone(entry);

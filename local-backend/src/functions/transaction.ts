@@ -11,13 +11,14 @@
  * `runMutation`s, or a write while a nested call is open) each keep their own
  * writes. Nothing reaches committed state until `Database.commit(tx.pendingWrites())`.
  *
- * Concurrency. Mutations run one at a time with every other commit (the
- * runner's writer executor), so committed state cannot change under a
- * mutation's transaction; its reads check that no commit happened since it
- * began (`#check`), so a caller that breaks this rule gets an error rather
- * than a mixed snapshot. A query's transaction is `optimistic`: commits may
- * land while it runs, and the runner validates its read set against them when
- * it finishes (functions/commitLog.ts), discarding a run that overlaps one.
+ * Concurrency. A mutation starts in a slot of the runner's writer executor,
+ * where no other commit can land, and its reads check that none did
+ * (`#check`), so a caller that breaks this rule gets an error rather than a
+ * mixed snapshot. A query's transaction is `optimistic`: commits may land
+ * while it runs, and the runner validates its read set against them when it
+ * finishes (functions/commitLog.ts), discarding a run that overlaps one. A
+ * mutation that cannot end in its slot is `release`d to the same regime:
+ * validated, then committed, in a later slot.
  */
 import { createHash } from "node:crypto";
 import { convexToJson, type JSONValue, type Value } from "convex/values";
@@ -126,7 +127,7 @@ export class Transaction {
   /** The top-level function's writes; what `pendingWrites()` commits. */
   readonly root: WriteLayer;
   /** `db.commitCount` when the transaction began: its snapshot; null when optimistic. */
-  readonly #snapshot: number | null;
+  #snapshot: number | null;
   /** The run read the snapshot timestamp, which every commit changes. */
   #readTimestamp = false;
   #closed = false;
@@ -163,6 +164,15 @@ export class Transaction {
 
   close(): void {
     this.#closed = true;
+  }
+
+  /**
+   * Makes a mutation's transaction optimistic: its run goes on outside the
+   * writer slot, so commits may land under it, and the caller validates its
+   * read set against them (commitLog.ts) before it commits.
+   */
+  release(): void {
+    this.#snapshot = null;
   }
 
   // ---- nesting -----------------------------------------------------------

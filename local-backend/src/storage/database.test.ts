@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import vm from "node:vm";
 import { jsonToConvex } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
 import { Transaction } from "../functions/transaction.ts";
@@ -386,6 +387,50 @@ describe("group commit", () => {
     expect(() => insert(db, "messages", { author: "a", body: "more" })).toThrow(
       "restart the backend",
     );
+  });
+
+  test("a commit cut short by a watchdog stops the database; one that throws does not", async () => {
+    const dir = tempDir();
+    const db = openDb(dir);
+    const kept = insert(db, "messages", { author: "a", body: "durable" });
+    await db.durable(db.lastTs);
+    let listener: () => void = () => undefined;
+    db.onCommit(() => listener());
+
+    listener = () => {
+      throw new Error("an ordinary failure");
+    };
+    expect(() => insert(db, "messages", { author: "a", body: "b" })).toThrow(
+      "an ordinary failure",
+    );
+    db.checkInterrupted();
+    listener = () => undefined;
+    insert(db, "messages", { author: "a", body: "still open" });
+
+    // V8 terminates the host code the vm call reached, mid-commit.
+    listener = () => {
+      for (;;) {
+        // spin until the watchdog fires
+      }
+    };
+    const context = vm.createContext({
+      commit: () => insert(db, "messages", { author: "a", body: "cut" }),
+    });
+    expect(() => {
+      vm.runInContext("commit()", context, { timeout: 50 });
+    }).toThrow("Script execution timed out");
+    listener = () => undefined;
+    db.checkInterrupted();
+    expect(() =>
+      insert(db, "messages", { author: "a", body: "later" }),
+    ).toThrow(
+      "a commit was cut short by a function's time limit); restart the backend",
+    );
+    closeDb(db);
+
+    const reopened = openDb(dir);
+    expect(reopened.getDocument(kept)).toMatchObject({ body: "durable" });
+    insert(reopened, "messages", { author: "a", body: "after restart" });
   });
 
   test("closing syncs the commits still waiting for their group", async () => {

@@ -294,6 +294,8 @@ export class Database {
   #undurableBytes = 0;
   #syncing = false;
   #failure: Error | null = null;
+  /** A commit is running; left set if a watchdog cut it short (`checkInterrupted`). */
+  #committing = false;
   #closed = false;
   #waiters: DurableWaiter[] = [];
 
@@ -911,6 +913,32 @@ export class Database {
     sessionRequest?: SessionRequestRecord,
   ): CommitResult {
     if (this.#failure !== null) throw this.#failure;
+    this.#committing = true;
+    try {
+      return this.#commitNow(writes, sessionRequest);
+    } finally {
+      this.#committing = false;
+    }
+  }
+
+  /**
+   * Called when a function's watchdog cut host code short (deadline.ts): if
+   * it cut a commit, SQLite's group and the caches are in an unknown state,
+   * so the database stops as for a failed fsync. Nothing not yet durable is
+   * acknowledged after that, and a restart recovers the last durable state.
+   * (V8's termination runs no `finally` block, which is what leaves
+   * `#committing` set.)
+   */
+  checkInterrupted(): void {
+    if (!this.#committing) return;
+    this.#committing = false;
+    this.#fail(new Error("a commit was cut short by a function's time limit"));
+  }
+
+  #commitNow(
+    writes: Map<string, PendingWrite>,
+    sessionRequest: SessionRequestRecord | undefined,
+  ): CommitResult {
     const ts = this.#nextTs();
     const documentWrites: DocumentWrite[] = [];
     const indexWrites: IndexWrite[] = [];

@@ -303,6 +303,78 @@ describe("group commit", () => {
     reopened.close();
   });
 
+  test("a group's table counts and clocks are its last successful commit's, once for the group", async () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    const store = SqliteStore.open(file);
+    const table = { name: "t", number: FIRST_USER_TABLE_NUMBER, count: 0 };
+    const batch = (ts: bigint, count: number, fail = false): CommitBatch => ({
+      ts,
+      lastCreationTime: Number(ts) * 10,
+      newTables: ts === 1n ? [table] : [],
+      newIndexes: [],
+      writes: [
+        { id: `d${ts}`, tableNumber: FIRST_USER_TABLE_NUMBER, json: "1" },
+      ],
+      indexWrites: [],
+      counts: new Map([[FIRST_USER_TABLE_NUMBER, count]]),
+      inTransaction: fail
+        ? () => {
+            throw new Error("refused");
+          }
+        : undefined,
+    });
+    store.commit(batch(1n, 1));
+    store.commit(batch(2n, 2));
+    expect(() => store.commit(batch(3n, 3, true))).toThrow("refused");
+    await store.sync();
+    // A second group starts from what the first left.
+    store.commit(batch(4n, 3));
+    expect(() => store.commit(batch(5n, 4, true))).toThrow("refused");
+    store.close();
+
+    const reopened = SqliteStore.open(file);
+    const registry = reopened.loadRegistry();
+    expect(registry.lastTs).toBe(4n);
+    expect(registry.lastCreationTime).toBe(40);
+    expect(registry.tables).toEqual([{ ...table, count: 3 }]);
+    reopened.close();
+  });
+
+  test("a session's stored requests are found whatever order they are asked in, before and after a reopen", async () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    const store = SqliteStore.open(file);
+    const batch = (ts: bigint, requestId: number): CommitBatch => ({
+      ts,
+      lastCreationTime: 0,
+      newTables: [],
+      newIndexes: [],
+      writes: [],
+      indexWrites: [],
+      counts: new Map(),
+      sessionRequest: { sessionId: "s", requestId, outcome: `"r${requestId}"` },
+    });
+    expect(store.findSessionRequest("s", 0)).toBeNull();
+    store.commit(batch(1n, 0));
+    store.commit(batch(2n, 1));
+    const outcomes = (ids: number[]) =>
+      ids.map((id) => store.findSessionRequest("s", id)?.outcome ?? null);
+    expect(outcomes([1, 0, 2])).toEqual(['"r1"', '"r0"', null]);
+    // Out of order: a lower id committed after a higher one.
+    store.commit(batch(3n, 5));
+    store.commit(batch(4n, 3));
+    expect(outcomes([3, 5, 4, 6])).toEqual(['"r3"', '"r5"', null, null]);
+    await store.sync();
+    store.close();
+
+    const reopened = SqliteStore.open(file);
+    expect(
+      [6, 5, 0, 3].map(
+        (id) => reopened.findSessionRequest("s", id)?.outcome ?? null,
+      ),
+    ).toEqual([null, '"r5"', '"r0"', '"r3"']);
+    reopened.close();
+  });
+
   test("a failed fsync fails what waits for it and every later commit", async () => {
     const db = Database.open(tempDir(), {
       syncHook: () => Promise.reject(new Error("EIO: i/o error, fdatasync")),

@@ -39,7 +39,9 @@
  * The commits of a group share one SQLite transaction, each a savepoint
  * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
  * its fsync, so the pages they all touch (index and table pages, the clocks)
- * are written to the WAL once per group rather than once per commit. A
+ * are written to the WAL once per group rather than once per commit (the
+ * table counts and clocks are written once too, the last commit's, at the
+ * COMMIT). A
  * commit that fails rolls back to its savepoint only; a crash before the
  * COMMIT loses the group whole, and nothing in it was acknowledged.
  *
@@ -144,6 +146,9 @@ export type Registry = {
 
 export type IndexEntry = { key: Buffer; docId: string };
 
+/** Sessions whose highest request id is kept (`#latestRequestIds`). */
+const LATEST_REQUEST_IDS_CACHED = 100_000;
+
 /** Past this, the WAL is checkpointed on the main thread so that it can rewind (see the module comment). */
 const WAL_CAP_BYTES = 64 << 20;
 
@@ -170,8 +175,29 @@ export class SqliteStore {
    * sync, COMMIT when the next sync starts (`#endGroup`).
    */
   #groupOpen = false;
+  /**
+   * What the open group's commits leave in `tables.count` and the clocks in
+   * `meta`: the last value of each, written once, at the group's COMMIT
+   * (`#writeGroupState`), rather than by each commit (three statements of
+   * its ten). Null while no commit of the group has succeeded.
+   */
+  #groupState: {
+    ts: bigint;
+    lastCreationTime: number;
+    counts: Map<number, number>;
+  } | null = null;
+  readonly #writeGroupState: () => void;
   readonly #commit: (batch: CommitBatch) => void;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
+  readonly #latestSessionRequest: Database.Statement<[string]>;
+  /**
+   * The highest request id stored for a session, once looked up: a client
+   * numbers its requests upwards (convex 1.48 `request_manager.ts`), so a
+   * request above it is new and needs no lookup (one SELECT per mutation).
+   * Records are only ever added by `commit` (which raises it) and dropped at
+   * open, so it stays an upper bound. Bounded by clearing, as a cache.
+   */
+  readonly #latestRequestIds = new Map<string, number>();
   readonly #getDocument: Database.Statement<[string]>;
   readonly #scanAsc: Database.Statement<[number, Buffer, Buffer, number]>;
   readonly #scanDesc: Database.Statement<[number, Buffer, Buffer, number]>;
@@ -229,6 +255,11 @@ export class SqliteStore {
         "SELECT outcome, ts FROM session_requests WHERE session_id = ? AND request_id = ?",
       )
       .safeIntegers(true);
+    this.#latestSessionRequest = db
+      .prepare<[string]>(
+        "SELECT MAX(request_id) FROM session_requests WHERE session_id = ?",
+      )
+      .pluck();
     this.#getDocument = db.prepare("SELECT json FROM documents WHERE id = ?");
     this.#scanAsc = db.prepare(
       "SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key ASC LIMIT ?",
@@ -253,15 +284,20 @@ export class SqliteStore {
         if (write.add !== null)
           this.#insertEntry.run(write.indexId, write.add, write.docId);
       }
-      for (const [number, count] of batch.counts) setCount.run(count, number);
       if (batch.sessionRequest !== undefined) {
         const { sessionId, requestId, outcome } = batch.sessionRequest;
         insertSessionRequest.run(sessionId, requestId, batch.ts, outcome);
       }
-      setMeta.run("last_ts", batch.ts.toString());
-      setMeta.run("last_creation_time", String(batch.lastCreationTime));
       batch.inTransaction?.();
     });
+    this.#writeGroupState = () => {
+      const group = this.#groupState;
+      if (group === null) return;
+      this.#groupState = null;
+      for (const [number, count] of group.counts) setCount.run(count, number);
+      setMeta.run("last_ts", group.ts.toString());
+      setMeta.run("last_creation_time", String(group.lastCreationTime));
+    };
   }
 
   /**
@@ -449,7 +485,27 @@ export class SqliteStore {
     } catch (error) {
       if (this.#db.inTransaction) throw error;
       this.#groupOpen = false;
+      this.#groupState = null;
       throw new CommitGroupLostError(error as Error);
+    }
+    if (batch.sessionRequest !== undefined) {
+      const { sessionId, requestId } = batch.sessionRequest;
+      const latest = this.#latestRequestIds.get(sessionId);
+      if (latest !== undefined && requestId > latest)
+        this.#latestRequestIds.set(sessionId, requestId);
+    }
+    const group = this.#groupState;
+    if (group === null) {
+      this.#groupState = {
+        ts: batch.ts,
+        lastCreationTime: batch.lastCreationTime,
+        counts: new Map(batch.counts),
+      };
+    } else {
+      group.ts = batch.ts;
+      group.lastCreationTime = batch.lastCreationTime;
+      for (const [number, count] of batch.counts)
+        group.counts.set(number, count);
     }
   }
 
@@ -458,6 +514,15 @@ export class SqliteStore {
     sessionId: string,
     requestId: number,
   ): { outcome: string; ts: bigint } | null {
+    let latest = this.#latestRequestIds.get(sessionId);
+    if (latest === undefined) {
+      const stored = this.#latestSessionRequest.get(sessionId) as number | null;
+      latest = stored ?? -1;
+      if (this.#latestRequestIds.size >= LATEST_REQUEST_IDS_CACHED)
+        this.#latestRequestIds.clear();
+      this.#latestRequestIds.set(sessionId, latest);
+    }
+    if (requestId > latest) return null;
     const row = this.#findSessionRequest.get(sessionId, requestId) as
       { outcome: string; ts: bigint } | undefined;
     return row ?? null;
@@ -499,6 +564,7 @@ export class SqliteStore {
    */
   #endGroup(): void {
     if (!this.#groupOpen) return;
+    this.#writeGroupState();
     this.#groupOpen = false;
     this.#db.exec("COMMIT");
     this.#afterCommit();
@@ -534,7 +600,10 @@ export class SqliteStore {
    */
   close(): void {
     if (!this.#db.open) return;
-    if (this.#groupOpen && this.#db.inTransaction) this.#db.exec("COMMIT");
+    if (this.#groupOpen && this.#db.inTransaction) {
+      this.#writeGroupState();
+      this.#db.exec("COMMIT");
+    }
     this.#groupOpen = false;
     this.#checkpointer.close();
     this.#db.close();

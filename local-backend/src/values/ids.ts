@@ -26,9 +26,15 @@ const MAX_VINT_BYTES = 5;
 const FOOTER_LENGTH = 2;
 const VERSION = 0;
 
-const DECODE_TABLE: ReadonlyMap<string, number> = new Map(
-  [...ALPHABET].map((char, index) => [char, index]),
-);
+/** Character code -> 5-bit value, -1 outside the alphabet (codes from 128 too). */
+const DECODE_TABLE = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++)
+  DECODE_TABLE[ALPHABET.charCodeAt(i)] = i;
+
+function decodeChar(text: string, index: number): number {
+  const code = text.charCodeAt(index);
+  return code < 128 ? DECODE_TABLE[code] : -1;
+}
 
 function base32EncodedLength(byteLength: number): number {
   const lastChunk = [0, 2, 4, 5, 7][byteLength % 5];
@@ -44,48 +50,45 @@ const MAX_ID_LENGTH = base32EncodedLength(
 
 // Same bit order as convex-backend `base32::encode`: each 5-byte block becomes
 // eight 5-bit groups, most significant bits first; the zero-padded tail of
-// the last block is cut off rather than padded with '='.
+// the last block is cut off rather than padded with '='. (A bit buffer: every
+// ID a mutation writes or checks goes through here.)
 function base32Encode(data: Uint8Array): string {
   let out = "";
-  for (let start = 0; start < data.length; start += 5) {
-    const block = new Uint8Array(5);
-    block.set(data.subarray(start, start + 5));
-    const groups = [
-      block[0] >> 3,
-      ((block[0] & 0b111) << 2) | (block[1] >> 6),
-      (block[1] >> 1) & 0b11111,
-      ((block[1] & 0b1) << 4) | (block[2] >> 4),
-      ((block[2] & 0b1111) << 1) | (block[3] >> 7),
-      (block[3] >> 2) & 0b11111,
-      ((block[3] & 0b11) << 3) | (block[4] >> 5),
-      block[4] & 0b11111,
-    ];
-    for (const group of groups) out += ALPHABET[group];
+  let buffer = 0;
+  let bits = 0;
+  for (let i = 0; i < data.length; i++) {
+    buffer = (buffer << 8) | data[i];
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += ALPHABET[(buffer >>> bits) & 0b11111];
+    }
+    buffer &= (1 << bits) - 1;
   }
-  return out.slice(0, base32EncodedLength(data.length));
+  if (bits > 0) out += ALPHABET[(buffer << (5 - bits)) & 0b11111];
+  return out;
 }
 
 // Mirrors convex-backend `base32::decode`: it refuses any character outside
 // the lowercase alphabet (no case folding, no i/l/o/u aliases) and ignores the
-// unused low bits of the last character; `decodeId` adds the canonical check.
+// unused low bits of the last character; `parseId` adds the canonical check.
 function base32Decode(text: string): Uint8Array | null {
-  const outLength = Math.floor((text.length * 5) / 8);
-  const out = new Uint8Array(Math.ceil(text.length / 8) * 5);
+  const out = new Uint8Array(Math.floor((text.length * 5) / 8));
   let pos = 0;
-  for (let start = 0; start < text.length; start += 8) {
-    const idx = new Array<number>(8).fill(0);
-    for (let i = 0; i < 8 && start + i < text.length; i++) {
-      const value = DECODE_TABLE.get(text[start + i]);
-      if (value === undefined) return null;
-      idx[i] = value;
+  let buffer = 0;
+  let bits = 0;
+  for (let i = 0; i < text.length; i++) {
+    const value = decodeChar(text, i);
+    if (value < 0) return null;
+    buffer = (buffer << 5) | value;
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      if (pos < out.length) out[pos++] = (buffer >>> bits) & 0xff;
     }
-    out[pos++] = (idx[0] << 3) | (idx[1] >> 2);
-    out[pos++] = (idx[1] << 6) | (idx[2] << 1) | (idx[3] >> 4);
-    out[pos++] = (idx[3] << 4) | (idx[4] >> 1);
-    out[pos++] = (idx[4] << 7) | (idx[5] << 2) | (idx[6] >> 3);
-    out[pos++] = (idx[6] << 5) | idx[7];
+    buffer &= (1 << bits) - 1;
   }
-  return out.subarray(0, outLength);
+  return out;
 }
 
 function vintEncode(n: number): number[] {
@@ -114,11 +117,11 @@ function vintDecode(
   return null;
 }
 
-function fletcher16(buf: Uint8Array): number {
+function fletcher16(buf: Uint8Array, end = buf.length): number {
   let c0 = 0;
   let c1 = 0;
-  for (const byte of buf) {
-    c0 = (c0 + byte) & 0xff;
+  for (let i = 0; i < end; i++) {
+    c0 = (c0 + buf[i]) & 0xff;
     c1 = (c1 + c0) & 0xff;
   }
   return (c1 << 8) | c0;
@@ -139,9 +142,17 @@ export function encodeId(tableNumber: number, internalId: Uint8Array): string {
       `Invalid internal ID: expected ${INTERNAL_ID_LENGTH} bytes, got ${internalId.length}`,
     );
   }
-  const body = [...vintEncode(tableNumber), ...internalId];
-  const footer = fletcher16(Uint8Array.from(body)) ^ VERSION;
-  return base32Encode(Uint8Array.from([...body, footer & 0xff, footer >> 8]));
+  const vint = vintEncode(tableNumber);
+  const bytes = new Uint8Array(
+    vint.length + INTERNAL_ID_LENGTH + FOOTER_LENGTH,
+  );
+  bytes.set(vint);
+  bytes.set(internalId, vint.length);
+  const bodyLength = vint.length + INTERNAL_ID_LENGTH;
+  const footer = fletcher16(bytes, bodyLength) ^ VERSION;
+  bytes[bodyLength] = footer & 0xff;
+  bytes[bodyLength + 1] = footer >> 8;
+  return base32Encode(bytes);
 }
 
 /**
@@ -186,7 +197,7 @@ export function parseId(id: string): DecodedId | IdDecodeError {
     return invalidLength();
   const internalId = buf.slice(pos, pos + INTERNAL_ID_LENGTH);
   pos += INTERNAL_ID_LENGTH;
-  const expectedFooter = fletcher16(buf.subarray(0, pos)) ^ VERSION;
+  const expectedFooter = fletcher16(buf, pos) ^ VERSION;
   const footer = buf[pos] | (buf[pos + 1] << 8);
   pos += FOOTER_LENGTH;
   if (footer !== expectedFooter)
@@ -194,11 +205,13 @@ export function parseId(id: string): DecodedId | IdDecodeError {
       `Invalid ID version ${footer} (expected ${expectedFooter})`,
     );
   if (pos !== buf.length) return invalidLength();
-  const canonical = base32Encode(buf);
-  if (canonical !== id)
-    return canonical.length < id.length
-      ? invalidLength()
-      : new IdDecodeError("ID wasn't valid base32");
+  // Canonical: no character past the bytes' encoding, and the last one's
+  // padding bits zero (what re-encoding the bytes and comparing would check).
+  const canonicalLength = base32EncodedLength(buf.length);
+  if (canonicalLength < id.length) return invalidLength();
+  const paddingBits = canonicalLength * 5 - buf.length * 8;
+  if ((decodeChar(id, id.length - 1) & ((1 << paddingBits) - 1)) !== 0)
+    return new IdDecodeError("ID wasn't valid base32");
   return { tableNumber: vint.value, internalId };
 }
 

@@ -329,7 +329,7 @@ function checkObject(
   path: string,
   opts: ValidateOptions,
 ): Failure | null {
-  for (const field of Object.keys(validator.value).sort()) {
+  for (const field of sortedFields(validator)) {
     const { fieldType, optional } = validator.value[field];
     const fieldValue = Object.hasOwn(object, field) ? object[field] : undefined;
     if (fieldValue !== undefined) {
@@ -339,12 +339,28 @@ function checkObject(
       return { kind: "missingField", field, object, validator, path };
     }
   }
-  for (const field of definedKeys(object)) {
-    if (!Object.hasOwn(validator.value, field)) {
-      return { kind: "extraField", field, object, validator, path };
+  // Sorting the object's own fields is only needed to name the first extra one.
+  for (const field of Object.keys(object)) {
+    if (object[field] !== undefined && !Object.hasOwn(validator.value, field)) {
+      const first = definedKeys(object).find(
+        (key) => !Object.hasOwn(validator.value, key),
+      )!;
+      return { kind: "extraField", field: first, object, validator, path };
     }
   }
   return null;
+}
+
+/** An object validator's field names in name order, sorted once per validator (`parseValidatorJson` parses each JSON once). */
+const sortedFieldsOf = new WeakMap<ObjectValidatorJSON, string[]>();
+
+function sortedFields(validator: ObjectValidatorJSON): string[] {
+  let fields = sortedFieldsOf.get(validator);
+  if (fields === undefined) {
+    fields = Object.keys(validator.value).sort();
+    sortedFieldsOf.set(validator, fields);
+  }
+  return fields;
 }
 
 // `Validator::Union`: a one-member union reports its member's error; a union

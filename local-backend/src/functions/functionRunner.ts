@@ -459,6 +459,7 @@ export class FunctionRunner {
         // Set inside the window's body (a closure, so held in an object).
         const window: { carried: Promise<void> | null } = { carried: null };
         const store = requestStorage.getStore();
+        const first = next;
         const cut = this.#isolate!.udf.shared(this.#sharedWindowMs, () => {
           const opened = performance.now();
           do {
@@ -470,8 +471,12 @@ export class FunctionRunner {
             performance.now() - opened < MUTATION_WINDOW_MS
           );
         });
-        if (cut !== null)
+        if (cut !== null && next === first) {
+          // Cut before the window started any mutation.
+          requestStorage.enterWith(store as RequestContext);
+        } else if (cut !== null) {
           window.carried = this.#afterCut(batch[next - 1], cut, store);
+        }
         if (window.carried !== null) await window.carried;
         // A full backlog holds the writer until the disk catches up.
         if (this.#db.backlogFull) await this.#db.durable(this.#db.lastTs);

@@ -230,10 +230,14 @@ type QueuedMutation = {
    */
   attempt: number;
   answered: boolean;
-  /** `db.commitCount` when its run ended in a shared window, before it committed there. */
-  commitsBefore: number | null;
-  /** Its outcome once committed at `ts`, set just before the commit (`#afterCut`). */
-  committed: ((ts: bigint) => MutationOutcome) | null;
+  /**
+   * Set just before its run commits: `db.commitCount` then, and its outcome
+   * once committed at `ts` (`#afterHostCut`).
+   */
+  committing: {
+    before: number;
+    outcome: (ts: bigint) => MutationOutcome;
+  } | null;
 };
 
 /** A mutation being run: what finishing it takes, however it ends. */
@@ -419,8 +423,7 @@ export class FunctionRunner {
             conflicts: 0,
             attempt: 0,
             answered: false,
-            commitsBefore: null,
-            committed: null,
+            committing: null,
           };
           this.#enqueue(item);
         }),
@@ -529,19 +532,14 @@ export class FunctionRunner {
    * cut in the middle stops the database (`checkInterrupted`).
    */
   #afterHostCut(item: QueuedMutation, error: Error): Promise<void> | null {
-    if (this.#db.commitInterrupted) {
-      this.#db.checkInterrupted();
+    if (this.#db.checkInterrupted()) {
       item.reject(error);
       return null;
     }
     if (item.answered) return null;
-    const before = item.commitsBefore;
-    if (
-      before !== null &&
-      item.committed !== null &&
-      this.#db.commitCount === before + 1
-    ) {
-      item.resolve(this.#executed(item.committed(this.#db.lastTs)));
+    const committing = item.committing;
+    if (committing !== null && this.#db.commitCount === committing.before + 1) {
+      item.resolve(this.#executed(committing.outcome(this.#db.lastTs)));
       return null;
     }
     return this.#mutationNow(item);
@@ -758,8 +756,7 @@ export class FunctionRunner {
    */
   #mutationNow(item: QueuedMutation): Promise<void> | null {
     const attempt = ++item.attempt;
-    item.commitsBefore = null;
-    item.committed = null;
+    item.committing = null;
     const { request, visibility } = item;
     const replay = this.#replay(request);
     if (replay !== null) {
@@ -879,7 +876,6 @@ export class FunctionRunner {
     if ("error" in result && result.error instanceof MovedError)
       return this.#conclude(run, this.#moved(run, result.error));
     if (run.mark !== null) return this.#commitDetached(run, result);
-    run.item.commitsBefore = this.#db.commitCount;
     run.item.resolve(this.#executed(this.#endMutation(run, result)));
     return null;
   }
@@ -1009,7 +1005,10 @@ export class FunctionRunner {
         value: resolveCommitTsJson(outcome.value, ts),
         ts,
       });
-      run.item.committed = committed;
+      run.item.committing = {
+        before: this.#db.commitCount,
+        outcome: committed,
+      };
       return committed(this.#db.commit(tx.pendingWrites(), record).ts);
     } catch (error) {
       return this.#failJob(
@@ -1032,7 +1031,10 @@ export class FunctionRunner {
     const tx = new Transaction(this.#db, { readOnly: false });
     try {
       job.fail(tx, outcome.error.trace);
-      item.committed = (ts) => ({ ...outcome, ts });
+      item.committing = {
+        before: this.#db.commitCount,
+        outcome: (ts) => ({ ...outcome, ts }),
+      };
       return { ...outcome, ts: this.#db.commit(tx.pendingWrites()).ts };
     } finally {
       tx.close();

@@ -925,19 +925,15 @@ export class Database {
    * Called when a function's watchdog cut host code short (deadline.ts): if
    * it cut a commit, SQLite's group and the caches are in an unknown state,
    * so the database stops as for a failed fsync. Nothing not yet durable is
-   * acknowledged after that, and a restart recovers the last durable state.
-   * (V8's termination runs no `finally` block, which is what leaves
-   * `#committing` set.)
+   * acknowledged after that, and a restart recovers the last durable state;
+   * true when it stopped. (V8's termination runs no `finally` block, which
+   * is what leaves `#committing` set.)
    */
-  /** A commit began and was cut short (see `checkInterrupted`). */
-  get commitInterrupted(): boolean {
-    return this.#committing;
-  }
-
-  checkInterrupted(): void {
-    if (!this.#committing) return;
+  checkInterrupted(): boolean {
+    if (!this.#committing) return false;
     this.#committing = false;
     this.#fail(new Error("a commit was cut short by a function's time limit"));
+    return true;
   }
 
   #commitNow(

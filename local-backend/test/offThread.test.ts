@@ -7,6 +7,8 @@
  * lines and subscriptions work as before.
  */
 import { anyApi } from "convex/server";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
   api,
@@ -27,6 +29,12 @@ const TIMEOUT_MESSAGE = new RegExp(
 /** Synchronous work far past the main thread's slice, far under the second (~150 ms here). */
 const LONG_COMPUTATION = 30_000_000;
 const runaway = anyApi.runaway;
+
+/** A full collection (`--expose-gc`'s `gc`, taken without the flag at start-up). */
+function collectGarbage(): void {
+  v8.setFlagsFromString("--expose-gc");
+  (vm.runInNewContext("gc") as () => void)();
+}
 
 let h: TestBackend;
 beforeAll(async () => {
@@ -147,6 +155,71 @@ describe("a run that allocates without bound", () => {
         iterations: LONG_COMPUTATION,
       }),
     ).toEqual({ value: 1, computed: true });
+  });
+});
+
+describe("a run that keeps allocating between reads, on the main thread", () => {
+  const OUT_OF_MEMORY_MESSAGE =
+    /^\[Request ID: [0-9a-f]+\] Server Error\nJavaScript execution ran out of memory \(maximum memory usage: 64 MB\)\s*$/;
+
+  test.each([
+    ["arrays", false],
+    ["ArrayBuffers", true],
+  ])(
+    "of %s: ends with Convex's out-of-memory error, not at its time limit",
+    async (_kind, buffers) => {
+      const http = h.httpClient();
+      const error = await rejection(
+        http.query(runaway.allocateBetweenReads, { buffers }),
+        20_000,
+      );
+      expect(error.message).toMatch(OUT_OF_MEMORY_MESSAGE);
+      const name = `after-allocating-between-reads-${crypto.randomUUID()}`;
+      expect(await http.mutation(api.counters.increment, { name })).toBe(1);
+    },
+  );
+
+  test("in a mutation: out of memory, and its write does not commit", async () => {
+    const http = h.httpClient();
+    const name = `insert-then-allocate-${crypto.randomUUID()}`;
+    const error = await rejection(
+      http.mutation(runaway.insertThenAllocate, { name }),
+      20_000,
+    );
+    expect(error.message).toMatch(OUT_OF_MEMORY_MESSAGE);
+    expect(await http.query(api.counters.get, { name })).toBeNull();
+  });
+
+  test("what a stopped run held is freed: the backend's heap does not grow run after run", async () => {
+    const http = h.httpClient();
+    const heapAfterCollection = () => {
+      collectGarbage();
+      const stats = v8.getHeapStatistics();
+      return stats.used_heap_size + stats.external_memory;
+    };
+    const before = heapAfterCollection();
+    for (const buffers of [false, true, false, true]) {
+      const error = await rejection(
+        http.query(runaway.allocateBetweenReads, { buffers }),
+        20_000,
+      );
+      expect(error.message).toMatch(OUT_OF_MEMORY_MESSAGE);
+    }
+    // Each run held 64 MB on the main thread before it was moved. A stopped
+    // context is drained once its reads settle, and ArrayBuffers are
+    // returned by V8's sweeper after a collection, so this takes a moment.
+    await waitFor(
+      () => heapAfterCollection() - before < 48 * 2 ** 20,
+      "the stopped runs' memory to be freed",
+    );
+  });
+
+  test("garbage past 64 MB is not held against a run: it returns its result", async () => {
+    const http = h.httpClient();
+    // 128 MB allocated in all, 0.5 MB of it alive at any time.
+    expect(
+      await http.query(runaway.churnBetweenReads, { megabytes: 128 }),
+    ).toBe(256 * (1 << 16));
   });
 });
 

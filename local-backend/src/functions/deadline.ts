@@ -56,6 +56,18 @@
  *   the runner runs it again from the start in an isolate worker with what is
  *   left of the budget (offThread.ts), where its loop holds nobody.
  *
+ * - Memory: the main thread's contexts share the process's heap, so no heap
+ *   cap can apply to one run there. Each run is charged what the heap grew by
+ *   during its windows (not inside its syscalls: the host's transaction
+ *   state is outside Convex's isolate heap too), less what collections freed
+ *   since, and is moved to a worker (whose heap is capped) when that passes
+ *   Convex's 64 MB (MAIN_HEAP_CHARGE_BYTES), before the process is hurt; it
+ *   ends there with Convex's out-of-memory error, or, if it was only making
+ *   garbage faster than it was collected, with its result.
+ * - A dropped context (terminated or moved) is drained once more with its
+ *   syscalls failing (`#dispose`): what its queue still holds would otherwise
+ *   keep it, and all its run allocated, alive for good.
+ *
  * Actions run in a normal context (timers, fetch) with a wall-clock limit: an
  * action's synchronous loop is not stopped before it yields.
  *
@@ -65,6 +77,7 @@
  *     lookup(modules).invokeQuery(args),
  *   );
  */
+import v8 from "node:v8";
 import vm from "node:vm";
 import type { ConvexGlobal } from "./syscalls.ts";
 
@@ -96,6 +109,38 @@ const WINDOW_SLICE_MS = 5;
 export const MAIN_SLICE_MS = 40;
 
 /**
+ * Memory a run may add on the main thread before it is moved to an isolate
+ * worker, whose heap is capped (offThread.ts): Convex's 64 MiB isolate heap
+ * (`ISOLATE_MAX_USER_HEAP_SIZE`, convex-backend `crates/common/src/knobs.rs`).
+ * The main thread's contexts share the process's heap, so what a run holds
+ * cannot be read directly; it is charged what the heap (V8's heap in use plus
+ * ArrayBuffers, `heapBytes`) grew by during each of its windows, outside its
+ * syscalls, less what the heap shrank by between and within them (a
+ * collection freed garbage, its own among it). Garbage not yet collected
+ * counts, so a run that makes this much faster than V8 collects it is moved
+ * as well, and gives the same result in the worker, where the limit is
+ * exact; a run that keeps it ends there with Convex's out-of-memory error,
+ * before the process is hurt. A collection freeing other runs' garbage
+ * credits this one too; MAIN_HEAP_BACKSTOP_BYTES bounds what that misses.
+ */
+export const MAIN_HEAP_CHARGE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Above this much heap in use (half of V8's limit for the process), a run
+ * still going at the end of a window is moved whatever it was charged: the
+ * charge misses growth that a collection inside the run's window hid, and
+ * several runs each under their charge could together approach the limit,
+ * past which V8 ends the whole process.
+ */
+const MAIN_HEAP_BACKSTOP_BYTES = v8.getHeapStatistics().heap_size_limit / 2;
+
+/** What the process's isolate holds now: V8's heap in use, plus ArrayBuffers and other external memory (~0.5 us). */
+function heapBytes(): number {
+  const stats = v8.getHeapStatistics();
+  return stats.used_heap_size + stats.external_memory;
+}
+
+/**
  * Contexts evaluated at most: how many queries and mutations can be running
  * at once. A run that finds every context leased waits for one.
  */
@@ -108,6 +153,15 @@ const OBSERVE_HOOK = "__localBackendObserve";
 const ENTER_SCRIPT = new vm.Script(`globalThis.${ENTER_HOOK}()`, {
   filename: "local-backend:enter",
 });
+/** Entered in a dropped context only for the microtask drain that follows it (`#dispose`). */
+const DRAIN_SCRIPT = new vm.Script("undefined", {
+  filename: "local-backend:drain",
+});
+/** The last drain of a dropped context, at most (`#dispose`). */
+const DROP_DRAIN_MS = 5;
+/** What a syscall from a dropped context's continuation gets. */
+const DROPPED_MESSAGE =
+  "This function was stopped: its remaining work cannot reach the database";
 
 /**
  * Node's async-id stack (`process.binding("async_wrap")`, deprecated but the
@@ -235,8 +289,14 @@ export class UserTimeoutError extends Error {
  * start off the main thread. `usedMs` of its budget is spent.
  */
 export class MovedError extends Error {
-  constructor(readonly usedMs: number) {
-    super(`Moved off the main thread after ${Math.round(usedMs)} ms`);
+  constructor(
+    readonly usedMs: number,
+    /** Moved for what it allocated (MAIN_HEAP_CHARGE_BYTES), not for its time. */
+    readonly forMemory = false,
+  ) {
+    super(
+      `Moved off the main thread after ${Math.round(usedMs)} ms${forMemory ? " for its memory" : ""}`,
+    );
     this.name = "MovedError";
   }
 }
@@ -280,8 +340,21 @@ export type Settled = { value: string } | { error: Error };
 class Budget<M> {
   /** User time so far: windows' wall time minus the syscalls inside them. */
   usedMs = 0;
+  /**
+   * What the run is taken to hold (MAIN_HEAP_CHARGE_BYTES): what the heap
+   * grew by during its windows, less what collections between them freed.
+   */
+  heapChargeBytes = 0;
+  /** The heap at the end of its last window, or -1 before the first. */
+  heapAtWindowEnd = -1;
   /** Time in syscalls during the current window. */
   syscallMs = 0;
+  /**
+   * What the heap grew by inside syscalls during the current window: the
+   * host's transaction state and result strings, which Convex keeps outside
+   * the isolate's heap and so does not count against its 64 MiB.
+   */
+  syscallHeapBytes = 0;
   /** When the current window opened, in wall and in CPU time. */
   windowStart = 0;
   windowCpuStart = 0;
@@ -293,6 +366,8 @@ class Budget<M> {
   polling = false;
   /** It settled inside its window: its context is released when the window ends (`#release`). */
   releaseAtWindowEnd = false;
+  /** Called when `outstanding` drops to 0 (a dropped context's last drain, `#dispose`). */
+  onIdle: (() => void) | null = null;
   /** Settles with `outcome`, for a caller that did not get it at once. */
   readonly promise: Promise<string>;
   #resolve!: (value: string) => void;
@@ -353,7 +428,11 @@ type Observe = <T>(
   onError: (error: unknown) => T,
 ) => Promise<T>;
 
-type Leased<M> = TimedContext<M> & { observe: Observe };
+type Leased<M> = TimedContext<M> & {
+  observe: Observe;
+  /** Set when the context is dropped: its syscalls fail from then on (`#dispose`). */
+  dropped: { value: boolean };
+};
 
 /** A shared window (see `TimedRealm.shared`): when its watchdog fires. */
 type SharedWindow = { deadline: number };
@@ -597,6 +676,7 @@ export class TimedRealm<M> {
     let context: Leased<M> | undefined = budget.context;
     if (budget.terminated) {
       this.#live--;
+      this.#dispose(budget);
       context = undefined;
     }
     const next = this.#waiting.shift();
@@ -646,15 +726,51 @@ export class TimedRealm<M> {
   }
 
   #fresh(): Leased<M> {
+    const dropped = { value: false };
     const created = this.#create({
-      wrapConvex: (convex) => this.#wrapConvex(convex),
+      wrapConvex: (convex) => this.#wrapConvex(convex, dropped),
       installEntry: (context) => this.#installEntry(context),
       prelude: TIMED_PRELUDE,
     });
     const observe = (created.context as Record<string, unknown>)[
       OBSERVE_HOOK
     ] as Observe;
-    return { ...created, observe };
+    return { ...created, observe, dropped };
+  }
+
+  /**
+   * A context is dropped (its run was terminated or moved). What is still in
+   * its microtask queue would keep it alive for good, with all it holds (a
+   * moved run's 64 MB): V8 treats queued microtasks as roots, and this queue
+   * is drained only when the context is entered. So, once no host promise of
+   * its run is pending (a later one would queue more), it is entered one last
+   * time with DROP_DRAIN_MS: its syscalls now fail, so what its continuations
+   * do reaches nothing, and a continuation that does not end is terminated
+   * inside the drain, which empties the queue (V8's `RunMicrotasks` discards
+   * the rest on termination).
+   */
+  #dispose(budget: Budget<M>): void {
+    const { context, dropped } = budget.context;
+    if (dropped.value) return;
+    dropped.value = true;
+    const drain = () => {
+      if (budget.outstanding > 0) return;
+      const depth = asyncStackDepth();
+      try {
+        DRAIN_SCRIPT.runInContext(context, {
+          timeout: DROP_DRAIN_MS,
+          displayErrors: false,
+        });
+      } catch (error) {
+        if (
+          (error as { code?: string }).code === "ERR_SCRIPT_EXECUTION_TIMEOUT"
+        )
+          restoreAsyncStack(depth);
+      }
+    };
+    budget.onIdle = () => setImmediate(drain);
+    // Outside the window or drain that dropped it.
+    setImmediate(drain);
   }
 
   #installEntry(context: vm.Context): void {
@@ -691,6 +807,16 @@ export class TimedRealm<M> {
     budget.windowStart = now();
     budget.windowCpuStart = windowCpuStartMs(firstWindow);
     budget.syscallMs = 0;
+    budget.syscallHeapBytes = 0;
+    const heapAtStart = heapBytes();
+    let heapNow = heapAtStart;
+    // The heap shrank since the run's last window: a collection freed
+    // garbage, its own among it, which no longer counts against it.
+    if (budget.heapAtWindowEnd > heapAtStart)
+      budget.heapChargeBytes = Math.max(
+        0,
+        budget.heapChargeBytes - (budget.heapAtWindowEnd - heapAtStart),
+      );
     let expired = false;
     try {
       ENTER_SCRIPT.runInContext(budget.context.context, watched);
@@ -714,10 +840,27 @@ export class TimedRealm<M> {
           budget.windowCpuStart,
           budget.syscallMs,
         );
+        heapNow = heapBytes();
+        // Signed: a collection inside the window frees what it held too.
+        budget.heapChargeBytes = Math.max(
+          0,
+          budget.heapChargeBytes +
+            (heapNow - heapAtStart - budget.syscallHeapBytes),
+        );
+        budget.heapAtWindowEnd = heapNow;
       }
     }
     if (!expired) {
       if (budget.releaseAtWindowEnd) this.#release(budget);
+      if (
+        !budget.settled &&
+        (budget.heapChargeBytes > MAIN_HEAP_CHARGE_BYTES ||
+          heapNow > MAIN_HEAP_BACKSTOP_BYTES)
+      ) {
+        // Its continuations stay queued in the context, which goes with it.
+        this.#moved(budget, true);
+        return;
+      }
       this.#pollIfIdle(budget);
     } else if (budget.settled) this.#discard(budget);
     else if (watchdog < remaining) this.#moved(budget);
@@ -730,10 +873,10 @@ export class TimedRealm<M> {
     if (budget.releaseAtWindowEnd) this.#release(budget);
   }
 
-  #moved(budget: Budget<M>): void {
+  #moved(budget: Budget<M>, forMemory = false): void {
     // Terminated all the same: the context is never entered again.
     budget.terminated = true;
-    budget.fail(new MovedError(budget.usedMs));
+    budget.fail(new MovedError(budget.usedMs, forMemory));
   }
 
   #terminated(budget: Budget<M>): void {
@@ -765,16 +908,27 @@ export class TimedRealm<M> {
    * string when it has one; otherwise a promise, and when that settles after
    * the window has ended, a new window delivers it.
    */
-  #wrapConvex(convex: ConvexGlobal): TimedConvexHost {
-    /** Runs a host syscall, charging its time to the window's syscall time. */
+  #wrapConvex(
+    convex: ConvexGlobal,
+    dropped: { value: boolean },
+  ): TimedConvexHost {
+    /**
+     * Runs a host syscall, charging its time to the window's syscall time and
+     * leaving what the host allocated for it out of the run's heap charge.
+     */
     const timed = <T>(run: () => T): T => {
+      if (dropped.value) throw new Error(DROPPED_MESSAGE);
       const budget = this.#active;
       if (budget === null) return run();
       const started = now();
+      const heapBefore = heapBytes();
       try {
         return run();
       } finally {
         budget.syscallMs += now() - started;
+        // A collection inside the syscall makes this negative: it hid growth
+        // from the window as well, so nothing is taken off for it.
+        budget.syscallHeapBytes += Math.max(0, heapBytes() - heapBefore);
       }
     };
     return {
@@ -812,6 +966,7 @@ export class TimedRealm<M> {
         budget.outstanding++;
         const settle = () => {
           budget.outstanding--;
+          if (budget.outstanding === 0) budget.onIdle?.();
           if (budget.settled) return;
           if (!delivered()) this.#window(budget, () => undefined);
           else this.#pollIfIdle(budget);

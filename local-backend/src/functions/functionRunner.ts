@@ -1443,7 +1443,8 @@ export class FunctionRunner {
     const offThread = this.#isolate!.offThread;
     let usedMs = moved.usedMs;
     let rerun = restart(context);
-    if (!offThread.readyNow()) {
+    // One that allocated past its share goes where its heap is capped.
+    if (!moved.forMemory && !offThread.readyNow()) {
       try {
         return await this.#invokeTimed(rerun, call, USER_TIMEOUT_MS - usedMs);
       } catch (error) {

@@ -36,6 +36,8 @@
  *                                `syscall` and `nestedDone`, and `log`, `done`
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import v8 from "node:v8";
+import vm from "node:vm";
 import {
   type MessagePort,
   parentPort,
@@ -86,36 +88,39 @@ export type Reply =
 export type FromIsolateWorker =
   | { type: "ready" }
   | { type: "loadFailed"; error: ThrownParts }
-  | {
+  | ({
       type: "syscall";
       callId: number | null;
       kind: "sync" | "async" | "js";
       op: string;
       args: unknown;
-      usedMs: number;
-    }
-  | {
+    } & Stamp)
+  | ({
       type: "nestedDone";
       callId: number;
       ok: boolean;
       value?: string;
       error?: ThrownParts;
-      usedMs: number;
-    }
+    } & Stamp)
   | { type: "log"; callId: number | null; level: LogLevel; line: string }
-  | {
+  | ({
       type: "done";
       callId: number;
       ok: boolean;
       value?: string;
       error?: ThrownParts;
-      usedMs: number;
-    };
+    } & Stamp);
+
+/**
+ * Stamped on every request and on `done`: the run's time outside round
+ * trips, and whether it holds more memory than Convex allows (`overMemory`).
+ */
+export type Stamp = { usedMs: number; outOfMemory: boolean };
 
 /** The requests that wait for an answer. */
 type Blocking = Extract<FromIsolateWorker, { type: "syscall" | "nestedDone" }>;
 /** One of them before the worker stamps its time on it (distributed over the union). */
-type Unstamped<T = Blocking> = T extends unknown ? Omit<T, "usedMs"> : never;
+type Unstamped<T = Blocking> = T extends unknown ? Omit<T, keyof Stamp> : never;
 
 const port = parentPort!;
 const data = workerData as IsolateWorkerData;
@@ -125,16 +130,69 @@ const currentCall = new AsyncLocalStorage<CallState>();
 /** The current run's time outside round trips, and when it last resumed. */
 let usedMs = 0;
 let resumedAt = performance.now();
+/**
+ * Convex's limits for one query or mutation: 64 MiB of V8 heap
+ * (`ISOLATE_MAX_USER_HEAP_SIZE`) and, outside it, 64 MiB of ArrayBuffers
+ * (`ISOLATE_MAX_ARRAY_BUFFER_TOTAL_SIZE`; convex-backend
+ * `crates/common/src/knobs.rs`). The thread's own heap cap (offThread.ts)
+ * stops a run that allocates without ever making a request, but V8 reaches
+ * it only after collecting over and over near the cap, for seconds, and it
+ * does not cover ArrayBuffers; so each request also checks what the run
+ * added to both (`stamp`).
+ */
+const HEAP_LIMIT_BYTES = 64 * 1024 * 1024;
+const ARRAY_BUFFER_LIMIT_BYTES = 64 * 1024 * 1024;
+
+/** The thread's heap and external memory when the current run started. */
+let atStart = memory();
+
+function memory(): { heap: number; external: number } {
+  const stats = v8.getHeapStatistics();
+  return { heap: stats.used_heap_size, external: stats.external_memory };
+}
+
+let collect: (() => void) | null = null;
+
+/** A full collection (`--expose-gc`'s `gc`, taken without the flag at start-up). */
+function collectGarbage(): void {
+  if (collect === null) {
+    v8.setFlagsFromString("--expose-gc");
+    collect = vm.runInNewContext("gc") as () => void;
+  }
+  collect();
+}
+
+/**
+ * Whether the run holds more than Convex allows. The readings count garbage
+ * not yet collected, so past a limit the thread collects before it decides:
+ * only what is still reachable then is the run's (a full collection of this
+ * small heap, only when a limit is crossed).
+ */
+function overMemory(): boolean {
+  const over = (now: { heap: number; external: number }) =>
+    now.heap - atStart.heap > HEAP_LIMIT_BYTES ||
+    now.external - atStart.external > ARRAY_BUFFER_LIMIT_BYTES;
+  if (!over(memory())) return false;
+  collectGarbage();
+  return over(memory());
+}
 
 function spent(): number {
   return usedMs + (performance.now() - resumedAt);
 }
 
+/** What every request and `done` carries (offThread.ts checks it). */
+function stamp(): Stamp {
+  const usedNow = spent();
+  return { usedMs: usedNow, outOfMemory: overMemory() };
+}
+
 /** Sends `request` and blocks until its answer arrives. */
 function roundTrip(request: Unstamped): Reply {
-  usedMs = spent();
+  const stamped = stamp();
+  usedMs = stamped.usedMs;
   let seen = Atomics.load(signal, 0);
-  port.postMessage({ ...request, usedMs });
+  port.postMessage({ ...request, ...stamped });
   for (;;) {
     const received = receiveMessageOnPort(data.replies);
     if (received !== undefined) {
@@ -232,6 +290,7 @@ process.on("unhandledRejection", () => undefined);
 port.on("message", ({ call, state }: ToIsolateWorker) => {
   usedMs = 0;
   resumedAt = performance.now();
+  atStart = memory();
   const done = (
     outcome: { ok: true; value: string } | { ok: false; error: ThrownParts },
   ) =>
@@ -239,7 +298,7 @@ port.on("message", ({ call, state }: ToIsolateWorker) => {
       type: "done",
       callId: state.callId,
       ...outcome,
-      usedMs: spent(),
+      ...stamp(),
     } satisfies FromIsolateWorker);
   currentCall
     .run(state, () => invokeUdf(components, call))

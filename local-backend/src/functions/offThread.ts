@@ -45,6 +45,7 @@ import type {
   FromIsolateWorker,
   IsolateWorkerData,
   Reply,
+  Stamp,
   ToIsolateWorker,
 } from "./isolateWorker.ts";
 import {
@@ -314,6 +315,7 @@ export class OffThread {
       case "done": {
         const run = worker.run;
         if (run === null || !run.contexts.has(message.callId)) return;
+        if (this.#outOfMemory(worker, run, message)) return;
         this.#finish(
           worker,
           run,
@@ -346,7 +348,7 @@ export class OffThread {
       });
       return;
     }
-    if (!this.#pause(worker, run, message.usedMs)) return;
+    if (!this.#pause(worker, run, message)) return;
     const { convex } = this.#options;
     const fail = (error: unknown) =>
       this.#answer(worker, run, {
@@ -422,7 +424,7 @@ export class OffThread {
       });
       return;
     }
-    if (!this.#pause(worker, run, message.usedMs)) return;
+    if (!this.#pause(worker, run, message)) return;
     run.nested.delete(message.callId);
     run.contexts.delete(message.callId);
     if (message.ok) waiter.resolve(message.value ?? "null");
@@ -445,14 +447,27 @@ export class OffThread {
     if (worker.run !== null) this.#resume(worker, worker.run);
   }
 
-  /** The worker waits on the main thread: its clock stops. False if its budget was already spent. */
-  #pause(worker: PoolWorker, run: Run, usedMs: number): boolean {
+  /**
+   * The worker waits on the main thread: its clock stops. False if the run
+   * was stopped instead: its budget was already spent, or it holds more
+   * memory than Convex allows (isolateWorker.ts `overMemory`).
+   */
+  #pause(worker: PoolWorker, run: Run, stamp: Stamp): boolean {
     if (run.timer !== null) clearTimeout(run.timer);
     run.timer = null;
-    run.usedMs = usedMs;
-    if (usedMs < run.budgetMs) return true;
+    run.usedMs = stamp.usedMs;
+    if (this.#outOfMemory(worker, run, stamp)) return false;
+    if (stamp.usedMs < run.budgetMs) return true;
     this.#expire(worker, run);
     return false;
+  }
+
+  /** Stops the run if the worker found it over Convex's memory limits. */
+  #outOfMemory(worker: PoolWorker, run: Run, stamp: Stamp): boolean {
+    if (!stamp.outOfMemory) return false;
+    this.#kill(worker);
+    this.#finish(worker, run, { error: new SystemError(OUT_OF_MEMORY) });
+    return true;
   }
 
   #resume(worker: PoolWorker, run: Run): void {

@@ -6,7 +6,9 @@
  * - another client's one-shot query and mutation latency while a query spins
  *   in a synchronous loop, awaits syscalls in a loop, or scans past 32,000
  *   documents, and while a mutation that wrote spins either way (each
- *   stopped by the backend with Convex's error);
+ *   stopped by the backend with Convex's error), and while a query keeps
+ *   allocating, between reads or synchronously (stopped at Convex's 64 MB),
+ *   with the backend's RSS after each case and the error the runaway got;
  * - `messages.send` of the chat with a 100-, 40,000- and 1,000,000-character
  *   body (the last two are refused), and `users.setName` with 40 and 100,000.
  */
@@ -23,6 +25,10 @@ import { formatSummary, summarize } from "./stats.ts";
 const QUICK = process.argv.includes("--quick");
 const SAMPLES = QUICK ? 30 : 100;
 const RUNAWAYS = QUICK ? 2 : 4;
+/** `--case=<text>`: only the runaway cases whose label contains it. */
+const CASE = process.argv
+  .find((arg) => arg.startsWith("--case="))
+  ?.slice("--case=".length);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const FIXTURE = path.join(ROOT, "local-backend/test/fixture/convex");
 
@@ -76,6 +82,13 @@ async function sampleOther(
   return times;
 }
 
+/** A child process's resident memory, from /proc (Linux). */
+function rssMiB(child: ChildProcess): string {
+  const status = fs.readFileSync(`/proc/${child.pid}/status`, "utf8");
+  const kib = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+  return (kib / 1024).toFixed(0);
+}
+
 const otherMutation = (client: ConvexHttpClient) =>
   client.mutation(anyApi.counters.increment, { name: "other client" });
 
@@ -90,6 +103,7 @@ async function runaways(): Promise<void> {
         size: 1,
       });
     }
+    console.log(`backend RSS before: ${rssMiB(backend.child)} MiB`);
     const baseline = await sampleOther(backend.url, null, SAMPLES);
     console.log(
       formatSummary(
@@ -123,6 +137,20 @@ async function runaways(): Promise<void> {
         () => http.query(anyApi.limits.read, { author: "scan", n: 40_000 }),
       ],
       [
+        "keeps allocating between reads (query)",
+        () =>
+          http.query(anyApi.runaway.allocateBetweenReads, { buffers: false }),
+      ],
+      [
+        "keeps allocating ArrayBuffers between reads (query)",
+        () =>
+          http.query(anyApi.runaway.allocateBetweenReads, { buffers: true }),
+      ],
+      [
+        "allocates without a pause (query)",
+        () => http.query(anyApi.runaway.allocate, {}),
+      ],
+      [
         "write, then sync loop (mutation)",
         () =>
           http.mutation(anyApi.runaway.writeThenSpin, {
@@ -140,11 +168,13 @@ async function runaways(): Promise<void> {
       ],
     ];
     for (const [label, run] of cases) {
+      if (CASE !== undefined && !label.includes(CASE)) continue;
       const durations: number[] = [];
+      let error = "";
       const all = (async () => {
         for (let i = 0; i < RUNAWAYS; i++) {
           const start = performance.now();
-          await run().catch(() => undefined);
+          await run().catch((e: Error) => (error ||= e.message));
           durations.push(performance.now() - start);
         }
       })();
@@ -169,6 +199,10 @@ async function runaways(): Promise<void> {
           `  the runaway itself until stopped`,
           summarize(durations),
         ),
+      );
+      // "[Request ID: …] Server Error", then the message (errors.ts).
+      console.log(
+        `  its error: ${error.split("\n")[1] ?? error}; backend RSS after: ${rssMiB(backend.child)} MiB`,
       );
     }
   } finally {
@@ -223,7 +257,7 @@ async function chatValidation(): Promise<void> {
 export async function runawayBench(): Promise<void> {
   console.log("\nrunaway functions and validation (times in ms)");
   await runaways();
-  await chatValidation();
+  if (CASE === undefined) await chatValidation();
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

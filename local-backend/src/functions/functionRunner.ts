@@ -1429,10 +1429,13 @@ export class FunctionRunner {
    * committed, and its log lines are dropped with it.
    *
    * The watchdog is wall-clock, so on a busy machine a short function can be
-   * moved without having computed for long. When no worker is ready to take
-   * it at once, it runs once more on the main thread while one boots (a boot
+   * moved without having computed for long (its user time, the lesser of
+   * wall and CPU time, says so). Such a run, when no worker is ready to take
+   * it at once, runs once more on the main thread while one boots (a boot
    * takes several hundred ms, which a mutation would wait for in the writer
-   * slot); a second move sends it to the worker.
+   * slot); a second move sends it to the worker. A run that did compute for
+   * its slice waits for the worker instead: a second slice on the main
+   * thread would hold every other client again.
    */
   async #rerun(
     context: RequestContext,
@@ -1443,8 +1446,16 @@ export class FunctionRunner {
     const offThread = this.#isolate!.offThread;
     let usedMs = moved.usedMs;
     let rerun = restart(context);
-    // One that allocated past its share goes where its heap is capped.
-    if (!moved.forMemory && !offThread.readyNow()) {
+    // One that allocated past its share goes where its heap is capped, and
+    // one that did compute for its slice would only hold everyone again.
+    if (
+      !moved.forMemory &&
+      moved.usedMs < MAIN_SLICE_MS / 2 &&
+      !offThread.readyNow()
+    ) {
+      // Once more on the main thread, but after the event loop turns: two
+      // slices back to back would hold every other client for both.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       try {
         return await this.#invokeTimed(rerun, call, USER_TIMEOUT_MS - usedMs);
       } catch (error) {

@@ -1430,12 +1430,12 @@ export class FunctionRunner {
    *
    * The watchdog is wall-clock, so on a busy machine a short function can be
    * moved without having computed for long (its user time, the lesser of
-   * wall and CPU time, says so). Such a run, when no worker is ready to take
-   * it at once, runs once more on the main thread while one boots (a boot
-   * takes several hundred ms, which a mutation would wait for in the writer
-   * slot); a second move sends it to the worker. A run that did compute for
-   * its slice waits for the worker instead: a second slice on the main
-   * thread would hold every other client again.
+   * wall and CPU time, says so). Such a run, and any mutation (which would
+   * wait for the boot in the writer slot), runs once more on the main thread,
+   * after the event loop turns, when no worker is ready to take it at once
+   * (a boot takes several hundred ms); a second move sends it to the worker.
+   * A query that did compute for its slice waits for the worker instead: a
+   * second slice on the main thread would hold every other client again.
    */
   async #rerun(
     context: RequestContext,
@@ -1446,11 +1446,11 @@ export class FunctionRunner {
     const offThread = this.#isolate!.offThread;
     let usedMs = moved.usedMs;
     let rerun = restart(context);
-    // One that allocated past its share goes where its heap is capped, and
-    // one that did compute for its slice would only hold everyone again.
+    // One that allocated past its share goes where its heap is capped, and a
+    // query that did compute for its slice would only hold everyone again.
     if (
       !moved.forMemory &&
-      moved.usedMs < MAIN_SLICE_MS / 2 &&
+      (call.kind === "mutation" || moved.usedMs < MAIN_SLICE_MS / 2) &&
       !offThread.readyNow()
     ) {
       // Once more on the main thread, but after the event loop turns: two

@@ -223,6 +223,37 @@ describe("a run that keeps allocating between reads, on the main thread", () => 
   });
 });
 
+describe("what a stopped run left unawaited", () => {
+  test.each([
+    ["a new query (a synchronous syscall)", true],
+    ["the next document of a stream (an async syscall)", false],
+  ])("ends quietly at its next read: %s", async (_kind, newQuery) => {
+    const http = h.httpClient();
+    // Two documents, so a stream over them has a next one to read.
+    for (const label of ["a", "b"])
+      await http.mutation(api.counters.increment, {
+        name: `forgotten-${label}-${crypto.randomUUID()}`,
+      });
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", record);
+    try {
+      const error = await rejection(
+        http.query(runaway.forgetReadsThenSpin, { newQuery }),
+        20_000,
+      );
+      expect(error.message).toMatch(TIMEOUT_MESSAGE);
+      // The dropped context's last drain runs once the event loop turns,
+      // and Node reports rejections after the microtasks that follow.
+      for (let turn = 0; turn < 5; turn++)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", record);
+    }
+  });
+});
+
 describe("a long synchronous computation under the limit", () => {
   test("in a query: the right result, its log lines once, and its subscription follows the data", async () => {
     const name = `computed-${crypto.randomUUID()}`;
@@ -247,6 +278,34 @@ describe("a long synchronous computation under the limit", () => {
     await waitFor(() => values.length === 2, "the updated result");
     expect(values[1]).toEqual({ value: 6, computed: true });
     expect(logged("before computing")).toBe(2);
+  });
+
+  test("its read waiting behind a busy main thread does not count against its second", async () => {
+    const name = `queued-read-${crypto.randomUUID()}`;
+    const http = h.httpClient();
+    await http.mutation(api.counters.increment, { name, by: 3 });
+    // A worker booted and idle, so the run below reaches it at once.
+    await http.query(runaway.computeThenRead, {
+      name,
+      iterations: LONG_COMPUTATION,
+    });
+    const result = http.query(runaway.computeThenRead, {
+      name,
+      iterations: 1.5 * LONG_COMPUTATION,
+    });
+    // The backend shares this thread. Once the run is in its worker (~50 ms:
+    // its main-thread slice, then the move), hold the thread past the run's
+    // whole second; the worker finishes computing meanwhile, and its read
+    // waits in the queue. Its own time is ~0.25 s, so it must succeed.
+    // Held from the check phase, so the loop's next turn runs its timers
+    // before it reads the worker's message, as after any busy callback.
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    await new Promise((resolve) => setImmediate(resolve));
+    const until = performance.now() + 1_200;
+    while (performance.now() < until) {
+      // the main thread is busy
+    }
+    expect(await result).toEqual({ value: 3, computed: true });
   });
 
   test("in a mutation that calls a mutation and a query: committed once, with the right result", async () => {

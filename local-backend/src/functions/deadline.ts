@@ -65,7 +65,8 @@
  *   ends there with Convex's out-of-memory error, or, if it was only making
  *   garbage faster than it was collected, with its result.
  * - A dropped context (terminated or moved) is drained once more with its
- *   syscalls failing (`#dispose`): what its queue still holds would otherwise
+ *   syscalls cut off (`#dispose`: async ones never settle, sync ones wait
+ *   for the drain's watchdog): what its queue still holds would otherwise
  *   keep it, and all its run allocated, alive for good.
  *
  * Actions run in a normal context (timers, fetch) with a wall-clock limit: an
@@ -157,11 +158,27 @@ const ENTER_SCRIPT = new vm.Script(`globalThis.${ENTER_HOOK}()`, {
 const DRAIN_SCRIPT = new vm.Script("undefined", {
   filename: "local-backend:drain",
 });
-/** The last drain of a dropped context, at most (`#dispose`). */
-const DROP_DRAIN_MS = 5;
-/** What a syscall from a dropped context's continuation gets. */
+/**
+ * The last drain of a dropped context, at most (`#dispose`): its watchdog then
+ * ends the drain, and V8 discards what the queue still holds, which is the
+ * point, so it may be short.
+ */
+const DROP_DRAIN_MS = 1;
+/**
+ * A dropped context's syscalls are cut off, and nothing they do may reject: a
+ * rejection there would reach a promise nobody may be observing (the run's
+ * own, when a watchdog cut its first window before `observe`, or one the
+ * function left unawaited), and Node would report it as unhandled. An async
+ * syscall never settles, so its continuation stops at that `await`; a sync
+ * one cannot return without a made-up result, so inside the drain it waits
+ * for the drain's watchdog (at most DROP_DRAIN_MS), whose termination ends
+ * the wait and discards the queue. Outside a drain (never expected) it throws
+ * DROPPED_MESSAGE.
+ */
 const DROPPED_MESSAGE =
   "This function was stopped: its remaining work cannot reach the database";
+/** What a cut-off sync syscall waits on, until the drain's watchdog wakes it. */
+const DRAIN_WAIT = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Node's async-id stack (`process.binding("async_wrap")`, deprecated but the
@@ -251,14 +268,19 @@ function windowCpuStartMs(firstWindow: boolean): number {
  * worker). Convex counts a countdown paused during syscalls
  * (convex-backend `crates/isolate/src/timeout.rs`).
  */
-function windowUserMs(
-  wallStart: number,
-  cpuStart: number,
-  syscallMs: number,
-): number {
+function windowUserMs(budget: {
+  windowStart: number;
+  windowCpuStart: number;
+  syscallMs: number;
+  syscallSince: number;
+}): number {
+  const at = now();
+  const syscallMs =
+    budget.syscallMs + (budget.syscallSince < 0 ? 0 : at - budget.syscallSince);
   return Math.max(
     0,
-    Math.min(now() - wallStart, cpuMs() - cpuStart) - syscallMs,
+    Math.min(at - budget.windowStart, cpuMs() - budget.windowCpuStart) -
+      syscallMs,
   );
 }
 
@@ -349,6 +371,12 @@ class Budget<M> {
   heapAtWindowEnd = -1;
   /** Time in syscalls during the current window. */
   syscallMs = 0;
+  /**
+   * When the syscall running now started, or -1. A watchdog that cuts a
+   * syscall skips the `finally` that adds its time to `syscallMs`: the cut
+   * counts it from here (`windowUserMs`), since host time is not the run's.
+   */
+  syscallSince = -1;
   /**
    * What the heap grew by inside syscalls during the current window: the
    * host's transaction state and result strings, which Convex keeps outside
@@ -465,6 +493,14 @@ export class TimedRealm<M> {
   #job: (() => void) | null = null;
   /** The shared window open now, if any. */
   #shared: SharedWindow | null = null;
+  /**
+   * The run `#run` is starting, until its first window is the active one: a
+   * shared watchdog that fires in between leaves it holding its context with
+   * no window to end it, so the cut ends it (`shared`).
+   */
+  #starting: Budget<M> | null = null;
+  /** A dropped context's last drain is running (`#dispose`). */
+  #draining = false;
   /** An empty context the shared windows enter (their body is host code). */
   readonly #driver: vm.Context;
 
@@ -577,6 +613,13 @@ export class TimedRealm<M> {
       restoreAsyncStack(depth);
       // (A method call: the type checker still narrows `#active` to null here.)
       const cut = this.#takeActive();
+      const starting = this.#takeStarting();
+      // Cut before its run's first window opened: the function never ran, and
+      // the caller, told of a host-code cut, starts the call again.
+      if (starting !== null && starting !== cut) {
+        starting.terminated = true;
+        starting.fail(new HostCodeCut());
+      }
       // A run that settled in a window this cut interrupted, or whose window
       // ended just before it, before its context went back.
       for (const settled of this.#releasing) this.#discard(settled);
@@ -588,11 +631,7 @@ export class TimedRealm<M> {
         return new HostCodeCut();
       }
       this.#reconcile();
-      cut.usedMs += windowUserMs(
-        cut.windowStart,
-        cut.windowCpuStart,
-        cut.syscallMs,
-      );
+      cut.usedMs += windowUserMs(cut);
       // As its own watchdog would have: moved, unless its budget is spent.
       if (cut.usedMs < cut.limitMs) this.#moved(cut);
       else this.#terminated(cut);
@@ -632,6 +671,12 @@ export class TimedRealm<M> {
     return active;
   }
 
+  #takeStarting(): Budget<M> | null {
+    const starting = this.#starting;
+    this.#starting = null;
+    return starting;
+  }
+
   /** How long the open shared window has before its watchdog fires (Infinity outside one). */
   sharedTimeLeft(): number {
     return this.#shared === null ? Infinity : this.#shared.deadline - now();
@@ -645,6 +690,7 @@ export class TimedRealm<M> {
     const budget = new Budget(limitMs, context, (settled) =>
       this.#release(settled),
     );
+    this.#starting = budget;
     this.#holding.add(budget);
     this.#window(budget, () => {
       // Settles with the run (both handlers return): nothing awaits it.
@@ -654,6 +700,7 @@ export class TimedRealm<M> {
         (error) => budget.fail(error as Error),
       );
     });
+    this.#starting = null;
     return budget.outcome ?? budget.promise;
   }
 
@@ -744,10 +791,11 @@ export class TimedRealm<M> {
    * moved run's 64 MB): V8 treats queued microtasks as roots, and this queue
    * is drained only when the context is entered. So, once no host promise of
    * its run is pending (a later one would queue more), it is entered one last
-   * time with DROP_DRAIN_MS: its syscalls now fail, so what its continuations
-   * do reaches nothing, and a continuation that does not end is terminated
-   * inside the drain, which empties the queue (V8's `RunMicrotasks` discards
-   * the rest on termination).
+   * time with DROP_DRAIN_MS: its syscalls are now cut off (DROPPED_MESSAGE),
+   * so what its continuations do reaches nothing and rejects nothing, and a
+   * continuation that does not end is terminated inside the drain, which
+   * empties the queue (V8's `RunMicrotasks` discards the rest on
+   * termination).
    */
   #dispose(budget: Budget<M>): void {
     const { context, dropped } = budget.context;
@@ -756,6 +804,7 @@ export class TimedRealm<M> {
     const drain = () => {
       if (budget.outstanding > 0) return;
       const depth = asyncStackDepth();
+      this.#draining = true;
       try {
         DRAIN_SCRIPT.runInContext(context, {
           timeout: DROP_DRAIN_MS,
@@ -766,6 +815,8 @@ export class TimedRealm<M> {
           (error as { code?: string }).code === "ERR_SCRIPT_EXECUTION_TIMEOUT"
         )
           restoreAsyncStack(depth);
+      } finally {
+        this.#draining = false;
       }
     };
     budget.onIdle = () => setImmediate(drain);
@@ -800,14 +851,20 @@ export class TimedRealm<M> {
       shared === null || remaining < shared.deadline - now()
         ? { timeout: Math.max(1, Math.ceil(watchdog)), displayErrors: false }
         : { displayErrors: false };
-    this.#job = job;
-    this.#active = budget;
-    const depth = asyncStackDepth();
+    // The window's clocks are set before it becomes the active one: a shared
+    // watchdog that fires from here on charges the run from them (`shared`),
+    // and stale ones (0 before a first window) would charge it for the
+    // process's whole life.
     const firstWindow = budget.windowStart === 0;
     budget.windowStart = now();
     budget.windowCpuStart = windowCpuStartMs(firstWindow);
     budget.syscallMs = 0;
+    budget.syscallSince = -1;
     budget.syscallHeapBytes = 0;
+    this.#job = job;
+    this.#active = budget;
+    this.#starting = null;
+    const depth = asyncStackDepth();
     const heapAtStart = heapBytes();
     let heapNow = heapAtStart;
     // The heap shrank since the run's last window: a collection freed
@@ -835,11 +892,7 @@ export class TimedRealm<M> {
       // A run that ended in this window has no use for its time any more
       // (and measuring it costs a CPU reading, see FIRST_WINDOW_CPU_READING_MS).
       if (expired || !budget.settled) {
-        budget.usedMs += windowUserMs(
-          budget.windowStart,
-          budget.windowCpuStart,
-          budget.syscallMs,
-        );
+        budget.usedMs += windowUserMs(budget);
         heapNow = heapBytes();
         // Signed: a collection inside the window frees what it held too.
         budget.heapChargeBytes = Math.max(
@@ -917,14 +970,22 @@ export class TimedRealm<M> {
      * leaving what the host allocated for it out of the run's heap charge.
      */
     const timed = <T>(run: () => T): T => {
-      if (dropped.value) throw new Error(DROPPED_MESSAGE);
+      if (dropped.value) {
+        // V8 wakes a waiting thread to terminate it (the drain's watchdog).
+        if (this.#draining) Atomics.wait(DRAIN_WAIT, 0, 0, 4 * DROP_DRAIN_MS);
+        throw new Error(DROPPED_MESSAGE);
+      }
       const budget = this.#active;
       if (budget === null) return run();
       const started = now();
       const heapBefore = heapBytes();
+      // (A nested call's syscalls run inside its caller's `1.0/runUdf`.)
+      const outer = budget.syscallSince;
+      if (outer < 0) budget.syscallSince = started;
       try {
         return run();
       } finally {
+        budget.syscallSince = outer;
         budget.syscallMs += now() - started;
         // A collection inside the syscall makes this negative: it hid growth
         // from the window as well, so nothing is taken off for it.
@@ -935,6 +996,9 @@ export class TimedRealm<M> {
       syscall: (op, args) => timed(() => convex.syscall(op, args)),
       jsSyscall: (op, args) => timed(() => convex.jsSyscall(op, args)),
       asyncSyscall: (op, args, delivered) => {
+        // A fresh promise each time: one shared by every dropped context would
+        // hold each of them through the reactions registered on it.
+        if (dropped.value) return new Promise<string>(() => undefined);
         let result: string | Promise<string>;
         try {
           result = timed(

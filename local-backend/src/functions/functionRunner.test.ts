@@ -90,9 +90,11 @@ describe("concurrent queries", () => {
     const other = `other-${crypto.randomUUID()}`;
     await increment(name);
     const before = streams;
+    // Three turns of the event loop: the mutation, queued for the next check
+    // phase, commits inside them wherever this turn is.
     const query = runner.runQuery({
       path: "concurrency:getAfterPause",
-      args: { name },
+      args: { name, pauses: 3 },
     });
     const mutation = increment(other);
     const [outcome, committed] = await Promise.all([query, mutation]);
@@ -192,19 +194,22 @@ describe("mutations that arrive together", () => {
 });
 
 describe("a mutation that leaves its writer slot", () => {
-  const run = (path: string, name: string) =>
-    runner.executeMutation({ path, args: { name } }).then((outcome) => {
-      if (outcome.status !== "success") throw new Error(outcome.errorMessage);
-      return { value: outcome.value as number, ts: outcome.ts! };
-    });
+  const run = (path: string, name: string, extra: { pauses?: number } = {}) =>
+    runner
+      .executeMutation({ path, args: { name, ...extra } })
+      .then((outcome) => {
+        if (outcome.status !== "success") throw new Error(outcome.errorMessage);
+        return { value: outcome.value as number, ts: outcome.ts! };
+      });
 
   test("holds no other mutation, and runs again when a commit meanwhile wrote what it read", async () => {
     const name = `across-${crypto.randomUUID()}`;
     const order: string[] = [];
-    // Reads 0 and pauses; the increment issued after it commits 1 meanwhile.
-    const across = run("concurrency:incrementAcrossPause", name).finally(() =>
-      order.push("across"),
-    );
+    // Reads 0 and pauses for three turns of the event loop; the increment
+    // issued after it, queued for the next check phase, commits 1 meanwhile.
+    const across = run("concurrency:incrementAcrossPause", name, {
+      pauses: 3,
+    }).finally(() => order.push("across"));
     const plain = run("counters:increment", name).finally(() =>
       order.push("plain"),
     );

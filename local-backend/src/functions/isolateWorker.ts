@@ -27,7 +27,10 @@
  * follows each call through an AsyncLocalStorage. Time: the thread counts the
  * time it spends outside blocking round trips (`usedMs`, sent with each
  * request) and the main thread times the run from it, paused while it
- * answers, as Convex's isolate timeout pauses during syscalls.
+ * answers, as Convex's isolate timeout pauses during syscalls. While a
+ * request waits in the main thread's queue the thread says so in `signal`
+ * (workerSignal.ts WAITING), so a busy main thread does not run down the
+ * run's budget: the request's own `usedMs` decides.
  *
  * Protocol:
  *   main -> worker (parentPort): `run`
@@ -59,12 +62,13 @@ import {
 } from "./isolate.ts";
 import type { ComponentTree } from "./components.ts";
 import type { ConvexGlobal } from "./syscalls.ts";
+import { ANSWERS, WAITING } from "./workerSignal.ts";
 
 export type IsolateWorkerData = {
   bundle: Bundle;
   /** The deployment's variables, as the build's `process.env` has them. */
   env: Record<string, string>;
-  /** An Int32Array's buffer: [0] counts answers posted on `replies`. */
+  /** An Int32Array's buffer, laid out in workerSignal.ts. */
   signal: SharedArrayBuffer;
   /** Where answers arrive; read only with `receiveMessageOnPort`. */
   replies: MessagePort;
@@ -191,7 +195,8 @@ function stamp(): Stamp {
 function roundTrip(request: Unstamped): Reply {
   const stamped = stamp();
   usedMs = stamped.usedMs;
-  let seen = Atomics.load(signal, 0);
+  let seen = Atomics.load(signal, ANSWERS);
+  Atomics.store(signal, WAITING, 1);
   port.postMessage({ ...request, ...stamped });
   for (;;) {
     const received = receiveMessageOnPort(data.replies);
@@ -199,8 +204,8 @@ function roundTrip(request: Unstamped): Reply {
       resumedAt = performance.now();
       return received.message as Reply;
     }
-    Atomics.wait(signal, 0, seen);
-    seen = Atomics.load(signal, 0);
+    Atomics.wait(signal, ANSWERS, seen);
+    seen = Atomics.load(signal, ANSWERS);
   }
 }
 
@@ -293,13 +298,16 @@ port.on("message", ({ call, state }: ToIsolateWorker) => {
   atStart = memory();
   const done = (
     outcome: { ok: true; value: string } | { ok: false; error: ThrownParts },
-  ) =>
+  ) => {
+    const stamped = stamp();
+    Atomics.store(signal, WAITING, 1);
     port.postMessage({
       type: "done",
       callId: state.callId,
       ...outcome,
-      ...stamp(),
+      ...stamped,
     } satisfies FromIsolateWorker);
+  };
   currentCall
     .run(state, () => invokeUdf(components, call))
     .then(

@@ -40,6 +40,7 @@ import { appendLogLine, type LogLevel } from "./consoleFormat.ts";
 import { USER_TIMEOUT_MS, UserTimeoutError } from "./deadline.ts";
 import { rethrown, SystemError, wireSyscallError } from "./errors.ts";
 import type { Bundle, UdfCall } from "./isolate.ts";
+import { ANSWERS, SIGNAL_SLOTS, WAITING } from "./workerSignal.ts";
 import type {
   CallState,
   FromIsolateWorker,
@@ -162,6 +163,7 @@ export class OffThread {
           this.#invokeNested(worker, run, child, nestedCall),
       };
       worker.run = run;
+      Atomics.store(worker.signal, WAITING, 0);
       worker.worker.postMessage({
         type: "run",
         call,
@@ -215,7 +217,9 @@ export class OffThread {
 
   #spawn(): PoolWorker {
     const { port1, port2 } = new MessageChannel();
-    const signal = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    const signal = new SharedArrayBuffer(
+      SIGNAL_SLOTS * Int32Array.BYTES_PER_ELEMENT,
+    );
     const worker = new Worker(BOOT_URL, {
       argv: ["./isolateWorker.ts"],
       workerData: {
@@ -315,7 +319,7 @@ export class OffThread {
       case "done": {
         const run = worker.run;
         if (run === null || !run.contexts.has(message.callId)) return;
-        if (this.#outOfMemory(worker, run, message)) return;
+        if (!this.#pause(worker, run, message)) return;
         this.#finish(
           worker,
           run,
@@ -441,9 +445,10 @@ export class OffThread {
     if (!worker.alive || !worker.blocked) return;
     if (run !== null && worker.run !== run) return;
     worker.blocked = false;
+    Atomics.store(worker.signal, WAITING, 0);
     worker.replies.postMessage(reply);
-    Atomics.add(worker.signal, 0, 1);
-    Atomics.notify(worker.signal, 0);
+    Atomics.add(worker.signal, ANSWERS, 1);
+    Atomics.notify(worker.signal, ANSWERS);
     if (worker.run !== null) this.#resume(worker, worker.run);
   }
 
@@ -473,9 +478,21 @@ export class OffThread {
   #resume(worker: PoolWorker, run: Run): void {
     if (run.timer !== null) clearTimeout(run.timer);
     run.timer = setTimeout(
-      () => this.#expire(worker, run),
+      () => this.#timeUp(worker, run),
       Math.max(0, run.budgetMs - run.usedMs),
     );
+  }
+
+  /**
+   * The budget's wall time since the worker last resumed is up. If the worker
+   * is not running but waiting for the main thread (a request or its `done`
+   * still in our queue behind other work), that time was ours: the request
+   * carries the worker's own time, and `#pause` or `done` decides on it.
+   */
+  #timeUp(worker: PoolWorker, run: Run): void {
+    run.timer = null;
+    if (Atomics.load(worker.signal, WAITING) === 1) return;
+    this.#expire(worker, run);
   }
 
   /** The budget is spent: the thread is stopped wherever it is. */

@@ -14,6 +14,8 @@ const START_TIMEOUT_MS = 30_000;
 
 export async function spawnCliBackend(
   data: string,
+  /** A first start that installs a schema over existing data backfills its indexes first. */
+  startTimeoutMs = START_TIMEOUT_MS,
 ): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(
     process.execPath,
@@ -35,7 +37,7 @@ export async function spawnCliBackend(
     let output = "";
     const timer = setTimeout(
       () => reject(new Error(`backend did not start:\n${output}`)),
-      START_TIMEOUT_MS,
+      startTimeoutMs,
     );
     child.stdout.on("data", (chunk: Buffer) => {
       output += chunk.toString();

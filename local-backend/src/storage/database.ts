@@ -184,7 +184,11 @@ export type SyncHook = (
   backlog: () => number,
 ) => Promise<void>;
 
-export type DatabaseOptions = { syncHook?: SyncHook | undefined };
+export type DatabaseOptions = {
+  syncHook?: SyncHook | undefined;
+  /** The WAL's cap (sqliteStore.ts WAL_CAP_BYTES), smaller in tests. */
+  walCapBytes?: number | undefined;
+};
 
 type DurableWaiter = {
   ts: bigint;
@@ -355,9 +359,16 @@ export class Database {
   static open(dataDir: string, options: DatabaseOptions = {}): Database {
     fs.mkdirSync(dataDir, { recursive: true });
     return new Database(
-      SqliteStore.open(path.join(dataDir, "db.sqlite3")),
+      SqliteStore.open(path.join(dataDir, "db.sqlite3"), {
+        walCapBytes: options.walCapBytes,
+      }),
       options,
     );
+  }
+
+  /** The WAL's checkpoints so far (tests and benchmarks). */
+  get checkpointStats(): SqliteStore["checkpointStats"] {
+    return this.#store.checkpointStats;
   }
 
   /** Closes the file; commits still waiting for a group's fsync are synced first. */
@@ -451,6 +462,7 @@ export class Database {
         if (step.done === true) break;
         if (!slice.roomForAnother()) {
           await yieldToEventLoop();
+          await this.#store.roomInWal();
           slice.restart();
         }
       }

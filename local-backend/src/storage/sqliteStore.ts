@@ -152,6 +152,9 @@ const LATEST_REQUEST_IDS_CACHED = 100_000;
 /** Past this, the WAL is checkpointed on the main thread so that it can rewind (see the module comment). */
 const WAL_CAP_BYTES = 64 << 20;
 
+/** A background writer's longest wait for the checkpoint worker before it writes on (`roomInWal`). */
+const ROOM_WAIT_MAX_MS = 1000;
+
 export type StoreOptions = {
   /** WAL_CAP_BYTES, smaller in tests. */
   walCapBytes?: number;
@@ -167,6 +170,10 @@ export class SqliteStore {
   #walBytes = 0;
   /** The worker is held (`WalCheckpointer.hold`) until the WAL rewinds. */
   #holding = false;
+  /** The worker's checkpoint count at the last commit (`roomInWal`). */
+  #checkpointsAtCommit = 0;
+  /** Checkpoints this connection ran at the WAL cap, on the event loop. */
+  #capCheckpoints = 0;
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
   readonly #walFd: number;
   #syncsInFlight = 0;
@@ -581,17 +588,52 @@ export class SqliteStore {
       // the next BEGIN keeps the WAL from rewinding there.
       this.#checkpointer.hold(true);
       this.#holding = true;
+      this.#capCheckpoints++;
       this.#db.pragma("wal_checkpoint(PASSIVE)");
     } else if (this.#holding && !grown) {
       this.#checkpointer.hold(false);
       this.#holding = false;
     }
+    this.#checkpointsAtCommit = this.#checkpointer.stats.checkpoints;
     this.#checkpointer.request();
   }
 
-  /** The worker's checkpoints so far (tests and benchmarks). */
-  get checkpointStats(): CheckpointStats {
-    return this.#checkpointer.stats;
+  /** The worker's checkpoints so far, and this connection's at the cap (tests and benchmarks). */
+  get checkpointStats(): CheckpointStats & { capCheckpoints: number } {
+    return {
+      ...this.#checkpointer.stats,
+      capCheckpoints: this.#capCheckpoints,
+    };
+  }
+
+  /**
+   * For background writes (a backfill), before their next transaction:
+   * resolves once the WAL has room for it. A backfill writes faster than the
+   * worker copies, so the file would reach the cap, where a COMMIT checkpoints
+   * on the event loop (40 to 100 ms at 64 MiB, measured at 1M documents).
+   * Room: the file is under half the cap (a chunk writes a few MB at most),
+   * or the worker has copied every
+   * frame in a checkpoint that began after the last commit (the second one
+   * since), so the next transaction rewinds the WAL to its start. Never waits
+   * while the worker is held, and at most ROOM_WAIT_MAX_MS.
+   */
+  async roomInWal(): Promise<void> {
+    const deadline = performance.now() + ROOM_WAIT_MAX_MS;
+    const room = () => {
+      if (this.#holding) return true;
+      if (this.#walBytes < this.#walCapBytes / 2) return true;
+      const stats = this.#checkpointer.stats;
+      return (
+        stats.checkpoints >= this.#checkpointsAtCommit + 2 &&
+        stats.backfilled === stats.walFrames
+      );
+    };
+    while (!room() && performance.now() < deadline) {
+      // The worker checkpoints when asked (at most every 10 ms), and unasked
+      // only after a second of quiet.
+      this.#checkpointer.request();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   /**

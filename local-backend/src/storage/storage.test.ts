@@ -38,8 +38,8 @@ function tempDir(): string {
   return dir;
 }
 
-function openDb(dir: string): Database {
-  const db = Database.open(dir);
+function openDb(dir: string, walCapBytes?: number): Database {
+  const db = Database.open(dir, { walCapBytes });
   open.push(db);
   return db;
 }
@@ -272,6 +272,27 @@ describe("schema changes", () => {
     expect(read(db, byAuthor("a1")).map((d) => d._id)).toEqual(expected);
     expect(expected).toContain(ids[0]);
     expect(expected).not.toContain(ids[11]);
+  });
+
+  test("a backfill leaves the WAL's copying to the checkpoint worker: no checkpoint on the event loop at the cap", async () => {
+    // An 8 MiB cap: the backfill's index pages (1 to 3 MB a chunk) pass it
+    // many times over.
+    const db = openDb(tempDir(), 8 << 20);
+    db.setSchema(schema([]));
+    insertMany(
+      db,
+      Array.from({ length: 20_000 }, (_, i) => ({
+        author: `author ${i % 997} ${"x".repeat(40)}`,
+        body: `m${i}`,
+      })),
+    );
+    const before = db.checkpointStats.capCheckpoints;
+    await db.prepareSchema(schema(BY_AUTHOR));
+    expect(db.checkpointStats.capCheckpoints - before).toBe(0);
+    db.setSchema(schema(BY_AUTHOR));
+    expect(read(db, byAuthor(`author 5 ${"x".repeat(40)}`))).toHaveLength(
+      Math.ceil((20_000 - 5) / 997),
+    );
   });
 
   test("a backfill cut short by a restart resumes after its last chunk, and commits meanwhile land in it", async () => {

@@ -50,7 +50,9 @@ export class CommitLog {
   constructor(db: Database) {
     this.#db = db;
     this.#droppedThrough = db.commitCount;
-    this.#unlisten = db.onCommit(({ changes }) => this.#record(changes));
+    this.#unlisten = db.onCommit(({ commit, changes }) =>
+      this.#record(commit, changes),
+    );
   }
 
   close(): void {
@@ -101,8 +103,7 @@ export class CommitLog {
       : this.#droppedThrough;
   }
 
-  #record(changes: readonly DocumentChange[]): void {
-    const commit = this.#db.commitCount;
+  #record(commit: number, changes: readonly DocumentChange[]): void {
     if (this.#running.size === 0) {
       this.#droppedThrough = commit;
       return;

@@ -197,8 +197,9 @@ const MUTATION_WINDOW_MS = 5;
 /**
  * A commit runs inside a shared window only when it is small, with at least
  * COMMIT_MARGIN_MS left on the window's watchdog; any other commits after the
- * window, since a watchdog that fired inside a commit would leave it half
- * done. Measured (the fixture's `limits:fill`): 1,000 documents of 100 bytes
+ * window. A watchdog that fires inside a commit costs a rerun or a recovery
+ * (`Database.recoverCut`), and one that fires in a long commit holds the
+ * window's other mutations behind it. Measured (the fixture's `limits:fill`): 1,000 documents of 100 bytes
  * commit in ~96 ms, 15 of 1 MB in ~113 ms, 16,000 in ~556 ms, so 64 documents
  * and 256 KiB take a few ms.
  */
@@ -463,22 +464,31 @@ export class FunctionRunner {
         const window: { carried: Promise<void> | null } = { carried: null };
         const store = requestStorage.getStore();
         const first = next;
-        const cut = this.#isolate!.udf.shared(this.#sharedWindowMs, () => {
-          const opened = performance.now();
-          do {
-            window.carried = this.#mutationNow(batch[next++]);
-          } while (
-            window.carried === null &&
-            next < batch.length &&
-            !this.#db.backlogFull &&
-            performance.now() - opened < MUTATION_WINDOW_MS
-          );
-        });
-        if (cut !== null && next === first) {
-          // Cut before the window started any mutation.
-          requestStorage.enterWith(store as RequestContext);
-        } else if (cut !== null) {
-          window.carried = this.#afterCut(batch[next - 1], cut, store);
+        // Commits in the window announce themselves after it (database.ts
+        // `holdAnnouncements`), so the listeners never run under its watchdog.
+        this.#db.holdAnnouncements = true;
+        let cut: Error | null;
+        try {
+          cut = this.#isolate!.udf.shared(this.#sharedWindowMs, () => {
+            const opened = performance.now();
+            do {
+              window.carried = this.#mutationNow(batch[next++]);
+            } while (
+              window.carried === null &&
+              next < batch.length &&
+              !this.#db.backlogFull &&
+              performance.now() - opened < MUTATION_WINDOW_MS
+            );
+          });
+          if (cut !== null && next === first) {
+            // Cut before the window started any mutation.
+            requestStorage.enterWith(store as RequestContext);
+            this.#db.recoverCut();
+          } else if (cut !== null) {
+            window.carried = this.#afterCut(batch[next - 1], cut, store);
+          }
+        } finally {
+          this.#db.releaseAnnouncements();
         }
         if (window.carried !== null) await window.carried;
         // A full backlog holds the writer until the disk catches up.
@@ -508,6 +518,8 @@ export class FunctionRunner {
     store: RequestContext | undefined,
   ): Promise<void> | null {
     requestStorage.enterWith(store as RequestContext);
+    // First, so that what follows sees the cut commit, if any, whole or not at all.
+    this.#db.recoverCut();
     const run = this.#running;
     this.#running = null;
     if (error instanceof HostCodeCut && run !== null) {
@@ -517,7 +529,7 @@ export class FunctionRunner {
       run.tx.close();
       return this.#mutationNow(item);
     }
-    if (run === null) return this.#afterHostCut(item, error);
+    if (run === null) return this.#afterHostCut(item);
     return this.#conclude(run, { error });
   }
 
@@ -529,17 +541,13 @@ export class FunctionRunner {
    * decides: answered already, nothing to do; committed, answered from what
    * its commit recorded; otherwise nothing of it committed, so it runs again
    * (a promise chain its cut attempt left drops itself, `#current`). A commit
-   * cut in the middle stops the database (`checkInterrupted`).
+   * cut in the middle was finished or undone first (`Database.recoverCut`).
    */
-  #afterHostCut(item: QueuedMutation, error: Error): Promise<void> | null {
-    if (this.#db.checkInterrupted()) {
-      item.reject(error);
-      return null;
-    }
+  #afterHostCut(item: QueuedMutation): Promise<void> | null {
     if (item.answered) return null;
     const committing = item.committing;
     if (committing !== null && this.#db.commitCount === committing.before + 1) {
-      item.resolve(this.#executed(committing.outcome(this.#db.lastTs)));
+      item.resolve(this.#executed(committing.outcome(this.#db.lastCommitTs)));
       return null;
     }
     return this.#mutationNow(item);

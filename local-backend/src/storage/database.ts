@@ -14,8 +14,12 @@
  *
  * `commit()` is the only place committed state changes. It runs synchronously:
  * SQLite first (a savepoint in its group's transaction, not yet fsynced), then
- * the cache, then the commit listeners that drive subscription invalidation.
- * An index whose key a write leaves unchanged is not touched.
+ * the cache and the clocks, then the commit listeners that drive subscription
+ * invalidation. An index whose key a write leaves unchanged is not touched.
+ * A commit may run under a function's watchdog (a shared window, deadline.ts),
+ * which can end host code at any call: `recoverCut` then rolls its savepoint
+ * back or finishes its in-memory part, and the listeners and the fsync of
+ * such commits wait until the window is over (`holdAnnouncements`).
  *
  * Durability (group commit). A commit is on disk only once `durable(ts)`
  * resolves. One fsync runs at a time (`SqliteStore.sync`, off the event loop);
@@ -73,6 +77,7 @@ import {
   builtInIndexes,
   type CommitBatch,
   CommitGroupLostError,
+  type CommitProgress,
   type DocumentWrite,
   type IndexWrite,
   type SessionRequestRecord,
@@ -167,12 +172,26 @@ export type PendingWrite = {
 
 export type CommitResult = {
   ts: bigint;
+  /** The commit's number in this process (`commitCount` once it is made). */
+  commit: number;
   tables: Set<string>;
   /** Each written document before and after, for precise invalidation. */
   changes: DocumentChange[];
 };
 
 export type CommitListener = (result: CommitResult) => void;
+
+/** A commit between `#prepareCommit` and the end of `#apply` (`recoverCut`). */
+type PreparedCommit = {
+  batch: CommitBatch;
+  progress: CommitProgress;
+  result: CommitResult;
+  jsonById: Map<string, string>;
+  /** The length of the JSON it writes: what it adds to the fsync backlog. */
+  bytes: number;
+  /** Added to the fsync backlog (`#apply`). */
+  counted: boolean;
+};
 
 /**
  * Wraps each group's fsync: `sync` performs it (covering every commit made
@@ -298,8 +317,19 @@ export class Database {
   #undurableBytes = 0;
   #syncing = false;
   #failure: Error | null = null;
-  /** A commit is running; left set if a watchdog cut it short (`checkInterrupted`). */
-  #committing = false;
+  /** The commit running now; left set if a watchdog cut it short (`recoverCut`). */
+  #inFlight: PreparedCommit | null = null;
+  /**
+   * Set by the runner around a shared window (see `commit`): commits made
+   * meanwhile are announced, and their fsync started, by `releaseAnnouncements`.
+   */
+  holdAnnouncements = false;
+  /** Commits whose listeners have not run yet. */
+  #announcements: CommitResult[] = [];
+  /** The last commit whose listeners ran. */
+  #announcedThrough = 0;
+  /** A commit is waiting for `#startSync` (`releaseAnnouncements`). */
+  #syncWanted = false;
   #closed = false;
   #waiters: DurableWaiter[] = [];
 
@@ -396,6 +426,11 @@ export class Database {
 
   get lastTs(): bigint {
     return this.#lastTs;
+  }
+
+  /** The latest commit's timestamp (`lastTs` may run ahead of it). */
+  get lastCommitTs(): bigint {
+    return this.#lastCommitTs;
   }
 
   /** How many commits this process made; a transaction's snapshot is the value it started at. */
@@ -915,43 +950,99 @@ export class Database {
 
   /**
    * Commits a transaction's writes (and the de-duplication record of the
-   * mutation that made them) in one SQLite transaction, updates the cache,
-   * tells the listeners what changed, and queues the commit for the next
-   * group's fsync. Returns before that fsync: nothing about it may be shown
-   * to anyone before `durable(ts)` resolves.
+   * mutation that made them) in one SQLite savepoint, updates the cache and
+   * the clocks, tells the listeners what changed, and queues the commit for
+   * the next group's fsync. Returns before that fsync: nothing about it may be
+   * shown to anyone before `durable(ts)` resolves.
+   *
+   * While `holdAnnouncements` is set (the runner commits inside a shared
+   * window, under a watchdog that may fire in host code), the listeners and
+   * the fsync wait for `releaseAnnouncements`, outside the window, and what a
+   * cut leaves is finished or undone by `recoverCut`: the part that runs
+   * under the watchdog is a savepoint and idempotent updates.
    */
   commit(
     writes: Map<string, PendingWrite>,
     sessionRequest?: SessionRequestRecord,
   ): CommitResult {
     if (this.#failure !== null) throw this.#failure;
-    this.#committing = true;
+    this.recoverCut();
+    const commit = this.#prepareCommit(writes, sessionRequest);
+    // Ahead of the savepoint, so that no later commit can take the same ts
+    // even if this one is cut and undone (timestamps may skip).
+    this.#lastTs = commit.result.ts;
+    this.#inFlight = commit;
     try {
-      return this.#commitNow(writes, sessionRequest);
-    } finally {
-      this.#committing = false;
+      this.#store.commit(commit.batch, commit.progress);
+    } catch (error) {
+      this.#inFlight = null;
+      // The group's earlier commits are in the cache and were announced, but
+      // no longer in the file: stop, as for a failed fsync.
+      if (error instanceof CommitGroupLostError) this.#fail(error);
+      throw error;
     }
+    this.#apply(commit);
+    this.#inFlight = null;
+    if (!this.holdAnnouncements) this.releaseAnnouncements();
+    return commit.result;
   }
 
   /**
-   * Called when a function's watchdog cut host code short (deadline.ts): if
-   * it cut a commit, SQLite's group and the caches are in an unknown state,
-   * so the database stops as for a failed fsync. Nothing not yet durable is
-   * acknowledged after that, and a restart recovers the last durable state;
-   * true when it stopped. (V8's termination runs no `finally` block, which
-   * is what leaves `#committing` set.)
+   * Host code a function's watchdog cut short (deadline.ts) may have been in
+   * `commit`: its savepoint is rolled back if SQLite had not released it yet,
+   * and otherwise the rest of the commit is done, so the database is as if
+   * the commit either never started or ran to its end. Returns what became of
+   * it: "none" when no commit was cut. Called by the runner after a cut, and
+   * by every commit first.
    */
-  checkInterrupted(): boolean {
-    if (!this.#committing) return false;
-    this.#committing = false;
-    this.#fail(new Error("a commit was cut short by a function's time limit"));
-    return true;
+  recoverCut(): "none" | "undone" | "kept" {
+    const commit = this.#inFlight;
+    if (commit === null) return "none";
+    this.#inFlight = null;
+    if (commit.progress.step < 5) {
+      if (!this.#store.recoverCut(commit.batch, commit.progress))
+        return "undone";
+      commit.progress.step = 5;
+    }
+    this.#apply(commit);
+    return "kept";
   }
 
-  #commitNow(
+  /**
+   * Runs the commit listeners for the commits made since the last call, in
+   * order, and starts the fsync they wait for. A no-op unless commits were
+   * made while `holdAnnouncements` was set.
+   */
+  releaseAnnouncements(): void {
+    this.holdAnnouncements = false;
+    if (this.#syncWanted) {
+      this.#syncWanted = false;
+      this.#startSync();
+    }
+    if (this.#announcements.length === 0) return;
+    const announcements = this.#announcements;
+    this.#announcements = [];
+    let failure: Error | null = null;
+    for (const result of announcements) {
+      // A cut may have queued a commit twice (`#apply` ran again).
+      if (result.commit <= this.#announcedThrough) continue;
+      this.#announcedThrough = result.commit;
+      for (const listener of this.#listeners) {
+        try {
+          listener(result);
+        } catch (error) {
+          failure ??= error as Error;
+        }
+      }
+    }
+    if (failure !== null) throw failure;
+  }
+
+  /** A commit's rows and what it changes in memory, computed before anything is written. */
+  #prepareCommit(
     writes: Map<string, PendingWrite>,
     sessionRequest: SessionRequestRecord | undefined,
-  ): CommitResult {
+  ): PreparedCommit {
     const ts = this.#nextTs();
     const documentWrites: DocumentWrite[] = [];
     const indexWrites: IndexWrite[] = [];
@@ -959,6 +1050,7 @@ export class Database {
     const tables = new Set<string>();
     const changes: DocumentChange[] = [];
     const jsonById = new Map<string, string>();
+    let bytes = 0;
     for (const [id, write] of writes) {
       if (write.doc !== null) write.doc = resolveCommitTs(write.doc, ts);
       const table = this.tableForWrite(write.table);
@@ -967,7 +1059,10 @@ export class Database {
       const after = write.doc;
       changes.push({ table: write.table, id, before, after });
       const json = after === null ? null : JSON.stringify(convexToJson(after));
-      if (json !== null) jsonById.set(id, json);
+      if (json !== null) {
+        jsonById.set(id, json);
+        bytes += json.length;
+      }
       documentWrites.push({
         id,
         tableNumber: table.number,
@@ -983,32 +1078,52 @@ export class Database {
         );
       }
     }
-    this.#storeCommit({
-      ts,
-      lastCreationTime: this.#lastCreationTime,
-      newTables: this.#unpersistedTables,
-      newIndexes: this.#unpersistedIndexes,
-      writes: documentWrites,
-      indexWrites,
-      counts,
-      sessionRequest,
-      // Search index entries commit with their documents, or not at all.
-      inTransaction: () => {
-        this.textSearch.apply(changes);
-        this.vectorSearch.apply(changes);
+    return {
+      batch: {
+        ts,
+        lastCreationTime: this.#lastCreationTime,
+        newTables: [...this.#unpersistedTables],
+        newIndexes: [...this.#unpersistedIndexes],
+        writes: documentWrites,
+        indexWrites,
+        counts,
+        sessionRequest,
+        // Search index entries commit with their documents, or not at all.
+        inTransaction: () => {
+          this.textSearch.apply(changes);
+          this.vectorSearch.apply(changes);
+        },
       },
-    });
-    this.#unpersistedTables.length = 0;
-    this.#unpersistedIndexes.length = 0;
-    this.#lastTs = ts;
-    this.#lastCommitTs = ts;
-    this.#commits++;
-    this.#undurableCommits++;
-    for (const json of jsonById.values()) this.#undurableBytes += json.length;
-    this.#startSync();
-    for (const [number, count] of counts)
+      progress: { step: 0 },
+      result: { ts, commit: this.#commits + 1, tables, changes },
+      jsonById,
+      bytes,
+      counted: false,
+    };
+  }
+
+  /**
+   * What a commit SQLite kept changes in memory. Every step sets a value
+   * computed beforehand (or adds to a set), so running it again after a cut
+   * (`recoverCut`) changes nothing it already did.
+   */
+  #apply(commit: PreparedCommit): void {
+    const { batch, result, jsonById } = commit;
+    removeEach(this.#unpersistedTables, batch.newTables);
+    removeEach(this.#unpersistedIndexes, batch.newIndexes);
+    if (batch.ts > this.#lastTs) this.#lastTs = batch.ts;
+    this.#lastCommitTs = batch.ts;
+    this.#commits = result.commit;
+    if (!commit.counted) {
+      // No call between these statements, so no cut either (V8 ends host
+      // code only at a call or a loop's back edge).
+      this.#undurableCommits++;
+      this.#undurableBytes += commit.bytes;
+      commit.counted = true;
+    }
+    for (const [number, count] of batch.counts)
       this.#tablesByNumber.get(number)!.count = count;
-    for (const change of changes) {
+    for (const change of result.changes) {
       this.#recentWrites?.add(change.id);
       if (change.after === null) this.#cache.delete(change.id);
       else
@@ -1018,20 +1133,8 @@ export class Database {
           jsonById.get(change.id)!.length,
         );
     }
-    const result = { ts, tables, changes };
-    for (const listener of this.#listeners) listener(result);
-    return result;
-  }
-
-  #storeCommit(batch: CommitBatch): void {
-    try {
-      this.#store.commit(batch);
-    } catch (error) {
-      // The group's earlier commits are in the cache and were announced, but
-      // no longer in the file: stop, as for a failed fsync.
-      if (error instanceof CommitGroupLostError) this.#fail(error);
-      throw error;
-    }
+    this.#announcements.push(result);
+    this.#syncWanted = true;
   }
 
   /** Starts a group's fsync unless one is in flight (its end starts the next). */
@@ -1217,6 +1320,15 @@ function sameIndex(
     a.keyFields.length === b.keyFields.length &&
     a.keyFields.every((f, i) => f === b.keyFields[i])
   );
+}
+
+/** Removes from `list` each element of `gone` (by identity); removing twice changes nothing. */
+function removeEach<T>(list: T[], gone: readonly T[]): void {
+  if (gone.length === 0) return;
+  const drop = new Set(gone);
+  let kept = 0;
+  for (const item of list) if (!drop.has(item)) list[kept++] = item;
+  list.length = kept;
 }
 
 function yieldToEventLoop(): Promise<void> {

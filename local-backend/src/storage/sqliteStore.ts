@@ -137,6 +137,12 @@ export type CommitBatch = {
   inTransaction?: (() => void) | undefined;
 };
 
+/** How far `SqliteStore.commit` got (0 to 5), for `recoverCut`. */
+export type CommitProgress = { step: number };
+
+/** Each commit's savepoint inside its group's transaction. */
+const COMMIT_SAVEPOINT = "local_backend_commit";
+
 export type Registry = {
   lastTs: bigint;
   lastCreationTime: number;
@@ -194,7 +200,11 @@ export class SqliteStore {
     counts: Map<number, number>;
   } | null = null;
   readonly #writeGroupState: () => void;
+  /** A commit's statements, run inside its savepoint (`commit`). */
   readonly #commit: (batch: CommitBatch) => void;
+  readonly #savepoint: Database.Statement<[]>;
+  readonly #releaseSavepoint: Database.Statement<[]>;
+  readonly #rollbackToSavepoint: Database.Statement<[]>;
   readonly #findSessionRequest: Database.Statement<[string, number]>;
   readonly #latestSessionRequest: Database.Statement<[string]>;
   /**
@@ -274,7 +284,7 @@ export class SqliteStore {
     this.#scanDesc = db.prepare(
       "SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key DESC LIMIT ?",
     );
-    this.#commit = db.transaction((batch: CommitBatch) => {
+    this.#commit = (batch: CommitBatch) => {
       for (const table of batch.newTables) {
         insertTable.run(table.name, table.number, table.count);
       }
@@ -296,7 +306,10 @@ export class SqliteStore {
         insertSessionRequest.run(sessionId, requestId, batch.ts, outcome);
       }
       batch.inTransaction?.();
-    });
+    };
+    this.#savepoint = db.prepare(`SAVEPOINT ${COMMIT_SAVEPOINT}`);
+    this.#releaseSavepoint = db.prepare(`RELEASE ${COMMIT_SAVEPOINT}`);
+    this.#rollbackToSavepoint = db.prepare(`ROLLBACK TO ${COMMIT_SAVEPOINT}`);
     this.#writeGroupState = () => {
       const group = this.#groupState;
       if (group === null) return;
@@ -481,20 +494,83 @@ export class SqliteStore {
    * none is), as a savepoint: a commit that fails leaves the others of its
    * group as they were. Throws `CommitGroupLostError` when SQLite had to roll
    * the whole group back (a full disk or an I/O error ends the transaction).
+   *
+   * `progress.step` records how far it got, so that a commit a function's
+   * watchdog cut short (V8 ends host code at any call, and runs no `catch` or
+   * `finally`) can be undone or finished (`recoverCut`); each step is set
+   * just before the statement it names, or just after the work it follows.
    */
-  commit(batch: CommitBatch): void {
+  commit(batch: CommitBatch, progress: CommitProgress = { step: 0 }): void {
     if (!this.#groupOpen) {
       this.#db.exec("BEGIN IMMEDIATE");
       this.#groupOpen = true;
     }
+    progress.step = 1;
+    this.#savepoint.run();
+    progress.step = 2;
     try {
       this.#commit(batch);
     } catch (error) {
-      if (this.#db.inTransaction) throw error;
-      this.#groupOpen = false;
-      this.#groupState = null;
-      throw new CommitGroupLostError(error as Error);
+      if (!this.#db.inTransaction) {
+        this.#groupOpen = false;
+        this.#groupState = null;
+        throw new CommitGroupLostError(error as Error);
+      }
+      this.#rollbackToSavepoint.run();
+      this.#releaseSavepoint.run();
+      throw error;
     }
+    progress.step = 3;
+    this.#releaseSavepoint.run();
+    progress.step = 4;
+    this.#recordGroupState(batch);
+    progress.step = 5;
+  }
+
+  /**
+   * A commit that a watchdog cut short (`commit`'s `progress`) is undone,
+   * its savepoint rolled back, if it was not yet released into its group;
+   * otherwise what `commit` records after the release is recorded. Returns
+   * whether the commit stays in the group. The group itself is open exactly
+   * when SQLite says so (a cut may fall between BEGIN and its flag).
+   */
+  recoverCut(batch: CommitBatch, progress: CommitProgress): boolean {
+    this.#groupOpen = this.#db.inTransaction;
+    switch (progress.step) {
+      case 0:
+        return false;
+      case 1:
+      case 2:
+        this.#undoSavepoint();
+        return false;
+      case 3:
+        // Cut at the release: the savepoint is still there, or it is gone.
+        if (this.#undoSavepoint()) return false;
+        this.#recordGroupState(batch);
+        return true;
+      case 4:
+        this.#recordGroupState(batch);
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  /** Rolls the commit's savepoint back and removes it; false when it is not open. */
+  #undoSavepoint(): boolean {
+    if (!this.#db.inTransaction) return false;
+    try {
+      this.#rollbackToSavepoint.run();
+    } catch {
+      // "no such savepoint": never opened, already released or rolled back.
+      return false;
+    }
+    this.#releaseSavepoint.run();
+    return true;
+  }
+
+  /** What a released commit leaves for its group's COMMIT (idempotent: `recoverCut` may repeat it). */
+  #recordGroupState(batch: CommitBatch): void {
     if (batch.sessionRequest !== undefined) {
       const { sessionId, requestId } = batch.sessionRequest;
       const latest = this.#latestRequestIds.get(sessionId);

@@ -3,6 +3,7 @@
  * a `ws` WebSocket and `ConvexHttpClient` over fetch, against the fixture in
  * `test/fixture/convex`.
  */
+import { createHash } from "node:crypto";
 import { type FunctionArgs, makeFunctionReference } from "convex/server";
 import {
   ConvexError,
@@ -867,6 +868,19 @@ describe("the function runtime", () => {
     expect(await h.client().action(api.runtime.timerInAction, {})).toBe(
       "waited",
     );
+  });
+
+  test("crypto.subtle.digest gives the SHA digests of every kind of input, and Web Crypto's error otherwise", async () => {
+    const text = "héllo, digest";
+    const sha = (algorithm: string, data: string | Buffer = text) =>
+      createHash(algorithm).update(data).digest("hex");
+    expect(await h.client().query(api.runtime.digests, { text })).toEqual({
+      sha1: sha("sha1"),
+      sha256: sha("sha256"),
+      sha384: sha("sha384"),
+      sha512OfTail: sha("sha512", Buffer.from(text).subarray(1)),
+      md5: "NotSupportedError",
+    });
   });
 
   test("Date.now() is fixed for the whole run of a mutation", async () => {

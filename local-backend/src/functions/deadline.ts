@@ -80,6 +80,7 @@
  */
 import v8 from "node:v8";
 import vm from "node:vm";
+import { digestNow } from "./digest.ts";
 import type { ConvexGlobal } from "./syscalls.ts";
 
 /** `DATABASE_UDF_USER_TIMEOUT` (convex-backend `crates/common/src/knobs.rs`). */
@@ -993,6 +994,7 @@ export class TimedRealm<M> {
       }
     };
     return {
+      digestNow,
       syscall: (op, args) => timed(() => convex.syscall(op, args)),
       jsSyscall: (op, args) => timed(() => convex.jsSyscall(op, args)),
       asyncSyscall: (op, args, delivered) => {
@@ -1053,6 +1055,8 @@ export class TimedRealm<M> {
 
 /** The `Convex` object a timed context's prelude receives (and wraps for the bundle). */
 export type TimedConvexHost = {
+  /** `subtle.digest`'s result when it can be computed in place (digest.ts). */
+  digestNow(algorithm: unknown, data: unknown): ArrayBuffer | undefined;
   syscall(op: string, jsonArgs: string): string;
   jsSyscall(op: string, args: Record<string, unknown>): unknown;
   asyncSyscall(
@@ -1100,9 +1104,17 @@ const TIMED_PRELUDE = `
   if (subtle) {
     for (const name of Object.keys(subtle)) {
       const method = subtle[name];
-      if (typeof method === "function") {
-        subtle[name] = (...args) => adopt(() => method(...args));
-      }
+      if (typeof method !== "function") continue;
+      subtle[name] =
+        name === "digest"
+          ? (algorithm, data) => {
+              // Computed in place, it resolves in this window's drain.
+              const hash = host.digestNow(algorithm, data);
+              return hash === undefined
+                ? adopt(() => method(algorithm, data))
+                : ContextPromise.resolve(hash);
+            }
+          : (...args) => adopt(() => method(...args));
     }
   }
 })();

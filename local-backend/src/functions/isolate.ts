@@ -13,7 +13,7 @@
  *   const isolate = createIsolate(bundle, { convex: syscalls, env, onStrayLog });
  *   isolate.modules["messages"].list.invokeQuery(argsJson);
  */
-import { createHash, type webcrypto } from "node:crypto";
+import type { webcrypto } from "node:crypto";
 import { SourceMap } from "node:module";
 import vm from "node:vm";
 import type { SchemaJson } from "../storage/database.ts";
@@ -24,6 +24,7 @@ import {
   type RuntimeDefinition,
 } from "./components.ts";
 import { type TimedHooks, TimedRealm } from "./deadline.ts";
+import { digestNow } from "./digest.ts";
 import {
   appendLogLine,
   consoleTimer,
@@ -526,19 +527,12 @@ const PRELUDE = `
 })();
 `;
 
-const DIGESTS: Record<string, string> = {
-  "SHA-1": "sha1",
-  "SHA-256": "sha256",
-  "SHA-384": "sha384",
-  "SHA-512": "sha512",
-};
-
 /**
- * Web Crypto for the isolate. `subtle.digest` runs on Node's thread pool, and
- * the session middleware hashes a secret in every query: each hop would cost
- * the query a turn of the event loop and a window. Digests of SHA-* are
- * computed in place instead (same results, still returned as a promise);
- * everything else is the platform's.
+ * Web Crypto for the isolate: SHA digests are computed in place (digest.ts),
+ * and still returned as a promise; everything else is the platform's. In a
+ * timed context the prelude resolves them in the context's own queue
+ * (deadline.ts TIMED_PRELUDE), so a function hashing its session's secret
+ * ends in the window it started in.
  */
 function isolateCrypto(): Pick<
   webcrypto.Crypto,
@@ -549,17 +543,10 @@ function isolateCrypto(): Pick<
   const delegate = <K extends keyof Subtle>(name: K): Subtle[K] =>
     (subtle[name] as (...args: unknown[]) => unknown).bind(subtle) as Subtle[K];
   const digest: Subtle["digest"] = (algorithm, data) => {
-    const name = typeof algorithm === "string" ? algorithm : algorithm.name;
-    const nodeName = DIGESTS[name.toUpperCase()];
-    if (nodeName === undefined) return subtle.digest(algorithm, data);
-    // `instanceof` fails across realms; `ArrayBuffer.isView` does not.
-    const bytes = ArrayBuffer.isView(data)
-      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-      : new Uint8Array(data);
-    const hash = createHash(nodeName).update(bytes).digest();
-    return Promise.resolve(
-      hash.buffer.slice(hash.byteOffset, hash.byteOffset + hash.byteLength),
-    );
+    const hash = digestNow(algorithm, data);
+    return hash === undefined
+      ? subtle.digest(algorithm, data)
+      : Promise.resolve(hash);
   };
   const isolateSubtle: Subtle = {
     decrypt: delegate("decrypt"),

@@ -119,24 +119,49 @@ async function stop(child: ReturnType<typeof spawn>): Promise<void> {
   await new Promise((resolve) => child.once("exit", resolve));
 }
 
-/** Durable single-message commits, one at a time, as `messages.send` makes them. */
-function insertSamples(dir: string): number[] {
-  const db = Database.open(dir);
-  const messages = db.tableForWrite("messages");
-  const samples: number[] = [];
-  for (let i = 0; i < INSERT_ROUNDS; i++) {
-    const doc: Doc = {
-      _id: encodeId(messages.number, newInternalId()),
-      _creationTime: db.nextCreationTime(),
-      author: "x",
-      body: `insert ${i}`,
-    };
-    const start = performance.now();
-    db.commit(new Map([[doc._id, { table: "messages", doc, inserted: true }]]));
-    samples.push(performance.now() - start);
+/**
+ * Single-message commits, one at a time, as `messages.send` makes them (the
+ * commit itself; its fsync follows off the event loop), into each data
+ * folder in turn: one sample of each per round, so that every folder is
+ * measured under the same load of the machine and their ratio holds.
+ */
+function insertSamples(dirs: string[]): number[][] {
+  const dbs = dirs.map((dir) => Database.open(dir));
+  const samples = dirs.map((): number[] => []);
+  try {
+    for (let i = 0; i < INSERT_ROUNDS; i++) {
+      dbs.forEach((db, d) => {
+        const messages = db.tableForWrite("messages");
+        const doc: Doc = {
+          _id: encodeId(messages.number, newInternalId()),
+          _creationTime: db.nextCreationTime(),
+          author: "x",
+          body: `insert ${i}`,
+        };
+        const start = performance.now();
+        db.commit(
+          new Map([[doc._id, { table: "messages", doc, inserted: true }]]),
+        );
+        samples[d].push(performance.now() - start);
+      });
+    }
+  } finally {
+    for (const db of dbs) db.close();
   }
-  db.close();
   return samples;
+}
+
+/**
+ * 1,000 generated messages under the app's schema (its indexes built), the
+ * reference the insert cost at N messages is compared with.
+ */
+async function smallChat(): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-1k-"));
+  await generateChat(dir, 1_000);
+  const db = Database.open(dir);
+  db.setSchema(JSON.parse((await loadAppSchema()).export()) as SchemaJson);
+  db.close();
+  return dir;
 }
 
 /**
@@ -286,7 +311,11 @@ async function largeDocumentBackfill(rows: Row[]): Promise<void> {
   }
 }
 
-async function sizeCase(messages: number, rows: Row[]): Promise<void> {
+async function sizeCase(
+  messages: number,
+  small: string,
+  rows: Row[],
+): Promise<void> {
   const label = messages >= 1e6 ? `${messages / 1e6}M` : `${messages / 1e3}k`;
   const data = fs.mkdtempSync(path.join(os.tmpdir(), `bench-chat-${label}-`));
   try {
@@ -354,6 +383,32 @@ async function sizeCase(messages: number, rows: Row[]): Promise<void> {
       value: summarize(reloads).p50,
       unit: "ms",
     });
+    // Before the backfills below, so that both folders have the app's indexes only.
+    const [inserts, inserts1k] = insertSamples([data, small]).map(summarize);
+    const bareInserts = summarize(bareInsertSamples(messages));
+    console.log(formatSummary(`durable insert, ${label} messages`, inserts));
+    console.log(formatSummary(`  the same, 1k messages`, inserts1k));
+    console.log(
+      formatSummary(`  bare better-sqlite3, ${label} rows`, bareInserts),
+    );
+    rows.push(
+      {
+        case: `durable insert p50, ${label} messages`,
+        value: inserts.p50,
+        unit: "ms",
+        baseline: bareInserts.p50,
+      },
+      {
+        case: `  the same at 1k messages, measured alongside`,
+        value: inserts1k.p50,
+        unit: "ms",
+      },
+      {
+        case: `  ratio ${label} / 1k (target 1.5)`,
+        value: inserts.p50 / inserts1k.p50,
+        unit: "x",
+      },
+    );
     await backfillRows(
       data,
       withMessagesIndex(schema, "database"),
@@ -366,19 +421,6 @@ async function sizeCase(messages: number, rows: Row[]): Promise<void> {
       `a new search index, ${label} messages`,
       rows,
     );
-
-    const inserts = summarize(insertSamples(data));
-    const bareInserts = summarize(bareInsertSamples(messages));
-    console.log(formatSummary(`durable insert, ${label} messages`, inserts));
-    console.log(
-      formatSummary(`  bare better-sqlite3, ${label} rows`, bareInserts),
-    );
-    rows.push({
-      case: `durable insert p50, ${label} messages`,
-      value: inserts.p50,
-      unit: "ms",
-      baseline: bareInserts.p50,
-    });
   } finally {
     fs.rmSync(data, { recursive: true, force: true });
   }
@@ -388,19 +430,13 @@ export async function storageBenchmarks(options: {
   quick: boolean;
 }): Promise<Row[]> {
   const rows: Row[] = [];
-  const small = summarize(bareInsertSamples(1_000));
-  const ours1k = fs.mkdtempSync(path.join(os.tmpdir(), "bench-1k-"));
-  await generateChat(ours1k, 1_000);
-  const inserts1k = summarize(insertSamples(ours1k));
-  fs.rmSync(ours1k, { recursive: true, force: true });
-  rows.push({
-    case: "durable insert p50, 1k messages",
-    value: inserts1k.p50,
-    unit: "ms",
-    baseline: small.p50,
-  });
-  for (const size of options.quick ? [100_000] : [100_000, 1_000_000]) {
-    await sizeCase(size, rows);
+  const small = await smallChat();
+  try {
+    for (const size of options.quick ? [100_000] : [100_000, 1_000_000]) {
+      await sizeCase(size, small, rows);
+    }
+  } finally {
+    fs.rmSync(small, { recursive: true, force: true });
   }
   await largeDocumentBackfill(rows);
   console.log("\nstorage");
@@ -408,9 +444,10 @@ export async function storageBenchmarks(options: {
     const baseline =
       row.baseline === undefined
         ? ""
-        : `   baseline ${row.baseline.toFixed(1)} ${row.unit}`;
+        : `   baseline ${row.baseline.toFixed(row.baseline < 10 ? 3 : 1)} ${row.unit}`;
+    const digits = row.value < 10 ? 3 : 1;
     console.log(
-      `${row.case.padEnd(60)} ${row.value.toFixed(1).padStart(9)} ${row.unit}${baseline}`,
+      `${row.case.padEnd(60)} ${row.value.toFixed(digits).padStart(9)} ${row.unit}${baseline}`,
     );
   }
   console.log(JSON.stringify({ storage: rows }));

@@ -176,8 +176,8 @@ export class SqliteStore {
   #walBytes = 0;
   /** The worker is held (`WalCheckpointer.hold`) until the WAL rewinds. */
   #holding = false;
-  /** The worker's checkpoint count at the last commit (`roomInWal`). */
-  #checkpointsAtCommit = 0;
+  /** The checkpoint request made after the last commit (`roomInWal`). */
+  #requestAtCommit = 0;
   /** Checkpoints this connection ran at the WAL cap, on the event loop. */
   #capCheckpoints = 0;
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
@@ -670,8 +670,7 @@ export class SqliteStore {
       this.#checkpointer.hold(false);
       this.#holding = false;
     }
-    this.#checkpointsAtCommit = this.#checkpointer.stats.checkpoints;
-    this.#checkpointer.request();
+    this.#requestAtCommit = this.#checkpointer.request();
   }
 
   /** The worker's checkpoints so far, and this connection's at the cap (tests and benchmarks). */
@@ -688,27 +687,33 @@ export class SqliteStore {
    * worker copies, so the file would reach the cap, where a COMMIT checkpoints
    * on the event loop (40 to 100 ms at 64 MiB, measured at 1M documents).
    * Room: the file is under half the cap (a chunk writes a few MB at most),
-   * or the worker has copied every
-   * frame in a checkpoint that began after the last commit (the second one
-   * since), so the next transaction rewinds the WAL to its start. Never waits
-   * while the worker is held, and at most ROOM_WAIT_MAX_MS.
+   * or the worker has copied every frame in a checkpoint that began after
+   * the last commit, so the next transaction rewinds the WAL to its start.
+   * The worker is asked to start that checkpoint at once (the writer waits
+   * for one checkpoint of what it just wrote, a few ms, rather than two at
+   * the worker's pace). Never waits while the worker is held or gone, and
+   * at most ROOM_WAIT_MAX_MS.
    */
   async roomInWal(): Promise<void> {
     const deadline = performance.now() + ROOM_WAIT_MAX_MS;
     const room = () => {
-      if (this.#holding) return true;
+      if (this.#holding || !this.#checkpointer.alive) return true;
       if (this.#walBytes < this.#walCapBytes / 2) return true;
       const stats = this.#checkpointer.stats;
       return (
-        stats.checkpoints >= this.#checkpointsAtCommit + 2 &&
+        stats.served >= this.#requestAtCommit &&
         stats.backfilled === stats.walFrames
       );
     };
-    while (!room() && performance.now() < deadline) {
-      // The worker checkpoints when asked (at most every 10 ms), and unasked
-      // only after a second of quiet.
-      this.#checkpointer.request();
-      await new Promise((resolve) => setTimeout(resolve, 5));
+    let asked = false;
+    for (;;) {
+      if (room()) return;
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      // At once rather than at the worker's pace: the writer waits for it.
+      if (!asked) this.#requestAtCommit = this.#checkpointer.request(true);
+      asked = true;
+      await this.#checkpointer.nextCheckpoint(left);
     }
   }
 

@@ -8,9 +8,10 @@
 // its loader in a new worker thread, and this needs nothing else.
 //
 // Protocol (an Int32Array over a SharedArrayBuffer, slots in walCheckpointer.ts):
-// the main thread bumps REQUESTS after each group COMMIT, sets HOLD while it
-// checkpoints itself and STOP to close;
-// this thread sets CHECKPOINTS, WAL_FRAMES and BACKFILLED after each checkpoint,
+// the main thread bumps REQUESTS after each group COMMIT (setting URGENT when
+// it waits for the checkpoint), sets HOLD while it checkpoints itself and STOP
+// to close; this thread sets CHECKPOINTS, WAL_FRAMES, BACKFILLED and SERVED
+// (the REQUESTS count it began with) after each checkpoint,
 // FAILED if one threw, and CLOSED once its connection is closed.
 import { workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -37,13 +38,15 @@ try {
         Atomics.wait(state, slots.REQUESTS, requested, idleMs) !== "timed-out"
       )
         continue;
-    } else {
+    } else if (Atomics.load(state, slots.URGENT) === 0) {
       const early = last + intervalMs - performance.now();
       if (early > 0) {
+        // Woken early by STOP, or by an urgent request.
         Atomics.wait(state, slots.STOP, 0, early);
         continue;
       }
     }
+    Atomics.store(state, slots.URGENT, 0);
     handled = requested;
     last = performance.now();
     try {
@@ -52,7 +55,9 @@ try {
       if (result.busy === 0) {
         Atomics.store(state, slots.WAL_FRAMES, result.log);
         Atomics.store(state, slots.BACKFILLED, result.checkpointed);
+        Atomics.store(state, slots.SERVED, handled);
         Atomics.add(state, slots.CHECKPOINTS, 1);
+        Atomics.notify(state, slots.CHECKPOINTS);
       }
     } catch {
       // An I/O error: the main thread's own checkpoint at the WAL cap reports it.

@@ -44,6 +44,10 @@ const SLOTS = {
   BACKFILLED: 5,
   FAILED: 6,
   HOLD: 7,
+  /** The REQUESTS count the last completed checkpoint began with. */
+  SERVED: 8,
+  /** The next requested checkpoint starts without waiting out CHECKPOINT_INTERVAL_MS. */
+  URGENT: 9,
 } as const;
 /**
  * The worker's pace under a stream of commits. Shorter leaves less for the
@@ -60,6 +64,8 @@ const CLOSE_WAIT_MS = 10_000;
 export type CheckpointStats = {
   /** Checkpoints the worker has completed. */
   checkpoints: number;
+  /** Requests made before the last of them began (`request` returns the count). */
+  served: number;
   /** Frames in the WAL, and how many of them were in the database file, at the last one. */
   walFrames: number;
   backfilled: number;
@@ -104,15 +110,45 @@ export class WalCheckpointer {
     if (!held) Atomics.notify(this.#state, SLOTS.HOLD);
   }
 
-  /** Something was committed: checkpoint it soon. */
-  request(): void {
-    Atomics.add(this.#state, SLOTS.REQUESTS, 1);
+  /**
+   * Something was committed: checkpoint it soon, or at once when `urgent`.
+   * Returns the request's number: a checkpoint with `stats.served` at least
+   * that began after it.
+   */
+  request(urgent = false): number {
+    if (urgent) Atomics.store(this.#state, SLOTS.URGENT, 1);
+    const count = Atomics.add(this.#state, SLOTS.REQUESTS, 1) + 1;
     Atomics.notify(this.#state, SLOTS.REQUESTS);
+    // The worker may be waiting out its interval on STOP.
+    if (urgent) Atomics.notify(this.#state, SLOTS.STOP);
+    return count;
+  }
+
+  /** Whether the worker runs (it may fail to start, or die). */
+  get alive(): boolean {
+    return this.#alive;
+  }
+
+  /** Resolves when the worker completes its next checkpoint, or after `timeoutMs`. */
+  async nextCheckpoint(timeoutMs: number): Promise<void> {
+    const seen = Atomics.load(this.#state, SLOTS.CHECKPOINTS);
+    const waited = (
+      Atomics as unknown as {
+        waitAsync(
+          array: Int32Array,
+          index: number,
+          value: number,
+          timeout: number,
+        ): { async: boolean; value: Promise<string> | string };
+      }
+    ).waitAsync(this.#state, SLOTS.CHECKPOINTS, seen, timeoutMs);
+    if (waited.async) await waited.value;
   }
 
   get stats(): CheckpointStats {
     return {
       checkpoints: Atomics.load(this.#state, SLOTS.CHECKPOINTS),
+      served: Atomics.load(this.#state, SLOTS.SERVED),
       walFrames: Atomics.load(this.#state, SLOTS.WAL_FRAMES),
       backfilled: Atomics.load(this.#state, SLOTS.BACKFILLED),
       failed: Atomics.load(this.#state, SLOTS.FAILED),

@@ -1019,11 +1019,11 @@ export class Database {
       this.#syncWanted = false;
       this.#startSync();
     }
-    if (this.#announcements.length === 0) return;
-    const announcements = this.#announcements;
-    this.#announcements = [];
     let failure: Error | null = null;
-    for (const result of announcements) {
+    // Taken from the front one at a time: a listener that commits announces
+    // the commits still queued before its own, in order.
+    while (this.#announcements.length > 0) {
+      const result = this.#announcements.shift()!;
       // A cut may have queued a commit twice (`#apply` ran again).
       if (result.commit <= this.#announcedThrough) continue;
       this.#announcedThrough = result.commit;

@@ -4,9 +4,11 @@
  * yield and stay in step with commits made meanwhile, and a write touches only
  * the indexes whose key it changes.
  */
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import BetterSqlite3 from "better-sqlite3";
 import { convexToJson, type Value } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
@@ -293,6 +295,36 @@ describe("schema changes", () => {
     expect(read(db, byAuthor(`author 5 ${"x".repeat(40)}`))).toHaveLength(
       Math.ceil((20_000 - 5) / 997),
     );
+  });
+
+  test("a backfill that waits for the checkpoint worker finishes in a process with nothing else to do", () => {
+    // In a script (no server keeping the event loop alive), the wait for the
+    // worker must hold the loop itself, or Node exits mid-backfill (code 13).
+    const module = (file: string) =>
+      JSON.stringify(pathToFileURL(path.join(import.meta.dirname, file)).href);
+    const script = `
+      import { Database } from ${module("database.ts")};
+      import { Transaction } from ${module("../functions/transaction.ts")};
+      const db = Database.open(process.argv[1], { walCapBytes: 8 << 20 });
+      db.setSchema(${JSON.stringify(schema([]))});
+      for (let start = 0; start < 20000; start += 5000) {
+        const tx = new Transaction(db, { readOnly: false });
+        for (let i = start; i < start + 5000; i++)
+          tx.insert("messages", { author: "author " + (i % 997) + " ${"x".repeat(40)}", body: "m" + i });
+        db.commit(tx.pendingWrites());
+      }
+      await db.prepareSchema(${JSON.stringify(schema(BY_AUTHOR))});
+      db.close();
+      console.log("backfilled");
+    `;
+    const result = spawnSync(
+      process.execPath,
+      ["--import", "tsx", "--input-type=module", "-e", script, tempDir()],
+      { encoding: "utf8", timeout: 120_000 },
+    );
+    expect(result.stderr).toBe("");
+    expect(result.stdout.trim()).toBe("backfilled");
+    expect(result.status).toBe(0);
   });
 
   test("a backfill cut short by a restart resumes after its last chunk, and commits meanwhile land in it", async () => {

@@ -142,7 +142,14 @@ export class WalCheckpointer {
         ): { async: boolean; value: Promise<string> | string };
       }
     ).waitAsync(this.#state, SLOTS.CHECKPOINTS, seen, timeoutMs);
-    if (waited.async) await waited.value;
+    if (!waited.async) return;
+    // A pending `waitAsync` does not keep the event loop alive; a timer does.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      waited.value,
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   get stats(): CheckpointStats {

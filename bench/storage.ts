@@ -127,13 +127,13 @@ async function stop(child: ReturnType<typeof spawn>): Promise<void> {
  */
 function insertSamples(dirs: string[]): number[][] {
   const dbs = dirs.map((dir) => Database.open(dir));
+  const tables = dbs.map((db) => db.tableForWrite("messages").number);
   const samples = dirs.map((): number[] => []);
   try {
     for (let i = 0; i < INSERT_ROUNDS; i++) {
       dbs.forEach((db, d) => {
-        const messages = db.tableForWrite("messages");
         const doc: Doc = {
-          _id: encodeId(messages.number, newInternalId()),
+          _id: encodeId(tables[d], newInternalId()),
           _creationTime: db.nextCreationTime(),
           author: "x",
           body: `insert ${i}`,

@@ -199,9 +199,9 @@ const MUTATION_WINDOW_MS = 5;
  * COMMIT_MARGIN_MS left on the window's watchdog; any other commits after the
  * window. A watchdog that fires inside a commit costs a rerun or a recovery
  * (`Database.recoverCut`), and one that fires in a long commit holds the
- * window's other mutations behind it. Measured (the fixture's `limits:fill`): 1,000 documents of 100 bytes
- * commit in ~96 ms, 15 of 1 MB in ~113 ms, 16,000 in ~556 ms, so 64 documents
- * and 256 KiB take a few ms.
+ * window's other mutations behind it. Measured (the fixture's `limits:fill`):
+ * 1,000 documents of 100 bytes commit in ~96 ms, 15 of 1 MB in ~113 ms,
+ * 16,000 in ~556 ms, so 64 documents and 256 KiB take a few ms.
  */
 const INLINE_COMMIT_MAX_DOCUMENTS = 64;
 const INLINE_COMMIT_MAX_BYTES = 256 * 1024;
@@ -480,10 +480,12 @@ export class FunctionRunner {
               performance.now() - opened < MUTATION_WINDOW_MS
             );
           });
+          // A commit the cut fell in is finished or undone before anything
+          // looks at what it left.
+          if (cut !== null) this.#db.recoverCut();
           if (cut !== null && next === first) {
             // Cut before the window started any mutation.
             requestStorage.enterWith(store as RequestContext);
-            this.#db.recoverCut();
           } else if (cut !== null) {
             window.carried = this.#afterCut(batch[next - 1], cut, store);
           }
@@ -518,8 +520,6 @@ export class FunctionRunner {
     store: RequestContext | undefined,
   ): Promise<void> | null {
     requestStorage.enterWith(store as RequestContext);
-    // First, so that what follows sees the cut commit, if any, whole or not at all.
-    this.#db.recoverCut();
     const run = this.#running;
     this.#running = null;
     if (error instanceof HostCodeCut && run !== null) {

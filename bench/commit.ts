@@ -49,6 +49,8 @@ type CommitCase = {
   /** The backend's CPU time per mutation: what the machine's load does not change much. */
   cpuMsPerMutation: number;
   stallMs: number;
+  /** The longest stretch of the backend's own work between two timer ticks (`loopMonitor.ts`). */
+  longestOnCpuMs: number;
 };
 
 type Baseline = { name: string; rowsPerSec: number; commitMs: Summary };
@@ -115,8 +117,9 @@ async function closedLoops(
     perSec: ack.length / seconds,
     ackMs: summarize(ack),
     fsyncsPerMutation: syncs / ack.length,
-    cpuMsPerMutation: (stall.cpuMs ?? 0) / ack.length,
+    cpuMsPerMutation: stall.cpuMs / ack.length,
     stallMs: stall.maxMs,
+    longestOnCpuMs: stall.longestOnCpuMs,
   };
 }
 
@@ -292,7 +295,7 @@ export async function commitBenchmarks(options: {
   for (const c of cases) {
     console.log(
       formatSummary(`  ${c.name}: ${c.perSec.toFixed(0)}/s; ack`, c.ackMs) +
-        `  fsyncs/mutation ${c.fsyncsPerMutation.toFixed(2)}, backend CPU/mutation ${c.cpuMsPerMutation.toFixed(3)} ms, longest stall ${c.stallMs.toFixed(1)} ms`,
+        `  fsyncs/mutation ${c.fsyncsPerMutation.toFixed(2)}, backend CPU/mutation ${c.cpuMsPerMutation.toFixed(3)} ms, longest stall ${c.stallMs.toFixed(1)} ms, longest stretch on a CPU ${c.longestOnCpuMs.toFixed(1)} ms`,
     );
   }
   const json = JSON.stringify({ commit: { baselines: floor, cases } }, null, 2);

@@ -35,13 +35,14 @@ import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
 import { MESSAGE_BURST } from "../convex/limits.ts";
+import type { LoopStall as Stall } from "./loopMonitor.ts";
 import { formatSummary, summarize, type Summary } from "./stats.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const CLIENT_VERSION = "1.48.0";
 const TIMEOUT_MS = 30_000;
 
-export type Stall = { maxMs: number; p99Ms: number; cpuMs?: number };
+export type { LoopStall as Stall } from "./loopMonitor.ts";
 
 export type Child = {
   url: string;
@@ -315,6 +316,15 @@ export type FanOutCase = {
    */
   fsyncFloor?: { perPeer: Summary; last: Summary; deliveriesPerSec: number };
   stallMs: { ours: number; floor: number };
+  /**
+   * Of each side's longest stall, the time the process was on a CPU, and its
+   * longest stretch of own work between two timer ticks (`loopMonitor.ts`):
+   * on this 2-core machine the load generator competes for the cores.
+   */
+  onCpuMs: {
+    ours: { ofLongestStall: number; longest: number; gcMax: number };
+    floor: { ofLongestStall: number; longest: number; gcMax: number };
+  };
   /** Process CPU time (user + system) over the measured rounds, per delivery. */
   cpuUsPerDelivery: { ours: number; floor: number };
   extra?: Record<string, number>;
@@ -401,6 +411,7 @@ async function identicalCase(
       deliveriesPerSec: deliveries / fsyncFloor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    onCpuMs: onCpu(oursStall, floorStall),
     cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
     extra: { frameBytes: Buffer.byteLength(frames.at(-1) ?? "") },
   };
@@ -490,6 +501,7 @@ async function idleCase(
       deliveriesPerSec: deliveries / floor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    onCpuMs: onCpu(oursStall, floorStall),
     cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
     extra: { framesToOtherSockets: otherFrames },
   };
@@ -616,6 +628,7 @@ async function chatCase(
       deliveriesPerSec: deliveries / floor.seconds,
     },
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
+    onCpuMs: onCpu(oursStall, floorStall),
     cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
     extra: {
       senderSessions: pool.length,
@@ -630,14 +643,23 @@ async function chatCase(
   };
 }
 
+function onCpu(ours: Stall, floor: Stall): FanOutCase["onCpuMs"] {
+  const side = (stall: Stall) => ({
+    ofLongestStall: stall.onCpuMs,
+    longest: stall.longestOnCpuMs,
+    gcMax: stall.gcMaxMs,
+  });
+  return { ours: side(ours), floor: side(floor) };
+}
+
 function cpuPerDelivery(
   ours: Stall,
   floor: Stall,
   deliveries: number,
 ): FanOutCase["cpuUsPerDelivery"] {
   return {
-    ours: (1000 * (ours.cpuMs ?? NaN)) / deliveries,
-    floor: (1000 * (floor.cpuMs ?? NaN)) / deliveries,
+    ours: (1000 * ours.cpuMs) / deliveries,
+    floor: (1000 * floor.cpuMs) / deliveries,
   };
 }
 
@@ -666,7 +688,9 @@ function report(cases: FanOutCase[]): void {
     console.log(
       `  ratio to floor (each): p50 ${f(c.ours.perPeer.p50 / c.floor.perPeer.p50)}x, p99 ${f(c.ours.perPeer.p99 / c.floor.perPeer.p99)}x; ` +
         `deliveries/s ${c.ours.deliveriesPerSec.toFixed(0)} vs ${c.floor.deliveriesPerSec.toFixed(0)} (${((100 * c.ours.deliveriesPerSec) / c.floor.deliveriesPerSec).toFixed(0)}%); ` +
-        `longest event-loop stall ${f(c.stallMs.ours)} ms vs ${f(c.stallMs.floor)} ms; ` +
+        `longest event-loop stall ${f(c.stallMs.ours)} ms (${f(c.onCpuMs.ours.ofLongestStall)} on a CPU) vs ${f(c.stallMs.floor)} ms (${f(c.onCpuMs.floor.ofLongestStall)}); ` +
+        `longest stretch on a CPU ${f(c.onCpuMs.ours.longest)} ms vs ${f(c.onCpuMs.floor.longest)} ms; ` +
+        `longest GC pause ${f(c.onCpuMs.ours.gcMax)} ms vs ${f(c.onCpuMs.floor.gcMax)} ms; ` +
         `CPU per delivery ${c.cpuUsPerDelivery.ours.toFixed(1)} µs vs ${c.cpuUsPerDelivery.floor.toFixed(1)} µs` +
         (c.extra === undefined
           ? ""

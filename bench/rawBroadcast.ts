@@ -3,7 +3,7 @@
  * `{type: "send", frame}` from any client writes that frame to every other
  * client (the benchmark passes the very frame the backend sent in the same
  * round), with no database, no functions and no protocol state. It reports
- * its event-loop stalls and CPU time like `backendProcess.ts`.
+ * its event-loop stalls and CPU time like `backendProcess.ts` (`loopMonitor.ts`).
  *
  * With a file path as its argument, it is the floor plus one durability
  * wait per round: each frame is broadcast only after a record of
@@ -12,18 +12,16 @@
  * what is left once the one fsync a round needs is counted.
  */
 import fs from "node:fs";
-import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
+import { LoopMonitor } from "./loopMonitor.ts";
 
 const wss = new WebSocketServer({
   host: "127.0.0.1",
   port: 0,
   perMessageDeflate: false,
 });
-const delay = monitorEventLoopDelay({ resolution: 2 });
-delay.enable();
-let cpuAtReset = process.cpuUsage();
+const loop = new LoopMonitor();
 /** About one commit's WAL frames (a message, its index entries): one page. */
 const RECORD_BYTES = 4096;
 const durableFile = process.argv[2];
@@ -54,22 +52,11 @@ wss.on("listening", () => {
 });
 process.on("message", (message: { type: string }) => {
   if (message.type === "reset") {
-    delay.reset();
-    cpuAtReset = process.cpuUsage();
+    loop.reset();
     process.send!({ type: "reset" });
   } else if (message.type === "stall") {
-    process.send!({
-      type: "stall",
-      maxMs: delay.max / 1e6,
-      p99Ms: delay.percentile(99) / 1e6,
-      cpuMs: cpuMsSince(cpuAtReset),
-    });
+    process.send!({ type: "stall", ...loop.stall() });
   } else if (message.type === "stop") {
     wss.close(() => process.exit(0));
   }
 });
-
-function cpuMsSince(start: NodeJS.CpuUsage): number {
-  const { user, system } = process.cpuUsage(start);
-  return (user + system) / 1000;
-}

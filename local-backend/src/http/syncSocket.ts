@@ -65,13 +65,14 @@ export function serveSyncSocket(
           session.dispose();
           return;
         }
-        coalesce();
+        coalesce.cork();
         ws.send(
           frame,
           TEXT_FRAME,
           written === undefined ? undefined : () => written(),
         );
       },
+      flush: () => coalesce.flush(),
       close: (code, reason) => ws.close(code, reason),
     },
     options.authenticator ?? null,
@@ -121,24 +122,30 @@ export function serveSyncSocket(
 }
 
 /**
- * Frames sent in one turn of the event loop leave in one write: the socket is
- * corked at the first and uncorked on the next tick (`ws` corks each frame's
- * header and payload the same way, `sender.js` `sendFrame`; corks nest). A
- * commit that becomes durable releases a MutationResponse and the Transition
- * after it together, and each write is a syscall (a few percent of a
- * mutation's CPU under 50 writers).
+ * Frames sent together leave in one write: the socket is corked at the first
+ * and uncorked by `flush` (the session's, after a burst of frames) or else on
+ * the next tick (`ws` corks each frame's header and payload the same way,
+ * `sender.js` `sendFrame`; corks nest). A commit that becomes durable
+ * releases a MutationResponse and the Transition after it together, and each
+ * write is a syscall (a few percent of a mutation's CPU under 50 writers).
  */
-function frameCoalescer(ws: WebSocket): () => void {
-  let corked = false;
-  return () => {
-    // `_socket`: the underlying net.Socket, which `ws` does not expose otherwise.
-    const socket = (ws as unknown as { _socket: Socket | null })._socket;
-    if (corked || socket === null) return;
-    corked = true;
-    socket.cork();
-    process.nextTick(() => {
-      corked = false;
-      socket.uncork();
-    });
+function frameCoalescer(ws: WebSocket): { cork(): void; flush(): void } {
+  let corked: Socket | null = null;
+  const flush = () => {
+    const socket = corked;
+    if (socket === null) return;
+    corked = null;
+    socket.uncork();
+  };
+  return {
+    cork: () => {
+      // `_socket`: the underlying net.Socket, which `ws` does not expose otherwise.
+      const socket = (ws as unknown as { _socket: Socket | null })._socket;
+      if (corked !== null || socket === null) return;
+      corked = socket;
+      socket.cork();
+      process.nextTick(flush);
+    },
+    flush,
   };
 }

@@ -98,6 +98,7 @@ class FakeClient {
     hub,
     {
       send: (frame, written) => this.#receiveFrame(frame, written),
+      flush: () => undefined,
       close: (code, reason) => {
         this.closed = { code, reason };
       },

@@ -57,11 +57,20 @@ afterAll(() => {
 
 class FakeSocket {
   readonly sent: ServerMessage[] = [];
+  /** Frames sent since the last `flush`. */
+  unflushed = 0;
+  /** Frames still unflushed at the end of the tick that sent them. */
+  leftForTheTick = 0;
   closed: { code: number; reason: string } | null = null;
   readonly session = new SyncSession(hub, {
     send: (frame, written) => {
       this.sent.push(JSON.parse(frame.toString()) as ServerMessage);
+      if (this.unflushed++ === 0)
+        process.nextTick(() => (this.leftForTheTick += this.unflushed));
       written?.();
+    },
+    flush: () => {
+      this.unflushed = 0;
     },
     close: (code, reason) => {
       this.closed = { code, reason };
@@ -120,6 +129,23 @@ const addList = (queryId: number, base: number) => ({
   ],
 });
 
+/** Sends a message on `socket`: its MutationResponse and the Transition after it. */
+async function sendMessage(body: string) {
+  const mark = socket.sent.length;
+  socket.receive({
+    type: "Mutation",
+    requestId: 0,
+    udfPath: "messages:send",
+    args: [{ author: "a", body }],
+  });
+  const response = await socket.next("MutationResponse", mark);
+  const transition = await socket.next(
+    "Transition",
+    socket.sent.indexOf(response),
+  );
+  return { mark, response, transition };
+}
+
 describe("SyncSession", () => {
   test("the first Transition starts at the zero version and carries the added query", async () => {
     socket.receive(addList(0, 0));
@@ -143,18 +169,7 @@ describe("SyncSession", () => {
   test("a MutationResponse is followed by a Transition at or after its commit timestamp", async () => {
     socket.receive(addList(0, 0));
     await socket.next("Transition");
-    const mark = socket.sent.length;
-    socket.receive({
-      type: "Mutation",
-      requestId: 0,
-      udfPath: "messages:send",
-      args: [{ author: "a", body: "hi" }],
-    });
-    const response = await socket.next("MutationResponse", mark);
-    const transition = await socket.next(
-      "Transition",
-      socket.sent.indexOf(response),
-    );
+    const { response, transition } = await sendMessage("hi");
     if (!response.success) throw new Error(response.result);
     expect(decodeTs(transition.endVersion.ts)).toBeGreaterThanOrEqual(
       decodeTs(response.ts),
@@ -166,6 +181,26 @@ describe("SyncSession", () => {
         value: [expect.objectContaining({ body: "hi" })],
       }),
     ]);
+  });
+
+  test("every frame is flushed to the socket by the burst that sent it, not left for the end of the tick", async () => {
+    // The fan-out sends a room's frames in time slices; a write left for the
+    // end of the tick would run after the slice, outside its budget.
+    socket.receive(addList(0, 0));
+    await socket.next("Transition");
+    const { mark } = await sendMessage("flushed");
+    // An action's answer goes out on its own, not through the commit path.
+    socket.receive({
+      type: "Action",
+      requestId: 1,
+      udfPath: "actions:sendAndCount",
+      args: [{ author: "a", body: "from an action" }],
+    });
+    await socket.next("ActionResponse", mark);
+    await new Promise(setImmediate);
+    expect(socket.sent.length).toBeGreaterThan(mark + 2);
+    expect(socket.leftForTheTick).toBe(0);
+    expect(socket.unflushed).toBe(0);
   });
 
   test("every Transition starts where the previous one ended and ts never decreases", async () => {

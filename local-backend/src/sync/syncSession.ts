@@ -106,6 +106,14 @@ export type SessionTransport = {
    * buffer (handed to the OS), as `ws`'s send callback is.
    */
   send(frame: string | Buffer, written?: () => void): void;
+  /**
+   * Hands the frames sent so far to the OS now; without it they may wait
+   * for the end of the tick, to leave in one write. Called after each burst
+   * of frames the fan-out sends, so that the syscall is paid inside the time
+   * slice that sent them (timeSlices.ts), not after it: a room of 1,000
+   * sockets otherwise wrote its frames in one stretch after the slice.
+   */
+  flush(): void;
   /** Closes the socket; the client reconnects (never used for FatalError). */
   close(code: number, reason: string): void;
 };
@@ -688,6 +696,7 @@ export class SyncSession implements Subscriber {
 
   #send(message: ServerMessage): void {
     this.#sendFrame(JSON.stringify(message));
+    if (!this.#closed) this.#transport.flush();
   }
 
   #sendWhenDurable(ts: bigint, message: ServerMessage): void {
@@ -699,6 +708,7 @@ export class SyncSession implements Subscriber {
     if (this.#closed) return;
     if (this.#outbox.length === 0 && this.#hub.db.isDurable(ts)) {
       this.#sendFrame(frame, written);
+      if (!this.#closed) this.#transport.flush();
       return;
     }
     this.#outbox.push(
@@ -707,7 +717,9 @@ export class SyncSession implements Subscriber {
     this.#flushOutbox();
   }
 
+  /** Sends the outbox's frames whose commits are durable, in one write (`flush`). */
   #flushOutbox(): void {
+    let sent = false;
     while (this.#outbox.length > 0 && !this.#awaitingDurable) {
       const next = this.#outbox[0];
       if (!this.#hub.db.isDurable(next.ts)) {
@@ -717,11 +729,13 @@ export class SyncSession implements Subscriber {
           this.#resumeOutbox,
           this.#durabilityFailed,
         );
-        return;
+        break;
       }
       this.#outbox.shift();
       this.#sendFrame(next.frame, next.written);
+      sent = true;
     }
+    if (sent && !this.#closed) this.#transport.flush();
   }
 
   #sendFrame(frame: string | Buffer, written?: () => void): void {

@@ -2,7 +2,7 @@
  * A backend for the fan-out benchmarks, in its own process as users run it,
  * that also reports its own event-loop stalls (`loopMonitor.ts`) over
  * the IPC channel: `reset` starts a case, `stall` reports its longest delay,
- * how much of it the process was on a CPU, and the CPU time used since `reset`;
+ * how much of it the main thread was on a CPU, and the CPU time used since `reset`;
  * `syncs` how many group-commit fsyncs it has made.
  *
  * Usage (from bench/fanout.ts): spawn with an IPC channel and the arguments

@@ -4,13 +4,12 @@
  * - `maxMs`, `p99Ms`: the event-loop delay (`monitorEventLoopDelay`, 2 ms
  *   resolution), whatever caused it;
  * - `onCpuMs`: of the longest gap between two ticks of a 2 ms timer, how much
- *   the process spent on a CPU (`process.cpuUsage`, every thread; the
- *   backend's other threads, the checkpoint worker and the fsync, are mostly
- *   idle during a fan-out). On this 2-core machine the load generator runs
- *   beside the server, so a stall is partly the process waiting for a core:
- *   this says how much of it was the process's own work;
- * - `longestOnCpuMs`: the most CPU time the process used in any one gap, the
- *   longest stretch of its own work between two timer ticks;
+ *   the main thread spent on a CPU (Linux `/proc/thread-self/schedstat`, in
+ *   ns; elsewhere `process.cpuUsage`, every thread). On this 2-core machine
+ *   the load generator runs beside the server, so a stall is partly the
+ *   thread waiting for a core: this says how much of it was its own work;
+ * - `longestOnCpuMs`: the most CPU time the main thread used in any one gap,
+ *   the longest stretch of its own work between two timer ticks;
  * - `gcMaxMs`: the longest garbage-collection pause (`PerformanceObserver`);
  * - `cpuMs`: CPU time since `reset`.
  */

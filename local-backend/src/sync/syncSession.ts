@@ -112,6 +112,7 @@ export type SessionTransport = {
    * of frames the fan-out sends, so that the syscall is paid inside the time
    * slice that sent them (timeSlices.ts), not after it: a room of 1,000
    * sockets otherwise wrote its frames in one stretch after the slice.
+   * A no-op when nothing waits.
    */
   flush(): void;
   /** Closes the socket; the client reconnects (never used for FatalError). */
@@ -696,7 +697,7 @@ export class SyncSession implements Subscriber {
 
   #send(message: ServerMessage): void {
     this.#sendFrame(JSON.stringify(message));
-    if (!this.#closed) this.#transport.flush();
+    this.#flush();
   }
 
   #sendWhenDurable(ts: bigint, message: ServerMessage): void {
@@ -708,7 +709,7 @@ export class SyncSession implements Subscriber {
     if (this.#closed) return;
     if (this.#outbox.length === 0 && this.#hub.db.isDurable(ts)) {
       this.#sendFrame(frame, written);
-      if (!this.#closed) this.#transport.flush();
+      this.#flush();
       return;
     }
     this.#outbox.push(
@@ -719,7 +720,6 @@ export class SyncSession implements Subscriber {
 
   /** Sends the outbox's frames whose commits are durable, in one write (`flush`). */
   #flushOutbox(): void {
-    let sent = false;
     while (this.#outbox.length > 0 && !this.#awaitingDurable) {
       const next = this.#outbox[0];
       if (!this.#hub.db.isDurable(next.ts)) {
@@ -733,9 +733,13 @@ export class SyncSession implements Subscriber {
       }
       this.#outbox.shift();
       this.#sendFrame(next.frame, next.written);
-      sent = true;
     }
-    if (sent && !this.#closed) this.#transport.flush();
+    this.#flush();
+  }
+
+  /** Ends a burst of frames: they go to the OS now (`SessionTransport.flush`). */
+  #flush(): void {
+    if (!this.#closed) this.#transport.flush();
   }
 
   #sendFrame(frame: string | Buffer, written?: () => void): void {

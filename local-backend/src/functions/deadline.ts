@@ -27,6 +27,9 @@
  * - A loop that mostly awaits the database therefore runs for several seconds
  *   of wall time before its second of user time is spent; between its windows
  *   the event loop turns and other functions run in contexts of their own.
+ *   Once a run's windows have held the thread LONG_RUN_AFTER_MS in all, they
+ *   end after LONG_RUN_SLICE_MS instead, so a long run delays each turn of
+ *   another client's request by about a millisecond.
  * - Functions running at the same time each lease a context (a pool, as
  *   Convex runs each function in an isolate of its own): windows of two
  *   functions interleave on the one thread but never share a microtask queue,
@@ -97,6 +100,20 @@ export const ACTION_TIMEOUT_MS = 600_000;
  * as each window costs a watchdog (~0.1 ms).
  */
 const WINDOW_SLICE_MS = 5;
+
+/**
+ * A run whose windows have held the main thread this long in all (wall time,
+ * syscalls included) is a long one: a loop awaiting the database, a scan of
+ * thousands of documents. From then on its windows end at the first async
+ * syscall after LONG_RUN_SLICE_MS, so a request of another client, which
+ * needs a few event-loop turns, waits behind a millisecond at each turn
+ * rather than WINDOW_SLICE_MS (with one such query running, another client's
+ * mutation took 20 ms at p50 against 3 ms without it; bench/runaway.ts). The
+ * long run pays for more watchdogs (~0.1 ms per window); ordinary functions,
+ * which hold the thread a few ms in all, never get here.
+ */
+const LONG_RUN_AFTER_MS = 20;
+const LONG_RUN_SLICE_MS = 1;
 
 /**
  * The longest one window runs on the main thread before the run is moved to
@@ -384,6 +401,8 @@ class Budget<M> {
    * the isolate's heap and so does not count against its 64 MiB.
    */
   syscallHeapBytes = 0;
+  /** Wall time of its windows before the current one (LONG_RUN_AFTER_MS). */
+  heldMs = 0;
   /** When the current window opened, in wall and in CPU time. */
   windowStart = 0;
   windowCpuStart = 0;
@@ -893,6 +912,7 @@ export class TimedRealm<M> {
       // A run that ended in this window has no use for its time any more
       // (and measuring it costs a CPU reading, see FIRST_WINDOW_CPU_READING_MS).
       if (expired || !budget.settled) {
+        budget.heldMs += now() - budget.windowStart;
         budget.usedMs += windowUserMs(budget);
         heapNow = heapBytes();
         // Signed: a collection inside the window frees what it held too.
@@ -1046,9 +1066,10 @@ export class TimedRealm<M> {
   /** Whether the current window has run long enough to be split at this syscall. */
   #sliceOver(budget: Budget<M>): boolean {
     const remaining = budget.limitMs - budget.usedMs;
+    const slice =
+      budget.heldMs < LONG_RUN_AFTER_MS ? WINDOW_SLICE_MS : LONG_RUN_SLICE_MS;
     return (
-      performance.now() - budget.windowStart >
-      Math.min(WINDOW_SLICE_MS, remaining / 4)
+      performance.now() - budget.windowStart > Math.min(slice, remaining / 4)
     );
   }
 }

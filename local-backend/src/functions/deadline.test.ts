@@ -1,0 +1,84 @@
+/**
+ * TimedRealm's windows, on a context built here with a stub host whose async
+ * syscall answers synchronously after a busy wait (as the database does): how
+ * often a run lets the event loop turn. Another client's request needs a few
+ * turns, so this is what a long query costs everyone else.
+ */
+import vm from "node:vm";
+import { describe, expect, test } from "vitest";
+import type { ConvexGlobal } from "./syscalls.ts";
+import { TimedRealm, USER_TIMEOUT_MS } from "./deadline.ts";
+
+type Modules = { loop(syscalls: number): Promise<string> };
+
+function busyWait(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+}
+
+/** A realm whose one function awaits `syscalls` async syscalls of `syscallMs` each. */
+function realm(syscallMs: number): TimedRealm<Modules> {
+  const convex: ConvexGlobal = {
+    syscall: () => "null",
+    jsSyscall: () => null,
+    asyncSyscall: () => Promise.resolve("null"),
+    asyncSyscallNow: () => {
+      busyWait(syscallMs);
+      return "null";
+    },
+  };
+  return new TimedRealm<Modules>((hooks) => {
+    const context = vm.createContext(
+      { Convex: hooks.wrapConvex(convex) },
+      { microtaskMode: "afterEvaluate" },
+    );
+    hooks.installEntry(context);
+    vm.runInContext(hooks.prelude, context);
+    const modules = vm.runInContext(
+      `({
+        loop: async (syscalls) => {
+          for (let i = 0; i < syscalls; i++) await Convex.asyncSyscall("op", "{}");
+          return "done";
+        },
+      })`,
+      context,
+    ) as Modules;
+    return { context, modules };
+  });
+}
+
+/** Runs the loop and counts the event-loop turns (setImmediate ticks) meanwhile. */
+async function turnsDuring(
+  syscalls: number,
+  syscallMs: number,
+): Promise<number> {
+  const timed = realm(syscallMs);
+  let turns = 0;
+  let running = true;
+  const tick = () => {
+    if (!running) return;
+    turns++;
+    setImmediate(tick);
+  };
+  setImmediate(tick);
+  const result = await timed.invoke(USER_TIMEOUT_MS, (modules) =>
+    modules.loop(syscalls),
+  );
+  running = false;
+  expect(result).toBe("done");
+  return turns;
+}
+
+describe("windows of a run that awaits the database", () => {
+  test("a short run keeps several syscalls in one window", async () => {
+    // 12 syscalls of 1.5 ms (18 ms in all): a window ends at the first
+    // syscall past 5 ms, so about 3 turns.
+    expect(await turnsDuring(12, 1.5)).toBeLessThanOrEqual(6);
+  });
+
+  test("once a run has held the thread 20 ms, the event loop turns at every syscall past a millisecond", async () => {
+    // 100 syscalls of 2 ms: at most 10 fit in the first 20 ms; each later one
+    // ends its window (with 5 ms windows it would be every third).
+    expect(await turnsDuring(100, 2)).toBeGreaterThanOrEqual(89);
+  });
+});

@@ -18,6 +18,10 @@
  * - group commit (bench/commit.ts): durable mutations/s with 1 and 50
  *   concurrent writers, beside bare better-sqlite3 fsync loops.
  *
+ * - fairness (bench/fairness.ts): a healthy client's send to visible while
+ *   another holds 1,000 or 10,000 subscriptions, a page of `numItems: 1e9`,
+ *   or ten sockets that stopped reading (with the backend's RSS).
+ *
  * - runaway (bench/runaway.ts): other clients' latency while a runaway query
  *   runs, and the chat's validation of huge inputs.
  *
@@ -25,7 +29,7 @@
  *   Chromium): a guest's click on "Sign up" until the reloaded page shows
  *   their old messages as theirs, beside a guest's plain reload.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|identical|fanout|storage|runaway|commit|signup] [-- --json=path]
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|identical|fanout|fairness|storage|runaway|commit|signup] [-- --json=path]
  * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out,
  * `identical` only its identical-subscriptions cases).
  */
@@ -44,6 +48,7 @@ import type { SessionId } from "convex-helpers/server/sessions";
 import WebSocket from "ws";
 import { spawnCliBackend } from "./cliBackend.ts";
 import { commitBenchmarks } from "./commit.ts";
+import { fairnessBenchmarks } from "./fairness.ts";
 import { fanOutBenchmarks } from "./fanout.ts";
 import { runawayBench } from "./runaway.ts";
 import { signUpBenchmarks } from "./signUpLatency.ts";
@@ -271,6 +276,8 @@ async function main(): Promise<void> {
       only: ONLY === "chat" || ONLY === "identical" ? ONLY : undefined,
       json: JSON_PATH,
     });
+  if (ONLY === undefined || ONLY === "fairness")
+    await fairnessBenchmarks({ quick: QUICK });
   if (ONLY === undefined || ONLY === "runaway") await runawayBench();
 }
 

@@ -6,6 +6,7 @@
  */
 import vm from "node:vm";
 import { describe, expect, test } from "vitest";
+import { TurnCounter } from "../../test/turnCounter.ts";
 import type { ConvexGlobal } from "./syscalls.ts";
 import { TimedRealm, USER_TIMEOUT_MS } from "./deadline.ts";
 
@@ -53,20 +54,13 @@ async function turnsDuring(
   syscallMs: number,
 ): Promise<number> {
   const timed = realm(syscallMs);
-  let turns = 0;
-  let running = true;
-  const tick = () => {
-    if (!running) return;
-    turns++;
-    setImmediate(tick);
-  };
-  setImmediate(tick);
+  const turns = new TurnCounter();
   const result = await timed.invoke(USER_TIMEOUT_MS, (modules) =>
     modules.loop(syscalls),
   );
-  running = false;
+  turns.stop();
   expect(result).toBe("done");
-  return turns;
+  return turns.count;
 }
 
 describe("windows of a run that awaits the database", () => {

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import type { JSONValue } from "convex/values";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { TurnCounter } from "../../test/turnCounter.ts";
 import { Database } from "../storage/database.ts";
 import { FunctionRunner } from "./functionRunner.ts";
 import { createIsolate, type Isolate } from "./isolate.ts";
@@ -28,6 +29,9 @@ let runner: FunctionRunner;
 let isolate: Isolate;
 /** Queries' `queryStream` syscalls so far: each run of the fixture's queries opens one per counter read. */
 let streams = 0;
+/** A test's count of event-loop turns, and how many turns each `queryPage` call lasted. */
+let turns: TurnCounter | null = null;
+const pageCallTurns: number[] = [];
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "function-runner-test-"));
@@ -40,6 +44,16 @@ beforeAll(async () => {
       if (op === "1.0/queryStream" && currentRequest()?.udfType === "query")
         streams++;
       return syscalls.syscall(op, args);
+    },
+    asyncSyscallNow(op, args) {
+      const result = syscalls.asyncSyscallNow!(op, args);
+      if (op === "1.0/queryPage") {
+        const start = turns?.count ?? 0;
+        void Promise.resolve(result).then(() =>
+          pageCallTurns.push((turns?.count ?? 0) - start),
+        );
+      }
+      return result;
     },
   };
   isolate = createIsolate(await buildFunctions(FIXTURE), {
@@ -83,6 +97,40 @@ describe("concurrent queries", () => {
     // Only the kept run's log lines are reported.
     expect(outcome.logLines).toEqual(["[LOG] 'read 2'"]);
     expect(streams - before).toBe(2);
+  });
+
+  test("a page of thousands of rows is read over several turns of the event loop, and a commit meanwhile makes it run again with that row", async () => {
+    const fill = await runner.runMutation({
+      path: "limits:fill",
+      args: { author: "page", count: 3_000, size: 20 },
+    });
+    expect(fill.status).toBe("success");
+    turns = new TurnCounter();
+    pageCallTurns.length = 0;
+    const query = runner.runQuery({
+      path: "messages:page",
+      args: { paginationOpts: { numItems: 1e9, cursor: null } },
+    });
+    // Commits while the page is being read: the run that read past it is not kept.
+    await new Promise((resolve) => setImmediate(resolve));
+    const sent = await runner.runMutation({
+      path: "messages:send",
+      args: { author: "page", body: "mid-page" },
+    });
+    const outcome = await query;
+    turns.stop();
+    if (outcome.status !== "success" || sent.status !== "success")
+      throw new Error("the page or the send failed");
+    const page = (outcome.value as { page: { _id: string }[] }).page;
+    expect(page.map((m) => m._id)).toContain(sent.value);
+    const again = await runner.runQuery({
+      path: "messages:page",
+      args: { paginationOpts: { numItems: 1e9, cursor: null } },
+    });
+    expect(again).toMatchObject({ status: "success", value: outcome.value });
+    expect(page.length).toBeGreaterThan(3_000);
+    // One `queryPage` call, yet the event loop turned while it read.
+    expect(Math.max(...pageCallTurns)).toBeGreaterThanOrEqual(2);
   });
 
   test("a query whose reads a concurrent commit does not touch runs once", async () => {

@@ -78,6 +78,9 @@ export type SerializedQuery = {
   operators: ({ filter: JSONValue } | { limit: number })[];
 };
 
+/** Rows `pageSteps` reads between two pauses. */
+const PAGE_STEP_ROWS = 64;
+
 export type PageRequest = {
   query: SerializedQuery;
   cursor: string | null;
@@ -407,6 +410,24 @@ export class Transaction {
    * `SplitRecommended`. Cursors carry a fingerprint of their query.
    */
   page(request: PageRequest, layer = this.root): PageResult {
+    const steps = this.pageSteps(request, layer);
+    for (;;) {
+      const step = steps.next();
+      if (step.done === true) return step.value;
+    }
+  }
+
+  /**
+   * `page`, pausing (a bare `yield`) after every PAGE_STEP_ROWS rows read, so
+   * that a caller can spread a large page over several turns of the event
+   * loop. Rows are read as the steps run: a commit between two steps is seen
+   * by the later ones, and, as it lands in the read set, an optimistic run
+   * is then found to conflict (functionRunner.ts).
+   */
+  *pageSteps(
+    request: PageRequest,
+    layer = this.root,
+  ): Generator<void, PageResult> {
     const { query, pageSize, maximumRowsRead } = request;
     const maximumBytesRead = request.maximumBytesRead ?? null;
     if (pageSize === 0) {
@@ -477,7 +498,7 @@ export class Transaction {
           break;
         }
         const { key, doc, bytes } = next.value;
-        rowsRead++;
+        if (++rowsRead % PAGE_STEP_ROWS === 0) yield;
         bytesRead += bytes;
         scannedKeys.push(key);
         position = { type: "after", key };

@@ -20,6 +20,7 @@ import { FunctionRunner } from "../functions/functionRunner.ts";
 import { createIsolate } from "../functions/isolate.ts";
 import { buildFunctions } from "../functions/loader.ts";
 import { createSyscalls } from "../functions/syscalls.ts";
+import { TurnCounter } from "../../test/turnCounter.ts";
 import { Database } from "../storage/database.ts";
 import type { ServerMessage, StateModification } from "./protocol.ts";
 import { sharingKey, SubscriptionHub } from "./subscriptions.ts";
@@ -36,6 +37,14 @@ let runner: FunctionRunner;
 let hub: SubscriptionHub;
 /** Query runs the hub made (not the tests' own fresh runs), by path. */
 const queryRuns = new Map<string, number>();
+/**
+ * Groups whose `items:range` runs by the hub busy-wait this many ms first (a
+ * slow query); each such run records the turn of the event loop it ran in
+ * (`turns`, a test's count).
+ */
+const slowGroups = new Map<string, number>();
+const slowRunTurns: number[] = [];
+let turns: TurnCounter | null = null;
 
 /**
  * While set, every fsync waits for it (a slow disk); tests that set it
@@ -57,6 +66,15 @@ beforeAll(async () => {
   runner.runQuery = (request, visibility, onValid) => {
     if (onValid !== undefined)
       queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
+    const args = (
+      Array.isArray(request.args) ? request.args[0] : request.args
+    ) as { group?: unknown } | null;
+    const slowMs = slowGroups.get(String(args?.group));
+    if (onValid !== undefined && slowMs !== undefined) {
+      slowRunTurns.push(turns?.count ?? 0);
+      const end = performance.now() + slowMs;
+      while (performance.now() < end);
+    }
     return runQuery(request, visibility, onValid);
   };
   const isolate = createIsolate(await buildFunctions(FIXTURE), {
@@ -527,6 +545,70 @@ describe("SubscriptionHub", () => {
     expect(crowded.state.size).toBe(1_000);
     crowded.session.dispose();
     other.session.dispose();
+  });
+
+  test("once a socket's update has run its queries 20 ms, the event loop turns after every query past a millisecond", async () => {
+    const group = `long-${crypto.randomUUID()}`;
+    // Each of its runs takes at least 1.2 ms.
+    slowGroups.set(group, 1.2);
+    const crowded = new FakeClient();
+    turns = new TurnCounter();
+    slowRunTurns.length = 0;
+    crowded.addMany(
+      Array.from({ length: 200 }, (_, i) => ({
+        udfPath: "items:range",
+        args: { group, above: -1 - i },
+      })),
+    );
+    await expect
+      .poll(() => crowded.transitions().length, { timeout: 30_000 })
+      .toBe(1);
+    turns.stop();
+    slowGroups.delete(group);
+    // At most 17 runs fit in the first 20 ms; each later one ends its slice,
+    // so it has a turn of its own (with 8 ms slices, about six shared one).
+    const later = slowRunTurns.slice(17);
+    expect(later.length).toBeGreaterThanOrEqual(183);
+    expect(new Set(later).size).toBe(later.length);
+    crowded.session.dispose();
+  });
+
+  test("a socket whose queries take several slices gets Transitions while another client keeps writing into all of them, each at one snapshot", async () => {
+    const group = `busy-${crypto.randomUUID()}`;
+    const ids: string[] = [];
+    for (let rank = 0; rank < 20; rank++) {
+      const inserted = await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank, value: 0 },
+      });
+      ids.push((inserted as { value: string }).value);
+    }
+    const busy = new FakeClient();
+    // Distinct queries, each reading the whole group: more than a slice runs.
+    busy.addMany(
+      Array.from({ length: 30 }, (_, i) => ({
+        udfPath: "items:range",
+        args: { group, above: -1 - i },
+      })),
+    );
+    // A writer in a closed loop into what every one of them read (bounded).
+    let writes = 0;
+    while (writes < 1_500 && busy.transitions().length < 3)
+      await runner.runMutation({
+        path: "items:patch",
+        args: { id: ids[writes % ids.length], value: ++writes },
+      });
+    expect(busy.transitions().length).toBeGreaterThanOrEqual(3);
+    for (const transition of busy.transitions()) {
+      const views = new Set(
+        transition.modifications.map((m) =>
+          m.type === "QueryUpdated" ? JSON.stringify(m.value) : m.type,
+        ),
+      );
+      // Every query of a Transition saw the group at the same commit.
+      expect(views.size).toBe(1);
+    }
+    busy.session.dispose();
   });
 
   test("identical sockets are sent one shared frame per commit, never another identity's, and each socket's versions stay contiguous", async () => {

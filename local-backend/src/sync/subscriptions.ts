@@ -118,6 +118,8 @@ export type UpdateSlot = {
   exclusive: <T>(task: () => Promise<T>) => Promise<T>;
   /** `performance.now()` past which an update should stop running queries. */
   deadline: number;
+  /** Ends the slice for every lane: the event loop turns before more updates run. */
+  endSlice: () => void;
 };
 
 export interface Subscriber {
@@ -370,6 +372,7 @@ export class SubscriptionHub {
       this.runner.runQuery(request, "public", onValid);
     const exclusive: UpdateSlot["exclusive"] = (task) =>
       this.runner.exclusive(task);
+    const endSlice = () => this.#slices.end();
     try {
       for (;;) {
         if (!this.#slices.open() || !this.#resumeReleased()) {
@@ -387,6 +390,7 @@ export class SubscriptionHub {
             runQuery,
             exclusive,
             deadline: this.#slices.deadline,
+            endSlice,
           });
           done = typeof update === "boolean" ? update : await update;
         } finally {

@@ -95,6 +95,26 @@ export const MAX_SEND_TRANSITIONS = 2;
  * commits held off, so a busy table cannot starve a subscriber.
  */
 const STARVED_PASSES = 3;
+/**
+ * The longest an update may hold commits off to end its starvation: about
+ * its queries' cost, estimated from their runs so far. A pass that takes
+ * several slices never completes under a writer faster than it, so that is
+ * counted too: STARVED_PASSES times as many runs as it has queries. A query
+ * set that costs more than this (hundreds of queries over one busy table)
+ * keeps trying instead, since holding every writer that long would hold
+ * every other client: ending that needs reads at a snapshot.
+ */
+const STARVED_HOLD_MAX_MS = 100;
+/**
+ * An update that has run its queries this long since its last Transition
+ * (hundreds of queries, or slow ones) is a long one: from then on it stops
+ * at LONG_UPDATE_SLICE_MS into each slice and ends the slice, so the event
+ * loop turns about every millisecond rather than every SLICE_MS while it
+ * runs, and another client's request, which needs a few turns, is not held
+ * at each of them (as a long run's windows, deadline.ts LONG_RUN_AFTER_MS).
+ */
+const LONG_UPDATE_AFTER_MS = 20;
+const LONG_UPDATE_SLICE_MS = 1;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
 
@@ -149,6 +169,9 @@ export class SyncSession implements Subscriber {
   #sent = { querySet: 0, identity: 0, ts: 0n };
   /** Full passes that ran queries since the last Transition (STARVED_PASSES). */
   #passes = 0;
+  /** Query runs since the last Transition, and their wall time (STARVED_HOLD_MAX_MS). */
+  #runs = 0;
+  #runMs = 0;
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
   #knownQueryIds = new Set<QueryId>();
@@ -530,21 +553,38 @@ export class SyncSession implements Subscriber {
     // until one finds every result held: that pass runs nothing, so the
     // results are all valid at one moment, the Transition's ts. Commits that
     // keep clearing them faster than they run would starve the socket, so
-    // after STARVED_PASSES the update finishes with commits held off.
+    // after STARVED_PASSES (`#starved`) the update finishes with commits held off.
     let ran = false;
     for (;;) {
-      if (this.#passes >= STARVED_PASSES) {
+      if (this.#starved()) {
         return slot.exclusive(async () => {
           while ((await this.#runPass(slot, true, Infinity)) === "ran");
           return true;
         });
       }
-      const pass = await this.#runPass(slot, ran, slot.deadline);
-      if (pass === "deadline") return false;
+      const long = this.#runMs >= LONG_UPDATE_AFTER_MS;
+      const deadline = long
+        ? Math.min(slot.deadline, performance.now() + LONG_UPDATE_SLICE_MS)
+        : slot.deadline;
+      const pass = await this.#runPass(slot, ran, deadline);
+      if (pass === "deadline") {
+        if (long) slot.endSlice();
+        return false;
+      }
       if (pass !== "ran") return true;
       ran = true;
       this.#passes++;
     }
+  }
+
+  /** Whether commits keep clearing this update's results faster than it runs them. */
+  #starved(): boolean {
+    if (this.#passes >= STARVED_PASSES) return true;
+    if (this.#runs <= STARVED_PASSES * this.#dirty.size) return false;
+    let toRun = 0;
+    for (const queryId of this.#dirty)
+      if (this.#queries.get(queryId)!.entry.result === null) toRun++;
+    return (this.#runMs / this.#runs) * toRun <= STARVED_HOLD_MAX_MS;
   }
 
   /**
@@ -566,7 +606,10 @@ export class SyncSession implements Subscriber {
       if (query.entry.result !== null) continue;
       if ((ran || ranBefore) && performance.now() >= deadline)
         return "deadline";
+      const started = performance.now();
       await this.#hub.resultOf(query.entry, slot.runQuery);
+      this.#runs++;
+      this.#runMs += performance.now() - started;
       ran = true;
       if (this.#closed) return "closed";
     }
@@ -578,6 +621,8 @@ export class SyncSession implements Subscriber {
   /** Sends what the update computed; every dirty query holds a result now. */
   #sendTransition(): void {
     this.#passes = 0;
+    this.#runs = 0;
+    this.#runMs = 0;
     const removed = this.#removed;
     this.#removed = [];
     const updated: { queryId: QueryId; result: SharedResult }[] = [];

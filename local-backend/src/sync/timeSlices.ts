@@ -80,6 +80,11 @@ export class TimeSlices {
     return true;
   }
 
+  /** Ends the current slice now: work waits for the next turn (`next()`). */
+  end(): void {
+    if (this.#turn !== null) this.#deadline = 0;
+  }
+
   /** Resolves once the event loop has polled I/O after the current slice. */
   next(): Promise<void> {
     return this.#turn ?? Promise.resolve();

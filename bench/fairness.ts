@@ -345,7 +345,7 @@ export async function fairnessBenchmarks(options: {
     await backend.stop();
     fs.rmSync(data, { recursive: true, force: true });
   }
-  const baseline = cases[0]!.healthy;
+  const baseline = cases[0].healthy;
   for (const c of cases) {
     console.log(formatSummary(c.name, c.healthy));
     const ratio = `p50 ${(c.healthy.p50 / baseline.p50).toFixed(2)}x, p99 ${(c.healthy.p99 / baseline.p99).toFixed(2)}x the first baseline`;

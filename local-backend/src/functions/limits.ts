@@ -257,18 +257,13 @@ function checkFieldName(field: string, topLevel: boolean): void {
   }
 }
 
+/**
+ * A string's UTF-8 length, natively (a JS loop over a 1 MiB string took
+ * milliseconds per read document). A lone surrogate counts as the 3 bytes of
+ * the U+FFFD it becomes in UTF-8, as Convex's Rust strings hold it.
+ */
 function utf8Length(text: string): number {
-  let length = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) length += 1;
-    else if (code < 0x800) length += 2;
-    else if (code >= 0xd800 && code <= 0xdbff) {
-      length += 4;
-      i++;
-    } else length += 3;
-  }
-  return length;
+  return Buffer.byteLength(text, "utf8");
 }
 
 /** humansize's `BINARY` format, which Convex's size messages use: "16 MiB", "1.01 MiB", "512 B". */

@@ -573,6 +573,36 @@ describe("SubscriptionHub", () => {
     crowded.session.dispose();
   });
 
+  test("updates of different sockets never run two slow queries in one slice", async () => {
+    const group = `lanes-${crypto.randomUUID()}`;
+    const sockets = Array.from({ length: 4 }, () => new FakeClient());
+    sockets.forEach((socket, i) =>
+      socket.add("items:range", { group, above: -1 - i }),
+    );
+    await expectUpToDate(sockets, "first results");
+    // From now on each run takes longer than a whole slice; one commit
+    // queues all four updates at once.
+    slowGroups.set(group, 10);
+    turns = new TurnCounter();
+    slowRunTurns.length = 0;
+    await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank: 0 },
+    });
+    await expect
+      .poll(() => sockets.every((s) => s.transitions().length === 2), {
+        timeout: 10_000,
+      })
+      .toBe(true);
+    turns.stop();
+    slowGroups.delete(group);
+    expect(slowRunTurns).toHaveLength(4);
+    // Each lane looks at the slice before it runs a query, so each slow run
+    // has a turn of its own.
+    expect(new Set(slowRunTurns).size).toBe(4);
+    for (const socket of sockets) socket.session.dispose();
+  });
+
   test("a socket whose queries take several slices gets Transitions while another client keeps writing into all of them, each at one snapshot", async () => {
     const group = `busy-${crypto.randomUUID()}`;
     const ids: string[] = [];

@@ -382,8 +382,6 @@ export class SubscriptionHub {
         const next = this.#queue.take();
         if (next === undefined) return;
         this.#running.set(next, false);
-        // More work than lanes: let another lane take it meanwhile.
-        this.#startLanes();
         let done = true;
         try {
           const update = next.update({
@@ -392,6 +390,12 @@ export class SubscriptionHub {
             deadline: this.#slices.deadline,
             endSlice,
           });
+          // More work than lanes: another lane takes it while this one waits.
+          // Started only now, after this update's synchronous part, so that
+          // it finds the slice as that left it: lanes started first would
+          // each run a query before any of them looked at the deadline (four
+          // 1 MiB results back to back held the event loop 100 ms).
+          this.#startLanes();
           done = typeof update === "boolean" ? update : await update;
         } finally {
           const again = this.#running.get(next);

@@ -91,18 +91,17 @@ export const PING_INTERVAL_MS = 15_000;
 export const MAX_SEND_TRANSITIONS = 2;
 /**
  * Full passes over a socket's queries whose results commits cleared again
- * before a Transition could go out; after that many the update runs with
- * commits held off, so a busy table cannot starve a subscriber.
+ * before a Transition could go out (a pass may span slices, `#pass`); after
+ * that many the update runs with commits held off, so a busy table cannot
+ * starve a subscriber.
  */
 const STARVED_PASSES = 3;
 /**
  * The longest an update may hold commits off to end its starvation: about
- * its queries' cost, estimated from their runs so far. A pass that takes
- * several slices never completes under a writer faster than it, so that is
- * counted too: STARVED_PASSES times as many runs as it has queries. A query
- * set that costs more than this (hundreds of queries over one busy table)
- * keeps trying instead, since holding every writer that long would hold
- * every other client: ending that needs reads at a snapshot.
+ * its queries' cost, estimated from their runs so far. A query set that
+ * costs more than this (hundreds of queries over one busy table) keeps
+ * trying instead, since holding every writer that long would hold every
+ * other client: ending that needs reads at a snapshot.
  */
 const STARVED_HOLD_MAX_MS = 100;
 /**
@@ -172,6 +171,15 @@ export class SyncSession implements Subscriber {
   /** Query runs since the last Transition, and their wall time (STARVED_HOLD_MAX_MS). */
   #runs = 0;
   #runMs = 0;
+  /**
+   * The pass in progress over `#dirty`, resumed in the next slice where the
+   * deadline stopped it (a Set's iterator sees later additions and skips
+   * removals), so a pass costs one sweep of the query set however many slices
+   * it spans; the query it stopped before; whether it ran any query.
+   */
+  #pass: Iterator<QueryId> | null = null;
+  #passNext: QueryId | null = null;
+  #passRan = false;
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
   #knownQueryIds = new Set<QueryId>();
@@ -524,7 +532,8 @@ export class SyncSession implements Subscriber {
       }
       // Every result held (another socket's run filled them): the Transition
       // goes out now, without a promise, as a pass that runs nothing would.
-      if (this.#allHeld()) {
+      // (Not while a pass is under way: it has results to run.)
+      if (this.#pass === null && this.#allHeld()) {
         this.#sendTransition();
         return true;
       }
@@ -556,7 +565,7 @@ export class SyncSession implements Subscriber {
     // after STARVED_PASSES (`#starved`) the update finishes with commits held off.
     let ran = false;
     for (;;) {
-      if (this.#starved()) {
+      if (this.#pass === null && this.#starved()) {
         return slot.exclusive(async () => {
           while ((await this.#runPass(slot, true, Infinity)) === "ran");
           return true;
@@ -577,14 +586,19 @@ export class SyncSession implements Subscriber {
     }
   }
 
-  /** Whether commits keep clearing this update's results faster than it runs them. */
+  /**
+   * Whether commits keep clearing this update's results faster than it runs
+   * them, and finishing with commits held off costs little enough (checked
+   * between passes).
+   */
   #starved(): boolean {
-    if (this.#passes >= STARVED_PASSES) return true;
-    if (this.#runs <= STARVED_PASSES * this.#dirty.size) return false;
+    if (this.#passes < STARVED_PASSES) return false;
     let toRun = 0;
     for (const queryId of this.#dirty)
       if (this.#queries.get(queryId)!.entry.result === null) toRun++;
-    return (this.#runMs / this.#runs) * toRun <= STARVED_HOLD_MAX_MS;
+    return (
+      (this.#runMs / Math.max(1, this.#runs)) * toRun <= STARVED_HOLD_MAX_MS
+    );
   }
 
   /**
@@ -600,20 +614,38 @@ export class SyncSession implements Subscriber {
     deadline: number,
   ): Promise<"sent" | "ran" | "deadline" | "closed"> {
     let ran = false;
-    for (const queryId of this.#dirty) {
-      const query = this.#queries.get(queryId)!;
+    const pass = (this.#pass ??= this.#dirty.values());
+    for (;;) {
+      let queryId = this.#passNext;
+      this.#passNext = null;
+      if (queryId === null) {
+        const next = pass.next();
+        if (next.done === true) break;
+        queryId = next.value;
+      }
+      const query = this.#queries.get(queryId);
+      // Removed while the pass waited for its next slice.
+      if (query === undefined || !this.#dirty.has(queryId)) continue;
       this.#follow(query);
       if (query.entry.result !== null) continue;
-      if ((ran || ranBefore) && performance.now() >= deadline)
+      if ((ran || ranBefore) && performance.now() >= deadline) {
+        this.#passNext = queryId;
         return "deadline";
+      }
       const started = performance.now();
       await this.#hub.resultOf(query.entry, slot.runQuery);
       this.#runs++;
       this.#runMs += performance.now() - started;
       ran = true;
+      this.#passRan = true;
       if (this.#closed) return "closed";
     }
-    if (ran) return "ran";
+    this.#pass = null;
+    const passRan = this.#passRan;
+    this.#passRan = false;
+    // A pass that ran nothing went through synchronously (it stops only
+    // before a run): every result was held at one moment.
+    if (passRan) return "ran";
     this.#sendTransition();
     return "sent";
   }

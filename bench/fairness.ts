@@ -32,7 +32,7 @@ import {
   type Stall,
   syncPeer,
 } from "./fanout.ts";
-import { formatSummary, summarize, type Summary } from "./stats.ts";
+import { formatSummary, rssMiB, summarize, type Summary } from "./stats.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const FIXTURE = path.join(ROOT, "local-backend/test/fixture/convex");
@@ -45,12 +45,6 @@ export type FairnessCase = {
   stallMs: number;
   rssMiB?: { before: number; peak: number; after: number };
 };
-
-/** A backend process's resident memory, from /proc (Linux). */
-function rssMiB(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
-}
 
 /** The healthy client: a closed loop of insert, then wait to see it. */
 async function healthyClient(backend: Child) {

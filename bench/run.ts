@@ -53,7 +53,7 @@ import { fanOutBenchmarks } from "./fanout.ts";
 import { runawayBench } from "./runaway.ts";
 import { signUpBenchmarks } from "./signUpLatency.ts";
 import { storageBenchmarks } from "./storage.ts";
-import { formatSummary, summarize } from "./stats.ts";
+import { formatSummary, rssMiB, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
 /**
@@ -230,12 +230,6 @@ async function httpQueries(url: string): Promise<void> {
       summarize(times),
     ),
   );
-}
-
-/** Resident memory of a process, from /proc (Linux). */
-function rssMiB(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
 }
 
 async function memory(

@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { chatApi as api } from "../e2e/helpers/chatApi.ts";
-import { formatSummary, summarize } from "./stats.ts";
+import { formatSummary, rssMiB, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
 const SAMPLES = QUICK ? 30 : 100;
@@ -82,13 +82,6 @@ async function sampleOther(
   return times;
 }
 
-/** A child process's resident memory, from /proc (Linux). */
-function rssMiB(child: ChildProcess): string {
-  const status = fs.readFileSync(`/proc/${child.pid}/status`, "utf8");
-  const kib = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
-  return (kib / 1024).toFixed(0);
-}
-
 const otherMutation = (client: ConvexHttpClient) =>
   client.mutation(anyApi.counters.increment, { name: "other client" });
 
@@ -103,7 +96,9 @@ async function runaways(): Promise<void> {
         size: 1,
       });
     }
-    console.log(`backend RSS before: ${rssMiB(backend.child)} MiB`);
+    console.log(
+      `backend RSS before: ${rssMiB(backend.child.pid!).toFixed(0)} MiB`,
+    );
     const baseline = await sampleOther(backend.url, null, SAMPLES);
     console.log(
       formatSummary(
@@ -202,7 +197,7 @@ async function runaways(): Promise<void> {
       );
       // "[Request ID: …] Server Error", then the message (errors.ts).
       console.log(
-        `  its error: ${error.split("\n")[1] ?? error}; backend RSS after: ${rssMiB(backend.child)} MiB`,
+        `  its error: ${error.split("\n")[1] ?? error}; backend RSS after: ${rssMiB(backend.child.pid!).toFixed(0)} MiB`,
       );
     }
   } finally {

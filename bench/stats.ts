@@ -1,4 +1,5 @@
-/** Percentile summaries for benchmark samples (nearest-rank percentiles). */
+/** Percentile summaries for benchmark samples (nearest-rank percentiles), and a process's memory. */
+import fs from "node:fs";
 
 export type Summary = {
   n: number;
@@ -34,4 +35,10 @@ export function summarize(samples: readonly number[]): Summary {
 export function formatSummary(label: string, s: Summary): string {
   const f = (x: number) => x.toFixed(2);
   return `${label.padEnd(68)} n=${String(s.n).padStart(5)}  p50 ${f(s.p50)}  p90 ${f(s.p90)}  p99 ${f(s.p99)}  max ${f(s.max)}`;
+}
+
+/** A process's resident memory in MiB, from /proc (Linux). */
+export function rssMiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
 }

@@ -29,7 +29,7 @@ import {
 } from "../local-backend/src/storage/database.ts";
 import { encodeId, newInternalId } from "../local-backend/src/values/ids.ts";
 import type { Doc } from "../local-backend/src/values/wire.ts";
-import { formatSummary, summarize } from "./stats.ts";
+import { formatSummary, rssMiB, summarize } from "./stats.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const COMMIT_ROWS = 20_000;
@@ -84,11 +84,6 @@ async function generateChat(
   }
   db.close();
   return performance.now() - start;
-}
-
-function rssMiB(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
 }
 
 /** Starts the CLI on `data`; resolves at its ready line. */

@@ -19,10 +19,15 @@
  * latest committed state as it goes and, when it finishes, is checked against
  * the commits made meanwhile (commitLog.ts). Valid, its outcome (value, error
  * or timeout) is exactly that of a run at the current timestamp; conflicted,
- * it is discarded and run again, and after MAX_OPTIMISTIC_RUNS conflicts it
- * runs once on the writer executor, where no commit can land. A runaway query
- * therefore holds no other client, and a subscription update validates each
- * result at the moment it files the read set (`runQuery`'s `onValid`).
+ * it is discarded and run again, and after MAX_OPTIMISTIC_RUNS conflicts (or
+ * one of a long run) it runs at a pinned snapshot (`pinSnapshot`), where
+ * commits land beside it without touching what it reads, as every query in
+ * Convex runs at one snapshot timestamp; only when no snapshot can be pinned
+ * does it run on the writer executor, where no commit can land. A runaway
+ * query therefore holds no other client, and a subscription update validates
+ * each result at the moment it files the read set (`runQuery`'s `onValid`);
+ * one that cannot be validated is left to its socket, which runs its whole
+ * query set at a snapshot (sync/syncSession.ts).
  * Actions run outside the executor; their `runQuery` / `runMutation` calls take
  * the same paths as client requests.
  *
@@ -44,7 +49,7 @@ import { randomBytes } from "node:crypto";
 const REQUEST_ID_PREFIX = randomBytes(4).toString("hex");
 let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
-import type { Database } from "../storage/database.ts";
+import type { Database, ReadSnapshot } from "../storage/database.ts";
 import {
   type Isolate,
   invokeUdf,
@@ -126,6 +131,24 @@ export type QueryOutcome = FunctionOutcome & {
 
 export type MutationOutcome = FunctionOutcome & { ts: bigint | null };
 
+/** A query's outcome at a pinned snapshot (`FunctionRunner.pinSnapshot`). */
+export type SnapshotOutcome = QueryOutcome & {
+  /** The run read the snapshot's timestamp, which every later commit changes. */
+  readTimestamp: boolean;
+};
+
+/** `FunctionRunner.pinSnapshot`: queries run at one pinned snapshot. */
+export type PinnedSnapshot = {
+  /** The snapshot's timestamp: every outcome of `run` is the query's at it. */
+  readonly ts: bigint;
+  run(
+    request: QueryRequest,
+    visibility?: Visibility,
+  ): Promise<SnapshotOutcome | null>;
+  validNow(outcome: SnapshotOutcome): boolean;
+  release(): void;
+};
+
 /** A mutation that ran, before it is durable (`executeMutation`). */
 export type ExecutedMutation = MutationOutcome & {
   /** The latest commit the outcome may reflect (its own, or the snapshot it
@@ -183,10 +206,16 @@ export type FunctionRunEvent = {
 };
 
 /**
- * Optimistic runs of a query before it runs with commits held off: a query
- * that keeps overlapping commits (a long scan of a busy table) still finishes.
+ * Optimistic runs of a query before it runs at a snapshot (or, when none can
+ * be pinned, with commits held off): a query that keeps overlapping commits
+ * (a long scan of a busy table) still finishes.
  */
 const MAX_OPTIMISTIC_RUNS = 3;
+/**
+ * A conflicted run at least this long goes on at a snapshot at once: it
+ * spanned many commits, and running it again the same way would too.
+ */
+const LONG_CONFLICTED_RUN_MS = 20;
 
 /**
  * How long one shared window keeps starting mutations (their first windows
@@ -663,14 +692,37 @@ export class FunctionRunner {
   ): Promise<QueryOutcome> {
     for (let run = 0; run < MAX_OPTIMISTIC_RUNS; run++) {
       const mark = this.#commits.begin();
+      const started = performance.now();
       try {
         const attempt = await this.#queryAttempt(request, visibility, true);
         const { readSet, readTimestamp } = attempt.tx;
         // Synchronous from here to `onValid`: no commit can come between.
         if (!this.#commits.conflicts(readSet, mark, readTimestamp))
           return this.#acceptQuery(request, attempt, onValid);
+        // A long run that conflicted would most likely conflict again.
+        const last =
+          run === MAX_OPTIMISTIC_RUNS - 1 ||
+          performance.now() - started >= LONG_CONFLICTED_RUN_MS;
+        if (!last) continue;
+        if (onValid !== undefined)
+          // A subscription's caller needs a result valid now, which commits
+          // keep preventing: it goes on at a snapshot itself (it needs all
+          // of its socket's queries at one, `pinSnapshot`).
+          return this.#unfiled(request, attempt);
+        break;
       } finally {
         this.#commits.end(mark);
+      }
+    }
+    // Commits keep overlapping this query: it runs at a snapshot, where they
+    // cannot (one-shot callers take its outcome at the snapshot's ts).
+    const pinned = this.pinSnapshot();
+    if (pinned !== null) {
+      try {
+        const outcome = await pinned.run(request, visibility);
+        if (outcome !== null) return outcome;
+      } finally {
+        pinned.release();
       }
     }
     return this.#writer.run(async () =>
@@ -682,13 +734,65 @@ export class FunctionRunner {
     );
   }
 
+  /**
+   * Pins the committed state as of now, to run queries at it however many
+   * commits land meanwhile (storage/database.ts `ReadSnapshot`), as Convex
+   * runs every query at one snapshot timestamp: what a socket needs when
+   * commits keep invalidating its queries faster than they run. Null when no
+   * snapshot can be pinned now. Release it once its runs are done.
+   * - `run`: the query's outcome at the snapshot (ts: the snapshot's), or
+   *   null when it read what snapshots do not cover (a search index) while
+   *   commits landed, so it has no consistent outcome;
+   * - `validNow`: whether that outcome is also the latest one, since no
+   *   commit after the snapshot wrote into what it read (checked
+   *   synchronously before using it as current).
+   */
+  pinSnapshot(): PinnedSnapshot | null {
+    const snapshot = this.#db.snapshot();
+    if (snapshot === null) return null;
+    const mark = this.#commits.begin();
+    let released = false;
+    return {
+      ts: snapshot.ts,
+      run: async (request, visibility = "public") => {
+        const attempt = await this.#afterStartup(() =>
+          this.#queryAttempt(request, visibility, true, snapshot),
+        );
+        if (attempt.tx.readLatest && !snapshot.current) return null;
+        return {
+          ...this.#acceptQuery(request, attempt, undefined, snapshot.ts),
+          readTimestamp: attempt.tx.readTimestamp,
+        };
+      },
+      validNow: (outcome) =>
+        !this.#commits.conflicts(outcome.readSet, mark, outcome.readTimestamp),
+      release: () => {
+        if (released) return;
+        released = true;
+        snapshot.release();
+        this.#commits.end(mark);
+      },
+    };
+  }
+
+  /** A conflicted run's outcome, returned without `onValid` (not valid now): its logs stay unreported. */
+  #unfiled(request: QueryRequest, attempt: QueryAttempt): QueryOutcome {
+    return {
+      ...attempt.outcome,
+      journal: request.journal ?? null,
+      readSet: attempt.tx.readSet,
+      ts: this.#db.lastTs,
+    };
+  }
+
   /** One run of a query; nothing is reported until it is known to be valid. */
   async #queryAttempt(
     request: QueryRequest,
     visibility: Visibility,
     optimistic: boolean,
+    at?: ReadSnapshot,
   ): Promise<QueryAttempt> {
-    let tx = new Transaction(this.#db, { readOnly: true, optimistic });
+    let tx = new Transaction(this.#db, { readOnly: true, optimistic, at });
     const componentPath = request.componentPath ?? ROOT_COMPONENT;
     let context = newRequest(
       "query",
@@ -716,7 +820,7 @@ export class FunctionRunner {
       const result = await this.#runTopLevel(context, call, (moved) => {
         // Validated against the same commits as the first attempt (`#query`'s mark).
         tx.close();
-        tx = new Transaction(this.#db, { readOnly: true, optimistic });
+        tx = new Transaction(this.#db, { readOnly: true, optimistic, at });
         context = restarted(moved, tx);
         return context;
       });
@@ -737,6 +841,7 @@ export class FunctionRunner {
     request: QueryRequest,
     { tx, context, outcome, thrown }: QueryAttempt,
     onValid: ((outcome: QueryOutcome) => void) | undefined,
+    ts = this.#db.lastTs,
   ): QueryOutcome {
     this.#report(context, outcome, thrown);
     // A failed run keeps the journal it was given, so a retry pages the same way.
@@ -750,7 +855,7 @@ export class FunctionRunner {
       ...outcome,
       journal,
       readSet: tx.readSet,
-      ts: this.#db.lastTs,
+      ts,
     };
     onValid?.(accepted);
     return accepted;

@@ -46,6 +46,7 @@ import {
   BY_CREATION_TIME,
   type Database,
   type PendingWrite,
+  type ReadSnapshot,
 } from "../storage/database.ts";
 import {
   encodeId,
@@ -133,19 +134,36 @@ export class Transaction {
   #snapshot: number | null;
   /** The run read the snapshot timestamp, which every commit changes. */
   #readTimestamp = false;
+  /** Where committed state is read: a pinned snapshot (`at`), or the latest. */
+  readonly #committed: Database | ReadSnapshot;
+  readonly #at: ReadSnapshot | null;
+  /** A read at a snapshot went to the latest state instead (search, counts). */
+  #readLatest = false;
   #closed = false;
 
   /**
    * - `unmetered`: the backend's own reads and writes, outside Convex's per-function limits
    * - `optimistic`: a query whose read set the caller validates against the
    *   commits made while it ran (read-only only)
+   * - `at`: an optimistic query that reads this snapshot instead of the
+   *   latest state, so commits landing meanwhile leave it consistent: its
+   *   outcome is that of a run at `at.ts` (unless `readLatest`)
    */
   constructor(
     db: Database,
-    options: { readOnly: boolean; unmetered?: boolean; optimistic?: boolean },
+    options: {
+      readOnly: boolean;
+      unmetered?: boolean;
+      optimistic?: boolean;
+      at?: ReadSnapshot;
+    },
   ) {
     if (options.optimistic === true && !options.readOnly)
       throw new Error("Only a read-only transaction can be optimistic");
+    if (options.at !== undefined && options.optimistic !== true)
+      throw new Error("Only an optimistic transaction reads at a snapshot");
+    this.#at = options.at ?? null;
+    this.#committed = options.at ?? db;
     this.usage = new UsageMeter(options.unmetered !== true);
     this.#db = db;
     this.#snapshot = options.optimistic === true ? null : db.commitCount;
@@ -157,7 +175,16 @@ export class Transaction {
   snapshotTs(): bigint {
     this.#check();
     this.#readTimestamp = true;
-    return this.#db.lastTs;
+    return this.#at?.ts ?? this.#db.lastTs;
+  }
+
+  /**
+   * A run at a snapshot (`at`) read something snapshots do not cover (a
+   * search index, a table count): its outcome holds at the snapshot only if
+   * no commit landed since.
+   */
+  get readLatest(): boolean {
+    return this.#readLatest;
   }
 
   /** Whether the run read something every commit changes (`snapshotTs`). */
@@ -224,7 +251,8 @@ export class Transaction {
     this.readSet.addId(table.name, id);
     this.usage.readRange(`id:${id}`);
     const pending = this.#pending(id, layer);
-    const doc = pending !== undefined ? pending.doc : this.#db.getDocument(id);
+    const doc =
+      pending !== undefined ? pending.doc : this.#committed.getDocument(id);
     if (doc !== null) this.usage.readDocument(doc);
     return doc;
   }
@@ -368,6 +396,7 @@ export class Transaction {
   count(tableName: string, layer = this.root): number {
     this.#check();
     this.readSet.addTable(tableName);
+    if (this.#at !== null) this.#readLatest = true;
     const table = this.#db.table(tableName);
     let count = table?.count ?? 0;
     for (const [id, write] of this.#pendingFor(tableName, layer)) {
@@ -571,7 +600,7 @@ export class Transaction {
     };
     const index = this.#db.table(tableName)?.queryable(indexName);
     if (index !== undefined) {
-      for (const entry of this.#db.scan(index, interval, order)) {
+      for (const entry of this.#committed.scan(index, interval, order)) {
         this.#check();
         if (pending.has(entry.doc._id)) continue;
         while (
@@ -600,6 +629,7 @@ export class Transaction {
   ): Generator<{ key: Buffer; doc: Doc; bytes: number }> {
     const dot = source.indexName.indexOf(".");
     const tableName = source.indexName.slice(0, dot);
+    if (this.#at !== null) this.#readLatest = true;
     const lookup = this.#db.searchIndex(
       tableName,
       source.indexName.slice(dot + 1),
@@ -642,7 +672,7 @@ export class Transaction {
       if (after !== undefined && compareKeyBytes(key, after) <= 0) continue;
       const doc = pending.has(hit.id)
         ? pending.get(hit.id)!
-        : this.#db.getDocument(hit.id);
+        : this.#committed.getDocument(hit.id);
       if (doc === null) continue;
       // Convex loads each result as a `db.get` would: a point read of `by_id`
       // and a document read, counted against the read limits as it is

@@ -17,6 +17,7 @@ import {
 import {
   type CommitBatch,
   DataDirectoryLockedError,
+  MAX_SNAPSHOTS,
   SqliteStore,
 } from "./sqliteStore.ts";
 
@@ -503,5 +504,67 @@ describe("group commit", () => {
 
     const reopened = openDb(dir);
     expect(reopened.getDocument(id)).toMatchObject({ body: "at close" });
+  });
+
+  test("a snapshot keeps showing the state it was pinned at while commits change, add and delete documents", () => {
+    const db = openDb(tempDir());
+    db.setSchema(messagesSchema);
+    const kept = insert(db, "messages", { author: "a", body: "kept" });
+    const changed = insert(db, "messages", { author: "a", body: "before" });
+    const deleted = insert(db, "messages", { author: "a", body: "deleted" });
+    // Not yet synced: its group is still open when the snapshot is pinned.
+    const unsynced = insert(db, "messages", { author: "a", body: "unsynced" });
+    const index = db.table("messages")!.queryable("by_author")!;
+    const interval = rangeToInterval(FULL_RANGE);
+    const bodies = (read: { scan: Database["scan"] }): string[] =>
+      [...read.scan(index, interval, "asc")].map(
+        (entry) => entry.doc.body as string,
+      );
+    // Scanned first, so the cache holds the versions a commit then replaces.
+    expect(bodies(db)).toEqual(["kept", "before", "deleted", "unsynced"]);
+
+    const snapshot = db.snapshot()!;
+    expect(snapshot.ts).toBe(db.lastTs);
+    const write = (id: string, doc: Record<string, string> | null) => {
+      const tx = new Transaction(db, { readOnly: false });
+      if (doc === null) tx.delete(id);
+      else tx.replace(id, doc);
+      db.commit(tx.pendingWrites());
+    };
+    write(changed, { author: "a", body: "after" });
+    write(deleted, null);
+    const added = insert(db, "messages", { author: "a", body: "added" });
+    expect(snapshot.current).toBe(false);
+
+    expect(bodies(snapshot)).toEqual(["kept", "before", "deleted", "unsynced"]);
+    expect(snapshot.getDocument(changed)).toMatchObject({ body: "before" });
+    expect(snapshot.getDocument(deleted)).toMatchObject({ body: "deleted" });
+    expect(snapshot.getDocument(added)).toBeNull();
+    expect(snapshot.getDocument(kept)).toMatchObject({ body: "kept" });
+    expect(snapshot.getDocument(unsynced)).toMatchObject({ body: "unsynced" });
+    // The latest state has moved on meanwhile.
+    expect(bodies(db)).toEqual(["kept", "after", "unsynced", "added"]);
+
+    snapshot.release();
+    expect(() => snapshot.getDocument(kept)).toThrow(/released snapshot/);
+    const next = db.snapshot()!;
+    expect(bodies(next)).toEqual(["kept", "after", "unsynced", "added"]);
+    next.release();
+  });
+
+  test("at most MAX_SNAPSHOTS snapshots are pinned at once, and a released one frees its place", () => {
+    const db = openDb(tempDir());
+    const pinned = Array.from({ length: MAX_SNAPSHOTS }, () => db.snapshot());
+    expect(pinned.every((snapshot) => snapshot !== null)).toBe(true);
+    expect(db.snapshot()).toBeNull();
+    pinned[0]!.release();
+    // Releasing twice gives back one place, not two.
+    pinned[0]!.release();
+    const again = db.snapshot();
+    expect(again).not.toBeNull();
+    expect(db.snapshot()).toBeNull();
+    for (const snapshot of [again, ...pinned.slice(1)]) snapshot!.release();
+    // Closing with none pinned, then with one pinned: both close cleanly.
+    db.snapshot();
   });
 });

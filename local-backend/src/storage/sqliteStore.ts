@@ -58,6 +58,14 @@
  * allocated blocks: cutting it back further at each rewind cost an ftruncate
  * of ~20 ms on the event loop, and growing it again slower fsyncs.
  *
+ * Snapshots (`snapshot`). Reads that must see one state across event-loop
+ * turns while writers go on use reader connections of their own (at most
+ * MAX_SNAPSHOTS), each in a read transaction begun after the open group was
+ * COMMITted, so it sees every commit made so far and none after (a WAL
+ * reader's snapshot, https://sqlite.org/wal.html "Concurrency"). While one is
+ * pinned, checkpoints cannot copy or rewind past it, so it is held only for
+ * the reads of one pass.
+ *
  * A second backend process must not open the same data directory. The worker
  * needs a second connection, so the database itself cannot be held in
  * `locking_mode = EXCLUSIVE`; a lock file is instead: `<file>.lock`, an empty
@@ -158,6 +166,40 @@ const LATEST_REQUEST_IDS_CACHED = 100_000;
 /** Past this, the WAL is checkpointed on the main thread so that it can rewind (see the module comment). */
 const WAL_CAP_BYTES = 64 << 20;
 
+/**
+ * Snapshots pinned at once (`snapshot`), each on a reader connection of its
+ * own: as many as the fan-out's lanes, which pin one each at most.
+ */
+export const MAX_SNAPSHOTS = 4;
+
+/**
+ * Committed state as of the moment it was pinned, whatever commits land after
+ * (a read transaction of a connection of its own: SQLite WAL readers see the
+ * database as of their first read). Release it soon: while it is pinned the
+ * WAL cannot be copied or rewound past it.
+ */
+export type StoreSnapshot = {
+  getDocument(id: string): string | null;
+  scanIndex(
+    indexId: number,
+    interval: KeyInterval,
+    order: Order,
+    limit: number,
+  ): IndexEntry[];
+  release(): void;
+};
+
+/** A reader connection and its statements (`snapshot`). */
+type Reader = {
+  db: Database.Database;
+  begin: Database.Statement<[]>;
+  pin: Database.Statement<[]>;
+  end: Database.Statement<[]>;
+  getDocument: Database.Statement<[string]>;
+  scanAsc: Database.Statement<[number, Buffer, Buffer, number]>;
+  scanDesc: Database.Statement<[number, Buffer, Buffer, number]>;
+};
+
 /** A background writer's longest wait for the checkpoint worker before it writes on (`roomInWal`). */
 const ROOM_WAIT_MAX_MS = 1000;
 
@@ -222,6 +264,10 @@ export class SqliteStore {
     [number, number, string, string, string]
   >;
   readonly #insertEntry: Database.Statement<[number, Buffer, string]>;
+  /** Reader connections not pinned now, and all of them (closed with the store). */
+  readonly #idleReaders: Reader[] = [];
+  readonly #readers = new Set<Reader>();
+  #pinned = 0;
 
   private constructor(
     db: Database.Database,
@@ -395,6 +441,74 @@ export class SqliteStore {
       interval.hi,
       limit,
     ) as IndexEntry[];
+  }
+
+  /**
+   * Pins a snapshot of every commit made so far (those of the open group
+   * too, which this COMMITs first: its fsync still comes at the next
+   * `sync()`), or null while MAX_SNAPSHOTS are pinned. For reads that must
+   * see one state across event-loop turns while writers go on.
+   */
+  snapshot(): StoreSnapshot | null {
+    if (this.#pinned >= MAX_SNAPSHOTS || !this.#db.open) return null;
+    // Throws as `sync()` would when the group's COMMIT fails.
+    this.#endGroup();
+    let reader: Reader | undefined;
+    try {
+      reader = this.#idleReaders.pop() ?? this.#openReader();
+      reader.begin.run();
+      // A WAL read transaction takes its snapshot at its first read.
+      reader.pin.get();
+    } catch {
+      // No snapshot now (the caller goes on without one); the connection goes.
+      if (reader !== undefined) {
+        this.#readers.delete(reader);
+        reader.db.close();
+      }
+      return null;
+    }
+    this.#pinned++;
+    let pinned = true;
+    return {
+      getDocument: (id) =>
+        (reader.getDocument.get(id) as { json: string } | undefined)?.json ??
+        null,
+      scanIndex: (indexId, interval, order, limit) =>
+        (order === "asc" ? reader.scanAsc : reader.scanDesc).all(
+          indexId,
+          interval.lo,
+          interval.hi,
+          limit,
+        ) as IndexEntry[],
+      release: () => {
+        if (!pinned) return;
+        pinned = false;
+        this.#pinned--;
+        if (!reader.db.open) return;
+        reader.end.run();
+        this.#idleReaders.push(reader);
+      },
+    };
+  }
+
+  #openReader(): Reader {
+    const db = new Database(this.#db.name, { timeout: 200 });
+    db.pragma("query_only = 1");
+    const scan = (order: "ASC" | "DESC") =>
+      db.prepare<[number, Buffer, Buffer, number]>(
+        `SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key ${order} LIMIT ?`,
+      );
+    const reader: Reader = {
+      db,
+      begin: db.prepare("BEGIN"),
+      pin: db.prepare("SELECT value FROM meta WHERE key = 'last_ts'"),
+      end: db.prepare("COMMIT"),
+      getDocument: db.prepare("SELECT json FROM documents WHERE id = ?"),
+      scanAsc: scan("ASC"),
+      scanDesc: scan("DESC"),
+    };
+    this.#readers.add(reader);
+    return reader;
   }
 
   /** Registers an index outside a commit (a backfill about to start). */
@@ -728,6 +842,8 @@ export class SqliteStore {
       this.#db.exec("COMMIT");
     }
     this.#groupOpen = false;
+    // Before the writer, which (the last to close) checkpoints and deletes the WAL.
+    for (const reader of this.#readers) reader.db.close();
     this.#checkpointer.close();
     this.#db.close();
     this.#lock.close();

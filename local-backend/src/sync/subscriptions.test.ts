@@ -16,7 +16,10 @@ import {
   Authenticator,
   TokenVerifier,
 } from "../functions/authentication.ts";
-import { FunctionRunner } from "../functions/functionRunner.ts";
+import {
+  FunctionRunner,
+  type QueryRequest,
+} from "../functions/functionRunner.ts";
 import { createIsolate } from "../functions/isolate.ts";
 import { buildFunctions } from "../functions/loader.ts";
 import { createSyscalls } from "../functions/syscalls.ts";
@@ -45,6 +48,19 @@ const queryRuns = new Map<string, number>();
 const slowGroups = new Map<string, number>();
 const slowRunTurns: number[] = [];
 let turns: TurnCounter | null = null;
+/** Snapshots the hub's sockets pinned (`FunctionRunner.pinSnapshot`). */
+let snapshotsPinned = 0;
+
+function slowDown(request: QueryRequest): void {
+  const args = (
+    Array.isArray(request.args) ? request.args[0] : request.args
+  ) as { group?: unknown } | null;
+  const slowMs = slowGroups.get(String(args?.group));
+  if (slowMs === undefined) return;
+  slowRunTurns.push(turns?.count ?? 0);
+  const end = performance.now() + slowMs;
+  while (performance.now() < end);
+}
 
 /**
  * While set, every fsync waits for it (a slow disk); tests that set it
@@ -66,16 +82,25 @@ beforeAll(async () => {
   runner.runQuery = (request, visibility, onValid) => {
     if (onValid !== undefined)
       queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
-    const args = (
-      Array.isArray(request.args) ? request.args[0] : request.args
-    ) as { group?: unknown } | null;
-    const slowMs = slowGroups.get(String(args?.group));
-    if (onValid !== undefined && slowMs !== undefined) {
-      slowRunTurns.push(turns?.count ?? 0);
-      const end = performance.now() + slowMs;
-      while (performance.now() < end);
-    }
+    if (onValid !== undefined) slowDown(request);
     return runQuery(request, visibility, onValid);
+  };
+  // Runs at a snapshot (a starved socket's) are the hub's too.
+  const pinSnapshot = runner.pinSnapshot.bind(runner);
+  runner.pinSnapshot = () => {
+    const pinned = pinSnapshot();
+    if (pinned === null) return null;
+    snapshotsPinned++;
+    return {
+      ts: pinned.ts,
+      run: (request, visibility) => {
+        queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
+        slowDown(request);
+        return pinned.run(request, visibility);
+      },
+      validNow: (outcome) => pinned.validNow(outcome),
+      release: () => pinned.release(),
+    };
   };
   const isolate = createIsolate(await buildFunctions(FIXTURE), {
     convex: createSyscalls({ db, nested: runner.nested }),
@@ -638,6 +663,55 @@ describe("SubscriptionHub", () => {
       // Every query of a Transition saw the group at the same commit.
       expect(views.size).toBe(1);
     }
+    busy.session.dispose();
+  });
+
+  test("a socket whose queries cost far more than any hold gets consistent Transitions at snapshots while another client keeps writing into all of them", async () => {
+    const group = `starved-${crypto.randomUUID()}`;
+    const ids: string[] = [];
+    for (let rank = 0; rank < 10; rank++) {
+      const inserted = await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank, value: 0 },
+      });
+      ids.push((inserted as { value: string }).value);
+    }
+    // 100 queries of 3 ms each: 300 ms a pass, three times what a socket
+    // may hold commits off for, so only reads at a snapshot can serve it.
+    slowGroups.set(group, 3);
+    const pinnedBefore = snapshotsPinned;
+    const busy = new FakeClient();
+    busy.addMany(
+      Array.from({ length: 100 }, (_, i) => ({
+        udfPath: "items:range",
+        args: { group, above: -1 - i },
+      })),
+    );
+    let writes = 0;
+    /** The writer's commits by the time of each Transition. */
+    const writesAt: number[] = [];
+    busy.onTransition = () => writesAt.push(writes);
+    while (writes < 3_000 && busy.transitions().length < 3)
+      await runner.runMutation({
+        path: "items:patch",
+        args: { id: ids[writes % ids.length], value: ++writes },
+      });
+    slowGroups.delete(group);
+    expect(busy.transitions().length).toBeGreaterThanOrEqual(3);
+    expect(snapshotsPinned).toBeGreaterThan(pinnedBefore);
+    // The writer went on while each pass ran: commits between Transitions.
+    for (let i = 1; i < writesAt.length; i++)
+      expect(writesAt[i]).toBeGreaterThan(writesAt[i - 1]);
+    for (const transition of busy.transitions()) {
+      const views = new Set(
+        transition.modifications.map((m) =>
+          m.type === "QueryUpdated" ? JSON.stringify(m.value) : m.type,
+        ),
+      );
+      expect(views.size).toBe(1);
+    }
+    // Once the writer stops, it catches up with the latest state.
+    await expectUpToDate([busy], "after the writer stopped");
     busy.session.dispose();
   });
 

@@ -21,7 +21,10 @@
  * at the latest commit, so from then on every commit that could change it
  * clears it. A socket builds its Transition only at a moment when every query
  * it sends holds a result, which makes them all valid at that moment's
- * timestamp: a Transition never mixes two snapshots.
+ * timestamp: a Transition never mixes two snapshots. A socket whose results
+ * commits keep clearing faster than it runs them runs them all at one pinned
+ * snapshot instead (`UpdateSlot.pinSnapshot`) and sends them at its
+ * timestamp; those still valid now fill their entries (`adopt`).
  *
  * Fan-out. Every socket's update runs from one queue, in up to UPDATE_LANES
  * lanes at once, in time slices of SLICE_MS that all lanes share
@@ -54,6 +57,7 @@
 import type { JSONValue } from "convex/values";
 import type {
   FunctionRunner,
+  PinnedSnapshot,
   QueryOutcome,
   QueryRequest,
 } from "../functions/functionRunner.ts";
@@ -98,8 +102,8 @@ export class QueryEntry {
    * - set by `resultOf`, cleared by a commit or a reload
    */
   result: SharedResult | null = null;
-  /** The run in flight, which every socket needing the result waits for. */
-  running: Promise<void> | null = null;
+  /** The run in flight, which every socket needing the result waits for (`resultOf`). */
+  running: Promise<boolean> | null = null;
 
   constructor(key: string, query: SharedQuery) {
     this.key = key;
@@ -116,6 +120,8 @@ export type UpdateSlot = {
   ) => Promise<QueryOutcome>;
   /** `FunctionRunner.exclusive`: runs a task with commits held off. */
   exclusive: <T>(task: () => Promise<T>) => Promise<T>;
+  /** `FunctionRunner.pinSnapshot`: a snapshot to run queries at while commits go on. */
+  pinSnapshot: () => PinnedSnapshot | null;
   /** `performance.now()` past which an update should stop running queries. */
   deadline: number;
   /** Ends the slice for every lane: the event loop turns before more updates run. */
@@ -252,24 +258,27 @@ export class SubscriptionHub {
   /**
    * Runs the entry's query unless it holds a valid result. A commit may
    * clear the result again before the caller looks: callers check
-   * `entry.result` at the moment they use it.
+   * `entry.result` at the moment they use it. Resolves to false when the
+   * run could not be validated at all (commits kept overlapping it: the
+   * caller should go on at a snapshot), true otherwise.
    */
-  resultOf(entry: QueryEntry, runQuery: UpdateSlot["runQuery"]): Promise<void> {
-    if (entry.result !== null) return Promise.resolve();
+  resultOf(
+    entry: QueryEntry,
+    runQuery: UpdateSlot["runQuery"],
+  ): Promise<boolean> {
+    if (entry.result !== null) return Promise.resolve(true);
     // A run in flight is validated against every commit made during it, so
     // its result is as good as a new run's.
     if (entry.running !== null) return entry.running;
     const { path, args, journal, identity } = entry.query;
+    let filed = false;
     const running = runQuery({ path, args, journal, identity }, (outcome) => {
-      // Filed at validation: the next commit must already see what this run
-      // read, or its invalidation would be missed. An entry everyone left
-      // while it ran is not filed (it would never be taken out).
-      if (this.#entries.get(entry.key) !== entry) return;
-      this.#index.set(entry, outcome.readSet);
-      entry.result = { outcome, ...queryModification(outcome) };
+      filed = true;
+      this.#file(entry, { outcome, ...queryModification(outcome) });
     }).then(
       () => {
         entry.running = null;
+        return filed;
       },
       (error: unknown) => {
         entry.running = null;
@@ -278,6 +287,26 @@ export class SubscriptionHub {
     );
     entry.running = running;
     return running;
+  }
+
+  /**
+   * A result a socket got at a snapshot that no commit since has written
+   * into, so it is valid now: the entry keeps it (unless it holds one, or a
+   * run of its own is in flight) and commits clear it from now on.
+   * Call synchronously after checking that it is valid now.
+   */
+  adopt(entry: QueryEntry, result: SharedResult): void {
+    if (entry.result !== null || entry.running !== null) return;
+    this.#file(entry, result);
+  }
+
+  #file(entry: QueryEntry, result: SharedResult): void {
+    // Filed at validation: the next commit must already see what this run
+    // read, or its invalidation would be missed. An entry everyone left
+    // while it ran is not filed (it would never be taken out).
+    if (this.#entries.get(entry.key) !== entry) return;
+    this.#index.set(entry, result.outcome.readSet);
+    entry.result = result;
   }
 
   /** Queues `subscriber`'s update; `urgent` for its own requests, which go first. */
@@ -372,6 +401,7 @@ export class SubscriptionHub {
       this.runner.runQuery(request, "public", onValid);
     const exclusive: UpdateSlot["exclusive"] = (task) =>
       this.runner.exclusive(task);
+    const pinSnapshot = () => this.runner.pinSnapshot();
     const endSlice = () => this.#slices.end();
     try {
       for (;;) {
@@ -387,6 +417,7 @@ export class SubscriptionHub {
           const update = next.update({
             runQuery,
             exclusive,
+            pinSnapshot,
             deadline: this.#slices.deadline,
             endSlice,
           });

@@ -21,6 +21,13 @@
  * invalidates); one that reaches the slice's deadline with queries left to
  * run keeps its state and finishes in a later slice, re-running whatever a
  * commit invalidated meanwhile, so each Transition is one consistent snapshot.
+ * An update that runs long (LONG_UPDATE_AFTER_MS) or is starved (commits keep
+ * clearing what it ran, STARVED_PASSES) pins a snapshot and runs what it
+ * lacks there (`#snapshotPass`), however many commits land meanwhile; its
+ * Transition carries the snapshot's ts, and what commits changed since is
+ * run again in the next update, at a newer snapshot. So a query set that
+ * costs more than the time between two commits still gets Transitions, and
+ * no writer is held for it.
  *
  * Single flight. While MAX_SEND_TRANSITIONS Transitions wait unwritten in the
  * socket's buffer (a client that reads slowly), no new one is computed; what
@@ -66,6 +73,11 @@ import {
   type Identity,
 } from "../functions/authentication.ts";
 import { decodeTs } from "../values/wire.ts";
+import type {
+  PinnedSnapshot,
+  SnapshotOutcome,
+} from "../functions/functionRunner.ts";
+import { queryModification } from "./outcomes.ts";
 import {
   type QueryEntry,
   type SharedResult,
@@ -92,16 +104,16 @@ export const MAX_SEND_TRANSITIONS = 2;
 /**
  * Full passes over a socket's queries whose results commits cleared again
  * before a Transition could go out (a pass may span slices, `#pass`); after
- * that many the update runs with commits held off, so a busy table cannot
- * starve a subscriber.
+ * that many, or once one query could not be validated at all (`resultOf`),
+ * the update runs its queries at a snapshot (`#snapshotPass`), so a busy
+ * table cannot starve a subscriber.
  */
 const STARVED_PASSES = 3;
 /**
- * The longest an update may hold commits off to end its starvation: about
- * its queries' cost, estimated from their runs so far. A query set that
- * costs more than this (hundreds of queries over one busy table) keeps
- * trying instead, since holding every writer that long would hold every
- * other client: ending that needs reads at a snapshot.
+ * When no snapshot can be pinned (all MAX_SNAPSHOTS are), a starved update
+ * may hold commits off instead, for at most this long: about its queries'
+ * cost, estimated from their runs so far. A query set that costs more keeps
+ * trying, since holding every writer that long would hold every other client.
  */
 const STARVED_HOLD_MAX_MS = 100;
 /**
@@ -136,6 +148,22 @@ export type SessionTransport = {
   flush(): void;
   /** Closes the socket; the client reconnects (never used for FatalError). */
   close(code: number, reason: string): void;
+};
+
+/** A starved update's pass at a pinned snapshot (`SyncSession.#snapshotPass`). */
+type SnapshotPass = {
+  pinned: PinnedSnapshot;
+  /** Over the dirty queries, resumed in the next slice; the query it stopped before. */
+  pass: Iterator<QueryId>;
+  next: QueryId | null;
+  /** A run at the snapshot is in flight: a drop releases it when that run is over. */
+  running: boolean;
+  dropped: boolean;
+  /** Each query's result at the snapshot, the entry it is for, and whether it was held at the pin. */
+  results: Map<
+    QueryId,
+    { entry: QueryEntry; result: SharedResult; held: boolean }
+  >;
 };
 
 type QuerySubscription = {
@@ -180,6 +208,15 @@ export class SyncSession implements Subscriber {
   #pass: Iterator<QueryId> | null = null;
   #passNext: QueryId | null = null;
   #passRan = false;
+  /** A query could not be validated at all since the last Transition (`resultOf`). */
+  #unvalidated = false;
+  /** The last Transition came from a snapshot and left queries out of date: the next update starts at one. */
+  #contended = false;
+  /**
+   * A starved update's pass at a pinned snapshot (`#snapshotPass`), resumed
+   * across slices: its results so far, each with the entry it was run for.
+   */
+  #atSnapshot: SnapshotPass | null = null;
   #receivedQuerySet = 0;
   #receivedIdentity = 0;
   #knownQueryIds = new Set<QueryId>();
@@ -274,6 +311,7 @@ export class SyncSession implements Subscriber {
   dispose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#dropSnapshot();
     this.#outbox = [];
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#expiryTimer);
@@ -289,6 +327,8 @@ export class SyncSession implements Subscriber {
   }
 
   invalidateAll(): void {
+    // Its results ran the functions being replaced.
+    this.#dropSnapshot();
     this.#rerunAll = true;
     this.#scheduleUpdate();
   }
@@ -521,6 +561,8 @@ export class SyncSession implements Subscriber {
   update(slot: UpdateSlot): boolean | Promise<boolean> {
     if (this.#closed) return true;
     if (this.#unwritten >= MAX_SEND_TRANSITIONS) {
+      // A client that stops reading must not keep a snapshot pinned.
+      this.#dropSnapshot();
       this.#heldBack = true;
       return true;
     }
@@ -533,7 +575,7 @@ export class SyncSession implements Subscriber {
       // Every result held (another socket's run filled them): the Transition
       // goes out now, without a promise, as a pass that runs nothing would.
       // (Not while a pass is under way: it has results to run.)
-      if (this.#pass === null && this.#allHeld()) {
+      if (this.#pass === null && this.#atSnapshot === null && this.#allHeld()) {
         this.#sendTransition();
         return true;
       }
@@ -562,20 +604,39 @@ export class SyncSession implements Subscriber {
     // until one finds every result held: that pass runs nothing, so the
     // results are all valid at one moment, the Transition's ts. Commits that
     // keep clearing them faster than they run would starve the socket, so
-    // after STARVED_PASSES (`#starved`) the update finishes with commits held off.
+    // once starved (`#starved`) the update runs them at a snapshot instead.
     let ran = false;
     for (;;) {
-      if (this.#pass === null && this.#starved()) {
-        return slot.exclusive(async () => {
-          while ((await this.#runPass(slot, true, Infinity)) === "ran");
-          return true;
-        });
-      }
       const long = this.#runMs >= LONG_UPDATE_AFTER_MS;
+      // A long update of several queries goes on at a snapshot too, from
+      // where it is (what it holds is valid there): commits landing during
+      // a long pass would clear results faster than it runs them. (One
+      // query alone is never mixed with another's snapshot; if commits keep
+      // overlapping it, it is starved.)
+      if (
+        this.#atSnapshot === null &&
+        ((long && this.#dirty.size > 1) || this.#starved())
+      ) {
+        const between = this.#pass === null;
+        this.#atSnapshot = this.#pinSnapshot(slot);
+        if (this.#atSnapshot !== null) {
+          this.#pass = null;
+          this.#passNext = null;
+          this.#passRan = false;
+        } else if (between && this.#starved() && this.#cheapToHold()) {
+          return slot.exclusive(async () => {
+            while ((await this.#runPass(slot, true, Infinity)) === "ran");
+            return true;
+          });
+        }
+      }
       const deadline = long
         ? Math.min(slot.deadline, performance.now() + LONG_UPDATE_SLICE_MS)
         : slot.deadline;
-      const pass = await this.#runPass(slot, ran, deadline);
+      const pass =
+        this.#atSnapshot !== null
+          ? await this.#snapshotPass(ran, deadline)
+          : await this.#runPass(slot, ran, deadline);
       if (pass === "deadline") {
         if (long) slot.endSlice();
         return false;
@@ -586,19 +647,155 @@ export class SyncSession implements Subscriber {
     }
   }
 
-  /**
-   * Whether commits keep clearing this update's results faster than it runs
-   * them, and finishing with commits held off costs little enough (checked
-   * between passes).
-   */
+  /** Whether commits keep clearing this update's results faster than it runs them (checked between passes). */
   #starved(): boolean {
-    if (this.#passes < STARVED_PASSES) return false;
+    return (
+      this.#contended || this.#unvalidated || this.#passes >= STARVED_PASSES
+    );
+  }
+
+  /** Whether finishing with commits held off costs little enough (STARVED_HOLD_MAX_MS). */
+  #cheapToHold(): boolean {
     let toRun = 0;
     for (const queryId of this.#dirty)
       if (this.#queries.get(queryId)!.entry.result === null) toRun++;
     return (
       (this.#runMs / Math.max(1, this.#runs)) * toRun <= STARVED_HOLD_MAX_MS
     );
+  }
+
+  /**
+   * Pins a snapshot for a starved update. The results held now are valid at
+   * it (filed before it, and no commit cleared them), so they are taken as
+   * they are; the others run at it (`#snapshotPass`).
+   */
+  #pinSnapshot(slot: UpdateSlot): SnapshotPass | null {
+    const pinned = slot.pinSnapshot();
+    // Every Transition so far showed a ts the snapshot includes (it pins
+    // every commit made so far); checked all the same, as ts never goes back.
+    if (pinned === null) return null;
+    if (pinned.ts < this.#sent.ts) {
+      pinned.release();
+      return null;
+    }
+    const results: SnapshotPass["results"] = new Map();
+    for (const queryId of this.#dirty) {
+      const query = this.#queries.get(queryId)!;
+      this.#follow(query);
+      const result = query.entry.result;
+      if (result !== null)
+        results.set(queryId, { entry: query.entry, result, held: true });
+    }
+    return {
+      pinned,
+      pass: this.#dirty.values(),
+      next: null,
+      running: false,
+      dropped: false,
+      results,
+    };
+  }
+
+  /**
+   * The pass of a starved update at its snapshot: runs every dirty query
+   * without a result there, in slices like `#runPass`, then sends them all
+   * in one Transition at the snapshot's ts, however many commits landed
+   * meanwhile. Results no commit has overlapped since are valid now too and
+   * fill their shared entries (`hub.adopt`); the others stay dirty for the
+   * next update, which starts at a new snapshot.
+   */
+  async #snapshotPass(
+    ranBefore: boolean,
+    deadline: number,
+  ): Promise<"sent" | "ran" | "deadline" | "closed"> {
+    const at = this.#atSnapshot!;
+    let ran = false;
+    for (;;) {
+      let queryId = at.next;
+      at.next = null;
+      if (queryId === null) {
+        const next = at.pass.next();
+        if (next.done === true) break;
+        queryId = next.value;
+      }
+      const query = this.#queries.get(queryId);
+      if (query === undefined || !this.#dirty.has(queryId)) continue;
+      this.#follow(query);
+      if (at.results.get(queryId)?.entry === query.entry) continue;
+      if ((ran || ranBefore) && performance.now() >= deadline) {
+        at.next = queryId;
+        return "deadline";
+      }
+      const started = performance.now();
+      const { path, args, journal, identity } = query.entry.query;
+      const entry = query.entry;
+      at.running = true;
+      let outcome;
+      try {
+        outcome = await at.pinned.run({ path, args, journal, identity });
+      } finally {
+        at.running = false;
+        if (at.dropped) at.pinned.release();
+      }
+      this.#runs++;
+      this.#runMs += performance.now() - started;
+      ran = true;
+      if (this.#closed || at.dropped) return "closed";
+      if (outcome === null) {
+        // It read a search index while commits landed: no outcome at the
+        // snapshot. Finish the ordinary way (held off, if it is cheap).
+        this.#dropSnapshot();
+        this.#unvalidated = false;
+        this.#contended = false;
+        this.#passes = 0;
+        return "ran";
+      }
+      at.results.set(queryId, {
+        entry,
+        result: { outcome, ...queryModification(outcome) },
+        held: false,
+      });
+    }
+    this.#atSnapshot = null;
+    let current = true;
+    const results = new Map<QueryId, SharedResult>();
+    const outOfDate = new Set<QueryId>();
+    for (const queryId of this.#dirty) {
+      const query = this.#queries.get(queryId)!;
+      const got = at.results.get(queryId);
+      if (got === undefined) {
+        // Not expected: every dirty query was run above. Start over.
+        at.pinned.release();
+        return "ran";
+      }
+      results.set(queryId, got.result);
+      // Synchronous from here to the Transition: no commit can come between.
+      const valid = got.held
+        ? got.entry.result === got.result
+        : at.pinned.validNow(got.result.outcome as SnapshotOutcome);
+      if (valid && got.entry === query.entry) {
+        if (!got.held) this.#hub.adopt(got.entry, got.result);
+      } else {
+        outOfDate.add(queryId);
+        current = false;
+      }
+    }
+    at.pinned.release();
+    this.#sendTransition(at.pinned.ts, results);
+    this.#contended = !current;
+    for (const queryId of outOfDate) this.#dirty.add(queryId);
+    if (outOfDate.size > 0) this.#hub.schedule(this, false);
+    return "sent";
+  }
+
+  /** Abandons a snapshot pass (its results are not sent): the next update starts over. */
+  #dropSnapshot(): void {
+    const at = this.#atSnapshot;
+    if (at === null) return;
+    this.#atSnapshot = null;
+    at.dropped = true;
+    // A run still reading it releases it when it is over.
+    if (!at.running) at.pinned.release();
   }
 
   /**
@@ -633,7 +830,8 @@ export class SyncSession implements Subscriber {
         return "deadline";
       }
       const started = performance.now();
-      await this.#hub.resultOf(query.entry, slot.runQuery);
+      if (!(await this.#hub.resultOf(query.entry, slot.runQuery)))
+        this.#unvalidated = true;
       this.#runs++;
       this.#runMs += performance.now() - started;
       ran = true;
@@ -650,18 +848,25 @@ export class SyncSession implements Subscriber {
     return "sent";
   }
 
-  /** Sends what the update computed; every dirty query holds a result now. */
-  #sendTransition(): void {
+  /**
+   * Sends what the update computed: every dirty query holds a result now,
+   * or, from a snapshot pass, `results` holds them all at `atTs`.
+   */
+  #sendTransition(
+    atTs?: bigint,
+    results?: ReadonlyMap<QueryId, SharedResult>,
+  ): void {
     this.#passes = 0;
     this.#runs = 0;
     this.#runMs = 0;
+    this.#unvalidated = false;
     const removed = this.#removed;
     this.#removed = [];
     const updated: { queryId: QueryId; result: SharedResult }[] = [];
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
       // Held: the last pass above found it so, and nothing ran since.
-      const result = query.entry.result!;
+      const result = results?.get(queryId) ?? query.entry.result!;
       // Saved even when the result is unchanged, so the next run continues
       // from it (convex-backend `SyncState::complete_fetch`).
       query.journal = result.outcome.journal;
@@ -672,7 +877,7 @@ export class SyncSession implements Subscriber {
     this.#dirty.clear();
     const querySet = this.#appliedQuerySet;
     const identity = this.#receivedIdentity;
-    const ts = this.#hub.db.lastTs;
+    const ts = atTs ?? this.#hub.db.lastTs;
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
     if (

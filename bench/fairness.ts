@@ -139,6 +139,8 @@ async function manySubscriptions(
   subscriptions: number,
   rounds: number,
 ): Promise<FairnessCase> {
+  // A group of its own: the case before does not leave it items to read.
+  const group = `heavy-${subscriptions}`;
   const greedy = await syncPeer(backend.url, []);
   const received = transitions(greedy);
   const heavyWriter = await syncPeer(backend.url, []);
@@ -154,12 +156,12 @@ async function manySubscriptions(
       queryId,
       udfPath: "items:range",
       // Distinct arguments: each is a query of its own, all over the group.
-      args: [{ group: "heavy", above: -1 - queryId }],
+      args: [{ group, above: -1 - queryId }],
     })),
   });
   const writes = writer(heavyWriter, (i) => ({
     udfPath: "items:insert",
-    args: { group: "heavy", rank: i, value: i },
+    args: { group, rank: i, value: i },
   }));
   let allResultsMs = NaN;
   void firstTransition.then(

@@ -102,7 +102,12 @@ import {
 /** convex-backend `bad_admin_key_error(None)`: what a non-admin caller gets for a component's function. */
 const BAD_DEPLOY_KEY =
   "BadDeployKey: The provided deploy key was invalid for this deployment. Double check that the environment this key was generated for matches the desired deployment.";
-import { validateArgs, validateReturns } from "../values/validators.ts";
+import {
+  hasValidator,
+  validateArgs,
+  validateReturns,
+} from "../values/validators.ts";
+import { rememberJson } from "../values/serialized.ts";
 
 export type FunctionSuccess = {
   status: "success";
@@ -1467,13 +1472,19 @@ export class FunctionRunner {
     resultJson: string,
   ): FunctionOutcome {
     const value = JSON.parse(resultJson) as JSONValue;
-    const decoded = jsonToConvex(value);
+    const returns = this.#validatorsOf(fn).returns;
+    // Decoded only for a returns validator: a page of megabytes costs one
+    // parse and one walk, and its text is sent as it came (`rememberJson`).
     const returnsError =
-      resultSizeError(context.path, decoded) ??
-      validateReturns(this.#validatorsOf(fn).returns, decoded, {
-        tableNameOfId: (id) => this.#tableNameOfId(id, context.componentPath),
-      });
+      resultSizeError(context.path, value) ??
+      (hasValidator(returns)
+        ? validateReturns(returns, jsonToConvex(value), {
+            tableNameOfId: (id) =>
+              this.#tableNameOfId(id, context.componentPath),
+          })
+        : null);
     if (returnsError !== null) return failureOf(context, jsError(returnsError));
+    rememberJson(value, resultJson);
     return { status: "success", value, logLines: context.logLines };
   }
 

@@ -20,7 +20,7 @@
  *   tx.usage.readRange(key);      // each index range or point read
  *   tx.usage.writeDocument(doc);  // each insert / patch / replace / delete
  */
-import type { Value } from "convex/values";
+import type { JSONValue, Value } from "convex/values";
 
 export const TRANSACTION_MAX_READ_SIZE_ROWS = 32_000;
 export const TRANSACTION_MAX_READ_SIZE_BYTES = 1 << 24;
@@ -147,12 +147,66 @@ export function argumentsSizeError(path: string, args: Value): string | null {
     : null;
 }
 
-/** The message for a return value over 16 MiB, or null. */
-export function resultSizeError(path: string, result: Value): string | null {
-  const size = valueSize(result);
+/**
+ * The message for a return value over 16 MiB, or null; the value as the
+ * isolate serialized it (Convex JSON), so that no decoded copy is needed.
+ */
+export function resultSizeError(
+  path: string,
+  result: JSONValue,
+): string | null {
+  const size = jsonValueSize(result);
   return size > FUNCTION_MAX_RESULT_SIZE
     ? `Function ${path} return value is too large (actual: ${formatBinary(size)}, limit: ${formatBinary(FUNCTION_MAX_RESULT_SIZE)})`
     : null;
+}
+
+/**
+ * `valueSize(jsonToConvex(json))` without decoding: Convex JSON encodes an
+ * int64 as `{"$integer": base64}`, a special float as `{"$float": base64}`
+ * and bytes as `{"$bytes": base64}`; no other object has a `$` field
+ * (`convexToJson` refuses them), so a one-field object with such a name is
+ * one of these.
+ */
+export function jsonValueSize(json: JSONValue): number {
+  if (json === null) return 1;
+  switch (typeof json) {
+    case "boolean":
+      return 1;
+    case "number":
+      return 9;
+    case "string":
+      return utf8Length(json) + 2;
+    case "object": {
+      if (Array.isArray(json)) {
+        let size = 2;
+        for (const item of json) size += jsonValueSize(item);
+        return size;
+      }
+      let size = 2;
+      let fields = 0;
+      for (const field in json) {
+        fields++;
+        size += field.length + 1 + jsonValueSize(json[field]);
+      }
+      if (fields === 1) {
+        if ("$integer" in json || "$float" in json) return 9;
+        const bytes = json.$bytes;
+        if (typeof bytes === "string") return base64Length(bytes) + 2;
+      }
+      return size;
+    }
+    default:
+      return 1;
+  }
+}
+
+/** The number of bytes a base64 string decodes to. */
+function base64Length(base64: string): number {
+  let padding = 0;
+  if (base64.endsWith("==")) padding = 2;
+  else if (base64.endsWith("=")) padding = 1;
+  return Math.floor((base64.length * 3) / 4) - padding;
 }
 
 /**

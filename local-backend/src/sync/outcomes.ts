@@ -23,6 +23,7 @@ import type {
   QueryOutcome,
 } from "../functions/functionRunner.ts";
 import { encodeTs } from "../values/wire.ts";
+import { jsonText } from "../values/serialized.ts";
 import type { RequestId, ServerMessage } from "./protocol.ts";
 
 /** convex 1.48 `http_client.ts` `STATUS_CODE_UDF_FAILED`. */
@@ -92,7 +93,7 @@ export function queryModification(outcome: QueryOutcome): QueryModification {
   const journal = JSON.stringify(outcome.journal);
   const hash = createHash("sha256");
   if (outcome.status === "success") {
-    const value = JSON.stringify(outcome.value);
+    const value = jsonText(outcome.value);
     hash.update("ok\0").update(value).update("\0").update(logLines);
     return {
       json: `"type":"QueryUpdated","value":${value},"logLines":${logLines},"journal":${journal}}`,

@@ -715,6 +715,23 @@ describe("SubscriptionHub", () => {
     busy.session.dispose();
   });
 
+  test("a result of tens of kilobytes reaches the client exactly as a fresh run returns it", async () => {
+    const group = `large-${crypto.randomUUID()}`;
+    for (let rank = 0; rank < 4; rank++)
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank, value: `é${rank}`.repeat(4_000) },
+      });
+    const client = new FakeClient();
+    const queryId = client.add("items:range", { group });
+    // Sent from the text the isolate wrote (values/serialized.ts), not
+    // serialized again: the client must decode the same value.
+    await expectUpToDate([client], "a large result");
+    const state = client.state.get(queryId) as { value: unknown[] };
+    expect(JSON.stringify(state.value).length).toBeGreaterThan(16 * 1024);
+    client.session.dispose();
+  });
+
   test("identical sockets are sent one shared frame per commit, never another identity's, and each socket's versions stay contiguous", async () => {
     const group = `frames-${crypto.randomUUID()}`;
     const alice = Array.from({ length: 5 }, () => new FakeClient());

@@ -125,6 +125,11 @@ export function validateReturns(
   return error === null ? null : `ReturnsValidationError: ${error}`;
 }
 
+/** Whether an exported validator JSON (`exportArgs` / `exportReturns`) declares one (not `null`). */
+export function hasValidator(exportJson: string): boolean {
+  return parseValidatorJson(exportJson, "returns") !== null;
+}
+
 /** Parsed validators by their JSON; an app has a bounded set of them. */
 const parsedValidators = new Map<string, ValidatorJSON | null>();
 

@@ -5,10 +5,18 @@
  * (including staged indexes), and vector search against a brute-force
  * cosine reference.
  */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { afterEach, describe, expect, test } from "vitest";
+import { FunctionRunner } from "../src/functions/functionRunner.ts";
+import { createIsolate } from "../src/functions/isolate.ts";
+import { buildFunctions } from "../src/functions/loader.ts";
+import { createSyscalls } from "../src/functions/syscalls.ts";
+import { Database } from "../src/storage/database.ts";
 import {
   rejection,
   startTestBackend,
@@ -388,5 +396,53 @@ describe("vector search", () => {
     ).toContain(
       "Index embeddings.by_vector_staged is currently backfilling and not available to query yet.",
     );
+  });
+});
+
+describe("search at a snapshot", () => {
+  test("a search has no outcome at a snapshot once commits land after it, since search indexes are read as they are now", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-snapshot-"));
+    const db = Database.open(dir);
+    const runner = new FunctionRunner(db);
+    try {
+      const isolate = createIsolate(await buildFunctions(FILES_FIXTURE), {
+        convex: createSyscalls({ db, nested: runner.nested }),
+        env: {},
+        onStrayLog: () => undefined,
+      });
+      await db.prepareSchema(isolate.schema);
+      db.setSchema(isolate.schema);
+      runner.setIsolate(isolate);
+      const insert = (title: string, body: string) =>
+        runner.runMutation({
+          path: "search:insertMany",
+          args: { docs: [doc(title, body)] },
+        });
+      await insert("first", "pinned words");
+      const request = { path: "search:search", args: { text: "pinned" } };
+      const pinned = runner.pinSnapshot()!;
+      try {
+        // Nothing committed since the pin: the latest index is the snapshot's.
+        expect(await pinned.run(request)).toMatchObject({
+          status: "success",
+          value: ["first"],
+          ts: pinned.ts,
+        });
+        await insert("second", "pinned words too");
+        // The index now shows a later state than the snapshot: no outcome
+        // rather than a mixed one (the caller runs it the ordinary way).
+        expect(await pinned.run(request)).toBeNull();
+      } finally {
+        pinned.release();
+      }
+      // Both, in BM25 order (the shorter body first).
+      expect(await runner.runQuery(request)).toMatchObject({
+        value: ["first", "second"],
+      });
+    } finally {
+      runner.close();
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

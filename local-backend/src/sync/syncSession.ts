@@ -210,6 +210,8 @@ export class SyncSession implements Subscriber {
   #passRan = false;
   /** A query could not be validated at all since the last Transition (`resultOf`). */
   #unvalidated = false;
+  /** A snapshot pass read what snapshots do not cover: none until the next Transition. */
+  #noSnapshot = false;
   /** The last Transition came from a snapshot and left queries out of date: the next update starts at one. */
   #contended = false;
   /**
@@ -615,20 +617,26 @@ export class SyncSession implements Subscriber {
       // overlapping it, it is starved.)
       if (
         this.#atSnapshot === null &&
+        !this.#noSnapshot &&
         ((long && this.#dirty.size > 1) || this.#starved())
       ) {
-        const between = this.#pass === null;
         this.#atSnapshot = this.#pinSnapshot(slot);
         if (this.#atSnapshot !== null) {
           this.#pass = null;
           this.#passNext = null;
           this.#passRan = false;
-        } else if (between && this.#starved() && this.#cheapToHold()) {
-          return slot.exclusive(async () => {
-            while ((await this.#runPass(slot, true, Infinity)) === "ran");
-            return true;
-          });
         }
+      }
+      if (
+        this.#atSnapshot === null &&
+        this.#pass === null &&
+        this.#starved() &&
+        this.#cheapToHold()
+      ) {
+        return slot.exclusive(async () => {
+          while ((await this.#runPass(slot, true, Infinity)) === "ran");
+          return true;
+        });
       }
       const deadline = long
         ? Math.min(slot.deadline, performance.now() + LONG_UPDATE_SLICE_MS)
@@ -743,11 +751,11 @@ export class SyncSession implements Subscriber {
       if (this.#closed || at.dropped) return "closed";
       if (outcome === null) {
         // It read a search index while commits landed: no outcome at the
-        // snapshot. Finish the ordinary way (held off, if it is cheap).
+        // snapshot. Until its next Transition the update goes on the
+        // ordinary way (finishing with commits held off, if that is cheap).
         this.#dropSnapshot();
-        this.#unvalidated = false;
+        this.#noSnapshot = true;
         this.#contended = false;
-        this.#passes = 0;
         return "ran";
       }
       at.results.set(queryId, {
@@ -860,6 +868,7 @@ export class SyncSession implements Subscriber {
     this.#runs = 0;
     this.#runMs = 0;
     this.#unvalidated = false;
+    this.#noSnapshot = false;
     const removed = this.#removed;
     this.#removed = [];
     const updated: { queryId: QueryId; result: SharedResult }[] = [];

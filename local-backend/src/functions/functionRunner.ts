@@ -146,6 +146,8 @@ export type SnapshotOutcome = QueryOutcome & {
 export type PinnedSnapshot = {
   /** The snapshot's timestamp: every outcome of `run` is the query's at it. */
   readonly ts: bigint;
+  /** Held too long: the WAL reached its cap behind it (`ReadSnapshot.expired`); pin a newer one. */
+  readonly expired: boolean;
   run(
     request: QueryRequest,
     visibility?: Visibility,
@@ -759,6 +761,9 @@ export class FunctionRunner {
     let released = false;
     return {
       ts: snapshot.ts,
+      get expired() {
+        return snapshot.expired;
+      },
       run: async (request, visibility = "public") => {
         const attempt = await this.#afterStartup(() =>
           this.#queryAttempt(request, visibility, true, snapshot),

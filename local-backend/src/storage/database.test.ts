@@ -552,6 +552,35 @@ describe("group commit", () => {
     next.release();
   });
 
+  test("a snapshot held while commits grow the WAL by its cap has expired, none is pinned past twice the cap, and pins resume once the WAL rewinds", async () => {
+    const dir = tempDir();
+    const db = Database.open(dir, { walCapBytes: 256 * 1024 });
+    open.push(db);
+    const snapshot = db.snapshot()!;
+    expect(snapshot.expired).toBe(false);
+    // About 1 MiB of documents, each group fsynced (COMMITted) in turn: the
+    // WAL cannot rewind behind the pinned reader, so it passes the cap.
+    for (let i = 0; i < 100; i++) {
+      insert(db, "messages", { author: "a", body: "x".repeat(10_000) });
+      if (i % 10 === 9) await db.durable(db.lastTs);
+    }
+    expect(snapshot.current).toBe(false);
+    expect(snapshot.expired).toBe(true);
+    snapshot.release();
+    // Over twice its cap, the WAL must rewind before another reader pins it.
+    expect(db.snapshot()).toBeNull();
+    let fresh = null;
+    for (let i = 0; i < 200 && fresh === null; i++) {
+      insert(db, "messages", { author: "a", body: "small" });
+      await db.durable(db.lastTs);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      fresh = db.snapshot();
+    }
+    expect(fresh).not.toBeNull();
+    expect(fresh.expired).toBe(false);
+    fresh.release();
+  });
+
   test("at most MAX_SNAPSHOTS snapshots are pinned at once, and a released one frees its place", () => {
     const db = openDb(tempDir());
     const pinned = Array.from({ length: MAX_SNAPSHOTS }, () => db.snapshot());

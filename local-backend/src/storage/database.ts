@@ -1416,6 +1416,15 @@ export class ReadSnapshot {
     return this.#db.commitCount === this.commit;
   }
 
+  /**
+   * Commits since the pin grew the WAL file by its cap (it cannot rewind
+   * past a pinned reader): release this one and pin a newer one, or the
+   * file grows with every commit for as long as it is held.
+   */
+  get expired(): boolean {
+    return !this.current && this.#pinned.expired();
+  }
+
   getDocument(id: string): Doc | null {
     return this.#load(id)?.doc ?? null;
   }

@@ -64,7 +64,8 @@
  * COMMITted, so it sees every commit made so far and none after (a WAL
  * reader's snapshot, https://sqlite.org/wal.html "Concurrency"). While one is
  * pinned, checkpoints cannot copy or rewind past it, so it is held only for
- * the reads of one pass.
+ * the reads of one pass, and no longer than the WAL file takes to grow by
+ * its cap (`expired`); while the file is over twice its cap, none is pinned.
  *
  * A second backend process must not open the same data directory. The worker
  * needs a second connection, so the database itself cannot be held in
@@ -179,6 +180,11 @@ export const MAX_SNAPSHOTS = 4;
  * WAL cannot be copied or rewound past it.
  */
 export type StoreSnapshot = {
+  /**
+   * The WAL file grew by its cap since the pin (it cannot rewind past a
+   * pinned reader): release it, and pin a newer one if need be.
+   */
+  expired(): boolean;
   getDocument(id: string): string | null;
   scanIndex(
     indexId: number,
@@ -451,6 +457,9 @@ export class SqliteStore {
    */
   snapshot(): StoreSnapshot | null {
     if (this.#pinned >= MAX_SNAPSHOTS || !this.#db.open) return null;
+    // Pinned readers kept the WAL from rewinding until it doubled its cap:
+    // none until it has (its file is cut back to the cap then).
+    if (this.#walBytes >= 2 * this.#walCapBytes) return null;
     // Throws as `sync()` would when the group's COMMIT fails.
     this.#endGroup();
     let reader: Reader | undefined;
@@ -469,7 +478,9 @@ export class SqliteStore {
     }
     this.#pinned++;
     let pinned = true;
+    const walAtPin = this.#walBytes;
     return {
+      expired: () => this.#walBytes - walAtPin >= this.#walCapBytes,
       getDocument: (id) =>
         (reader.getDocument.get(id) as { json: string } | undefined)?.json ??
         null,

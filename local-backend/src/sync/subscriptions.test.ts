@@ -48,8 +48,11 @@ const queryRuns = new Map<string, number>();
 const slowGroups = new Map<string, number>();
 const slowRunTurns: number[] = [];
 let turns: TurnCounter | null = null;
-/** Snapshots the hub's sockets pinned (`FunctionRunner.pinSnapshot`). */
+/** Snapshots the hub's sockets pinned (`FunctionRunner.pinSnapshot`), and released. */
 let snapshotsPinned = 0;
+let snapshotsReleased = 0;
+/** While set, a pinned snapshot says it has expired (the WAL outgrew it) after this many runs. */
+let expireAfterRuns: number | null = null;
 
 function slowDown(request: QueryRequest): void {
   const args = (
@@ -91,15 +94,28 @@ beforeAll(async () => {
     const pinned = pinSnapshot();
     if (pinned === null) return null;
     snapshotsPinned++;
+    let runs = 0;
+    let released = false;
     return {
       ts: pinned.ts,
+      get expired() {
+        return (
+          pinned.expired ||
+          (expireAfterRuns !== null && runs >= expireAfterRuns)
+        );
+      },
       run: (request, visibility) => {
+        runs++;
         queryRuns.set(request.path, (queryRuns.get(request.path) ?? 0) + 1);
         slowDown(request);
         return pinned.run(request, visibility);
       },
       validNow: (outcome) => pinned.validNow(outcome),
-      release: () => pinned.release(),
+      release: () => {
+        if (!released) snapshotsReleased++;
+        released = true;
+        pinned.release();
+      },
     };
   };
   const isolate = createIsolate(await buildFunctions(FIXTURE), {
@@ -713,6 +729,51 @@ describe("SubscriptionHub", () => {
     // Once the writer stops, it catches up with the latest state.
     await expectUpToDate([busy], "after the writer stopped");
     busy.session.dispose();
+  });
+
+  test("a pass whose snapshot expires moves to a newer one, keeping the results still valid, and releases every snapshot it pinned", async () => {
+    const group = `expiring-${crypto.randomUUID()}`;
+    const elsewhere = `elsewhere-${crypto.randomUUID()}`;
+    for (let rank = 0; rank < 5; rank++)
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank, value: rank },
+      });
+    // 40 queries of 2 ms: a long update, which runs at a snapshot; each
+    // snapshot expires after 10 runs, so a pass needs several.
+    slowGroups.set(group, 2);
+    expireAfterRuns = 10;
+    const pinnedBefore = snapshotsPinned;
+    const releasedBefore = snapshotsReleased;
+    const runsBefore = queryRuns.get("items:range") ?? 0;
+    const client = new FakeClient();
+    client.addMany(
+      Array.from({ length: 40 }, (_, i) => ({
+        udfPath: "items:range",
+        args: { group, above: -1 - i },
+      })),
+    );
+    // Commits land meanwhile, elsewhere: every snapshot is soon not the
+    // latest state, yet what the pass ran stays valid.
+    let writes = 0;
+    while (writes < 2_000 && client.transitions().length === 0)
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group: elsewhere, rank: writes++ },
+      });
+    expireAfterRuns = null;
+    slowGroups.delete(group);
+    expect(client.transitions()).toHaveLength(1);
+    // At least one new pin (the first ~20 ms of runs happen before any).
+    expect(snapshotsPinned - pinnedBefore).toBeGreaterThanOrEqual(2);
+    // 40 results, each run once: the ones kept across a new pin ran no more.
+    expect(client.transitions()[0].modifications).toHaveLength(40);
+    expect((queryRuns.get("items:range") ?? 0) - runsBefore).toBe(40);
+    await expectUpToDate([client], "after the pass");
+    client.session.dispose();
+    expect(snapshotsReleased - releasedBefore).toBe(
+      snapshotsPinned - pinnedBefore,
+    );
   });
 
   test("a result of tens of kilobytes reaches the client exactly as a fresh run returns it", async () => {

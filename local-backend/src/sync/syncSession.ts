@@ -643,7 +643,7 @@ export class SyncSession implements Subscriber {
         : slot.deadline;
       const pass =
         this.#atSnapshot !== null
-          ? await this.#snapshotPass(ran, deadline)
+          ? await this.#snapshotPass(slot, ran, deadline)
           : await this.#runPass(slot, ran, deadline);
       if (pass === "deadline") {
         if (long) slot.endSlice();
@@ -713,6 +713,7 @@ export class SyncSession implements Subscriber {
    * next update, which starts at a new snapshot.
    */
   async #snapshotPass(
+    slot: UpdateSlot,
     ranBefore: boolean,
     deadline: number,
   ): Promise<"sent" | "ran" | "deadline" | "closed"> {
@@ -733,6 +734,10 @@ export class SyncSession implements Subscriber {
       if ((ran || ranBefore) && performance.now() >= deadline) {
         at.next = queryId;
         return "deadline";
+      }
+      if (at.pinned.expired && !this.#repin(slot, at)) {
+        this.#passes = 0;
+        return "ran";
       }
       const started = performance.now();
       const { path, args, journal, identity } = query.entry.query;
@@ -794,6 +799,35 @@ export class SyncSession implements Subscriber {
     for (const queryId of outOfDate) this.#dirty.add(queryId);
     if (outOfDate.size > 0) this.#hub.schedule(this, false);
     return "sent";
+  }
+
+  /**
+   * Moves a pass to a newer snapshot when its own has been held so long
+   * that the WAL reached its cap behind it (`PinnedSnapshot.expired`): the
+   * results still valid now are valid at the new one and are kept, the
+   * others run again there. Returns false when no newer one could be
+   * pinned: the pass is dropped (the update starts over, in the next slice).
+   */
+  #repin(slot: UpdateSlot, at: SnapshotPass): boolean {
+    // Synchronous from the checks to the new pin: no commit can come between.
+    for (const [queryId, got] of at.results) {
+      const valid = got.held
+        ? got.entry.result === got.result
+        : at.pinned.validNow(got.result.outcome as SnapshotOutcome);
+      if (!valid) at.results.delete(queryId);
+    }
+    at.pinned.release();
+    const fresh = slot.pinSnapshot();
+    if (fresh === null || fresh.ts < this.#sent.ts) {
+      fresh?.release();
+      this.#dropSnapshot();
+      return false;
+    }
+    at.pinned = fresh;
+    // Every dirty query again, skipping those it holds.
+    at.pass = this.#dirty.values();
+    at.next = null;
+    return true;
   }
 
   /** Abandons a snapshot pass (its results are not sent): the next update starts over. */

@@ -101,3 +101,18 @@ test("a run whose commits the bounded log dropped counts as conflicted", () => {
   expect(log.conflicts(reading(read).readSet, later)).toBe(false);
   log.end(later);
 });
+
+test("the changes since a mark are those of the commits after it, none before, and unknown after a reset", () => {
+  const [before] = insert("docs");
+  const mark = log.begin();
+  expect(log.changesSince(mark)).toEqual([]);
+  const [first] = insert("docs");
+  patch(before);
+  expect(log.changesSince(mark)!.map((change) => change.id)).toEqual([
+    first,
+    before,
+  ]);
+  log.reset();
+  expect(log.changesSince(mark)).toBeNull();
+  log.end(mark);
+});

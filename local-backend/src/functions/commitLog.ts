@@ -97,6 +97,24 @@ export class CommitLog {
     return false;
   }
 
+  /**
+   * The document changes of the commits since `mark`, or null when the log
+   * cannot tell (as `conflicts`), for checking many read sets at once.
+   */
+  changesSince(mark: CommitMark): DocumentChange[] | null {
+    if (mark.epoch !== this.#epoch) return null;
+    const latest = this.#db.commitCount;
+    if (latest === mark.commit) return [];
+    if (mark.commit < this.#droppedThrough) return null;
+    if (this.#lastRecorded() !== latest) return null;
+    const changes: DocumentChange[] = [];
+    for (let i = this.#head; i < this.#entries.length; i++) {
+      const entry = this.#entries[i];
+      if (entry.commit > mark.commit) changes.push(...entry.changes);
+    }
+    return changes;
+  }
+
   #lastRecorded(): number {
     return this.#entries.length > this.#head
       ? this.#entries[this.#entries.length - 1].commit

@@ -50,6 +50,7 @@ const REQUEST_ID_PREFIX = randomBytes(4).toString("hex");
 let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
 import type { Database, ReadSnapshot } from "../storage/database.ts";
+import { ReadSetIndex } from "../query/readSetIndex.ts";
 import {
   type Isolate,
   invokeUdf,
@@ -152,7 +153,7 @@ export type PinnedSnapshot = {
     request: QueryRequest,
     visibility?: Visibility,
   ): Promise<SnapshotOutcome | null>;
-  validNow(outcome: SnapshotOutcome): boolean;
+  invalidNow(outcomes: readonly SnapshotOutcome[]): Set<SnapshotOutcome>;
   release(): void;
 };
 
@@ -750,9 +751,9 @@ export class FunctionRunner {
    * - `run`: the query's outcome at the snapshot (ts: the snapshot's), or
    *   null when it read what snapshots do not cover (a search index) while
    *   commits landed, so it has no consistent outcome;
-   * - `validNow`: whether that outcome is also the latest one, since no
-   *   commit after the snapshot wrote into what it read (checked
-   *   synchronously before using it as current).
+   * - `invalidNow`: those of the outcomes that are not also the latest
+   *   ones, since a commit after the snapshot wrote into what they read
+   *   (checked synchronously before using the others as current).
    */
   pinSnapshot(): PinnedSnapshot | null {
     const snapshot = this.#db.snapshot();
@@ -774,8 +775,31 @@ export class FunctionRunner {
           readTimestamp: attempt.tx.readTimestamp,
         };
       },
-      validNow: (outcome) =>
-        !this.#commits.conflicts(outcome.readSet, mark, outcome.readTimestamp),
+      invalidNow: (outcomes) => {
+        const changes = this.#commits.changesSince(mark);
+        if (changes === null) return new Set(outcomes);
+        const invalid = new Set<SnapshotOutcome>();
+        if (this.#db.commitCount === mark.commit) return invalid;
+        // One index over all their read sets, as the hub's invalidation, and
+        // each outcome leaves it once a change hits it: O(changes × log n +
+        // outcomes), where checking each read set against the log costs
+        // outcomes × changes when few conflict, and a stab per change
+        // without the removal costs changes × outcomes when all do.
+        const index = new ReadSetIndex<SnapshotOutcome>();
+        for (const outcome of outcomes) {
+          // It read the snapshot's ts, which every commit changes.
+          if (outcome.readTimestamp) invalid.add(outcome);
+          else index.set(outcome, outcome.readSet);
+        }
+        for (const change of changes) {
+          if (index.size === 0) break;
+          for (const outcome of index.affected([change])) {
+            invalid.add(outcome);
+            index.delete(outcome);
+          }
+        }
+        return invalid;
+      },
       release: () => {
         if (released) return;
         released = true;

@@ -110,7 +110,7 @@ beforeAll(async () => {
         slowDown(request);
         return pinned.run(request, visibility);
       },
-      validNow: (outcome) => pinned.validNow(outcome),
+      invalidNow: (outcomes) => pinned.invalidNow(outcomes),
       release: () => {
         if (!released) snapshotsReleased++;
         released = true;

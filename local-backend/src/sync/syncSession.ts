@@ -160,10 +160,13 @@ type SnapshotPass = {
   running: boolean;
   dropped: boolean;
   /** Each query's result at the snapshot, the entry it is for, and whether it was held at the pin. */
-  results: Map<
-    QueryId,
-    { entry: QueryEntry; result: SharedResult; held: boolean }
-  >;
+  results: Map<QueryId, SnapshotResult>;
+};
+
+type SnapshotResult = {
+  entry: QueryEntry;
+  result: SharedResult;
+  held: boolean;
 };
 
 type QuerySubscription = {
@@ -773,6 +776,8 @@ export class SyncSession implements Subscriber {
     let current = true;
     const results = new Map<QueryId, SharedResult>();
     const outOfDate = new Set<QueryId>();
+    // Synchronous from here to the Transition: no commit can come between.
+    const invalid = this.#invalidNow(at);
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
       const got = at.results.get(queryId);
@@ -782,11 +787,7 @@ export class SyncSession implements Subscriber {
         return "ran";
       }
       results.set(queryId, got.result);
-      // Synchronous from here to the Transition: no commit can come between.
-      const valid = got.held
-        ? got.entry.result === got.result
-        : at.pinned.validNow(got.result.outcome as SnapshotOutcome);
-      if (valid && got.entry === query.entry) {
+      if (!invalid.has(got) && got.entry === query.entry) {
         if (!got.held) this.#hub.adopt(got.entry, got.result);
       } else {
         outOfDate.add(queryId);
@@ -810,12 +811,9 @@ export class SyncSession implements Subscriber {
    */
   #repin(slot: UpdateSlot, at: SnapshotPass): boolean {
     // Synchronous from the checks to the new pin: no commit can come between.
-    for (const [queryId, got] of at.results) {
-      const valid = got.held
-        ? got.entry.result === got.result
-        : at.pinned.validNow(got.result.outcome as SnapshotOutcome);
-      if (!valid) at.results.delete(queryId);
-    }
+    const invalid = this.#invalidNow(at);
+    for (const [queryId, got] of at.results)
+      if (invalid.has(got)) at.results.delete(queryId);
     at.pinned.release();
     const fresh = slot.pinSnapshot();
     if (fresh === null || fresh.ts < this.#sent.ts) {
@@ -828,6 +826,24 @@ export class SyncSession implements Subscriber {
     at.pass = this.#dirty.values();
     at.next = null;
     return true;
+  }
+
+  /**
+   * The pass's results that are not valid now: a held one that a commit
+   * cleared from its entry, or a run at the snapshot that a commit since
+   * wrote into (all checked in one go, `PinnedSnapshot.invalidNow`).
+   */
+  #invalidNow(at: SnapshotPass): Set<SnapshotResult> {
+    const invalid = new Set<SnapshotResult>();
+    const ran = new Map<SnapshotOutcome, SnapshotResult>();
+    for (const got of at.results.values()) {
+      if (got.held) {
+        if (got.entry.result !== got.result) invalid.add(got);
+      } else ran.set(got.result.outcome as SnapshotOutcome, got);
+    }
+    for (const outcome of at.pinned.invalidNow([...ran.keys()]))
+      invalid.add(ran.get(outcome)!);
+    return invalid;
   }
 
   /** Abandons a snapshot pass (its results are not sent): the next update starts over. */

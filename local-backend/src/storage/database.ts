@@ -843,10 +843,7 @@ export class Database {
     if (cached !== undefined) return cached;
     const json = this.#store.getDocument(id);
     if (json === null) return null;
-    const entry = {
-      doc: jsonToConvex(JSON.parse(json) as JSONValue) as Doc,
-      bytes: json.length,
-    };
+    const entry = decodeDocument(json);
     if (keep) this.#cache.set(id, entry.doc, entry.bytes);
     return entry;
   }
@@ -876,9 +873,7 @@ export class Database {
       order,
       (docId) => {
         if (skipMissing || this.#commits !== readAt) return;
-        throw new Error(
-          `Index ${index.name} is out of sync: ${docId} has an entry but no document`,
-        );
+        throw outOfSync(index, docId);
       },
     );
   }
@@ -1447,9 +1442,7 @@ export class ReadSnapshot {
       (docId) => {
         // One snapshot holds both the entry and its document.
         if (skipMissing) return;
-        throw new Error(
-          `Index ${index.name} is out of sync: ${docId} has an entry but no document`,
-        );
+        throw outOfSync(index, docId);
       },
     );
   }
@@ -1469,17 +1462,27 @@ export class ReadSnapshot {
     this.#check();
     if (!this.#changed.has(id)) return this.#db.loadDocument(id, keep);
     const json = this.#pinned.getDocument(id);
-    if (json === null) return null;
-    return {
-      doc: jsonToConvex(JSON.parse(json) as JSONValue) as Doc,
-      bytes: json.length,
-    };
+    return json === null ? null : decodeDocument(json);
   }
 
   #check(): void {
     if (this.#released)
       throw new Error("Internal error: read from a released snapshot");
   }
+}
+
+/** A stored document's Convex JSON, decoded, with its length. */
+function decodeDocument(json: string): { doc: Doc; bytes: number } {
+  return {
+    doc: jsonToConvex(JSON.parse(json) as JSONValue) as Doc,
+    bytes: json.length,
+  };
+}
+
+function outOfSync(index: PhysicalIndex, docId: string): Error {
+  return new Error(
+    `Index ${index.name} is out of sync: ${docId} has an entry but no document`,
+  );
 }
 
 /**

@@ -54,6 +54,30 @@ let snapshotsReleased = 0;
 /** While set, a pinned snapshot says it has expired (the WAL outgrew it) after this many runs. */
 let expireAfterRuns: number | null = null;
 
+/**
+ * Distinct `items:range` queries over one group, each reading all of it
+ * (their arguments differ, so no two share an entry).
+ */
+function distinctRanges(group: string, count: number) {
+  return Array.from({ length: count }, (_, i) => ({
+    udfPath: "items:range",
+    args: { group, above: -1 - i },
+  }));
+}
+
+/** Inserts `count` items of value 0 into `group`; their ids, in rank order. */
+async function insertItems(group: string, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let rank = 0; rank < count; rank++) {
+    const inserted = await runner.runMutation({
+      path: "items:insert",
+      args: { group, rank, value: 0 },
+    });
+    ids.push((inserted as { value: string }).value);
+  }
+  return ids;
+}
+
 function slowDown(request: QueryRequest): void {
   const args = (
     Array.isArray(request.args) ? request.args[0] : request.args
@@ -595,12 +619,7 @@ describe("SubscriptionHub", () => {
     const crowded = new FakeClient();
     turns = new TurnCounter();
     slowRunTurns.length = 0;
-    crowded.addMany(
-      Array.from({ length: 200 }, (_, i) => ({
-        udfPath: "items:range",
-        args: { group, above: -1 - i },
-      })),
-    );
+    crowded.addMany(distinctRanges(group, 200));
     await expect
       .poll(() => crowded.transitions().length, { timeout: 30_000 })
       .toBe(1);
@@ -646,22 +665,10 @@ describe("SubscriptionHub", () => {
 
   test("a socket whose queries take several slices gets Transitions while another client keeps writing into all of them, each at one snapshot", async () => {
     const group = `busy-${crypto.randomUUID()}`;
-    const ids: string[] = [];
-    for (let rank = 0; rank < 20; rank++) {
-      const inserted = await runner.runMutation({
-        path: "items:insert",
-        args: { group, rank, value: 0 },
-      });
-      ids.push((inserted as { value: string }).value);
-    }
+    const ids = await insertItems(group, 20);
     const busy = new FakeClient();
     // Distinct queries, each reading the whole group: more than a slice runs.
-    busy.addMany(
-      Array.from({ length: 30 }, (_, i) => ({
-        udfPath: "items:range",
-        args: { group, above: -1 - i },
-      })),
-    );
+    busy.addMany(distinctRanges(group, 30));
     // A writer in a closed loop into what every one of them read (bounded).
     let writes = 0;
     while (writes < 1_500 && busy.transitions().length < 3)
@@ -684,25 +691,13 @@ describe("SubscriptionHub", () => {
 
   test("a socket whose queries cost far more than any hold gets consistent Transitions at snapshots while another client keeps writing into all of them", async () => {
     const group = `starved-${crypto.randomUUID()}`;
-    const ids: string[] = [];
-    for (let rank = 0; rank < 10; rank++) {
-      const inserted = await runner.runMutation({
-        path: "items:insert",
-        args: { group, rank, value: 0 },
-      });
-      ids.push((inserted as { value: string }).value);
-    }
+    const ids = await insertItems(group, 10);
     // 100 queries of 3 ms each: 300 ms a pass, three times what a socket
     // may hold commits off for, so only reads at a snapshot can serve it.
     slowGroups.set(group, 3);
     const pinnedBefore = snapshotsPinned;
     const busy = new FakeClient();
-    busy.addMany(
-      Array.from({ length: 100 }, (_, i) => ({
-        udfPath: "items:range",
-        args: { group, above: -1 - i },
-      })),
-    );
+    busy.addMany(distinctRanges(group, 100));
     let writes = 0;
     /** The writer's commits by the time of each Transition. */
     const writesAt: number[] = [];
@@ -747,12 +742,7 @@ describe("SubscriptionHub", () => {
     const releasedBefore = snapshotsReleased;
     const runsBefore = queryRuns.get("items:range") ?? 0;
     const client = new FakeClient();
-    client.addMany(
-      Array.from({ length: 40 }, (_, i) => ({
-        udfPath: "items:range",
-        args: { group, above: -1 - i },
-      })),
-    );
+    client.addMany(distinctRanges(group, 40));
     // Commits land meanwhile, elsewhere: every snapshot is soon not the
     // latest state, yet what the pass ran stays valid.
     let writes = 0;

@@ -681,14 +681,8 @@ export class SyncSession implements Subscriber {
    * they are; the others run at it (`#snapshotPass`).
    */
   #pinSnapshot(slot: UpdateSlot): SnapshotPass | null {
-    const pinned = slot.pinSnapshot();
-    // Every Transition so far showed a ts the snapshot includes (it pins
-    // every commit made so far); checked all the same, as ts never goes back.
+    const pinned = this.#pin(slot);
     if (pinned === null) return null;
-    if (pinned.ts < this.#sent.ts) {
-      pinned.release();
-      return null;
-    }
     const results: SnapshotPass["results"] = new Map();
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
@@ -773,7 +767,6 @@ export class SyncSession implements Subscriber {
       });
     }
     this.#atSnapshot = null;
-    let current = true;
     const results = new Map<QueryId, SharedResult>();
     const outOfDate = new Set<QueryId>();
     // Synchronous from here to the Transition: no commit can come between.
@@ -789,14 +782,11 @@ export class SyncSession implements Subscriber {
       results.set(queryId, got.result);
       if (!invalid.has(got) && got.entry === query.entry) {
         if (!got.held) this.#hub.adopt(got.entry, got.result);
-      } else {
-        outOfDate.add(queryId);
-        current = false;
-      }
+      } else outOfDate.add(queryId);
     }
     at.pinned.release();
     this.#sendTransition(at.pinned.ts, results);
-    this.#contended = !current;
+    this.#contended = outOfDate.size > 0;
     for (const queryId of outOfDate) this.#dirty.add(queryId);
     if (outOfDate.size > 0) this.#hub.schedule(this, false);
     return "sent";
@@ -815,9 +805,8 @@ export class SyncSession implements Subscriber {
     for (const [queryId, got] of at.results)
       if (invalid.has(got)) at.results.delete(queryId);
     at.pinned.release();
-    const fresh = slot.pinSnapshot();
-    if (fresh === null || fresh.ts < this.#sent.ts) {
-      fresh?.release();
+    const fresh = this.#pin(slot);
+    if (fresh === null) {
       this.#dropSnapshot();
       return false;
     }
@@ -826,6 +815,18 @@ export class SyncSession implements Subscriber {
     at.pass = this.#dirty.values();
     at.next = null;
     return true;
+  }
+
+  /** A snapshot this socket's next Transition may be at, or null. */
+  #pin(slot: UpdateSlot): PinnedSnapshot | null {
+    const pinned = slot.pinSnapshot();
+    // Every Transition so far showed a ts the snapshot includes (it pins
+    // every commit made so far); checked all the same, as ts never goes back.
+    if (pinned !== null && pinned.ts < this.#sent.ts) {
+      pinned.release();
+      return null;
+    }
+    return pinned;
   }
 
   /**

@@ -15,6 +15,10 @@
  * Each interval map is a treap ordered by lower bound and augmented with the
  * largest upper bound of each subtree (a classic interval tree): a stabbing
  * query skips every subtree that ends before the key or starts after it.
+ * Bounds are held as latin1 strings (one character per byte, so JavaScript's
+ * string order is the bytes' order): an insert into a tree of 10,000
+ * compares some 75 bounds, and `Buffer.compare`'s argument checks made each
+ * compare cost about 0.1 us against a few ns for a string compare.
  *
  * Usage:
  *   const index = new ReadSetIndex<Entry>();
@@ -31,11 +35,14 @@ import type {
   ScanRecord,
 } from "./readSet.ts";
 
-/** A bound between keys: an interval is `lo <= key < hi`. */
-type Bound = Buffer;
+/**
+ * A bound between keys, an encoded key as a latin1 string: an interval is
+ * `lo <= key < hi`.
+ */
+type Bound = string;
 
-const compareBounds = (a: Bound, b: Bound) => Buffer.compare(a, b);
-const maxBound = (a: Bound, b: Bound) => (compareBounds(a, b) >= 0 ? a : b);
+const asBound = (key: Buffer): Bound => key.toString("latin1");
+const maxBound = (a: Bound, b: Bound) => (a >= b ? a : b);
 
 /** The keys a scan has covered, as `[lo, hi)`; null when it covered none. */
 export function scanInterval(scan: ScanRecord): [Bound, Bound] | null {
@@ -45,7 +52,7 @@ export function scanInterval(scan: ScanRecord): [Bound, Bound] | null {
     scan.lastKey,
     scan.done,
   );
-  return covered === null ? null : [covered.lo, covered.hi];
+  return covered === null ? null : [asBound(covered.lo), asBound(covered.hi)];
 }
 
 type Node<T> = {
@@ -60,8 +67,8 @@ type Node<T> = {
   right: Node<T> | null;
 };
 
-function order<T>(a: Node<T>, b: Node<T>): number {
-  return compareBounds(a.lo, b.lo) || a.seq - b.seq;
+function before<T>(a: Node<T>, b: Node<T>): boolean {
+  return a.lo < b.lo || (a.lo === b.lo && a.seq < b.seq);
 }
 
 function update<T>(node: Node<T>): void {
@@ -91,7 +98,7 @@ function rotateLeft<T>(node: Node<T>): Node<T> {
 
 function insertNode<T>(root: Node<T> | null, node: Node<T>): Node<T> {
   if (root === null) return node;
-  if (order(node, root) < 0) {
+  if (before(node, root)) {
     root.left = insertNode(root.left, node);
     if (root.left.priority > root.priority) return rotateRight(root);
   } else {
@@ -119,7 +126,7 @@ function merge<T>(a: Node<T> | null, b: Node<T> | null): Node<T> | null {
 function removeNode<T>(root: Node<T> | null, node: Node<T>): Node<T> | null {
   if (root === null) return null;
   if (root === node) return merge(root.left, root.right);
-  if (order(node, root) < 0) root.left = removeNode(root.left, node);
+  if (before(node, root)) root.left = removeNode(root.left, node);
   else root.right = removeNode(root.right, node);
   update(root);
   return root;
@@ -127,16 +134,16 @@ function removeNode<T>(root: Node<T> | null, node: Node<T>): Node<T> | null {
 
 function stab<T>(
   start: Node<T> | null,
-  key: Buffer,
+  key: Bound,
   found: (value: T) => void,
 ): void {
   let node = start;
   while (node !== null) {
-    if (Buffer.compare(key, node.maxHi) >= 0) return;
+    if (key >= node.maxHi) return;
     stab(node.left, key, found);
     // Every node to the right starts at or after this one.
-    if (Buffer.compare(key, node.lo) < 0) return;
-    if (Buffer.compare(key, node.hi) < 0) found(node.value);
+    if (key < node.lo) return;
+    if (key < node.hi) found(node.value);
     node = node.right;
   }
 }
@@ -167,7 +174,7 @@ class IntervalTree<T> {
     this.size--;
   }
 
-  stab(key: Buffer, found: (value: T) => void): void {
+  stab(key: Bound, found: (value: T) => void): void {
     stab(this.#root, key, found);
   }
 }
@@ -293,9 +300,12 @@ export class ReadSetIndex<T> {
       if (indexes === undefined) continue;
       for (const { keyFields, tree } of indexes.values()) {
         if (change.before !== null)
-          tree.stab(encodeKey(indexKey(change.before, keyFields)), add);
+          tree.stab(
+            asBound(encodeKey(indexKey(change.before, keyFields))),
+            add,
+          );
         if (change.after !== null)
-          tree.stab(encodeKey(indexKey(change.after, keyFields)), add);
+          tree.stab(asBound(encodeKey(indexKey(change.after, keyFields))), add);
       }
     }
     return found;

@@ -2,14 +2,16 @@
  * The commit log that validates optimistic queries: a commit made during a
  * run conflicts with it exactly when it writes into what the run read; commits
  * before the run never do; a reset conflicts every run in flight; and a run
- * whose commits the bounded log had to drop counts as conflicted.
+ * whose commits the bounded log had to drop counts as conflicted. A watch of
+ * many read sets reports each one whose data a commit since changed, once,
+ * however many times it is asked, and all of them when the log cannot tell.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { Database } from "../storage/database.ts";
-import { CommitLog } from "./commitLog.ts";
+import { CommitLog, CommitWatch } from "./commitLog.ts";
 import { Transaction } from "./transaction.ts";
 
 let dir: string;
@@ -115,4 +117,58 @@ test("the changes since a mark are those of the commits after it, none before, a
   log.reset();
   expect(log.changesSince(mark)).toBeNull();
   log.end(mark);
+});
+
+test("a watch reports each read set a commit since wrote into, once, and keeps the others", () => {
+  const ids = insert("docs", 4);
+  const mark = log.begin();
+  const watch = new CommitWatch<string>(log, mark);
+  // Runs end at different times: a read set added after a commit is
+  // still checked against it.
+  watch.add("a", reading(ids[0]).readSet, false);
+  patch(ids[0]);
+  watch.add("b", reading(ids[1]).readSet, false);
+  watch.add("c", reading(ids[2]).readSet, false);
+  const stamped = reading(ids[3]);
+  stamped.snapshotTs();
+  watch.add("ts", stamped.readSet, stamped.readTimestamp);
+  expect(watch.conflicted()).toEqual(new Set(["a", "ts"]));
+  // Asked again with no commit between: nothing new.
+  expect(watch.conflicted()).toEqual(new Set());
+  patch(ids[3]);
+  expect(watch.conflicted()).toEqual(new Set());
+  patch(ids[1]);
+  // A read set deleted from the watch is no longer reported.
+  watch.delete("c");
+  patch(ids[2]);
+  expect(watch.conflicted()).toEqual(new Set(["b"]));
+  expect(watch.size).toBe(0);
+  log.end(mark);
+});
+
+test("a watch moved to a newer mark keeps what was valid there, and a reset conflicts all it holds", () => {
+  const [read, other] = insert("docs", 2);
+  const mark = log.begin();
+  const watch = new CommitWatch<string>(log, mark);
+  watch.add("read", reading(read).readSet, false);
+  watch.add("other", reading(other).readSet, false);
+  patch(other);
+  expect(watch.conflicted()).toEqual(new Set(["other"]));
+  const newer = log.begin();
+  log.end(mark);
+  watch.moveTo(newer);
+  insert("elsewhere");
+  expect(watch.conflicted()).toEqual(new Set());
+  patch(read);
+  expect(watch.conflicted()).toEqual(new Set(["read"]));
+  // Moved to a mark it was not checked up to: it cannot tell, so all conflict.
+  watch.add("again", reading(read).readSet, false);
+  const stale = { commit: newer.commit, epoch: newer.epoch };
+  watch.moveTo(stale);
+  insert("elsewhere");
+  expect(watch.conflicted()).toEqual(new Set(["again"]));
+  watch.add("reset", reading(read).readSet, false);
+  log.reset();
+  expect(watch.conflicted()).toEqual(new Set(["reset"]));
+  log.end(newer);
 });

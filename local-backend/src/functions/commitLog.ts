@@ -16,14 +16,23 @@
  * commits were dropped counts as conflicted. `reset()` (a new build or schema)
  * conflicts every run in flight.
  *
+ * Many read sets at once (a socket's queries run at one snapshot) are watched
+ * by a `CommitWatch`: filed in one index as their runs end, each checked
+ * against a commit's changes once, however often the watch is asked.
+ *
  * Usage:
  *   const log = new CommitLog(db);
  *   const mark = log.begin();
  *   ... run the query ...
  *   const valid = !log.conflicts(tx.readSet, mark);   // synchronously, then use db.lastTs
  *   log.end(mark);
+ *
+ *   const watch = new CommitWatch<Key>(log, mark);   // while the mark is held
+ *   watch.add(key, readSet, readsTimestamp);         // as each run ends
+ *   watch.conflicted();  // the keys a commit since wrote into (they leave it)
  */
 import type { DocumentChange, ReadSet } from "../query/readSet.ts";
+import { ReadSetIndex } from "../query/readSetIndex.ts";
 import type { Database } from "../storage/database.ts";
 
 /** Document changes kept for runs in flight; past it the oldest commits go. */
@@ -115,6 +124,11 @@ export class CommitLog {
     return changes;
   }
 
+  /** The number of the latest commit (`Database.commitCount`). */
+  get latest(): number {
+    return this.#db.commitCount;
+  }
+
   #lastRecorded(): number {
     return this.#entries.length > this.#head
       ? this.#entries[this.#entries.length - 1].commit
@@ -150,5 +164,90 @@ export class CommitLog {
       this.#entries.splice(0, this.#head);
       this.#head = 0;
     }
+  }
+}
+
+/**
+ * Read sets watched for the commits after a mark (a pinned snapshot's): each
+ * is filed in one index when its run ends (`add`), and `conflicted` checks
+ * only the commits since it was last asked, each change once against all of
+ * them (O(changes x log n + conflicts)), so a socket's 10,000 results at a
+ * snapshot cost no stretch of filing at the end of their pass, and no log
+ * walk per result. A read set leaves the watch at its first conflict.
+ *
+ * A key is checked against the commits after the watch's check point: its
+ * mark at first, then the last `conflicted()` or `moveTo`. So only outcomes
+ * of runs at the snapshot of that point may be added (a pass adds each as
+ * it ends, and checks once, at its end or when it moves to a newer
+ * snapshot); one added after a check would miss the commits before it.
+ * The watch reads the log only while the mark it started from is held
+ * (`CommitLog.begin` ... `end`), or one it was moved to.
+ */
+export class CommitWatch<T> {
+  readonly #log: CommitLog;
+  /** The commits through `commit` have been checked. */
+  #checked: CommitMark;
+  readonly #index = new ReadSetIndex<T>();
+  /** Read sets that read the snapshot's ts, which every commit changes. */
+  readonly #anyCommit = new Set<T>();
+
+  constructor(log: CommitLog, mark: CommitMark) {
+    this.#log = log;
+    this.#checked = mark;
+  }
+
+  get size(): number {
+    return this.#index.size + this.#anyCommit.size;
+  }
+
+  /** Watches `readSet` for `key`; `anyCommit`: every commit conflicts with it. */
+  add(key: T, readSet: ReadSet, anyCommit: boolean): void {
+    if (anyCommit) this.#anyCommit.add(key);
+    else this.#index.set(key, readSet);
+  }
+
+  delete(key: T): void {
+    this.#anyCommit.delete(key);
+    this.#index.delete(key);
+  }
+
+  /**
+   * The keys that a commit since the last call (since the mark, at first)
+   * wrote into, or all of them when the log cannot tell: they leave the
+   * watch. Synchronous with using the others as current.
+   */
+  conflicted(): Set<T> {
+    const found = new Set<T>();
+    const latest = this.#log.latest;
+    const changes = this.#log.changesSince(this.#checked);
+    if (changes !== null && latest === this.#checked.commit) return found;
+    for (const key of this.#anyCommit) found.add(key);
+    this.#anyCommit.clear();
+    if (changes === null) {
+      for (const key of this.#index.keys()) found.add(key);
+      this.#index.clear();
+    } else
+      for (const change of changes) {
+        if (this.#index.size === 0) break;
+        for (const key of this.#index.affected([change])) {
+          found.add(key);
+          this.#index.delete(key);
+        }
+      }
+    this.#checked = { commit: latest, epoch: this.#checked.epoch };
+    return found;
+  }
+
+  /**
+   * Carries the watch to a newer mark (a newer snapshot's), right after
+   * `conflicted()` with no commit between: what it holds was valid at the
+   * mark. Otherwise everything it holds conflicts at its next check.
+   */
+  moveTo(mark: CommitMark): void {
+    if (mark.commit !== this.#checked.commit) {
+      for (const key of this.#index.keys()) this.#anyCommit.add(key);
+      this.#index.clear();
+    }
+    this.#checked = mark;
   }
 }

@@ -50,7 +50,6 @@ const REQUEST_ID_PREFIX = randomBytes(4).toString("hex");
 let requestCounter = 0;
 import { jsonToConvex, type JSONValue, type Value } from "convex/values";
 import type { Database, ReadSnapshot } from "../storage/database.ts";
-import { ReadSetIndex } from "../query/readSetIndex.ts";
 import {
   type Isolate,
   invokeUdf,
@@ -90,7 +89,7 @@ import {
   uncaught,
 } from "./errors.ts";
 import { Transaction } from "./transaction.ts";
-import { CommitLog, type CommitMark } from "./commitLog.ts";
+import { CommitLog, type CommitMark, CommitWatch } from "./commitLog.ts";
 import {
   ComponentError,
   type ComponentFunctionPath,
@@ -153,7 +152,11 @@ export type PinnedSnapshot = {
     request: QueryRequest,
     visibility?: Visibility,
   ): Promise<SnapshotOutcome | null>;
-  invalidNow(outcomes: readonly SnapshotOutcome[]): Set<SnapshotOutcome>;
+  /**
+   * A watch over outcomes of `run`, for the commits after the snapshot:
+   * `from`, a watch of an older snapshot just checked, carried over.
+   */
+  watch<T>(from?: CommitWatch<T>): CommitWatch<T>;
   release(): void;
 };
 
@@ -751,9 +754,9 @@ export class FunctionRunner {
    * - `run`: the query's outcome at the snapshot (ts: the snapshot's), or
    *   null when it read what snapshots do not cover (a search index) while
    *   commits landed, so it has no consistent outcome;
-   * - `invalidNow`: those of the outcomes that are not also the latest
-   *   ones, since a commit after the snapshot wrote into what they read
-   *   (checked synchronously before using the others as current).
+   * - `watch`: a watch of outcomes (their read sets) for the commits
+   *   after the snapshot: those a commit wrote into are not the latest
+   *   ones (checked synchronously before using the others as current).
    */
   pinSnapshot(): PinnedSnapshot | null {
     const snapshot = this.#db.snapshot();
@@ -775,30 +778,10 @@ export class FunctionRunner {
           readTimestamp: attempt.tx.readTimestamp,
         };
       },
-      invalidNow: (outcomes) => {
-        const changes = this.#commits.changesSince(mark);
-        if (changes === null) return new Set(outcomes);
-        const invalid = new Set<SnapshotOutcome>();
-        if (this.#db.commitCount === mark.commit) return invalid;
-        // One index over all their read sets, as the hub's invalidation, and
-        // each outcome leaves it once a change hits it: O(changes × log n +
-        // outcomes), where checking each read set against the log costs
-        // outcomes × changes when few conflict, and a stab per change
-        // without the removal costs changes × outcomes when all do.
-        const index = new ReadSetIndex<SnapshotOutcome>();
-        for (const outcome of outcomes) {
-          // It read the snapshot's ts, which every commit changes.
-          if (outcome.readTimestamp) invalid.add(outcome);
-          else index.set(outcome, outcome.readSet);
-        }
-        for (const change of changes) {
-          if (index.size === 0) break;
-          for (const outcome of index.affected([change])) {
-            invalid.add(outcome);
-            index.delete(outcome);
-          }
-        }
-        return invalid;
+      watch: <T>(from?: CommitWatch<T>) => {
+        if (from === undefined) return new CommitWatch<T>(this.#commits, mark);
+        from.moveTo(mark);
+        return from;
       },
       release: () => {
         if (released) return;

@@ -179,6 +179,9 @@ class IntervalTree<T> {
   }
 }
 
+/** Shared by registrations with nothing of a kind; never written to. */
+const NONE: never[] = [];
+
 type IndexMap<T> = { keyFields: string[]; tree: IntervalTree<T> };
 
 /** Where one subscriber's read set was filed, to take it out again. */
@@ -209,10 +212,12 @@ export class ReadSetIndex<T> {
   /** Files what `subscriber` read, replacing what it read before. */
   set(subscriber: T, readSet: ReadSet): void {
     this.delete(subscriber);
+    // Most read sets are scans alone: no copies of their empty sets.
     const registration: Registration<T> = {
-      ids: [...readSet.ids],
-      tables: [...readSet.wholeTables],
-      predicates: [...readSet.predicates],
+      ids: readSet.ids.size === 0 ? NONE : [...readSet.ids],
+      tables: readSet.wholeTables.size === 0 ? NONE : [...readSet.wholeTables],
+      predicates:
+        readSet.predicates.length === 0 ? NONE : [...readSet.predicates],
       intervals: [],
     };
     for (const predicate of registration.predicates) {
@@ -269,6 +274,11 @@ export class ReadSetIndex<T> {
         if (indexes.size === 0) this.#indexes.delete(table);
       }
     }
+  }
+
+  /** Every subscriber filed. */
+  keys(): IterableIterator<T> {
+    return this.#registered.keys();
   }
 
   clear(): void {

@@ -134,7 +134,7 @@ beforeAll(async () => {
         slowDown(request);
         return pinned.run(request, visibility);
       },
-      invalidNow: (outcomes) => pinned.invalidNow(outcomes),
+      watch: (from) => pinned.watch(from),
       release: () => {
         if (!released) snapshotsReleased++;
         released = true;

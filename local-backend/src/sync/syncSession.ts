@@ -72,11 +72,9 @@ import {
   type Credential,
   type Identity,
 } from "../functions/authentication.ts";
+import type { CommitWatch } from "../functions/commitLog.ts";
 import { decodeTs } from "../values/wire.ts";
-import type {
-  PinnedSnapshot,
-  SnapshotOutcome,
-} from "../functions/functionRunner.ts";
+import type { PinnedSnapshot } from "../functions/functionRunner.ts";
 import { queryModification } from "./outcomes.ts";
 import {
   type QueryEntry,
@@ -161,6 +159,8 @@ type SnapshotPass = {
   dropped: boolean;
   /** Each query's result at the snapshot, the entry it is for, and whether it was held at the pin. */
   results: Map<QueryId, SnapshotResult>;
+  /** The results run at the snapshot, watched for the commits since (`CommitWatch`). */
+  watch: CommitWatch<SnapshotResult>;
 };
 
 type SnapshotResult = {
@@ -698,6 +698,7 @@ export class SyncSession implements Subscriber {
       running: false,
       dropped: false,
       results,
+      watch: pinned.watch<SnapshotResult>(),
     };
   }
 
@@ -760,14 +761,17 @@ export class SyncSession implements Subscriber {
         this.#contended = false;
         return "ran";
       }
-      at.results.set(queryId, {
+      const previous = at.results.get(queryId);
+      if (previous !== undefined) at.watch.delete(previous);
+      const got = {
         entry,
         result: { outcome, ...queryModification(outcome) },
         held: false,
-      });
+      };
+      at.results.set(queryId, got);
+      at.watch.add(got, outcome.readSet, outcome.readTimestamp);
     }
     this.#atSnapshot = null;
-    const results = new Map<QueryId, SharedResult>();
     const outOfDate = new Set<QueryId>();
     // Synchronous from here to the Transition: no commit can come between.
     const invalid = this.#invalidNow(at);
@@ -779,13 +783,12 @@ export class SyncSession implements Subscriber {
         at.pinned.release();
         return "ran";
       }
-      results.set(queryId, got.result);
       if (!invalid.has(got) && got.entry === query.entry) {
         if (!got.held) this.#hub.adopt(got.entry, got.result);
       } else outOfDate.add(queryId);
     }
     at.pinned.release();
-    this.#sendTransition(at.pinned.ts, results);
+    this.#sendTransition(at.pinned.ts, at.results);
     this.#contended = outOfDate.size > 0;
     for (const queryId of outOfDate) this.#dirty.add(queryId);
     if (outOfDate.size > 0) this.#hub.schedule(this, false);
@@ -811,6 +814,7 @@ export class SyncSession implements Subscriber {
       return false;
     }
     at.pinned = fresh;
+    fresh.watch(at.watch);
     // Every dirty query again, skipping those it holds.
     at.pass = this.#dirty.values();
     at.next = null;
@@ -832,18 +836,13 @@ export class SyncSession implements Subscriber {
   /**
    * The pass's results that are not valid now: a held one that a commit
    * cleared from its entry, or a run at the snapshot that a commit since
-   * wrote into (all checked in one go, `PinnedSnapshot.invalidNow`).
+   * wrote into (`CommitWatch.conflicted`: those leave the watch, so the
+   * caller drops or re-runs them).
    */
   #invalidNow(at: SnapshotPass): Set<SnapshotResult> {
-    const invalid = new Set<SnapshotResult>();
-    const ran = new Map<SnapshotOutcome, SnapshotResult>();
-    for (const got of at.results.values()) {
-      if (got.held) {
-        if (got.entry.result !== got.result) invalid.add(got);
-      } else ran.set(got.result.outcome as SnapshotOutcome, got);
-    }
-    for (const outcome of at.pinned.invalidNow([...ran.keys()]))
-      invalid.add(ran.get(outcome)!);
+    const invalid = at.watch.conflicted();
+    for (const got of at.results.values())
+      if (got.held && got.entry.result !== got.result) invalid.add(got);
     return invalid;
   }
 
@@ -913,7 +912,7 @@ export class SyncSession implements Subscriber {
    */
   #sendTransition(
     atTs?: bigint,
-    results?: ReadonlyMap<QueryId, SharedResult>,
+    results?: ReadonlyMap<QueryId, SnapshotResult>,
   ): void {
     this.#passes = 0;
     this.#runs = 0;
@@ -926,7 +925,7 @@ export class SyncSession implements Subscriber {
     for (const queryId of this.#dirty) {
       const query = this.#queries.get(queryId)!;
       // Held: the last pass above found it so, and nothing ran since.
-      const result = results?.get(queryId) ?? query.entry.result!;
+      const result = results?.get(queryId)!.result ?? query.entry.result!;
       // Saved even when the result is unchanged, so the next run continues
       // from it (convex-backend `SyncState::complete_fetch`).
       query.journal = result.outcome.journal;

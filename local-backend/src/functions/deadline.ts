@@ -1045,9 +1045,12 @@ export class TimedRealm<M> {
           // long window is ended here and the result delivered in a new one,
           // with the watchdog set from user time only.
           const value = result;
-          result = new Promise<string>((resolve) =>
-            setImmediate(() => resolve(value)),
-          );
+          // In a later turn, as the request paces it (`RequestContext.pace`).
+          result = new Promise<string>((resolve) => {
+            const resume = () => resolve(value);
+            if (convex.later) convex.later(resume);
+            else setImmediate(resume);
+          });
         }
         budget.outstanding++;
         const settle = () => {

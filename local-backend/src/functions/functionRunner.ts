@@ -60,6 +60,7 @@ import { ANONYMOUS, type Identity, isAdmin } from "./authentication.ts";
 import {
   type InWindow,
   type NestedCalls,
+  type Pace,
   type RequestContext,
   requestStorage,
   type UdfType,
@@ -175,6 +176,8 @@ export type QueryRequest = {
   componentPath?: string;
   /** Who calls; anonymous when absent. An admin may call internal functions. */
   identity?: Identity;
+  /** How a long run goes on in later turns (`RequestContext.pace`); the next turn when absent. */
+  pace?: Pace;
 };
 export type MutationRequest = {
   path: string;
@@ -819,6 +822,7 @@ export class FunctionRunner {
       componentPath,
     );
     context.identity = request.identity ?? ANONYMOUS;
+    context.pace = request.pace ?? null;
     try {
       const { fn, path, args, target } = this.#prepare(
         request.path,
@@ -1728,6 +1732,7 @@ function newRequest(
     streams: new Map(),
     nextStreamId: 0,
     offThread: null,
+    pace: null,
   };
 }
 

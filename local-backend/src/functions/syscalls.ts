@@ -82,7 +82,21 @@ export type RequestContext = {
    * the caller's isolate. Null on the main thread.
    */
   offThread: NestedInvoker | null;
+  /**
+   * How the run goes on after it paused between two turns of the event loop
+   * (a long window split at a syscall, deadline.ts; a page read over several
+   * turns): the subscription hub's time slices (`Pace`), or the next turn
+   * when null. Nested calls share their caller's.
+   */
+  pace: Pace | null;
 };
+
+/**
+ * Schedules `resume`, in a later turn of the event loop. The hub's runs go
+ * on only inside its time slices, so that runs paused in one turn do not
+ * all go on back to back in the next (subscriptions.ts).
+ */
+export type Pace = (resume: () => void) => void;
 
 /** Runs a nested call where its caller runs; resolves with its result JSON. */
 export type NestedInvoker = {
@@ -140,6 +154,8 @@ export type ConvexGlobal = {
    * (`deadline.ts`).
    */
   asyncSyscallNow?(op: string, jsonArgs: string): string | Promise<string>;
+  /** Goes on with the running function in a later turn (its request's `pace`). */
+  later?(resume: () => void): void;
 };
 
 /** Syscall arguments: JSON from the library, checked where each op reads them. */
@@ -340,6 +356,9 @@ export function createSyscalls(host: {
         ? result.then((value: unknown) => JSON.stringify(value ?? null))
         : JSON.stringify(result ?? null);
     },
+    later(resume) {
+      later(currentRequest() ?? null, resume);
+    },
     jsSyscall(op, args) {
       const extension = jsExtensions.get(op);
       if (extension === undefined) throw unsupported(op);
@@ -402,14 +421,20 @@ function queryPage(request: RequestContext, args: Args): unknown {
     const resume = () => {
       try {
         const result = slice();
-        if (result === null) setImmediate(resume);
+        if (result === null) later(request, resume);
         else resolve(result);
       } catch (error) {
         reject(error instanceof Error ? error : new Error(String(error)));
       }
     };
-    setImmediate(resume);
+    later(request, resume);
   });
+}
+
+/** `resume` in a later turn, as the request paces its run (`RequestContext.pace`). */
+function later(request: RequestContext | null, resume: () => void): void {
+  if (request?.pace) request.pace(resume);
+  else setImmediate(resume);
 }
 
 /** `db.patch` values: top-level `{"$undefined": null}` removes a field (convex `patchValueToJson`). */

@@ -61,6 +61,7 @@ import type {
   QueryOutcome,
   QueryRequest,
 } from "../functions/functionRunner.ts";
+import type { Pace } from "../functions/syscalls.ts";
 import {
   type Identity,
   identityCacheKey,
@@ -78,6 +79,15 @@ import { UpdateQueue } from "./updateQueue.ts";
 export const SLICE_MS = 8;
 /** Sockets' updates running at once: one stuck on a slow query holds only its lane. */
 const UPDATE_LANES = 4;
+/**
+ * An update whose queries ran this long is heavy: the socket's next waits
+ * behind the light ones (`UpdateQueue`), and at most HEAVY_LANES of them run
+ * at once, so the other lanes stay free for cheap clients. Ten sockets each
+ * re-running a 1 MiB result at every commit held a healthy client's update
+ * behind all of theirs (p99 77-126 ms against 6 ms alone, bench/fairness.ts).
+ */
+const HEAVY_UPDATE_MS = 5;
+const HEAVY_LANES = 2;
 
 export type SharedQuery = {
   path: string;
@@ -124,6 +134,8 @@ export type UpdateSlot = {
   pinSnapshot: () => PinnedSnapshot | null;
   /** `performance.now()` past which an update should stop running queries. */
   deadline: number;
+  /** For a run's request (`QueryRequest.pace`): a long run goes on only in the hub's slices. */
+  pace: Pace;
   /** Ends the slice for every lane: the event loop turns before more updates run. */
   endSlice: () => void;
 };
@@ -139,6 +151,11 @@ export interface Subscriber {
    * when it finished without waiting (every result held), else a promise.
    */
   update(slot: UpdateSlot): boolean | Promise<boolean>;
+  /**
+   * How long the queries of its update under way have run so far, or else
+   * of its last one (ms): what the queue's heavy tier is decided by.
+   */
+  readonly updateMs: number;
 }
 
 export function sharingKey(query: SharedQuery): string {
@@ -170,6 +187,16 @@ export class SubscriptionHub {
    * - leaves when its update ends; then it is queued again if it was scheduled
    */
   readonly #running = new Map<Subscriber, boolean | "urgent">();
+  /** Heavy updates under way (HEAVY_LANES). */
+  #heavyRunning = 0;
+  /**
+   * How the hub's runs go on after pausing between turns (a long window
+   * split, a page read in parts): in a later turn, inside a slice
+   * (`TimeSlices.later`). With a plain `setImmediate` every run that paused
+   * in one turn went on back to back in the next, with no poll between
+   * (lanes each finishing a 1 MiB result: 40-60 ms).
+   */
+  readonly #pace: Pace = (resume) => this.#slices.later(resume);
   #lanes = 0;
   #drainSoon = false;
   /**
@@ -313,7 +340,12 @@ export class SubscriptionHub {
   schedule(subscriber: Subscriber, urgent: boolean): void {
     if (!this.#subscribers.has(subscriber)) return;
     const running = this.#running.get(subscriber);
-    if (running === undefined) this.#queue.add(subscriber, urgent);
+    if (running === undefined)
+      this.#queue.add(
+        subscriber,
+        urgent,
+        subscriber.updateMs >= HEAVY_UPDATE_MS,
+      );
     else if (urgent) this.#running.set(subscriber, "urgent");
     else if (running === false) this.#running.set(subscriber, true);
     // Commit invalidations wait one macrotask, so the socket whose mutation
@@ -398,19 +430,22 @@ export class SubscriptionHub {
   async #lane(): Promise<void> {
     this.#lanes++;
     const runQuery: UpdateSlot["runQuery"] = (request, onValid) =>
-      this.runner.runQuery(request, "public", onValid);
+      this.runner.runQuery({ ...request, pace: this.#pace }, "public", onValid);
     const exclusive: UpdateSlot["exclusive"] = (task) =>
       this.runner.exclusive(task);
     const pinSnapshot = () => this.runner.pinSnapshot();
     const endSlice = () => this.#slices.end();
+    const pace = this.#pace;
     try {
       for (;;) {
         if (!this.#slices.open() || !this.#resumeReleased()) {
           await this.#slices.next();
           continue;
         }
-        const next = this.#queue.take();
+        const next = this.#queue.take(this.#heavyRunning < HEAVY_LANES);
         if (next === undefined) return;
+        const heavy = next.updateMs >= HEAVY_UPDATE_MS;
+        if (heavy) this.#heavyRunning++;
         this.#running.set(next, false);
         let done = true;
         try {
@@ -419,6 +454,7 @@ export class SubscriptionHub {
             exclusive,
             pinSnapshot,
             deadline: this.#slices.deadline,
+            pace,
             endSlice,
           });
           // More work than lanes: another lane takes it while this one waits.
@@ -429,11 +465,13 @@ export class SubscriptionHub {
           this.#startLanes();
           done = typeof update === "boolean" ? update : await update;
         } finally {
+          if (heavy) this.#heavyRunning--;
           const again = this.#running.get(next);
           this.#running.delete(next);
           if (this.#subscribers.has(next)) {
             if (again === "urgent") this.#queue.add(next, true);
-            else if (again === true || !done) this.#queue.add(next, false);
+            else if (again === true || !done)
+              this.#queue.add(next, false, next.updateMs >= HEAVY_UPDATE_MS);
           }
         }
       }

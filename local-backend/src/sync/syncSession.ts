@@ -203,6 +203,13 @@ export class SyncSession implements Subscriber {
   #runs = 0;
   #runMs = 0;
   /**
+   * The part of `#runMs` spent in runs of its own (not waiting for another
+   * socket's run of a shared query), and its value when the last Transition
+   * went out: what `updateMs` reports.
+   */
+  #ownRunMs = 0;
+  #lastOwnRunMs = 0;
+  /**
    * The pass in progress over `#dirty`, resumed in the next slice where the
    * deadline stopped it (a Set's iterator sees later additions and skips
    * removals), so a pass costs one sweep of the query set however many slices
@@ -563,6 +570,10 @@ export class SyncSession implements Subscriber {
     this.#hub.schedule(this, true);
   }
 
+  get updateMs(): number {
+    return Math.max(this.#ownRunMs, this.#lastOwnRunMs);
+  }
+
   update(slot: UpdateSlot): boolean | Promise<boolean> {
     if (this.#closed) return true;
     if (this.#unwritten >= MAX_SEND_TRANSITIONS) {
@@ -743,13 +754,20 @@ export class SyncSession implements Subscriber {
       at.running = true;
       let outcome;
       try {
-        outcome = await at.pinned.run({ path, args, journal, identity });
+        outcome = await at.pinned.run({
+          path,
+          args,
+          journal,
+          identity,
+          pace: slot.pace,
+        });
       } finally {
         at.running = false;
         if (at.dropped) at.pinned.release();
       }
       this.#runs++;
       this.#runMs += performance.now() - started;
+      this.#ownRunMs += performance.now() - started;
       ran = true;
       if (this.#closed || at.dropped) return "closed";
       if (outcome === null) {
@@ -888,10 +906,13 @@ export class SyncSession implements Subscriber {
         return "deadline";
       }
       const started = performance.now();
+      // Joining another socket's run of the query costs this one nothing.
+      const own = query.entry.running === null;
       if (!(await this.#hub.resultOf(query.entry, slot.runQuery)))
         this.#unvalidated = true;
       this.#runs++;
       this.#runMs += performance.now() - started;
+      if (own) this.#ownRunMs += performance.now() - started;
       ran = true;
       this.#passRan = true;
       if (this.#closed) return "closed";
@@ -916,6 +937,8 @@ export class SyncSession implements Subscriber {
   ): void {
     this.#passes = 0;
     this.#runs = 0;
+    this.#lastOwnRunMs = this.#ownRunMs;
+    this.#ownRunMs = 0;
     this.#runMs = 0;
     this.#unvalidated = false;
     this.#noSnapshot = false;

@@ -1,11 +1,12 @@
 /**
  * Time slices: work that shares one budget gives the event loop back between
  * slices, whichever loop it runs in, and work arriving after idle starts at
- * once.
+ * once; work paused between turns goes on a slice's worth at a time.
  */
 import fs from "node:fs";
 import { performance } from "node:perf_hooks";
 import { describe, expect, test } from "vitest";
+import { TurnCounter } from "../../test/turnCounter.ts";
 import { TimeSlices } from "./timeSlices.ts";
 
 /** Holds the thread for `ms`, as a socket write or a query run would. */
@@ -73,5 +74,29 @@ describe("TimeSlices", () => {
     await worker(slices, 20, () => undefined);
     await new Promise((resolve) => setTimeout(resolve, 5));
     expect(slices.open()).toBe(true);
+  });
+
+  test("runs paused in the same turn go on a slice's worth at a time, not all in the next turn", async () => {
+    const slices = new TimeSlices(8);
+    const turns = new TurnCounter();
+    const perTurn = new Map<number, number>();
+    // Six runs, each pausing five times; each step holds the thread 3 ms.
+    const run = () =>
+      new Promise<void>((resolve) => {
+        let steps = 5;
+        const step = () => {
+          perTurn.set(turns.count, (perTurn.get(turns.count) ?? 0) + 1);
+          busy(3);
+          if (--steps === 0) resolve();
+          else slices.later(step);
+        };
+        slices.later(step);
+      });
+    await Promise.all(Array.from({ length: 6 }, run));
+    turns.stop();
+    expect([...perTurn.values()].reduce((a, b) => a + b)).toBe(30);
+    // An 8 ms slice holds three 3 ms steps: the third crosses its deadline.
+    // With a plain setImmediate each, all six went on in every turn.
+    expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(3);
   });
 });

@@ -24,11 +24,18 @@
  *   poll) since; if not, the timer ends the turn with a `setImmediate` of
  *   its own (after that turn's poll), rather than spinning the loop.
  *
+ * Work that pauses between turns (a query run whose window ended) goes on
+ * through `later`: in a later turn, inside a slice, each continuation in an
+ * immediate of its own, so that however many paused in one turn, the next
+ * runs one slice's worth of them (and the one that crosses the deadline),
+ * not all of them back to back.
+ *
  * Usage:
  *   while (work.length > 0) {
  *     if (!slices.open()) { await slices.next(); continue; }
  *     work.shift()!();
  *   }
+ *   slices.later(() => resolve(value));   // a paused run goes on
  */
 import { performance } from "node:perf_hooks";
 
@@ -83,6 +90,19 @@ export class TimeSlices {
   /** Ends the current slice now: work waits for the next turn (`next()`). */
   end(): void {
     if (this.#turn !== null) this.#deadline = 0;
+  }
+
+  /**
+   * Runs `resume` in a later turn of the event loop, once a slice is open
+   * there (it may start one): each in an immediate of its own, so each sees
+   * the slice as the ones before it left it.
+   */
+  later(resume: () => void): void {
+    const go = (): void => {
+      if (this.open()) resume();
+      else void this.next().then(() => setImmediate(go));
+    };
+    setImmediate(go);
   }
 
   /** Resolves once the event loop has polled I/O after the current slice. */

@@ -1,9 +1,10 @@
 /**
  * The fan-out queue: first in first out, urgent items first, each item at
- * most once, and removed items never come out.
+ * most once, and removed items never come out; heavy items after the light
+ * ones unless they waited long, and only when the caller allows them.
  */
-import { describe, expect, test } from "vitest";
-import { UpdateQueue } from "./updateQueue.ts";
+import { describe, expect, test, vi } from "vitest";
+import { HEAVY_MAX_WAIT_MS, UpdateQueue } from "./updateQueue.ts";
 
 function drain<T>(queue: UpdateQueue<T>): T[] {
   const out: T[] = [];
@@ -48,5 +49,34 @@ describe("UpdateQueue", () => {
     }
     taken.push(...drain(queue));
     expect(taken).toEqual(Array.from({ length: 5_000 }, (_, i) => i));
+  });
+
+  test("heavy items wait behind light ones, come out only when allowed, and go first once they waited long", () => {
+    vi.useFakeTimers({ toFake: ["performance"] });
+    try {
+      const queue = new UpdateQueue<string>();
+      queue.add("heavy1", false, true);
+      queue.add("light1", false);
+      queue.add("heavy2", false, true);
+      // Urgent requests ignore weight: a socket's own requests go first.
+      queue.add("urgentHeavy", true, true);
+      queue.add("light2", false);
+      expect(queue.take(false)).toBe("urgentHeavy");
+      expect(queue.take(false)).toBe("light1");
+      expect(queue.take(false)).toBe("light2");
+      // Only heavy ones wait: none while they are not allowed.
+      expect(queue.take(false)).toBeUndefined();
+      expect(queue.size).toBe(2);
+      queue.add("light3", false);
+      expect(queue.take()).toBe("light3");
+      expect(queue.take()).toBe("heavy1");
+      // A heavy one that waited HEAVY_MAX_WAIT_MS goes before light ones.
+      vi.advanceTimersByTime(HEAVY_MAX_WAIT_MS);
+      queue.add("light4", false);
+      expect(queue.take()).toBe("heavy2");
+      expect(drain(queue)).toEqual(["light4"]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -3,6 +3,13 @@
  * first out, urgent ones (a socket's own requests) before the others
  * (commits' invalidations); each socket at most once.
  *
+ * Heavy ones (a socket whose last update ran its queries for long: results
+ * of megabytes, thousands of queries) wait in a list of their own, behind the
+ * light ones, so that a cheap client's update never queues behind ten
+ * expensive ones (one that had waited HEAVY_MAX_WAIT_MS goes first, so none
+ * starves), and are taken only when the caller allows (`take(false)` when
+ * enough heavy updates are under way already).
+ *
  * Why not two `Set`s: taking a Set's first entry walks past every entry
  * deleted before it (V8 keeps them until a rehash), so draining a room of N
  * sockets cost O(N²) per commit (3 µs per take at 3,000 sockets). Here a take
@@ -18,7 +25,16 @@
  *   queue.remove(session);       // a closed socket
  */
 
-type Ticket<T> = { item: T; urgent: boolean };
+/** A heavy update that waited this long goes before the light ones. */
+export const HEAVY_MAX_WAIT_MS = 50;
+
+type Ticket<T> = {
+  item: T;
+  urgent: boolean;
+  heavy: boolean;
+  /** `performance.now()` when it was queued (aging the heavy ones). */
+  at: number;
+};
 
 /** A list read from its head; slots behind the head are dropped as it moves. */
 class TicketList<T> {
@@ -62,6 +78,7 @@ export class UpdateQueue<T> {
   readonly #tickets = new Map<T, Ticket<T>>();
   readonly #urgent = new TicketList<T>();
   readonly #queued = new TicketList<T>();
+  readonly #heavy = new TicketList<T>();
   readonly #isLive = (ticket: Ticket<T>) =>
     this.#tickets.get(ticket.item) === ticket;
 
@@ -69,18 +86,41 @@ export class UpdateQueue<T> {
     return this.#tickets.size;
   }
 
-  /** Queues `item` unless it waits already; `urgent` moves a waiting one up. */
-  add(item: T, urgent: boolean): void {
+  /**
+   * Queues `item` unless it waits already; `urgent` moves a waiting one up.
+   * `heavy` (ignored for an urgent one) queues it behind the light ones.
+   */
+  add(item: T, urgent: boolean, heavy = false): void {
     const waiting = this.#tickets.get(item);
     if (waiting !== undefined && (waiting.urgent || !urgent)) return;
-    const ticket = { item, urgent };
+    const ticket = {
+      item,
+      urgent,
+      heavy: heavy && !urgent,
+      at: performance.now(),
+    };
     this.#tickets.set(item, ticket);
-    (urgent ? this.#urgent : this.#queued).push(ticket);
+    (urgent ? this.#urgent : ticket.heavy ? this.#heavy : this.#queued).push(
+      ticket,
+    );
   }
 
-  /** Takes the first item: the oldest urgent one, else the oldest other. */
-  take(): T | undefined {
-    return this.#takeFrom(this.#urgent) ?? this.#takeFrom(this.#queued);
+  /**
+   * Takes the first item: the oldest urgent one, else a heavy one that
+   * waited HEAVY_MAX_WAIT_MS, else the oldest light one, else the oldest
+   * heavy one; heavy ones only when `heavyAllowed`.
+   */
+  take(heavyAllowed = true): T | undefined {
+    const urgent = this.#takeFrom(this.#urgent);
+    if (urgent !== undefined || !heavyAllowed)
+      return urgent ?? this.#takeFrom(this.#queued);
+    const oldest = this.#heavy.first(this.#isLive);
+    if (
+      oldest !== undefined &&
+      performance.now() - oldest.at >= HEAVY_MAX_WAIT_MS
+    )
+      return this.#takeFrom(this.#heavy);
+    return this.#takeFrom(this.#queued) ?? this.#takeFrom(this.#heavy);
   }
 
   remove(item: T): void {
@@ -99,5 +139,6 @@ export class UpdateQueue<T> {
     this.#tickets.clear();
     this.#urgent.clear();
     this.#queued.clear();
+    this.#heavy.clear();
   }
 }

@@ -45,6 +45,9 @@ export type FairnessCase = {
   /** The greedy side's progress while the healthy rounds ran. */
   greedy: Record<string, number | string>;
   stallMs: number;
+  /** Of the longest stall, the main thread's time on a CPU; the longest GC pause (`loopMonitor.ts`). */
+  onCpuMs: number;
+  gcMaxMs: number;
   rssMiB?: { before: number; peak: number; after: number };
 };
 
@@ -187,6 +190,8 @@ async function manySubscriptions(
       "the writer's commits meanwhile": committed,
     },
     stallMs: stall.maxMs,
+    onCpuMs: stall.onCpuMs,
+    gcMaxMs: stall.gcMaxMs,
   };
 }
 
@@ -236,6 +241,8 @@ async function hugePage(
       "the writer's commits meanwhile": committed,
     },
     stallMs: stall.maxMs,
+    onCpuMs: stall.onCpuMs,
+    gcMaxMs: stall.gcMaxMs,
   };
 }
 
@@ -299,6 +306,8 @@ async function stalledReaders(
       "the writer's commits meanwhile": committed,
     },
     stallMs: stall.maxMs,
+    onCpuMs: stall.onCpuMs,
+    gcMaxMs: stall.gcMaxMs,
     rssMiB: {
       before: Math.round(before),
       peak: Math.round(peak),
@@ -306,6 +315,13 @@ async function stalledReaders(
     },
   };
 }
+
+/**
+ * `BENCH_FAIRNESS_CASES=page,stalled`: only those greedy cases (of
+ * subscriptions, page, stalled), e.g. to profile one (`BENCH_CPU_PROF`).
+ */
+const CASES = process.env.BENCH_FAIRNESS_CASES?.split(",");
+const runs = (greedy: string) => CASES === undefined || CASES.includes(greedy);
 
 export async function fairnessBenchmarks(options: {
   quick: boolean;
@@ -329,17 +345,27 @@ export async function fairnessBenchmarks(options: {
         healthy: summarize(times),
         greedy: {},
         stallMs: stall.maxMs,
+        onCpuMs: stall.onCpuMs,
+        gcMaxMs: stall.gcMaxMs,
       });
     };
     await alone("first");
-    for (const subscriptions of options.quick ? [1_000] : [1_000, 10_000])
+    if (runs("subscriptions"))
+      for (const subscriptions of options.quick ? [1_000] : [1_000, 10_000])
+        cases.push(
+          await manySubscriptions(backend, healthy, subscriptions, rounds),
+        );
+    if (runs("page"))
       cases.push(
-        await manySubscriptions(backend, healthy, subscriptions, rounds),
+        await hugePage(
+          backend,
+          healthy,
+          options.quick ? 5_000 : 20_000,
+          rounds,
+        ),
       );
-    cases.push(
-      await hugePage(backend, healthy, options.quick ? 5_000 : 20_000, rounds),
-    );
-    cases.push(await stalledReaders(backend, healthy, 10, rounds));
+    if (runs("stalled"))
+      cases.push(await stalledReaders(backend, healthy, 10, rounds));
     await alone("last");
     healthy.close();
   } finally {
@@ -358,7 +384,7 @@ export async function fairnessBenchmarks(options: {
         ? ""
         : `; backend RSS ${c.rssMiB.before} -> peak ${c.rssMiB.peak} -> ${c.rssMiB.after} MiB`;
     console.log(
-      `  ${ratio}; longest event-loop stall ${c.stallMs.toFixed(1)} ms${greedy === "" ? "" : `; ${greedy}`}${rss}`,
+      `  ${ratio}; longest event-loop stall ${c.stallMs.toFixed(1)} ms (${c.onCpuMs.toFixed(1)} on a CPU; longest GC ${c.gcMaxMs.toFixed(1)})${greedy === "" ? "" : `; ${greedy}`}${rss}`,
     );
   }
   console.log(`\nJSON:\n${JSON.stringify({ fairness: cases }, null, 2)}`);

@@ -369,3 +369,34 @@ describe("a long synchronous computation under the limit", () => {
     ).toEqual({ value: 1, computed: true });
   });
 });
+
+describe("a subscription whose result is large", () => {
+  test("runs again in a worker once one is ready, with the results it gives on the main thread", async () => {
+    const name = `large-${crypto.randomUUID()}`;
+    const http = h.httpClient();
+    await http.mutation(api.counters.increment, { name });
+    const client = h.client();
+    type Large = { value: number; runsInThisIsolate: number; padding: string };
+    const values: Large[] = [];
+    client.onUpdate(runaway.largeRead, { name }, (value: Large) =>
+      values.push(value),
+    );
+    await waitFor(() => values.length === 1, "the first result");
+    expect(values[0].value).toBe(1);
+    // Each write runs it again. Its first large result marks it; a worker
+    // boots when one is first wanted, and a later run goes there (its
+    // isolate counts runs from 1).
+    let inWorker = 0;
+    for (let i = 2; i <= 30 && inWorker === 0; i++) {
+      await http.mutation(api.counters.increment, { name });
+      await waitFor(() => values.length === i, `result ${i}`);
+      const [before, now] = values.slice(-2);
+      expect(now.value).toBe(i);
+      expect(now.padding).toHaveLength(300_000);
+      if (now.runsInThisIsolate <= before.runsInThisIsolate) inWorker = i;
+      else await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(inWorker).toBeGreaterThan(1);
+    await client.close();
+  });
+});

@@ -61,6 +61,7 @@ import type {
   QueryOutcome,
   QueryRequest,
 } from "../functions/functionRunner.ts";
+import { LARGE_RESULT_CHARS } from "../functions/functionRunner.ts";
 import type { Pace } from "../functions/syscalls.ts";
 import {
   type Identity,
@@ -73,6 +74,7 @@ import { type QueryModification, queryModification } from "./outcomes.ts";
 import type { QueryId } from "./protocol.ts";
 import { TimeSlices } from "./timeSlices.ts";
 import { TransitionFrames } from "./transitionFrames.ts";
+import { rememberedJson } from "../values/serialized.ts";
 import { UpdateQueue } from "./updateQueue.ts";
 
 /** How long one fan-out slice may run before yielding the event loop. */
@@ -114,10 +116,19 @@ export class QueryEntry {
   result: SharedResult | null = null;
   /** The run in flight, which every socket needing the result waits for (`resultOf`). */
   running: Promise<boolean> | null = null;
+  /** Its last result was large: it runs off the main thread when it can (`QueryRequest.offMainThread`). */
+  large = false;
 
   constructor(key: string, query: SharedQuery) {
     this.key = key;
     this.query = query;
+  }
+
+  /** Notes a run's outcome, valid or not (a conflicted run's, a snapshot pass's). */
+  ran(outcome: QueryOutcome): void {
+    this.large =
+      outcome.status === "success" &&
+      (rememberedJson(outcome.value)?.length ?? 0) >= LARGE_RESULT_CHARS;
   }
 }
 
@@ -299,12 +310,20 @@ export class SubscriptionHub {
     if (entry.running !== null) return entry.running;
     const { path, args, journal, identity } = entry.query;
     let filed = false;
-    const running = runQuery({ path, args, journal, identity }, (outcome) => {
+    const request = {
+      path,
+      args,
+      journal,
+      identity,
+      offMainThread: entry.large,
+    };
+    const running = runQuery(request, (outcome) => {
       filed = true;
       this.#file(entry, { outcome, ...queryModification(outcome) });
     }).then(
-      () => {
+      (outcome) => {
         entry.running = null;
+        entry.ran(outcome);
         return filed;
       },
       (error: unknown) => {

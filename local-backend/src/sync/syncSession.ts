@@ -760,6 +760,7 @@ export class SyncSession implements Subscriber {
           journal,
           identity,
           pace: slot.pace,
+          offMainThread: entry.large,
         });
       } finally {
         at.running = false;
@@ -786,8 +787,15 @@ export class SyncSession implements Subscriber {
         result: { outcome, ...queryModification(outcome) },
         held: false,
       };
+      entry.ran(outcome);
       at.results.set(queryId, got);
       at.watch.add(got, outcome.readSet, outcome.readTimestamp);
+      // Its decoding took the run's last turn: the Transition of a large
+      // result (a frame as large) is built in a turn of its own.
+      if (entry.large) {
+        await new Promise<void>((resume) => slot.pace(resume));
+        if (this.#closed || at.dropped) return "closed";
+      }
     }
     this.#atSnapshot = null;
     const outOfDate = new Set<QueryId>();
@@ -1037,8 +1045,12 @@ export class SyncSession implements Subscriber {
     )
       return;
     const shared = this.#shared(query);
-    this.#hub.unsubscribe(this, query.queryId, query.entry);
+    const before = query.entry;
+    this.#hub.unsubscribe(this, query.queryId, before);
     query.entry = this.#hub.subscribe(this, query.queryId, shared);
+    // The same function and arguments, paged the same way: as large as before.
+    if (query.entry.result === null && query.entry.running === null)
+      query.entry.large ||= before.large;
   }
 
   /** Pings exactly when the socket has been quiet for PING_INTERVAL_MS (any message resets the clock). */

@@ -25,6 +25,13 @@ export function rememberJson(value: JSONValue, text: string): void {
     texts.set(value, text);
 }
 
+/** The text `value` was parsed from, if it was kept (16 KiB or more). */
+export function rememberedJson(value: JSONValue): string | undefined {
+  return typeof value === "object" && value !== null
+    ? texts.get(value)
+    : undefined;
+}
+
 /** `JSON.stringify(value)`, from the text it was parsed from when that was kept. */
 export function jsonText(value: JSONValue): string {
   return (

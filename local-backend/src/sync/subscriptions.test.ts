@@ -25,6 +25,7 @@ import { buildFunctions } from "../functions/loader.ts";
 import { createSyscalls } from "../functions/syscalls.ts";
 import { TurnCounter } from "../../test/turnCounter.ts";
 import { Database } from "../storage/database.ts";
+import { decodeTs } from "../values/wire.ts";
 import type { ServerMessage, StateModification } from "./protocol.ts";
 import { sharingKey, SubscriptionHub } from "./subscriptions.ts";
 import { SyncSession } from "./syncSession.ts";
@@ -53,6 +54,9 @@ let snapshotsPinned = 0;
 let snapshotsReleased = 0;
 /** While set, a pinned snapshot says it has expired (the WAL outgrew it) after this many runs. */
 let expireAfterRuns: number | null = null;
+/** While set, called as a snapshot pass checks its results against the commits since (`CommitWatch.conflicted`). */
+let onCheck: (() => void) | null = null;
+const checkedWatches = new WeakSet<object>();
 
 /**
  * Distinct `items:range` queries over one group, each reading all of it
@@ -63,6 +67,19 @@ function distinctRanges(group: string, count: number) {
     udfPath: "items:range",
     args: { group, above: -1 - i },
   }));
+}
+
+/** Patches the items in turn, each write awaited, until `done()` or `max` writes. */
+async function patchUntil(
+  ids: string[],
+  max: number,
+  done: () => boolean,
+): Promise<void> {
+  for (let writes = 0; writes < max && !done();)
+    await runner.runMutation({
+      path: "items:patch",
+      args: { id: ids[writes % ids.length], value: ++writes },
+    });
 }
 
 /** Inserts `count` items of value 0 into `group`; their ids, in rank order. */
@@ -135,7 +152,18 @@ beforeAll(async () => {
         slowDown(request);
         return pinned.run(request, visibility);
       },
-      watch: (from) => pinned.watch(from),
+      watch: (from) => {
+        const watch = pinned.watch(from);
+        if (!checkedWatches.has(watch)) {
+          checkedWatches.add(watch);
+          const conflicted = watch.conflicted.bind(watch);
+          watch.conflicted = () => {
+            onCheck?.();
+            return conflicted();
+          };
+        }
+        return watch;
+      },
       release: () => {
         if (!released) snapshotsReleased++;
         released = true;
@@ -317,6 +345,21 @@ async function mismatches(client: FakeClient): Promise<string[]> {
       );
   }
   return wrong;
+}
+
+/**
+ * Each of the client's Transitions shows one view of the group its queries
+ * all read (`distinctRanges`): every query saw it at the same commit.
+ */
+function expectOneViewEach(client: FakeClient): void {
+  for (const transition of client.transitions()) {
+    const views = new Set(
+      transition.modifications.map((m) =>
+        m.type === "QueryUpdated" ? JSON.stringify(m.value) : m.type,
+      ),
+    );
+    expect(views.size).toBe(1);
+  }
 }
 
 /** Waits (bounded) until every client's view equals fresh runs; fails with the differences. */
@@ -706,22 +749,9 @@ describe("SubscriptionHub", () => {
     // Distinct queries, each reading the whole group: more than a slice runs.
     busy.addMany(distinctRanges(group, 30));
     // A writer in a closed loop into what every one of them read (bounded).
-    let writes = 0;
-    while (writes < 1_500 && busy.transitions().length < 3)
-      await runner.runMutation({
-        path: "items:patch",
-        args: { id: ids[writes % ids.length], value: ++writes },
-      });
+    await patchUntil(ids, 1_500, () => busy.transitions().length >= 3);
     expect(busy.transitions().length).toBeGreaterThanOrEqual(3);
-    for (const transition of busy.transitions()) {
-      const views = new Set(
-        transition.modifications.map((m) =>
-          m.type === "QueryUpdated" ? JSON.stringify(m.value) : m.type,
-        ),
-      );
-      // Every query of a Transition saw the group at the same commit.
-      expect(views.size).toBe(1);
-    }
+    expectOneViewEach(busy);
     busy.session.dispose();
   });
 
@@ -749,17 +779,110 @@ describe("SubscriptionHub", () => {
     // The writer went on while each pass ran: commits between Transitions.
     for (let i = 1; i < writesAt.length; i++)
       expect(writesAt[i]).toBeGreaterThan(writesAt[i - 1]);
-    for (const transition of busy.transitions()) {
-      const views = new Set(
-        transition.modifications.map((m) =>
-          m.type === "QueryUpdated" ? JSON.stringify(m.value) : m.type,
-        ),
-      );
-      expect(views.size).toBe(1);
-    }
+    expectOneViewEach(busy);
     // Once the writer stops, it catches up with the latest state.
     await expectUpToDate([busy], "after the writer stopped");
     busy.session.dispose();
+  });
+
+  test("a Transition of 1,000 results is encoded over several turns after its pass's last check, and what commits in between comes in the next one", async () => {
+    const group = `wide-${crypto.randomUUID()}`;
+    const ids = await insertItems(group, 5);
+    const wide = new FakeClient();
+    const counter = new TurnCounter();
+    /** Checks and large frames in order, with the turn and the latest commit of each. */
+    const events: { kind: "check" | "frame"; turn: number; ts: bigint }[] = [];
+    onCheck = () =>
+      events.push({ kind: "check", turn: counter.count, ts: db.lastTs });
+    /** The turns each large frame's encoding started and ended in. */
+    const encoded: [number, number][] = [];
+    const frames = hub.frames;
+    const transition = frames.transition.bind(frames);
+    const transitionInTurns = frames.transitionInTurns.bind(frames);
+    const large = (parts: { updated: readonly unknown[] }) => {
+      if (parts.updated.length < 1_000) return false;
+      events.push({ kind: "frame", turn: counter.count, ts: db.lastTs });
+      return true;
+    };
+    frames.transition = (parts) => {
+      const frame = transition(parts);
+      if (large(parts)) encoded.push([counter.count, counter.count]);
+      return frame;
+    };
+    frames.transitionInTurns = async (parts, pace) => {
+      const started = large(parts) ? counter.count : null;
+      const frame = await transitionInTurns(parts, pace);
+      if (started !== null) encoded.push([started, counter.count]);
+      return frame;
+    };
+    try {
+      wide.addMany(distinctRanges(group, 1_000));
+      await patchUntil(ids, 5_000, () => wide.transitions().length >= 4);
+    } finally {
+      onCheck = null;
+      frames.transition = transition;
+      frames.transitionInTurns = transitionInTurns;
+    }
+    expect(wide.transitions().length).toBeGreaterThanOrEqual(4);
+    expectOneViewEach(wide);
+    const framed = events.filter((event) => event.kind === "frame");
+    const checks = events.filter((event) => event.kind === "check");
+    expect(framed.length).toBeGreaterThanOrEqual(3);
+    // No turn both checks a pass's results and starts encoding a large
+    // frame, and each is encoded over several turns.
+    for (const frame of framed)
+      expect(checks.map((check) => check.turn)).not.toContain(frame.turn);
+    for (const [started, ended] of encoded)
+      expect(ended).toBeGreaterThan(started);
+    // The writer committed between some check and its frame: those commits
+    // were not lost, the client ends up where fresh runs are.
+    const committedBetween = framed.filter((frame) => {
+      const before = events.slice(0, events.indexOf(frame)).reverse();
+      const check = before.find((event) => event.kind === "check");
+      return check !== undefined && frame.ts > check.ts;
+    });
+    expect(committedBetween.length).toBeGreaterThan(0);
+    counter.stop();
+    // Its last pass runs 1,000 queries: once it has sent the last commit,
+    // its view must equal fresh runs.
+    const written = db.lastTs;
+    await expect
+      .poll(() => decodeTs(wide.transitions().at(-1)!.endVersion.ts), {
+        timeout: 20_000,
+      })
+      .toBeGreaterThanOrEqual(written);
+    await expectUpToDate([wide], "after the writer stopped");
+    wide.session.dispose();
+  });
+
+  test("a query set of 5,000 is applied at most 1,000 queries an update, and its first Transition holds all of them", async () => {
+    const group = `many-${crypto.randomUUID()}`;
+    const many = new FakeClient();
+    /** Subscriptions the hub took in each of the socket's updates. */
+    const perUpdate: number[] = [];
+    const subscribe = hub.subscribe.bind(hub);
+    hub.subscribe = (subscriber, queryId, query) => {
+      if (subscriber === many.session) perUpdate[perUpdate.length - 1]++;
+      return subscribe(subscriber, queryId, query);
+    };
+    const update = many.session.update.bind(many.session);
+    many.session.update = (slot) => {
+      perUpdate.push(0);
+      return update(slot);
+    };
+    try {
+      many.addMany(distinctRanges(group, 5_000));
+      await expect
+        .poll(() => many.transitions().length, { timeout: 30_000 })
+        .toBe(1);
+    } finally {
+      hub.subscribe = subscribe;
+    }
+    expect(perUpdate.reduce((sum, n) => sum + n, 0)).toBe(5_000);
+    expect(Math.max(...perUpdate)).toBeLessThanOrEqual(1_000);
+    expect(many.transitions()[0].modifications).toHaveLength(5_000);
+    await expectUpToDate([many], "its first Transition");
+    many.session.dispose();
   });
 
   test("a pass whose snapshot expires moves to a newer one, keeping the results still valid, and releases every snapshot it pinned", async () => {

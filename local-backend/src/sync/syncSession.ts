@@ -75,7 +75,9 @@ import {
 import type { CommitWatch } from "../functions/commitLog.ts";
 import { decodeTs } from "../values/wire.ts";
 import type { PinnedSnapshot } from "../functions/functionRunner.ts";
+import type { Pace } from "../functions/syscalls.ts";
 import { queryModification } from "./outcomes.ts";
+import type { SessionVersion, TransitionParts } from "./transitionFrames.ts";
 import {
   type QueryEntry,
   type SharedResult,
@@ -126,6 +128,15 @@ const LONG_UPDATE_AFTER_MS = 20;
 const LONG_UPDATE_SLICE_MS = 1;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
+/**
+ * A Transition of this many queries is encoded in a turn after the one that
+ * checked and took its results: for 10,000 results that turn took 25 ms
+ * (the pass's last check 12 ms, taking the results 11 ms) and the frame 14
+ * ms more (bench/fairness.ts).
+ */
+const LARGE_TRANSITION_QUERIES = 1_000;
+/** Query-set changes an update applies before it lets the event loop turn (10,000 at once: 40 ms). */
+const APPLY_PER_UPDATE = 1_000;
 
 export type SessionTransport = {
   /**
@@ -234,6 +245,8 @@ export class SyncSession implements Subscriber {
   #knownQueryIds = new Set<QueryId>();
   readonly #queries = new Map<QueryId, QuerySubscription>();
   #pendingModifications: (AddQuery | RemoveQuery)[] = [];
+  /** How many of them an update applied so far (`#applyModifications`). */
+  #appliedModifications = 0;
   /** The query-set version the applied modifications reach. */
   #appliedQuerySet = 0;
   /** Removals applied but not yet sent as QueryRemoved. */
@@ -383,7 +396,8 @@ export class SyncSession implements Subscriber {
           }
         }
         this.#receivedQuerySet = message.newVersion;
-        this.#pendingModifications.push(...message.modifications);
+        for (const modification of message.modifications)
+          this.#pendingModifications.push(modification);
         this.#scheduleUpdate();
         return;
       }
@@ -583,7 +597,9 @@ export class SyncSession implements Subscriber {
       return true;
     }
     try {
-      this.#applyModifications();
+      // The rest of a large query set in the next update (the lane takes
+      // it again, in this slice if it has time left).
+      if (!this.#applyModifications()) return false;
       if (this.#rerunAll) {
         for (const queryId of this.#queries.keys()) this.#dirty.add(queryId);
         this.#rerunAll = false;
@@ -592,8 +608,15 @@ export class SyncSession implements Subscriber {
       // goes out now, without a promise, as a pass that runs nothing would.
       // (Not while a pass is under way: it has results to run.)
       if (this.#pass === null && this.#atSnapshot === null && this.#allHeld()) {
-        this.#sendTransition();
-        return true;
+        const sending = this.#sendTransition(slot.pace);
+        if (sending === undefined) return true;
+        return sending.then(
+          () => true,
+          (error: unknown) => {
+            this.#internalError("update", error);
+            return true;
+          },
+        );
       }
     } catch (error) {
       this.#internalError("update", error);
@@ -814,10 +837,11 @@ export class SyncSession implements Subscriber {
       } else outOfDate.add(queryId);
     }
     at.pinned.release();
-    this.#sendTransition(at.pinned.ts, at.results);
+    const sending = this.#sendTransition(slot.pace, at.pinned.ts, at.results);
     this.#contended = outOfDate.size > 0;
     for (const queryId of outOfDate) this.#dirty.add(queryId);
     if (outOfDate.size > 0) this.#hub.schedule(this, false);
+    await sending;
     return "sent";
   }
 
@@ -931,18 +955,27 @@ export class SyncSession implements Subscriber {
     // A pass that ran nothing went through synchronously (it stops only
     // before a run): every result was held at one moment.
     if (passRan) return "ran";
-    this.#sendTransition();
+    await this.#sendTransition(slot.pace);
     return "sent";
   }
 
   /**
    * Sends what the update computed: every dirty query holds a result now,
-   * or, from a snapshot pass, `results` holds them all at `atTs`.
+   * or, from a snapshot pass, `results` holds them all at `atTs`. Which
+   * queries it sends, with which versions, is settled here, synchronously:
+   * the dirty set is taken (a commit from now on marks queries dirty for the
+   * next update), and so are results that a commit could clear (those held
+   * in the shared entries). A large one (LARGE_TRANSITION_QUERIES) goes on
+   * in later turns, inside the hub's slices (`pace`): a snapshot pass's
+   * results are taken in one turn and the frame encoded over the next ones
+   * (`TransitionFrames.transitionInTurns`). The promise resolves once it is
+   * queued, and the update waits for it, so Transitions go out in order.
    */
   #sendTransition(
+    pace: Pace,
     atTs?: bigint,
     results?: ReadonlyMap<QueryId, SnapshotResult>,
-  ): void {
+  ): Promise<void> | undefined {
     this.#passes = 0;
     this.#runs = 0;
     this.#lastOwnRunMs = this.#ownRunMs;
@@ -952,8 +985,44 @@ export class SyncSession implements Subscriber {
     this.#noSnapshot = false;
     const removed = this.#removed;
     this.#removed = [];
+    const dirty = this.#dirty;
+    this.#dirty = new Set();
+    const version = {
+      querySet: this.#appliedQuerySet,
+      identity: this.#receivedIdentity,
+      ts: atTs ?? this.#hub.db.lastTs,
+    };
+    const take = () => this.#takeTransition(dirty, removed, version, results);
+    if (dirty.size + removed.length < LARGE_TRANSITION_QUERIES) {
+      const parts = take();
+      if (parts !== null)
+        this.#queueTransition(parts, this.#hub.frames.transition(parts));
+      return undefined;
+    }
+    const taken = results === undefined ? take() : undefined;
+    return (async () => {
+      await new Promise<void>((resume) => pace(resume));
+      if (this.#closed) return;
+      const parts = taken === undefined ? take() : taken;
+      if (parts === null) return;
+      const frame = await this.#hub.frames.transitionInTurns(parts, pace);
+      this.#queueTransition(parts, frame);
+    })();
+  }
+
+  /**
+   * The Transition's parts: the queries of `dirty` whose results changed
+   * (each query's journal saved, changed or not), from `removed` and to
+   * `version`; null when it would tell the client nothing. Advances `#sent`.
+   */
+  #takeTransition(
+    dirty: ReadonlySet<QueryId>,
+    removed: QueryId[],
+    version: Omit<SessionVersion, "ts"> & { ts: bigint },
+    results: ReadonlyMap<QueryId, SnapshotResult> | undefined,
+  ): TransitionParts | null {
     const updated: { queryId: QueryId; result: SharedResult }[] = [];
-    for (const queryId of this.#dirty) {
+    for (const queryId of dirty) {
       const query = this.#queries.get(queryId)!;
       // Held: the last pass above found it so, and nothing ran since.
       const result = results?.get(queryId)!.result ?? query.entry.result!;
@@ -964,10 +1033,7 @@ export class SyncSession implements Subscriber {
       query.resultHash = result.hash;
       updated.push({ queryId, result });
     }
-    this.#dirty.clear();
-    const querySet = this.#appliedQuerySet;
-    const identity = this.#receivedIdentity;
-    const ts = atTs ?? this.#hub.db.lastTs;
+    const { querySet, identity, ts } = version;
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;
     if (
@@ -976,19 +1042,23 @@ export class SyncSession implements Subscriber {
       !advancesVersion &&
       this.#owedTs === null
     )
-      return;
+      return null;
     const endTs = ts > this.#sent.ts ? ts : this.#sent.ts;
-    const frame = this.#hub.frames.transition({
+    const parts: TransitionParts = {
       startVersion: this.#sent,
       endVersion: { querySet, identity, ts: endTs },
       removed,
       updated,
       clientClockSkew: this.#clientClockSkew,
-    });
-    this.#sent = { querySet, identity, ts: endTs };
+    };
+    this.#sent = parts.endVersion;
     if (this.#owedTs !== null && this.#owedTs <= endTs) this.#owedTs = null;
+    return parts;
+  }
+
+  #queueTransition(parts: TransitionParts, frame: Buffer): void {
     this.#unwritten++;
-    this.#queueFrame(endTs, frame, () => {
+    this.#queueFrame(parts.endVersion.ts, frame, () => {
       this.#unwritten--;
       if (this.#heldBack && this.#unwritten < MAX_SEND_TRANSITIONS) {
         this.#heldBack = false;
@@ -997,9 +1067,19 @@ export class SyncSession implements Subscriber {
     });
   }
 
-  /** The query-set changes received since the last update, applied in order. */
-  #applyModifications(): void {
-    for (const modification of this.#pendingModifications) {
+  /**
+   * Applies the query-set changes received since the last update, in order,
+   * at most APPLY_PER_UPDATE of them; true once none is left, the query set
+   * then being the last one received.
+   */
+  #applyModifications(): boolean {
+    const pending = this.#pendingModifications;
+    const end = Math.min(
+      pending.length,
+      this.#appliedModifications + APPLY_PER_UPDATE,
+    );
+    for (let i = this.#appliedModifications; i < end; i++) {
+      const modification = pending[i];
       if (modification.type === "Add") {
         const query = {
           queryId: modification.queryId,
@@ -1022,8 +1102,14 @@ export class SyncSession implements Subscriber {
         this.#removed.push(modification.queryId);
       }
     }
+    if (end < pending.length) {
+      this.#appliedModifications = end;
+      return false;
+    }
     this.#pendingModifications = [];
+    this.#appliedModifications = 0;
     this.#appliedQuerySet = this.#receivedQuerySet;
+    return true;
   }
 
   #shared(query: { udfPath: string; args: JSONValue; journal: string | null }) {

@@ -166,6 +166,41 @@ describe("SyncSession", () => {
     ]);
   });
 
+  test("a ModifyQuerySet of 200,000 changes is taken whole: the next Transition holds the one query it left", async () => {
+    // Each query added and removed again, the last one kept: more changes
+    // than a function call's arguments can spread (V8's stack), and far
+    // more than an update applies at once.
+    const modifications: object[] = [];
+    for (let queryId = 0; queryId < 100_000; queryId++) {
+      modifications.push({
+        type: "Add",
+        queryId,
+        udfPath: "messages:list",
+        args: [{}],
+      });
+      if (queryId < 99_999) modifications.push({ type: "Remove", queryId });
+    }
+    socket.receive({
+      type: "ModifyQuerySet",
+      baseVersion: 0,
+      newVersion: 1,
+      modifications,
+    });
+    expect(socket.closed).toBeNull();
+    const transition = await socket.next("Transition");
+    expect(transition.endVersion).toMatchObject({ querySet: 1 });
+    const updated = transition.modifications.filter(
+      (m) => m.type === "QueryUpdated",
+    );
+    expect(updated).toEqual([
+      expect.objectContaining({ type: "QueryUpdated", queryId: 99_999 }),
+    ]);
+    // Each removal comes as a QueryRemoved, as any other would.
+    expect(
+      transition.modifications.filter((m) => m.type === "QueryRemoved"),
+    ).toHaveLength(99_999);
+  });
+
   test("a MutationResponse is followed by a Transition at or after its commit timestamp", async () => {
     socket.receive(addList(0, 0));
     await socket.next("Transition");

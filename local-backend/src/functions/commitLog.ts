@@ -229,10 +229,9 @@ export class CommitWatch<T> {
     } else
       for (const change of changes) {
         if (this.#index.size === 0) break;
-        for (const key of this.#index.affected([change])) {
-          found.add(key);
-          this.#index.delete(key);
-        }
+        const hit = this.#index.affected([change]);
+        for (const key of hit) found.add(key);
+        this.#index.deleteAll(hit);
       }
     this.#checked = { commit: latest, epoch: this.#checked.epoch };
     return found;

@@ -138,7 +138,7 @@ function randomChanges(rng: Rng, docs: Doc[], next: () => number) {
 }
 
 describe("ReadSetIndex", () => {
-  test("finds exactly the read sets a write overlaps, for random reads and writes", () => {
+  test("finds exactly the read sets a write overlaps, for random reads, writes and deletions", () => {
     for (let seed = 1; seed <= 40; seed++) {
       const rng = random(seed);
       let counter = 0;
@@ -156,6 +156,14 @@ describe("ReadSetIndex", () => {
         } else if (action < 0.6) {
           readSets.delete(subscriber);
           index.delete(subscriber);
+        } else if (action < 0.65) {
+          // Many at once: most of them (the rest filed again), or a few.
+          const share = rng.next() < 0.5 ? 0.9 : 0.1;
+          const leaving = new Set(
+            [...readSets.keys()].filter(() => rng.next() < share),
+          );
+          for (const s of leaving) readSets.delete(s);
+          index.deleteAll(leaving);
         } else {
           const changes = randomChanges(rng, docs, next);
           const expected = [...readSets]

@@ -434,9 +434,10 @@ export class SubscriptionHub {
   }
 
   #invalidate(changes: readonly DocumentChange[]): void {
-    for (const entry of this.#index.affected(changes)) {
+    const affected = this.#index.affected(changes);
+    this.#index.deleteAll(affected);
+    for (const entry of affected) {
       entry.result = null;
-      this.#index.delete(entry);
       for (const [subscriber, ids] of entry.subscribers)
         subscriber.invalidate(ids);
     }

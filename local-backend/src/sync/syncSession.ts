@@ -135,6 +135,9 @@ const MAX_HELD_MESSAGES = 10_000;
  * ms more (bench/fairness.ts).
  */
 const LARGE_TRANSITION_QUERIES = 1_000;
+
+/** A query whose new result a Transition sends. */
+type Updated = { queryId: QueryId; result: SharedResult };
 /** Query-set changes an update applies before it lets the event loop turn (10,000 at once: 40 ms). */
 const APPLY_PER_UPDATE = 1_000;
 
@@ -967,8 +970,8 @@ export class SyncSession implements Subscriber {
    * next update), and so are results that a commit could clear (those held
    * in the shared entries). A large one (LARGE_TRANSITION_QUERIES) goes on
    * in later turns, inside the hub's slices (`pace`): a snapshot pass's
-   * results are taken in one turn and the frame encoded over the next ones
-   * (`TransitionFrames.transitionInTurns`). The promise resolves once it is
+   * results are taken LARGE_TRANSITION_QUERIES a turn, and the frame is
+   * encoded over the next ones (`TransitionFrames.transitionInTurns`). The promise resolves once it is
    * queued, and the update waits for it, so Transitions go out in order.
    */
   #sendTransition(
@@ -992,18 +995,31 @@ export class SyncSession implements Subscriber {
       identity: this.#receivedIdentity,
       ts: atTs ?? this.#hub.db.lastTs,
     };
-    const take = () => this.#takeTransition(dirty, removed, version, results);
+    const updated: Updated[] = [];
     if (dirty.size + removed.length < LARGE_TRANSITION_QUERIES) {
-      const parts = take();
+      for (const queryId of dirty) this.#take(queryId, results, updated);
+      const parts = this.#transitionParts(removed, updated, version);
       if (parts !== null)
         this.#queueTransition(parts, this.#hub.frames.transition(parts));
       return undefined;
     }
-    const taken = results === undefined ? take() : undefined;
+    const paced = () => new Promise<void>((resume) => pace(resume));
+    if (results === undefined)
+      for (const queryId of dirty) this.#take(queryId, results, updated);
     return (async () => {
-      await new Promise<void>((resume) => pace(resume));
+      await paced();
       if (this.#closed) return;
-      const parts = taken === undefined ? take() : taken;
+      if (results !== undefined) {
+        let inTurn = 0;
+        for (const queryId of dirty) {
+          this.#take(queryId, results, updated);
+          if (++inTurn < LARGE_TRANSITION_QUERIES) continue;
+          inTurn = 0;
+          await paced();
+          if (this.#closed) return;
+        }
+      }
+      const parts = this.#transitionParts(removed, updated, version);
       if (parts === null) return;
       const frame = await this.#hub.frames.transitionInTurns(parts, pace);
       this.#queueTransition(parts, frame);
@@ -1011,28 +1027,34 @@ export class SyncSession implements Subscriber {
   }
 
   /**
-   * The Transition's parts: the queries of `dirty` whose results changed
-   * (each query's journal saved, changed or not), from `removed` and to
-   * `version`; null when it would tell the client nothing. Advances `#sent`.
+   * Takes a dirty query's result into `updated` when it changed; its journal
+   * is saved either way. Outside a snapshot pass, the shared entry's result
+   * (held: the last pass found it so, and nothing ran since).
    */
-  #takeTransition(
-    dirty: ReadonlySet<QueryId>,
-    removed: QueryId[],
-    version: Omit<SessionVersion, "ts"> & { ts: bigint },
+  #take(
+    queryId: QueryId,
     results: ReadonlyMap<QueryId, SnapshotResult> | undefined,
+    updated: Updated[],
+  ): void {
+    const query = this.#queries.get(queryId)!;
+    const result = results?.get(queryId)!.result ?? query.entry.result!;
+    // Saved even when the result is unchanged, so the next run continues
+    // from it (convex-backend `SyncState::complete_fetch`).
+    query.journal = result.outcome.journal;
+    if (result.hash === query.resultHash) return;
+    query.resultHash = result.hash;
+    updated.push({ queryId, result });
+  }
+
+  /**
+   * The Transition from `removed` and `updated` to `version`, or null when
+   * it would tell the client nothing. Advances `#sent`.
+   */
+  #transitionParts(
+    removed: QueryId[],
+    updated: Updated[],
+    version: Omit<SessionVersion, "ts"> & { ts: bigint },
   ): TransitionParts | null {
-    const updated: { queryId: QueryId; result: SharedResult }[] = [];
-    for (const queryId of dirty) {
-      const query = this.#queries.get(queryId)!;
-      // Held: the last pass above found it so, and nothing ran since.
-      const result = results?.get(queryId)!.result ?? query.entry.result!;
-      // Saved even when the result is unchanged, so the next run continues
-      // from it (convex-backend `SyncState::complete_fetch`).
-      query.journal = result.outcome.journal;
-      if (result.hash === query.resultHash) continue;
-      query.resultHash = result.hash;
-      updated.push({ queryId, result });
-    }
     const { querySet, identity, ts } = version;
     const advancesVersion =
       querySet !== this.#sent.querySet || identity !== this.#sent.identity;

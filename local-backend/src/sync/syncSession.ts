@@ -129,17 +129,17 @@ const LONG_UPDATE_SLICE_MS = 1;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
 /**
- * A Transition of this many queries is encoded in a turn after the one that
- * checked and took its results: for 10,000 results that turn took 25 ms
- * (the pass's last check 12 ms, taking the results 11 ms) and the frame 14
- * ms more (bench/fairness.ts).
+ * A Transition of this many queries goes on after the turn that checked its
+ * results, this many a turn (`#sendTransition`): for 10,000 results one
+ * turn took 25-42 ms (the pass's last check 12-19 ms, taking the results
+ * 11-18 ms) and the frame 14-33 ms more (bench/fairness.ts).
  */
 const LARGE_TRANSITION_QUERIES = 1_000;
+/** Query-set changes an update applies before it lets the event loop turn (10,000 at once: 40 ms). */
+const APPLY_PER_UPDATE = 1_000;
 
 /** A query whose new result a Transition sends. */
 type Updated = { queryId: QueryId; result: SharedResult };
-/** Query-set changes an update applies before it lets the event loop turn (10,000 at once: 40 ms). */
-const APPLY_PER_UPDATE = 1_000;
 
 export type SessionTransport = {
   /**
@@ -970,9 +970,10 @@ export class SyncSession implements Subscriber {
    * next update), and so are results that a commit could clear (those held
    * in the shared entries). A large one (LARGE_TRANSITION_QUERIES) goes on
    * in later turns, inside the hub's slices (`pace`): a snapshot pass's
-   * results are taken LARGE_TRANSITION_QUERIES a turn, and the frame is
-   * encoded over the next ones (`TransitionFrames.transitionInTurns`). The promise resolves once it is
-   * queued, and the update waits for it, so Transitions go out in order.
+   * results are taken LARGE_TRANSITION_QUERIES a turn, then the frame is
+   * encoded as many a turn (`TransitionFrames.transitionInTurns`). The
+   * promise resolves once it is queued, and the update waits for it, so
+   * Transitions go out in order.
    */
   #sendTransition(
     pace: Pace,
@@ -1053,7 +1054,7 @@ export class SyncSession implements Subscriber {
   #transitionParts(
     removed: QueryId[],
     updated: Updated[],
-    version: Omit<SessionVersion, "ts"> & { ts: bigint },
+    version: SessionVersion,
   ): TransitionParts | null {
     const { querySet, identity, ts } = version;
     const advancesVersion =

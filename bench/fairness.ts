@@ -189,9 +189,7 @@ async function manySubscriptions(
       "its Transitions meanwhile (until its first, at least)": received(),
       "the writer's commits meanwhile": committed,
     },
-    stallMs: stall.maxMs,
-    onCpuMs: stall.onCpuMs,
-    gcMaxMs: stall.gcMaxMs,
+    ...stallOf(stall),
   };
 }
 
@@ -240,9 +238,7 @@ async function hugePage(
       "its last frame, KiB": Math.round(lastFrameBytes / 1024),
       "the writer's commits meanwhile": committed,
     },
-    stallMs: stall.maxMs,
-    onCpuMs: stall.onCpuMs,
-    gcMaxMs: stall.gcMaxMs,
+    ...stallOf(stall),
   };
 }
 
@@ -305,14 +301,23 @@ async function stalledReaders(
       "closed by the backend": `${closes.length} of ${readers} (${closedBy})`,
       "the writer's commits meanwhile": committed,
     },
-    stallMs: stall.maxMs,
-    onCpuMs: stall.onCpuMs,
-    gcMaxMs: stall.gcMaxMs,
+    ...stallOf(stall),
     rssMiB: {
       before: Math.round(before),
       peak: Math.round(peak),
       after: Math.round(after),
     },
+  };
+}
+
+/** A case's stall figures, from the backend's `LoopMonitor`. */
+function stallOf(
+  stall: Stall,
+): Pick<FairnessCase, "stallMs" | "onCpuMs" | "gcMaxMs"> {
+  return {
+    stallMs: stall.maxMs,
+    onCpuMs: stall.onCpuMs,
+    gcMaxMs: stall.gcMaxMs,
   };
 }
 
@@ -344,9 +349,7 @@ export async function fairnessBenchmarks(options: {
         name: `baseline: the healthy client alone (${label})`,
         healthy: summarize(times),
         greedy: {},
-        stallMs: stall.maxMs,
-        onCpuMs: stall.onCpuMs,
-        gcMaxMs: stall.gcMaxMs,
+        ...stallOf(stall),
       });
     };
     await alone("first");

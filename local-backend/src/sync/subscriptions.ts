@@ -169,6 +169,11 @@ export interface Subscriber {
   readonly updateMs: number;
 }
 
+/** Whether its next update waits behind the light ones (HEAVY_UPDATE_MS). */
+function isHeavy(subscriber: Subscriber): boolean {
+  return subscriber.updateMs >= HEAVY_UPDATE_MS;
+}
+
 export function sharingKey(query: SharedQuery): string {
   return JSON.stringify([
     query.path,
@@ -360,11 +365,7 @@ export class SubscriptionHub {
     if (!this.#subscribers.has(subscriber)) return;
     const running = this.#running.get(subscriber);
     if (running === undefined)
-      this.#queue.add(
-        subscriber,
-        urgent,
-        subscriber.updateMs >= HEAVY_UPDATE_MS,
-      );
+      this.#queue.add(subscriber, urgent, isHeavy(subscriber));
     else if (urgent) this.#running.set(subscriber, "urgent");
     else if (running === false) this.#running.set(subscriber, true);
     // Commit invalidations wait one macrotask, so the socket whose mutation
@@ -464,7 +465,7 @@ export class SubscriptionHub {
         }
         const next = this.#queue.take(this.#heavyRunning < HEAVY_LANES);
         if (next === undefined) return;
-        const heavy = next.updateMs >= HEAVY_UPDATE_MS;
+        const heavy = isHeavy(next);
         if (heavy) this.#heavyRunning++;
         this.#running.set(next, false);
         let done = true;
@@ -491,7 +492,7 @@ export class SubscriptionHub {
           if (this.#subscribers.has(next)) {
             if (again === "urgent") this.#queue.add(next, true);
             else if (again === true || !done)
-              this.#queue.add(next, false, next.updateMs >= HEAVY_UPDATE_MS);
+              this.#queue.add(next, false, isHeavy(next));
           }
         }
       }

@@ -34,9 +34,5 @@ export function rememberedJson(value: JSONValue): string | undefined {
 
 /** `JSON.stringify(value)`, from the text it was parsed from when that was kept. */
 export function jsonText(value: JSONValue): string {
-  return (
-    (typeof value === "object" && value !== null
-      ? texts.get(value)
-      : undefined) ?? JSON.stringify(value)
-  );
+  return rememberedJson(value) ?? JSON.stringify(value);
 }

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import vm from "node:vm";
+import BetterSqlite3 from "better-sqlite3";
 import { jsonToConvex } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
 import { Transaction } from "../functions/transaction.ts";
@@ -18,6 +19,8 @@ import {
   type CommitBatch,
   DataDirectoryLockedError,
   MAX_SNAPSHOTS,
+  SESSION_REQUEST_PRUNE_BATCH,
+  SESSION_REQUEST_RETENTION_NS,
   SqliteStore,
 } from "./sqliteStore.ts";
 
@@ -346,16 +349,8 @@ describe("group commit", () => {
   test("a session's stored requests are found whatever order they are asked in, before and after a reopen", async () => {
     const file = path.join(tempDir(), "db.sqlite3");
     const store = SqliteStore.open(file);
-    const batch = (ts: bigint, requestId: number): CommitBatch => ({
-      ts,
-      lastCreationTime: 0,
-      newTables: [],
-      newIndexes: [],
-      writes: [],
-      indexWrites: [],
-      counts: new Map(),
-      sessionRequest: { sessionId: "s", requestId, outcome: `"r${requestId}"` },
-    });
+    const batch = (ts: bigint, requestId: number): CommitBatch =>
+      sessionRequestBatch(ts, "s", requestId, `"r${requestId}"`);
     expect(store.findSessionRequest("s", 0)).toBeNull();
     store.commit(batch(1n, 0));
     store.commit(batch(2n, 1));
@@ -376,6 +371,76 @@ describe("group commit", () => {
       ),
     ).toEqual([null, '"r5"', '"r0"', '"r3"']);
     reopened.close();
+  });
+
+  test("session requests past the retention are forgotten, a batch per group commit, and newer ones kept", async () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    const store = SqliteStore.open(file);
+    const batch = (ts: bigint, sessionId: string, requestId: number) =>
+      sessionRequestBatch(
+        ts,
+        sessionId,
+        requestId,
+        `"${sessionId}${requestId}"`,
+      );
+    // Twice a batch and a half of old requests, over a few sessions, in one group.
+    const old = Math.floor(SESSION_REQUEST_PRUNE_BATCH * 2.5);
+    for (let i = 0; i < old; i++)
+      store.commit(batch(BigInt(i + 1), `old${i % 7}`, Math.floor(i / 7)));
+    await store.sync();
+    const stored = (sessionId: string, requestId: number) =>
+      store.findSessionRequest(sessionId, requestId)?.outcome ?? null;
+    expect(stored("old0", 0)).toBe('"old00"');
+    const remaining = () =>
+      Array.from({ length: old }, (_, i) =>
+        stored(`old${i % 7}`, Math.floor(i / 7)),
+      ).filter((outcome) => outcome !== null).length;
+
+    // A week and more later: each group deletes one batch, the oldest first.
+    let ts = SESSION_REQUEST_RETENTION_NS + BigInt(old) + 1n;
+    const groups: number[] = [];
+    for (let group = 0; group < 4; group++) {
+      store.commit(batch(ts++, "new", group));
+      await store.sync();
+      groups.push(remaining());
+    }
+    expect(groups).toEqual([
+      old - SESSION_REQUEST_PRUNE_BATCH,
+      old - 2 * SESSION_REQUEST_PRUNE_BATCH,
+      0,
+      0,
+    ]);
+    expect(stored("old0", 0)).toBeNull();
+    expect([0, 1, 2, 3].map((id) => stored("new", id))).toEqual([
+      '"new0"',
+      '"new1"',
+      '"new2"',
+      '"new3"',
+    ]);
+    store.close();
+    const reopened = SqliteStore.open(file);
+    expect(reopened.findSessionRequest("old6", 0)).toBeNull();
+    expect(reopened.findSessionRequest("new", 3)?.outcome).toBe('"new3"');
+    reopened.close();
+  });
+
+  test("a data file of this version without the session requests' ts index gets it at open", () => {
+    const file = path.join(tempDir(), "db.sqlite3");
+    SqliteStore.open(file).close();
+    const raw = new BetterSqlite3(file);
+    raw.exec("DROP INDEX session_requests_by_ts");
+    raw.close();
+    SqliteStore.open(file).close();
+    const check = new BetterSqlite3(file, { readonly: true });
+    const plan = check
+      .prepare(
+        "EXPLAIN QUERY PLAN SELECT session_id FROM session_requests WHERE ts < 5 ORDER BY ts LIMIT 10",
+      )
+      .all() as { detail: string }[];
+    check.close();
+    expect(plan.map((row) => row.detail).join(" ")).toContain(
+      "session_requests_by_ts",
+    );
   });
 
   test("a failed fsync fails what waits for it and every later commit", async () => {
@@ -597,3 +662,22 @@ describe("group commit", () => {
     db.snapshot();
   });
 });
+
+/** A commit that writes nothing but a mutation's de-duplication record. */
+function sessionRequestBatch(
+  ts: bigint,
+  sessionId: string,
+  requestId: number,
+  outcome: string,
+): CommitBatch {
+  return {
+    ts,
+    lastCreationTime: 0,
+    newTables: [],
+    newIndexes: [],
+    writes: [],
+    indexWrites: [],
+    counts: new Map(),
+    sessionRequest: { sessionId, requestId, outcome },
+  };
+}

@@ -94,11 +94,23 @@ import { type CheckpointStats, WalCheckpointer } from "./walCheckpointer.ts";
 
 export const SCHEMA_VERSION = "2";
 
-/** Session requests older than this are forgotten at start-up. A client that
- *  reconnects resends only mutations it has not seen confirmed, so a week is far
- *  longer than any retry window (the real backend keeps `_session_requests` for a
- *  bounded time too). */
-const SESSION_REQUEST_RETENTION_NS = 7n * 24n * 3600n * 1_000_000_000n;
+/** Session requests older than this (in commit timestamps) are forgotten. A
+ *  client that reconnects resends only mutations it has not seen confirmed, so a
+ *  week is far longer than any retry window (the real backend keeps
+ *  `_session_requests` for a bounded time too). */
+export const SESSION_REQUEST_RETENTION_NS = 7n * 24n * 3600n * 1_000_000_000n;
+
+/**
+ * At most this many expired session requests are deleted at a group's COMMIT
+ * (`#writeGroupState`), through their `ts` index: one a mutation, they would
+ * otherwise grow the file by every mutation ever run (about 135 bytes each),
+ * and a start-up that deleted them scanned them all. A backlog (a data
+ * directory left for weeks) drains over the next groups, a batch each.
+ */
+export const SESSION_REQUEST_PRUNE_BATCH = 500;
+
+/** After a prune that left nothing expired, the next one waits this long (commit timestamps). */
+const SESSION_REQUEST_PRUNE_INTERVAL_NS = 60n * 1_000_000_000n;
 
 export type StoredTable = { name: string; number: number; count: number };
 
@@ -248,6 +260,8 @@ export class SqliteStore {
     counts: Map<number, number>;
   } | null = null;
   readonly #writeGroupState: () => void;
+  /** The group commit timestamp from which expired session requests are looked for again. */
+  #nextPruneTs = 0n;
   /** A commit's statements, run inside its savepoint (`commit`). */
   readonly #commit: (batch: CommitBatch) => void;
   readonly #savepoint: Database.Statement<[]>;
@@ -259,8 +273,8 @@ export class SqliteStore {
    * The highest request id stored for a session, once looked up: a client
    * numbers its requests upwards (convex 1.48 `request_manager.ts`), so a
    * request above it is new and needs no lookup (one SELECT per mutation).
-   * Records are only ever added by `commit` (which raises it) and dropped at
-   * open, so it stays an upper bound. Bounded by clearing, as a cache.
+   * Records are only added by `commit` (which raises it), and pruning only
+   * deletes them, so it stays an upper bound. Bounded by clearing, as a cache.
    */
   readonly #latestRequestIds = new Map<string, number>();
   readonly #getDocument: Database.Statement<[string]>;
@@ -362,6 +376,11 @@ export class SqliteStore {
     this.#savepoint = db.prepare(`SAVEPOINT ${COMMIT_SAVEPOINT}`);
     this.#releaseSavepoint = db.prepare(`RELEASE ${COMMIT_SAVEPOINT}`);
     this.#rollbackToSavepoint = db.prepare(`ROLLBACK TO ${COMMIT_SAVEPOINT}`);
+    // The oldest first, through `session_requests_by_ts`: it reads only what it deletes.
+    const pruneSessionRequests = db.prepare<[bigint, number]>(
+      "DELETE FROM session_requests WHERE (session_id, request_id) IN " +
+        "(SELECT session_id, request_id FROM session_requests WHERE ts < ? ORDER BY ts LIMIT ?)",
+    );
     this.#writeGroupState = () => {
       const group = this.#groupState;
       if (group === null) return;
@@ -369,6 +388,16 @@ export class SqliteStore {
       for (const [number, count] of group.counts) setCount.run(count, number);
       setMeta.run("last_ts", group.ts.toString());
       setMeta.run("last_creation_time", String(group.lastCreationTime));
+      if (group.ts >= this.#nextPruneTs) {
+        const { changes } = pruneSessionRequests.run(
+          group.ts - SESSION_REQUEST_RETENTION_NS,
+          SESSION_REQUEST_PRUNE_BATCH,
+        );
+        this.#nextPruneTs =
+          changes < SESSION_REQUEST_PRUNE_BATCH
+            ? group.ts + SESSION_REQUEST_PRUNE_INTERVAL_NS
+            : 0n;
+      }
     };
   }
 
@@ -408,9 +437,6 @@ export class SqliteStore {
       )?.value;
     const lastTs = BigInt(meta("last_ts") ?? "0");
     const lastCreationTime = Number(meta("last_creation_time") ?? "0");
-    this.#db
-      .prepare("DELETE FROM session_requests WHERE ts < ?")
-      .run(lastTs - SESSION_REQUEST_RETENTION_NS);
     const tables = this.#db
       .prepare("SELECT name, number, count FROM tables ORDER BY number")
       .all() as StoredTable[];
@@ -984,7 +1010,11 @@ function migrate(db: Database.Database): void {
           .get() as { value: string } | undefined
       )?.value
     : undefined;
-  if (version === SCHEMA_VERSION) return;
+  if (version === SCHEMA_VERSION) {
+    // Files of this version written before the index existed get it once.
+    db.exec(SESSION_REQUESTS_BY_TS);
+    return;
+  }
   if (version === "1") {
     db.transaction(() => migrateFromV1(db))();
     return;
@@ -1039,8 +1069,13 @@ function createTables(db: Database.Database): void {
       outcome TEXT NOT NULL,
       PRIMARY KEY (session_id, request_id)
     ) WITHOUT ROWID;
+    ${SESSION_REQUESTS_BY_TS}
   `);
 }
+
+/** Expired session requests are found by it (`SESSION_REQUEST_PRUNE_BATCH`). */
+const SESSION_REQUESTS_BY_TS =
+  "CREATE INDEX IF NOT EXISTS session_requests_by_ts ON session_requests (ts);";
 
 /**
  * Version 1 kept documents only. Builds the built-in indexes of every table,

@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { FunctionRunner } from "../functions/functionRunner.ts";
 import { createIsolate } from "../functions/isolate.ts";
 import { buildFunctions } from "../functions/loader.ts";
@@ -195,4 +195,58 @@ describe("sync sockets", () => {
     expect(closed.reason).toMatch(/^SendBufferFull: /);
     await server.close();
   });
+
+  test("a Transition of thousands of queries is sent as fragments of one message, which the peer reads whole", async () => {
+    const server = await startServer({});
+    // The server's sockets live in this process: watch what it sends.
+    const sent = vi.spyOn(WebSocket.prototype, "send");
+    const fragments = () =>
+      sent.mock.calls.filter(
+        ([, options]) => typeof options === "object" && options.fin === false,
+      ).length;
+    try {
+      const group = `many-${crypto.randomUUID()}`;
+      const peer = await connect(server.url, {
+        udfPath: "items:count",
+        args: {},
+      });
+      const queries = 2_500;
+      peer.ws.send(
+        JSON.stringify({
+          type: "ModifyQuerySet",
+          baseVersion: 1,
+          newVersion: 2,
+          modifications: Array.from({ length: queries }, (_, i) => ({
+            type: "Add",
+            queryId: 1 + i,
+            udfPath: "items:range",
+            args: [{ group: `${group}-${i}` }],
+          })),
+        }),
+      );
+      const transition = () =>
+        (
+          peer.messages as {
+            type: string;
+            endVersion?: { querySet: number };
+            modifications?: { queryId: number; value?: unknown }[];
+          }[]
+        ).find((m) => m.type === "Transition" && m.endVersion?.querySet === 2);
+      await expect
+        .poll(() => transition() !== undefined, { timeout: 30_000 })
+        .toBe(true);
+      const ids = transition()!.modifications!.map((m) => m.queryId);
+      expect(ids.length).toBe(queries);
+      expect(new Set(ids).size).toBe(queries);
+      expect(
+        transition()!.modifications!.every((m) => Array.isArray(m.value)),
+      ).toBe(true);
+      expect(fragments()).toBeGreaterThan(0);
+      peer.ws.close();
+      await peer.closed;
+    } finally {
+      sent.mockRestore();
+      await server.close();
+    }
+  }, 60_000);
 });

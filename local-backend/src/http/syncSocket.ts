@@ -33,6 +33,8 @@ export const MAX_SEND_BUFFER_BYTES = 64 * 1024 * 1024;
 const CLOSE_TRY_AGAIN_LATER = 1013;
 /** Frames come as strings or as Buffers (shared Transitions); both are JSON text. */
 const TEXT_FRAME = { binary: false };
+/** A text message's fragment other than its last (`Frame`). */
+const TEXT_FRAGMENT = { binary: false, fin: false };
 
 export type SyncSocketOptions = {
   /** WebSocket ping interval; a socket silent for a whole interval after a ping is dropped. */
@@ -66,10 +68,17 @@ export function serveSyncSocket(
           return;
         }
         coalesce.cork();
-        ws.send(
-          frame,
-          TEXT_FRAME,
-          written === undefined ? undefined : () => written(),
+        const done = written === undefined ? undefined : () => written();
+        if (typeof frame === "string" || Buffer.isBuffer(frame)) {
+          ws.send(frame, TEXT_FRAME, done);
+          return;
+        }
+        // `ws` starts a message at a fragment after one sent with `fin`.
+        const last = frame.length - 1;
+        frame.forEach((fragment, i) =>
+          i < last
+            ? ws.send(fragment, TEXT_FRAGMENT)
+            : ws.send(fragment, TEXT_FRAME, done),
         );
       },
       flush: () => coalesce.flush(),

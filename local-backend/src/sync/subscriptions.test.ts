@@ -27,8 +27,12 @@ import { TurnCounter } from "../../test/turnCounter.ts";
 import { Database } from "../storage/database.ts";
 import { decodeTs } from "../values/wire.ts";
 import type { ServerMessage, StateModification } from "./protocol.ts";
-import { sharingKey, SubscriptionHub } from "./subscriptions.ts";
-import { SyncSession } from "./syncSession.ts";
+import {
+  sharingKey,
+  SubscriptionHub,
+  UNSUBSCRIBE_PER_SLICE,
+} from "./subscriptions.ts";
+import { type Frame, frameText, SyncSession } from "./syncSession.ts";
 
 const FIXTURE = path.resolve(import.meta.dirname, "../../test/fixture/convex");
 const ADMIN_KEY = "subscriptions-test-admin-key";
@@ -194,7 +198,7 @@ type QueryState =
 class FakeClient {
   readonly sent: ServerMessage[] = [];
   /** The frames as the socket got them (a Buffer may be shared with other sockets). */
-  readonly frames: (string | Buffer)[] = [];
+  readonly frames: Frame[] = [];
   readonly state = new Map<number, QueryState>();
   readonly queries = new Map<number, { udfPath: string; args: JSONValue }>();
   closed: { code: number; reason: string } | null = null;
@@ -238,9 +242,9 @@ class FakeClient {
     });
   }
 
-  #receiveFrame(frame: string | Buffer, written?: () => void): void {
+  #receiveFrame(frame: Frame, written?: () => void): void {
     this.frames.push(frame);
-    const message = JSON.parse(frame.toString()) as ServerMessage;
+    const message = JSON.parse(frameText(frame)) as ServerMessage;
     this.sent.push(message);
     if (message.type === "Transition") {
       for (const m of message.modifications) this.#apply(m);
@@ -882,7 +886,54 @@ describe("SubscriptionHub", () => {
     expect(Math.max(...perUpdate)).toBeLessThanOrEqual(1_000);
     expect(many.transitions()[0].modifications).toHaveLength(5_000);
     await expectUpToDate([many], "its first Transition");
+    const before = hub.subscriptionCount - 5_000;
     many.session.dispose();
+    await expect.poll(() => hub.subscriptionCount).toBe(before);
+  });
+
+  test("a ModifyQuerySet of over 256 KiB is applied only after the event loop has polled, not in the turn that parsed it", async () => {
+    const group = `large-frame-${crypto.randomUUID()}`;
+    const large = new FakeClient();
+    const before = hub.subscriptionCount;
+    const queries = 3_000;
+    large.addMany(distinctRanges(group, queries));
+    expect(hub.subscriptionCount).toBe(before);
+    // The check phase of the same turn: still nothing.
+    await new Promise(setImmediate);
+    expect(hub.subscriptionCount).toBe(before);
+    await expect
+      .poll(() => large.transitions().length, { timeout: 30_000 })
+      .toBe(1);
+    expect(hub.subscriptionCount).toBe(before + queries);
+    await expectUpToDate([large], "its Transition");
+    large.session.dispose();
+    await expect.poll(() => hub.subscriptionCount).toBe(before);
+  });
+
+  test("a closed socket's subscriptions are released inside the hub's slices, at most UNSUBSCRIBE_PER_SLICE in the turn that closed it, and soon all of them", async () => {
+    const group = `closing-${crypto.randomUUID()}`;
+    const before = hub.subscriptionCount;
+    const closing = new FakeClient();
+    const queries = 3 * UNSUBSCRIBE_PER_SLICE;
+    closing.addMany(distinctRanges(group, queries));
+    await expect
+      .poll(() => closing.transitions().at(-1)?.modifications.length ?? 0, {
+        timeout: 30_000,
+      })
+      .toBe(queries);
+    expect(hub.subscriptionCount).toBe(before + queries);
+    closing.session.dispose();
+    expect(hub.subscriptionCount).toBe(
+      before + queries - UNSUBSCRIBE_PER_SLICE,
+    );
+    await expect
+      .poll(() => hub.subscriptionCount, { timeout: 10_000 })
+      .toBe(before);
+    // A commit to what they read meanwhile runs nothing for the closed socket.
+    const sent = closing.sent.length;
+    await insertItems(group, 1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(closing.sent.length).toBe(sent);
   });
 
   test("a pass whose snapshot expires moves to a newer one, keeping the results still valid, and releases every snapshot it pinned", async () => {

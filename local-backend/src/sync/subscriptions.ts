@@ -79,6 +79,11 @@ import { UpdateQueue } from "./updateQueue.ts";
 
 /** How long one fan-out slice may run before yielding the event loop. */
 export const SLICE_MS = 8;
+/**
+ * Queries of a closed socket released in one slice at most
+ * (`unsubscribeAll`): 10,000 at once held the event loop 13 ms.
+ */
+export const UNSUBSCRIBE_PER_SLICE = 2_000;
 /** Sockets' updates running at once: one stuck on a slow query holds only its lane. */
 const UPDATE_LANES = 4;
 /**
@@ -281,6 +286,43 @@ export class SubscriptionHub {
     }
     ids.add(queryId);
     return entry;
+  }
+
+  /**
+   * `unsubscribe`s every query of a subscriber that is gone (a closed
+   * socket, already released from `add`, so nothing is scheduled for it):
+   * UNSUBSCRIBE_PER_SLICE at once, the rest inside the hub's slices, at most
+   * as many in each. Until then its entries still list it, which costs
+   * nothing: an invalidation only marks it dirty.
+   */
+  unsubscribeAll(
+    subscriber: Subscriber,
+    queries: readonly (readonly [QueryId, QueryEntry])[],
+  ): void {
+    let next = 0;
+    const release = (atMost: number) => {
+      const end = Math.min(queries.length, next + atMost);
+      for (; next < end; next++)
+        this.unsubscribe(subscriber, queries[next][0], queries[next][1]);
+    };
+    release(UNSUBSCRIBE_PER_SLICE);
+    if (next === queries.length) return;
+    void (async () => {
+      while (next < queries.length) {
+        await this.#slices.next();
+        if (this.#slices.open()) release(UNSUBSCRIBE_PER_SLICE);
+      }
+    })();
+  }
+
+  /**
+   * Ends the slice this turn is in, starting one to end if none runs: the
+   * hub's work goes on after the event loop has polled I/O. For a turn that
+   * already did a long stretch outside the slices (parsing a large frame).
+   */
+  endTurn(): void {
+    this.#slices.open();
+    this.#slices.end();
   }
 
   unsubscribe(

@@ -22,7 +22,7 @@ import { Database } from "../storage/database.ts";
 import { decodeTs } from "../values/wire.ts";
 import type { ServerMessage } from "./protocol.ts";
 import { SubscriptionHub } from "./subscriptions.ts";
-import { SyncSession } from "./syncSession.ts";
+import { frameText, SyncSession } from "./syncSession.ts";
 import { Scheduler } from "../functions/scheduler.ts";
 
 const FIXTURE = path.resolve(import.meta.dirname, "../../test/fixture/convex");
@@ -64,7 +64,7 @@ class FakeSocket {
   closed: { code: number; reason: string } | null = null;
   readonly session = new SyncSession(hub, {
     send: (frame, written) => {
-      this.sent.push(JSON.parse(frame.toString()) as ServerMessage);
+      this.sent.push(JSON.parse(frameText(frame)) as ServerMessage);
       if (this.unflushed++ === 0)
         process.nextTick(() => (this.leftForTheTick += this.unflushed));
       written?.();

@@ -137,18 +137,41 @@ const MAX_HELD_MESSAGES = 10_000;
 const LARGE_TRANSITION_QUERIES = 1_000;
 /** Query-set changes an update applies before it lets the event loop turn (10,000 at once: 40 ms). */
 const APPLY_PER_UPDATE = 1_000;
+/**
+ * A client frame this long ends the turn that parsed it for the hub's work
+ * (`SubscriptionHub.endTurn`): parsing and checking a ModifyQuerySet of
+ * 10,000 queries (1.3 MB) took 15-23 ms, and its first update ran in the
+ * same turn (bench/fairness.ts).
+ */
+const LARGE_FRAME_CHARS = 256 * 1024;
 
 /** A query whose new result a Transition sends. */
 type Updated = { queryId: QueryId; result: SharedResult };
 
+/**
+ * One serialized server message (UTF-8 JSON, sent as a text message): a
+ * Buffer may be the same one sent to other sockets, and is never changed; an
+ * array is the message's fragments, in order (RFC 6455 section 5.4: the
+ * client's WebSocket joins them), so a Transition encoded over several turns
+ * is never copied into one Buffer.
+ */
+export type Frame = string | Buffer | readonly Buffer[];
+
+/** A message's text, its fragments joined (for a transport that takes messages whole). */
+export function frameText(frame: Frame): string {
+  if (typeof frame === "string") return frame;
+  return (Buffer.isBuffer(frame) ? frame : Buffer.concat(frame)).toString(
+    "utf8",
+  );
+}
+
 export type SessionTransport = {
   /**
-   * Sends one serialized server message (UTF-8 JSON, as a text frame; a
-   * Buffer may be the same one sent to other sockets, and is never changed).
-   * `written`, when given, is called once the frame has left the process's
-   * buffer (handed to the OS), as `ws`'s send callback is.
+   * Sends one message (`Frame`), whole, before anything sent after it.
+   * `written`, when given, is called once it has left the process's buffer
+   * (handed to the OS), as `ws`'s send callback is.
    */
-  send(frame: string | Buffer, written?: () => void): void;
+  send(frame: Frame, written?: () => void): void;
   /**
    * Hands the frames sent so far to the OS now; without it they may wait
    * for the end of the tick, to leave in one write. Called after each burst
@@ -280,7 +303,7 @@ export class SyncSession implements Subscriber {
    * - leaves, in order, once `db.durable(ts)` has resolved for it
    * - cleared by `dispose`
    */
-  #outbox: { ts: bigint; frame: string | Buffer; written?: () => void }[] = [];
+  #outbox: { ts: bigint; frame: Frame; written?: () => void }[] = [];
   /** The outbox's first frame waits for its commit (`hub.whenDurable`). */
   #awaitingDurable = false;
   readonly #resumeOutbox = () => {
@@ -317,6 +340,8 @@ export class SyncSession implements Subscriber {
     let message: ClientMessage;
     try {
       message = parseClientMessage(frame);
+      // Its parse was a long stretch: what it asks for runs after a poll.
+      if (frame.length >= LARGE_FRAME_CHARS) this.#hub.endTurn();
       if (this.#held !== null) {
         if (this.#held.length >= MAX_HELD_MESSAGES) {
           throw new ProtocolError(
@@ -343,10 +368,13 @@ export class SyncSession implements Subscriber {
     this.#outbox = [];
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#expiryTimer);
-    for (const query of this.#queries.values())
-      this.#hub.unsubscribe(this, query.queryId, query.entry);
-    this.#queries.clear();
     this.#unsubscribe();
+    const queries = Array.from(
+      this.#queries.values(),
+      (query) => [query.queryId, query.entry] as const,
+    );
+    this.#queries.clear();
+    this.#hub.unsubscribeAll(this, queries);
   }
 
   invalidate(queryIds: ReadonlySet<QueryId>): void {
@@ -1079,7 +1107,7 @@ export class SyncSession implements Subscriber {
     return parts;
   }
 
-  #queueTransition(parts: TransitionParts, frame: Buffer): void {
+  #queueTransition(parts: TransitionParts, frame: Frame): void {
     this.#unwritten++;
     this.#queueFrame(parts.endVersion.ts, frame, () => {
       this.#unwritten--;
@@ -1190,7 +1218,7 @@ export class SyncSession implements Subscriber {
   }
 
   /** Sends a frame once every commit up to `ts` is durable, after the frames queued before it. */
-  #queueFrame(ts: bigint, frame: string | Buffer, written?: () => void): void {
+  #queueFrame(ts: bigint, frame: Frame, written?: () => void): void {
     if (this.#closed) return;
     if (this.#outbox.length === 0 && this.#hub.db.isDurable(ts)) {
       this.#sendFrame(frame, written);
@@ -1227,7 +1255,7 @@ export class SyncSession implements Subscriber {
     if (!this.#closed) this.#transport.flush();
   }
 
-  #sendFrame(frame: string | Buffer, written?: () => void): void {
+  #sendFrame(frame: Frame, written?: () => void): void {
     if (this.#closed) return;
     this.#lastSendAt = Date.now();
     this.#transport.send(frame, written);

@@ -182,3 +182,26 @@ describe("TransitionFrames", () => {
     });
   });
 });
+
+describe("TransitionFrames.transitionInTurns", () => {
+  test("a large Transition comes as fragments, one a turn, that joined are byte for byte the frame built in one go", async () => {
+    const frames = new TransitionFrames();
+    const many = parts({
+      removed: [1, 2],
+      // Small results are spliced as text, large ones (1 KiB and over) keep a Buffer of their own.
+      updated: Array.from({ length: 2_500 }, (_, i) => ({
+        queryId: 10 + i,
+        result: result(i % 3 === 0 ? "é".repeat(700 + i) : { i }),
+      })),
+      clientClockSkew: 5,
+    });
+    let turns = 0;
+    const fragments = await frames.transitionInTurns(many, (resume) => {
+      turns++;
+      setImmediate(resume);
+    });
+    expect(fragments.length).toBe(3);
+    expect(turns).toBe(2);
+    expect(Buffer.concat(fragments).equals(frames.transition(many))).toBe(true);
+  });
+});

@@ -76,20 +76,32 @@ export class TransitionFrames {
   }
 
   /**
-   * The frame of a large Transition (thousands of results), encoded
-   * TURN_QUERIES results at a time, each part in a turn of its own
-   * (`pace`): a frame of 10,000 results took 14-33 ms in one go
-   * (bench/fairness.ts). Not shared with other sockets: sockets holding the
-   * same thousands of queries are rare, and the key would be as long.
+   * The frame of a large Transition (thousands of results) as the fragments
+   * of one WebSocket message (`Frame`), each encoded from TURN_QUERIES
+   * results in a turn of its own (`pace`): a frame of 10,000 results took
+   * 14-33 ms in one go, and joining the parts into one Buffer at the end
+   * up to 20 ms more (bench/fairness.ts). Not shared with other sockets:
+   * sockets holding the same thousands of queries are rare, and the key
+   * would be as long.
    */
-  async transitionInTurns(parts: TransitionParts, pace: Pace): Promise<Buffer> {
+  async transitionInTurns(
+    parts: TransitionParts,
+    pace: Pace,
+  ): Promise<Buffer[]> {
     const { head, tail } = this.#ends(parts);
-    const chunks: Buffer[] = [];
+    const fragments: Buffer[] = [];
+    let turn: Buffer[] = [];
     for (const piece of this.#pieces(head, parts, tail, TURN_QUERIES)) {
-      if (piece === null) await new Promise<void>((resume) => pace(resume));
-      else chunks.push(piece);
+      if (piece !== null) {
+        turn.push(piece);
+        continue;
+      }
+      fragments.push(Buffer.concat(turn));
+      turn = [];
+      await new Promise<void>((resume) => pace(resume));
     }
-    return Buffer.concat(chunks);
+    fragments.push(Buffer.concat(turn));
+    return fragments;
   }
 
   #frame(parts: TransitionParts): Buffer {

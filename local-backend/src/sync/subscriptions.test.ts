@@ -910,6 +910,28 @@ describe("SubscriptionHub", () => {
     await expect.poll(() => hub.subscriptionCount).toBe(before);
   });
 
+  test("frames after a large ModifyQuerySet wait while it is parsed over several turns, and are handled after it, in order", async () => {
+    const group = `in-order-${crypto.randomUUID()}`;
+    await insertItems(group, 3);
+    const large = new FakeClient();
+    const before = hub.subscriptionCount;
+    large.addMany(distinctRanges(group, 3_000));
+    // Sent before the large one is parsed: removes its first query, adds one.
+    large.remove(0);
+    large.add("items:range", { group, above: 1 });
+    expect(hub.subscriptionCount).toBe(before);
+    await expect
+      .poll(() => large.transitions().at(-1)?.endVersion.querySet, {
+        timeout: 30_000,
+      })
+      .toBe(3);
+    expect(large.closed).toBeNull();
+    expect(hub.subscriptionCount).toBe(before + 3_000);
+    await expectUpToDate([large], "after the three changes");
+    large.session.dispose();
+    await expect.poll(() => hub.subscriptionCount).toBe(before);
+  });
+
   test("a closed socket's subscriptions are released inside the hub's slices, at most UNSUBSCRIBE_PER_SLICE in the turn that closed it, and soon all of them", async () => {
     const group = `closing-${crypto.randomUUID()}`;
     const before = hub.subscriptionCount;

@@ -315,6 +315,11 @@ export class SubscriptionHub {
     })();
   }
 
+  /** How work of the hub's goes on in a later turn, inside its slices (`TimeSlices.later`). */
+  get pace(): Pace {
+    return this.#pace;
+  }
+
   /**
    * Ends the slice this turn is in, starting one to end if none runs: the
    * hub's work goes on after the event loop has polled I/O. For a turn that

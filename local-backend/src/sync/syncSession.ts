@@ -90,6 +90,7 @@ import {
   type AddQuery,
   type ClientMessage,
   parseClientMessage,
+  parseClientMessageInTurns,
   ProtocolError,
   type QueryId,
   type RemoveQuery,
@@ -138,10 +139,11 @@ const LARGE_TRANSITION_QUERIES = 1_000;
 /** Query-set changes an update applies before it lets the event loop turn (10,000 at once: 40 ms). */
 const APPLY_PER_UPDATE = 1_000;
 /**
- * A client frame this long ends the turn that parsed it for the hub's work
- * (`SubscriptionHub.endTurn`): parsing and checking a ModifyQuerySet of
- * 10,000 queries (1.3 MB) took 15-23 ms, and its first update ran in the
- * same turn (bench/fairness.ts).
+ * A client frame this long is parsed over several turns, and the hub's work
+ * waits for a poll after the turn that received it
+ * (`parseClientMessageInTurns`, `SubscriptionHub.endTurn`): parsing and
+ * checking a ModifyQuerySet of 10,000 queries (1.3 MB) took 15-23 ms, and
+ * its first update ran in the same turn (bench/fairness.ts).
  */
 const LARGE_FRAME_CHARS = 256 * 1024;
 
@@ -283,6 +285,8 @@ export class SyncSession implements Subscriber {
   #identity: Identity = ANONYMOUS;
   readonly #authenticator: Authenticator | null;
   #held: ClientMessage[] | null = null;
+  /** Frames received while a large one is parsed over several turns (`receive`), in order. */
+  #inbox: string[] | null = null;
   #expiryTimer: NodeJS.Timeout | undefined;
   /**
    * The ts a Transition must reach for mutations answered on this socket, or
@@ -334,14 +338,67 @@ export class SyncSession implements Subscriber {
     return this.#closed;
   }
 
-  /** Handles one text frame; a malformed one closes this socket only. */
+  /**
+   * Handles one text frame, in the order received; a malformed one closes
+   * this socket only. A large one is parsed over several turns
+   * (`parseClientMessageInTurns`), the frames after it waiting for it.
+   */
   receive(frame: string): void {
     if (this.#closed) return;
-    let message: ClientMessage;
+    if (this.#inbox !== null) {
+      if (this.#inbox.length >= MAX_HELD_MESSAGES) {
+        this.#fail(
+          `More than ${MAX_HELD_MESSAGES} messages while a large message was being read`,
+        );
+        return;
+      }
+      this.#inbox.push(frame);
+      return;
+    }
+    if (frame.length >= LARGE_FRAME_CHARS) {
+      this.#receiveLarge(frame);
+      return;
+    }
+    this.#accept(() => parseClientMessage(frame));
+  }
+
+  #receiveLarge(frame: string): void {
+    this.#inbox = [];
+    // The turn already unmasked and decoded it: the hub's work waits for a poll.
+    this.#hub.endTurn();
+    parseClientMessageInTurns(frame, this.#hub.pace).then(
+      (message) => {
+        if (this.#closed) return;
+        // As the socket's own handler does for a frame it was given.
+        try {
+          this.#accept(() => message);
+          const inbox = this.#inbox ?? [];
+          this.#inbox = null;
+          for (let i = 0; i < inbox.length && !this.#closed; i++) {
+            this.receive(inbox[i]);
+            // Another large one: the rest waits behind it, in order.
+            const waiting = this.#inbox as string[] | null;
+            if (waiting !== null) {
+              for (const rest of inbox.slice(i + 1)) waiting.push(rest);
+              return;
+            }
+          }
+        } catch (error) {
+          this.#internalError("receive", error);
+        }
+      },
+      (error: unknown) => {
+        if (this.#closed) return;
+        if (error instanceof ProtocolError) this.#fail(error.message);
+        else this.#internalError("receive", error);
+      },
+    );
+  }
+
+  /** Handles (or holds, while a token is verified) the message `parse` gives. */
+  #accept(parse: () => ClientMessage): void {
     try {
-      message = parseClientMessage(frame);
-      // Its parse was a long stretch: what it asks for runs after a poll.
-      if (frame.length >= LARGE_FRAME_CHARS) this.#hub.endTurn();
+      const message = parse();
       if (this.#held !== null) {
         if (this.#held.length >= MAX_HELD_MESSAGES) {
           throw new ProtocolError(

@@ -932,6 +932,25 @@ describe("SubscriptionHub", () => {
     await expect.poll(() => hub.subscriptionCount).toBe(before);
   });
 
+  test("a socket that sends more than a frame's worth while a large ModifyQuerySet is read is closed with a reason, and nothing of it stays", async () => {
+    const group = `flood-${crypto.randomUUID()}`;
+    const flood = new FakeClient();
+    const before = hub.subscriptionCount;
+    flood.addMany(distinctRanges(group, 3_000));
+    // Never parsed: held while the large one is read, then refused.
+    const mebibyte = " ".repeat(1 << 20);
+    for (let i = 0; i < 64; i++) flood.session.receive(mebibyte);
+    expect(flood.closed).toBeNull();
+    flood.session.receive(mebibyte);
+    expect(flood.closed?.code).toBe(4000);
+    expect(flood.closed?.reason).toMatch(
+      /^More than 10000 messages or 67108864 characters sent while a large message was being read/,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(hub.subscriptionCount).toBe(before);
+    expect(flood.transitions()).toHaveLength(0);
+  });
+
   test("a closed socket's subscriptions are released inside the hub's slices, at most UNSUBSCRIBE_PER_SLICE in the turn that closed it, and soon all of them", async () => {
     const group = `closing-${crypto.randomUUID()}`;
     const before = hub.subscriptionCount;

@@ -90,6 +90,7 @@ import {
   type AddQuery,
   type ClientMessage,
   parseClientMessage,
+  MAX_FRAME_BYTES,
   parseClientMessageInTurns,
   ProtocolError,
   type QueryId,
@@ -287,6 +288,8 @@ export class SyncSession implements Subscriber {
   #held: ClientMessage[] | null = null;
   /** Frames received while a large one is parsed over several turns (`receive`), in order. */
   #inbox: string[] | null = null;
+  /** Their characters: at most MAX_FRAME_BYTES wait, as one frame may be. */
+  #inboxChars = 0;
   #expiryTimer: NodeJS.Timeout | undefined;
   /**
    * The ts a Transition must reach for mutations answered on this socket, or
@@ -346,9 +349,13 @@ export class SyncSession implements Subscriber {
   receive(frame: string): void {
     if (this.#closed) return;
     if (this.#inbox !== null) {
-      if (this.#inbox.length >= MAX_HELD_MESSAGES) {
+      this.#inboxChars += frame.length;
+      if (
+        this.#inbox.length >= MAX_HELD_MESSAGES ||
+        this.#inboxChars > MAX_FRAME_BYTES
+      ) {
         this.#fail(
-          `More than ${MAX_HELD_MESSAGES} messages while a large message was being read`,
+          `More than ${MAX_HELD_MESSAGES} messages or ${MAX_FRAME_BYTES} characters sent while a large message was being read`,
         );
         return;
       }
@@ -364,6 +371,7 @@ export class SyncSession implements Subscriber {
 
   #receiveLarge(frame: string): void {
     this.#inbox = [];
+    this.#inboxChars = 0;
     // The turn already unmasked and decoded it: the hub's work waits for a poll.
     this.#hub.endTurn();
     parseClientMessageInTurns(frame, this.#hub.pace).then(

@@ -100,6 +100,8 @@ describe("parseClientMessageInTurns", () => {
     const mods = modifications(1_500);
     const bad = [...mods];
     bad[1_234] = { type: "Add", queryId: -1, udfPath: "x", args: [] };
+    const badEarly = [...mods];
+    badEarly[100] = { type: "Add", queryId: -1, udfPath: "x", args: [] };
     const valid = JSON.stringify(modify(mods));
     const frames = [
       JSON.stringify(modify([])),
@@ -121,6 +123,11 @@ describe("parseClientMessageInTurns", () => {
       valid.slice(0, valid.length - 1_000),
       valid.replace('"queryId":700,', '"queryId":700,,'),
       valid.replace('"queryId":700,', '"queryId":700 "x",'),
+      // Out of shape early and not JSON later: not JSON, as whole.
+      JSON.stringify(modify(badEarly)).replace(
+        '"queryId":1400,',
+        '"queryId":1400,,',
+      ),
       // Not a ModifyQuerySet at all.
       JSON.stringify({
         type: "Mutation",

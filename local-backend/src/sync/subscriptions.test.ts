@@ -967,6 +967,11 @@ describe("SubscriptionHub", () => {
     expect(hub.subscriptionCount).toBe(
       before + queries - UNSUBSCRIBE_PER_SLICE,
     );
+    // Nor later in the same turn (its check phase).
+    await new Promise(setImmediate);
+    expect(hub.subscriptionCount).toBe(
+      before + queries - UNSUBSCRIBE_PER_SLICE,
+    );
     await expect
       .poll(() => hub.subscriptionCount, { timeout: 10_000 })
       .toBe(before);

@@ -307,6 +307,8 @@ export class SubscriptionHub {
     };
     release(UNSUBSCRIBE_PER_SLICE);
     if (next === queries.length) return;
+    // The first release counts as this turn's slice: the next one waits for a poll.
+    this.#slices.open();
     void (async () => {
       while (next < queries.length) {
         await this.#slices.next();

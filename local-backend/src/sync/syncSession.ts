@@ -369,9 +369,11 @@ export class SyncSession implements Subscriber {
     this.#accept(() => parseClientMessage(frame));
   }
 
-  #receiveLarge(frame: string): void {
-    this.#inbox = [];
+  /** `waiting`: frames received after it, handled once it is (`#inbox`). */
+  #receiveLarge(frame: string, waiting: string[] = []): void {
+    this.#inbox = waiting;
     this.#inboxChars = 0;
+    for (const next of waiting) this.#inboxChars += next.length;
     // The turn already unmasked and decoded it: the hub's work waits for a poll.
     this.#hub.endTurn();
     parseClientMessageInTurns(frame, this.#hub.pace).then(
@@ -383,13 +385,13 @@ export class SyncSession implements Subscriber {
           const inbox = this.#inbox ?? [];
           this.#inbox = null;
           for (let i = 0; i < inbox.length && !this.#closed; i++) {
-            this.receive(inbox[i]);
+            const next = inbox[i];
             // Another large one: the rest waits behind it, in order.
-            const waiting = this.#inbox as string[] | null;
-            if (waiting !== null) {
-              for (const rest of inbox.slice(i + 1)) waiting.push(rest);
+            if (next.length >= LARGE_FRAME_CHARS) {
+              this.#receiveLarge(next, inbox.slice(i + 1));
               return;
             }
+            this.#accept(() => parseClientMessage(next));
           }
         } catch (error) {
           this.#internalError("receive", error);

@@ -1129,11 +1129,16 @@ export class Database {
         indexWrites,
         counts,
         sessionRequest,
-        // Search index entries commit with their documents, or not at all.
-        inTransaction: () => {
-          this.textSearch.apply(changes);
-          this.vectorSearch.apply(changes);
-        },
+        // Search index entries commit with their documents, or not at all
+        // (a commit with none goes to the group writer's thread).
+        inTransaction:
+          this.textSearch.maintains(tables) ||
+          this.vectorSearch.maintains(tables)
+            ? () => {
+                this.textSearch.apply(changes);
+                this.vectorSearch.apply(changes);
+              }
+            : undefined,
       },
       progress: { step: 0 },
       result: { ts, commit: this.#commits + 1, tables, changes },

@@ -35,7 +35,7 @@ import { indexKey } from "../query/indexRange.ts";
 import { compareKeyBytes, encodeKey } from "../query/keys.ts";
 import type { DocumentChange } from "../query/readSet.ts";
 import type { Doc } from "../values/wire.ts";
-import { backfillTransaction } from "./sqliteStore.ts";
+import { backfillTransaction, quiesceWriter } from "./sqliteStore.ts";
 
 /** Documents per backfill step: one SQLite transaction each. */
 export const BACKFILL_CHUNK_DOCS = 200;
@@ -240,6 +240,13 @@ export class DerivedIndexes<D extends { table: string }> {
     );
   }
 
+  /** Whether a commit that changed these tables has anything for `apply` to do. */
+  maintains(tables: ReadonlySet<string>): boolean {
+    for (const index of this.#indexes.values())
+      if (tables.has(index.definition.table)) return true;
+    return false;
+  }
+
   /** Applies a commit's document changes; call inside its SQLite transaction. */
   apply(changes: readonly DocumentChange[]): void {
     for (const change of changes) {
@@ -266,6 +273,7 @@ export class DerivedIndexes<D extends { table: string }> {
 
   #create(key: string, definition: D, json: string): DerivedIndex<D> {
     const index = { definition, json, cursor: Buffer.alloc(0) };
+    quiesceWriter(this.#db);
     this.#db.transaction(() => {
       this.#store.put(key, json);
       this.#stmt.setCursor.run(this.#kind, key, index.cursor);
@@ -275,6 +283,7 @@ export class DerivedIndexes<D extends { table: string }> {
   }
 
   #drop(key: string): void {
+    quiesceWriter(this.#db);
     this.#db.transaction(() => {
       this.#store.drop(key);
       this.#stmt.clearCursor.run(this.#kind, key);

@@ -36,14 +36,29 @@
  *   deletes it only when the last connection closes, ours, and shortens it
  *   in place under `journal_size_limit`); its directory entry, and whatever
  *   a crashed predecessor left unsynced, are fsynced once at open.
- * The commits of a group share one SQLite transaction, each a savepoint
- * inside it (`commit`): BEGIN at the group's first commit, COMMIT just before
- * its fsync, so the pages they all touch (index and table pages, the clocks)
- * are written to the WAL once per group rather than once per commit (the
- * table counts and clocks are written once too, the last commit's, at the
- * COMMIT). A
- * commit that fails rolls back to its savepoint only; a crash before the
- * COMMIT loses the group whole, and nothing in it was acknowledged.
+ * The commits of a group share one SQLite transaction, so the pages they all
+ * touch (index and table pages, the clocks) are written to the WAL once per
+ * group rather than once per commit (the table counts and clocks are written
+ * once too, the last commit's, at the COMMIT); a crash before the COMMIT
+ * loses the group whole, and nothing in it was acknowledged.
+ *
+ * The group writer (groupWriter.ts). A group's rows, its COMMIT and its
+ * fdatasync run on a thread of their own with a connection of its own, not
+ * on the event loop: with 50 writers of one insert each, the main thread
+ * was the bottleneck and half of its time went to those rows and COMMITs
+ * (issue 7). A commit is added to the open group in memory (its layer),
+ * `sync()` and `snapshot()` post the group to the thread, and every read
+ * here (`getDocument`, `scanIndex`, `findSessionRequest`, snapshots) looks
+ * at the layers of groups the thread has not COMMITted before the file.
+ * Writes with this connection (schema marks, index registrations, backfill
+ * chunks, through `quiesceWriter` the search indexes' tables) first wait,
+ * blocking, until the thread has COMMITted every group (`#quiesce`), so the
+ * two connections never write at once. A commit that keeps a search or
+ * vector index (`inTransaction`, whose upkeep reads those tables inside the
+ * transaction) is instead a savepoint of a group of this connection, as all
+ * commits of that group after it: one that fails there rolls back to its
+ * savepoint only. A group the thread fails to write is lost whole, and
+ * every later commit fails (`CommitGroupLostError`), as after a failed fsync.
  *
  * Checkpoints (walCheckpointer.ts). SQLite's automatic checkpoint would run
  * inside a COMMIT on the event loop; it is off, and a worker thread with its
@@ -60,9 +75,11 @@
  *
  * Snapshots (`snapshot`). Reads that must see one state across event-loop
  * turns while writers go on use reader connections of their own (at most
- * MAX_SNAPSHOTS), each in a read transaction begun after the open group was
- * COMMITted, so it sees every commit made so far and none after (a WAL
- * reader's snapshot, https://sqlite.org/wal.html "Concurrency"). While one is
+ * MAX_SNAPSHOTS), each in a read transaction (a WAL reader's snapshot,
+ * https://sqlite.org/wal.html "Concurrency") begun once the open group was
+ * COMMITted or posted to the group writer, plus the layers of the groups
+ * after the `last_ts` it read, so it sees every commit made so far and none
+ * after. While one is
  * pinned, checkpoints cannot copy or rewind past it, so it is held only for
  * the reads of one pass, and no longer than the WAL file takes to grow by
  * its cap (`expired`); while the file is over twice its cap, none is pinned.
@@ -91,6 +108,15 @@ import { type JSONValue, jsonToConvex, type Value } from "convex/values";
 import { indexKey, indexedFieldsWithSuffix } from "../query/indexRange.ts";
 import { encodeKey, type KeyInterval, type Order } from "../query/keys.ts";
 import { type CheckpointStats, WalCheckpointer } from "./walCheckpointer.ts";
+import { type CommitRows, commitRows } from "./commitRows.mjs";
+import {
+  GroupWriter,
+  mergeScan,
+  pendingDocument,
+  pendingLatestRequestId,
+  pendingSessionRequest,
+  type GroupLayer,
+} from "./groupWriter.ts";
 
 export const SCHEMA_VERSION = "2";
 
@@ -158,8 +184,12 @@ export type CommitBatch = {
   inTransaction?: (() => void) | undefined;
 };
 
-/** How far `SqliteStore.commit` got (0 to 5), for `recoverCut`. */
-export type CommitProgress = { step: number };
+/**
+ * How far `SqliteStore.commit` got (0 to 5), for `recoverCut`, and whether
+ * it went to the group writer's thread (`viaWriter`) or to a savepoint of
+ * the store's own connection.
+ */
+export type CommitProgress = { step: number; viaWriter?: boolean };
 
 /** Each commit's savepoint inside its group's transaction. */
 const COMMIT_SAVEPOINT = "local_backend_commit";
@@ -240,6 +270,8 @@ export class SqliteStore {
   #requestAtCommit = 0;
   /** Checkpoints this connection ran at the WAL cap, on the event loop. */
   #capCheckpoints = 0;
+  /** Checkpoints the group writer's thread ran at the WAL cap. */
+  #writerCapCheckpoints = 0;
   /** The `-wal` file, for `sync()`; closed once the connection and every sync are done. */
   readonly #walFd: number;
   #syncsInFlight = 0;
@@ -259,11 +291,10 @@ export class SqliteStore {
     lastCreationTime: number;
     counts: Map<number, number>;
   } | null = null;
-  readonly #writeGroupState: () => void;
-  /** The group commit timestamp from which expired session requests are looked for again. */
-  #nextPruneTs = 0n;
-  /** A commit's statements, run inside its savepoint (`commit`). */
-  readonly #commit: (batch: CommitBatch) => void;
+  /** The rows of commits and groups, as the group writer's thread writes them too. */
+  readonly #rows: CommitRows;
+  /** Groups of commits written, COMMITted and fsynced on a thread of their own (groupWriter.ts). */
+  readonly #writer: GroupWriter;
   readonly #savepoint: Database.Statement<[]>;
   readonly #releaseSavepoint: Database.Statement<[]>;
   readonly #rollbackToSavepoint: Database.Statement<[]>;
@@ -280,10 +311,6 @@ export class SqliteStore {
   readonly #getDocument: Database.Statement<[string]>;
   readonly #scanAsc: Database.Statement<[number, Buffer, Buffer, number]>;
   readonly #scanDesc: Database.Statement<[number, Buffer, Buffer, number]>;
-  readonly #insertIndex: Database.Statement<
-    [number, number, string, string, string]
-  >;
-  readonly #insertEntry: Database.Statement<[number, Buffer, string]>;
   /** Reader connections not pinned now, and all of them (closed with the store). */
   readonly #idleReaders: Reader[] = [];
   readonly #readers = new Set<Reader>();
@@ -304,35 +331,19 @@ export class SqliteStore {
       if (db.open) db.pragma("wal_autocheckpoint = 1000");
     });
     afterBackfill.set(db, () => this.#afterCommit());
-    const setMeta = db.prepare<[string, string]>(
-      "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    );
-    const insertTable = db.prepare<[string, number, number]>(
-      "INSERT INTO tables (name, number, count) VALUES (?, ?, ?)",
-    );
-    const setCount = db.prepare<[number, number]>(
-      "UPDATE tables SET count = ? WHERE number = ?",
-    );
-    this.#insertIndex = db.prepare(
-      "INSERT INTO indexes (index_id, table_number, name, fields, state) VALUES (?, ?, ?, ?, ?)",
-    );
-    const upsertDocument = db.prepare<[string, number, bigint, string]>(
-      "INSERT INTO documents (id, table_number, ts, json) VALUES (?, ?, ?, ?) " +
-        "ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, json = excluded.json",
-    );
-    const deleteDocument = db.prepare<[string]>(
-      "DELETE FROM documents WHERE id = ?",
-    );
-    // OR REPLACE: a backfill may have written the same entry already.
-    this.#insertEntry = db.prepare(
-      "INSERT OR REPLACE INTO index_entries (index_id, key, doc_id) VALUES (?, ?, ?)",
-    );
-    const deleteEntry = db.prepare<[number, Buffer]>(
-      "DELETE FROM index_entries WHERE index_id = ? AND key = ?",
-    );
-    const insertSessionRequest = db.prepare<[string, number, bigint, string]>(
-      "INSERT OR REPLACE INTO session_requests (session_id, request_id, ts, outcome) VALUES (?, ?, ?, ?)",
-    );
+    beforeWrite.set(db, () => this.#quiesce());
+    const prune = {
+      retentionNs: SESSION_REQUEST_RETENTION_NS,
+      pruneBatch: SESSION_REQUEST_PRUNE_BATCH,
+      pruneIntervalNs: SESSION_REQUEST_PRUNE_INTERVAL_NS,
+    };
+    this.#rows = commitRows(db, prune);
+    this.#writer = new GroupWriter(db.name, {
+      walCapBytes,
+      prune,
+      onCommitted: (walBytes, capCheckpoint) =>
+        this.#afterCommit(walBytes, capCheckpoint),
+    });
     this.#findSessionRequest = db
       .prepare<[string, number]>(
         "SELECT outcome, ts FROM session_requests WHERE session_id = ? AND request_id = ?",
@@ -350,55 +361,9 @@ export class SqliteStore {
     this.#scanDesc = db.prepare(
       "SELECT key, doc_id AS docId FROM index_entries WHERE index_id = ? AND key >= ? AND key < ? ORDER BY key DESC LIMIT ?",
     );
-    this.#commit = (batch: CommitBatch) => {
-      for (const table of batch.newTables) {
-        insertTable.run(table.name, table.number, table.count);
-      }
-      for (const index of batch.newIndexes) this.#insertIndexRow(index);
-      for (const write of batch.writes) {
-        if (write.json === null) {
-          deleteDocument.run(write.id);
-        } else {
-          upsertDocument.run(write.id, write.tableNumber, batch.ts, write.json);
-        }
-      }
-      for (const write of batch.indexWrites) {
-        if (write.remove !== null) deleteEntry.run(write.indexId, write.remove);
-        if (write.add !== null)
-          this.#insertEntry.run(write.indexId, write.add, write.docId);
-      }
-      if (batch.sessionRequest !== undefined) {
-        const { sessionId, requestId, outcome } = batch.sessionRequest;
-        insertSessionRequest.run(sessionId, requestId, batch.ts, outcome);
-      }
-      batch.inTransaction?.();
-    };
     this.#savepoint = db.prepare(`SAVEPOINT ${COMMIT_SAVEPOINT}`);
     this.#releaseSavepoint = db.prepare(`RELEASE ${COMMIT_SAVEPOINT}`);
     this.#rollbackToSavepoint = db.prepare(`ROLLBACK TO ${COMMIT_SAVEPOINT}`);
-    // The oldest first, through `session_requests_by_ts`: it reads only what it deletes.
-    const pruneSessionRequests = db.prepare<[bigint, number]>(
-      "DELETE FROM session_requests WHERE (session_id, request_id) IN " +
-        "(SELECT session_id, request_id FROM session_requests WHERE ts < ? ORDER BY ts LIMIT ?)",
-    );
-    this.#writeGroupState = () => {
-      const group = this.#groupState;
-      if (group === null) return;
-      this.#groupState = null;
-      for (const [number, count] of group.counts) setCount.run(count, number);
-      setMeta.run("last_ts", group.ts.toString());
-      setMeta.run("last_creation_time", String(group.lastCreationTime));
-      if (group.ts >= this.#nextPruneTs) {
-        const { changes } = pruneSessionRequests.run(
-          group.ts - SESSION_REQUEST_RETENTION_NS,
-          SESSION_REQUEST_PRUNE_BATCH,
-        );
-        this.#nextPruneTs =
-          changes < SESSION_REQUEST_PRUNE_BATCH
-            ? group.ts + SESSION_REQUEST_PRUNE_INTERVAL_NS
-            : 0n;
-      }
-    };
   }
 
   /**
@@ -453,8 +418,10 @@ export class SqliteStore {
     return { lastTs, lastCreationTime, tables, indexes };
   }
 
-  /** A committed document's Convex JSON, or null. */
+  /** A committed document's Convex JSON, or null (commits the group writer has not written yet included). */
   getDocument(id: string): string | null {
+    const pending = pendingDocument(this.#writer.layers, id);
+    if (pending !== undefined) return pending;
     const row = this.#getDocument.get(id) as { json: string } | undefined;
     return row?.json ?? null;
   }
@@ -467,19 +434,25 @@ export class SqliteStore {
     limit: number,
   ): IndexEntry[] {
     const statement = order === "asc" ? this.#scanAsc : this.#scanDesc;
-    return statement.all(
+    return mergeScan(
+      this.#writer.layers,
       indexId,
-      interval.lo,
-      interval.hi,
+      interval,
+      order,
       limit,
-    ) as IndexEntry[];
+      (rows) =>
+        statement.all(indexId, interval.lo, interval.hi, rows) as IndexEntry[],
+    );
   }
 
   /**
-   * Pins a snapshot of every commit made so far (those of the open group
-   * too, which this COMMITs first: its fsync still comes at the next
-   * `sync()`), or null while MAX_SNAPSHOTS are pinned. For reads that must
-   * see one state across event-loop turns while writers go on.
+   * Pins a snapshot of every commit made so far, or null while MAX_SNAPSHOTS
+   * are pinned. For reads that must see one state across event-loop turns
+   * while writers go on. The open group is COMMITted first (its fsync still
+   * comes at the next `sync()`), or, if it goes to the group writer, posted
+   * there: the snapshot reads the groups its reader does not see yet (those
+   * after the `last_ts` it pinned) from their layers, which no later commit
+   * changes.
    */
   snapshot(): StoreSnapshot | null {
     if (this.#pinned >= MAX_SNAPSHOTS || !this.#db.open) return null;
@@ -487,13 +460,18 @@ export class SqliteStore {
     // none until it has (its file is cut back to the cap then).
     if (this.#walBytes >= 2 * this.#walCapBytes) return null;
     // Throws as `sync()` would when the group's COMMIT fails.
-    this.#endGroup();
+    if (this.#groupOpen) this.#endGroup();
+    else this.#writer.seal(false).catch(() => {});
     let reader: Reader | undefined;
+    let layers: readonly GroupLayer[];
     try {
       reader = this.#idleReaders.pop() ?? this.#openReader();
       reader.begin.run();
       // A WAL read transaction takes its snapshot at its first read.
-      reader.pin.get();
+      const pinnedTs = BigInt(
+        (reader.pin.get() as { value: string } | undefined)?.value ?? "0",
+      );
+      layers = this.#writer.layers.filter((layer) => layer.maxTs > pinnedTs);
     } catch {
       // No snapshot now (the caller goes on without one); the connection goes.
       if (reader !== undefined) {
@@ -507,16 +485,29 @@ export class SqliteStore {
     const walAtPin = this.#walBytes;
     return {
       expired: () => this.#walBytes - walAtPin >= this.#walCapBytes,
-      getDocument: (id) =>
-        (reader.getDocument.get(id) as { json: string } | undefined)?.json ??
-        null,
+      getDocument: (id) => {
+        const pending = pendingDocument(layers, id);
+        if (pending !== undefined) return pending;
+        return (
+          (reader.getDocument.get(id) as { json: string } | undefined)?.json ??
+          null
+        );
+      },
       scanIndex: (indexId, interval, order, limit) =>
-        (order === "asc" ? reader.scanAsc : reader.scanDesc).all(
+        mergeScan(
+          layers,
           indexId,
-          interval.lo,
-          interval.hi,
+          interval,
+          order,
           limit,
-        ) as IndexEntry[],
+          (rows) =>
+            (order === "asc" ? reader.scanAsc : reader.scanDesc).all(
+              indexId,
+              interval.lo,
+              interval.hi,
+              rows,
+            ) as IndexEntry[],
+        ),
       release: () => {
         if (!pinned) return;
         pinned = false;
@@ -550,7 +541,8 @@ export class SqliteStore {
 
   /** Registers an index outside a commit (a backfill about to start). */
   addIndex(index: StoredIndex): void {
-    this.#insertIndexRow(index);
+    this.#quiesce();
+    this.#rows.insertIndexRow(index);
   }
 
   /**
@@ -565,7 +557,7 @@ export class SqliteStore {
   ): void {
     backfillTransaction(this.#db, () => {
       for (const { key, docId } of entries)
-        this.#insertEntry.run(indexId, key, docId);
+        this.#rows.insertEntry(indexId, key, docId);
       if (cursor !== undefined)
         this.setMeta(backfillCursorKey(indexId), cursor.toString("hex"));
     });
@@ -585,15 +577,13 @@ export class SqliteStore {
   }
 
   setMeta(key: string, value: string): void {
-    this.#db
-      .prepare(
-        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-      )
-      .run(key, value);
+    this.#quiesce();
+    this.#rows.setMeta(key, value);
   }
 
   /** A ready index needs no backfill cursor any more. */
   setIndexState(indexId: number, state: IndexState): void {
+    this.#quiesce();
     this.#db.transaction(() => {
       this.#db
         .prepare("UPDATE indexes SET state = ? WHERE index_id = ?")
@@ -604,6 +594,7 @@ export class SqliteStore {
 
   /** Forgets an index: its row (and cursor) at once, its entries `limit` at a time (returns how many went). */
   dropIndex(indexId: number): void {
+    this.#quiesce();
     this.#db.transaction(() => {
       this.#db.prepare("DELETE FROM indexes WHERE index_id = ?").run(indexId);
       this.#deleteMeta(backfillCursorKey(indexId));
@@ -615,6 +606,7 @@ export class SqliteStore {
   }
 
   deleteEntries(indexId: number, limit: number): number {
+    this.#quiesce();
     const deleted = this.#db
       .prepare(
         "DELETE FROM index_entries WHERE index_id = ? AND key IN (SELECT key FROM index_entries WHERE index_id = ? LIMIT ?)",
@@ -641,10 +633,15 @@ export class SqliteStore {
   }
 
   /**
-   * Writes a commit into the open group's SQLite transaction (opening one if
-   * none is), as a savepoint: a commit that fails leaves the others of its
-   * group as they were. Throws `CommitGroupLostError` when SQLite had to roll
-   * the whole group back (a full disk or an I/O error ends the transaction).
+   * Adds a commit to the open group. A group goes to the group writer's
+   * thread (groupWriter.ts), unless one of its commits keeps a search or
+   * vector index (`inTransaction`: that upkeep reads its own tables inside
+   * the transaction): from that commit on, until the group ends, commits are
+   * savepoints in a transaction of the store's own connection, begun once the
+   * writer has written everything before (`quiesce`), so that a commit that
+   * fails there leaves the others of its group as they were. Throws
+   * `CommitGroupLostError` when SQLite had to roll a whole group back (a full
+   * disk or an I/O error ends the transaction), or the writer's thread did.
    *
    * `progress.step` records how far it got, so that a commit a function's
    * watchdog cut short (V8 ends host code at any call, and runs no `catch` or
@@ -652,7 +649,19 @@ export class SqliteStore {
    * just before the statement it names, or just after the work it follows.
    */
   commit(batch: CommitBatch, progress: CommitProgress = { step: 0 }): void {
+    const failure = this.#writer.failure;
+    if (failure !== null) throw new CommitGroupLostError(failure);
+    if (!this.#groupOpen && batch.inTransaction === undefined) {
+      progress.viaWriter = true;
+      progress.step = 1;
+      this.#writer.add(batch);
+      progress.step = 4;
+      this.#noteRequest(batch);
+      progress.step = 5;
+      return;
+    }
     if (!this.#groupOpen) {
+      this.#quiesce();
       this.#db.exec("BEGIN IMMEDIATE");
       this.#groupOpen = true;
     }
@@ -660,7 +669,8 @@ export class SqliteStore {
     this.#savepoint.run();
     progress.step = 2;
     try {
-      this.#commit(batch);
+      this.#rows.write(batch);
+      batch.inTransaction?.();
     } catch (error) {
       if (!this.#db.inTransaction) {
         this.#groupOpen = false;
@@ -686,6 +696,13 @@ export class SqliteStore {
    * when SQLite says so (a cut may fall between BEGIN and its flag).
    */
   recoverCut(batch: CommitBatch, progress: CommitProgress): boolean {
+    if (progress.viaWriter === true) {
+      // Adding is idempotent: what the cut left half done is done again.
+      if (progress.step === 0) return false;
+      this.#writer.add(batch);
+      this.#noteRequest(batch);
+      return true;
+    }
     this.#groupOpen = this.#db.inTransaction;
     switch (progress.step) {
       case 0:
@@ -720,14 +737,19 @@ export class SqliteStore {
     return true;
   }
 
-  /** What a released commit leaves for its group's COMMIT (idempotent: `recoverCut` may repeat it). */
-  #recordGroupState(batch: CommitBatch): void {
+  /** A commit's de-duplication record raises its session's highest request id (idempotent). */
+  #noteRequest(batch: CommitBatch): void {
     if (batch.sessionRequest !== undefined) {
       const { sessionId, requestId } = batch.sessionRequest;
       const latest = this.#latestRequestIds.get(sessionId);
       if (latest !== undefined && requestId > latest)
         this.#latestRequestIds.set(sessionId, requestId);
     }
+  }
+
+  /** What a released commit leaves for its group's COMMIT (idempotent: `recoverCut` may repeat it). */
+  #recordGroupState(batch: CommitBatch): void {
+    this.#noteRequest(batch);
     const group = this.#groupState;
     if (group === null) {
       this.#groupState = {
@@ -751,12 +773,23 @@ export class SqliteStore {
     let latest = this.#latestRequestIds.get(sessionId);
     if (latest === undefined) {
       const stored = this.#latestSessionRequest.get(sessionId) as number | null;
-      latest = stored ?? -1;
+      // The groups on their way to the file count too: the cache must stay
+      // an upper bound once they are written.
+      latest = Math.max(
+        stored ?? -1,
+        pendingLatestRequestId(this.#writer.layers, sessionId),
+      );
       if (this.#latestRequestIds.size >= LATEST_REQUEST_IDS_CACHED)
         this.#latestRequestIds.clear();
       this.#latestRequestIds.set(sessionId, latest);
     }
     if (requestId > latest) return null;
+    const pending = pendingSessionRequest(
+      this.#writer.layers,
+      sessionId,
+      requestId,
+    );
+    if (pending !== undefined) return pending;
     const row = this.#findSessionRequest.get(sessionId, requestId) as
       { outcome: string; ts: bigint } | undefined;
     return row ?? null;
@@ -764,11 +797,14 @@ export class SqliteStore {
 
   /**
    * Makes every commit that returned before this call durable: one fdatasync
-   * of the `-wal` file, off the event loop.
+   * of the `-wal` file, off the event loop (on the group writer's thread,
+   * after it has written the open group, or for a group of the store's own
+   * connection, on the thread pool after its COMMIT).
    */
   async sync(): Promise<void> {
     // `close` checkpointed and synced everything; the descriptor may be gone.
     if (!this.#db.open) return;
+    if (!this.#groupOpen) return this.#writer.seal(true);
     this.#endGroup();
     this.#syncsInFlight++;
     await new Promise<void>((resolve, reject) => {
@@ -784,8 +820,38 @@ export class SqliteStore {
 
   /** `sync()` on the calling thread, for the last commits before a close. */
   syncNow(): void {
+    if (!this.#groupOpen) {
+      try {
+        this.#writer.syncNow();
+      } catch (error) {
+        throw new CommitGroupLostError(error as Error);
+      }
+      return;
+    }
     this.#endGroup();
     fs.fdatasyncSync(this.#walFd);
+  }
+
+  /**
+   * Blocks until the group writer's thread has written every commit made so
+   * far (it posts the open group): before anything else writes with the
+   * store's own connection.
+   */
+  #quiesce(): void {
+    if (this.#groupOpen) return;
+    try {
+      this.#writer.quiesce();
+    } catch (error) {
+      throw new CommitGroupLostError(error as Error);
+    }
+  }
+
+  /** Writes what the open group's commits leave in the table counts and clocks (and prunes expired session requests). */
+  #writeGroupState(): void {
+    const group = this.#groupState;
+    if (group === null) return;
+    this.#groupState = null;
+    this.#rows.writeGroupState(group);
   }
 
   /**
@@ -804,19 +870,33 @@ export class SqliteStore {
     this.#afterCommit();
   }
 
-  /** After a transaction of this connection committed: the WAL's upkeep (module comment, "Checkpoints"). */
-  #afterCommit(): void {
-    const walBytes = fs.fstatSync(this.#walFd).size;
+  /**
+   * After a transaction committed: the WAL's upkeep (module comment,
+   * "Checkpoints"). For a group of the writer's thread, `walBytes` is the
+   * size it found after its COMMIT and `writerCheckpointed` whether it
+   * checkpointed there at the cap; otherwise this connection does.
+   */
+  #afterCommit(
+    walBytes = fs.fstatSync(this.#walFd).size,
+    writerCheckpointed: boolean | null = null,
+  ): void {
     const grown = walBytes > this.#walBytes;
     this.#walBytes = walBytes;
-    if (grown && walBytes >= this.#walCapBytes) {
+    if (
+      writerCheckpointed === true ||
+      (writerCheckpointed === null && grown && walBytes >= this.#walCapBytes)
+    ) {
       // Until the WAL has rewound the worker starts no checkpoint: under a
       // busy disk it could hold the lock at every COMMIT, and one running at
       // the next BEGIN keeps the WAL from rewinding there.
       this.#checkpointer.hold(true);
       this.#holding = true;
-      this.#capCheckpoints++;
-      this.#db.pragma("wal_checkpoint(PASSIVE)");
+      if (writerCheckpointed === null) {
+        this.#capCheckpoints++;
+        this.#db.pragma("wal_checkpoint(PASSIVE)");
+      } else {
+        this.#writerCapCheckpoints++;
+      }
     } else if (this.#holding && !grown) {
       this.#checkpointer.hold(false);
       this.#holding = false;
@@ -824,11 +904,18 @@ export class SqliteStore {
     this.#requestAtCommit = this.#checkpointer.request();
   }
 
-  /** The worker's checkpoints so far, and this connection's at the cap (tests and benchmarks). */
-  get checkpointStats(): CheckpointStats & { capCheckpoints: number } {
+  /**
+   * The worker's checkpoints so far, this connection's at the cap (on the
+   * event loop) and the group writer thread's (tests and benchmarks).
+   */
+  get checkpointStats(): CheckpointStats & {
+    capCheckpoints: number;
+    writerCapCheckpoints: number;
+  } {
     return {
       ...this.#checkpointer.stats,
       capCheckpoints: this.#capCheckpoints,
+      writerCapCheckpoints: this.#writerCapCheckpoints,
     };
   }
 
@@ -879,23 +966,14 @@ export class SqliteStore {
       this.#db.exec("COMMIT");
     }
     this.#groupOpen = false;
-    // Before the writer, which (the last to close) checkpoints and deletes the WAL.
+    // Before this connection, which (the last to close) checkpoints and deletes the WAL.
+    this.#writer.close();
     for (const reader of this.#readers) reader.db.close();
     this.#checkpointer.close();
     this.#db.close();
     this.#lock.close();
     // A sync still running closes the descriptor when it is done.
     if (this.#syncsInFlight === 0) fs.closeSync(this.#walFd);
-  }
-
-  #insertIndexRow(index: StoredIndex): void {
-    this.#insertIndex.run(
-      index.indexId,
-      index.tableNumber,
-      index.name,
-      JSON.stringify(index.keyFields),
-      index.state,
-    );
   }
 }
 
@@ -914,6 +992,7 @@ export function backfillTransaction(
   db: Database.Database,
   work: () => void,
 ): void {
+  quiesceWriter(db);
   db.transaction(work)();
   // Inside an open group it was a savepoint; the group's COMMIT does the rest.
   if (!db.inTransaction) afterBackfill.get(db)?.();
@@ -921,6 +1000,19 @@ export function backfillTransaction(
 
 /** The WAL upkeep of each open store's connection, for `backfillTransaction`. */
 const afterBackfill = new WeakMap<Database.Database, () => void>();
+
+/** Each open store's `#quiesce`, for writes through its connection (`quiesceWriter`). */
+const beforeWrite = new WeakMap<Database.Database, () => void>();
+
+/**
+ * Call before writing with a store's connection from outside the store (the
+ * search and vector indexes' own tables, derivedIndexes.ts): blocks until the
+ * group writer's thread has written every commit, so that the two connections
+ * never write at once.
+ */
+export function quiesceWriter(db: Database.Database): void {
+  beforeWrite.get(db)?.();
+}
 
 function backfillCursorKey(indexId: number): string {
   return `backfill_cursor:${indexId}`;

@@ -108,6 +108,11 @@ export class VectorIndexes {
   }
 
   /** Applies a commit's document changes; call inside its SQLite transaction. */
+  /** Whether a commit that changed these tables keeps one of these indexes. */
+  maintains(tables: ReadonlySet<string>): boolean {
+    return this.#derived.maintains(tables);
+  }
+
   apply(changes: readonly DocumentChange[]): void {
     this.#derived.apply(changes);
   }

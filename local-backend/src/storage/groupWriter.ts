@@ -148,6 +148,11 @@ export class GroupLayer {
     return this.batches.some((wire) => wire.ts === batch.ts);
   }
 
+  /** Whether any commit in it wrote an entry of this index. */
+  writes(indexId: number): boolean {
+    return this.#indexes.has(indexId);
+  }
+
   /** Calls `into` for each of the index's keys in [lo, hi), in ascending order. */
   entriesIn(
     indexId: number,
@@ -234,16 +239,16 @@ export function mergeScan(
   limit: number,
   scan: (limit: number) => PendingEntry[],
 ): PendingEntry[] {
+  // Most scans meet no layer that wrote their index: no key conversions then.
+  if (!layers.some((layer) => layer.writes(indexId))) return scan(limit);
   let pending: Map<string, string | null> | null = null;
-  if (layers.length > 0) {
-    const lo = interval.lo.toString("latin1");
-    const hi = interval.hi.toString("latin1");
-    for (const layer of layers) {
-      // Oldest first: a newer layer's entry for the same key wins.
-      layer.entriesIn(indexId, lo, hi, (key, docId) =>
-        (pending ??= new Map()).set(key, docId),
-      );
-    }
+  const lo = interval.lo.toString("latin1");
+  const hi = interval.hi.toString("latin1");
+  for (const layer of layers) {
+    // Oldest first: a newer layer's entry for the same key wins.
+    layer.entriesIn(indexId, lo, hi, (key, docId) =>
+      (pending ??= new Map()).set(key, docId),
+    );
   }
   if (pending === null) return scan(limit);
   const overlay: Map<string, string | null> = pending;

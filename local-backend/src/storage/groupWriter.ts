@@ -398,6 +398,20 @@ export class GroupWriter {
     if (this.#failure !== null) throw this.#failure;
   }
 
+  /**
+   * Whether the oldest fsync asked for (`seal(true)`) has returned on the
+   * thread while its answer is still on its way (the port delivers it at the
+   * event loop's next poll): work that holds the main thread for a slice can
+   * end it early, so that what waits for the fsync goes out (subscriptions.ts
+   * `#lane`). One atomic read.
+   */
+  get syncLanded(): boolean {
+    const synced = Atomics.load(this.#state, SLOTS.SYNCED);
+    for (const [seq, waiter] of this.#waiting)
+      if (waiter.sync) return seq <= synced;
+    return false;
+  }
+
   /** `seal(true)`, blocking until the fsync has returned (the last commits before a close). */
   syncNow(): void {
     if (this.#failure === null) {

@@ -818,6 +818,15 @@ export class SqliteStore {
     });
   }
 
+  /**
+   * A `sync()` on the group writer's thread has returned, and its promise
+   * settles at the event loop's next poll (`GroupWriter.syncLanded`). False
+   * for an fsync of the store's own connection's group.
+   */
+  get syncLanded(): boolean {
+    return this.#writer.syncLanded;
+  }
+
   /** `sync()` on the calling thread, for the last commits before a close. */
   syncNow(): void {
     if (!this.#groupOpen) {

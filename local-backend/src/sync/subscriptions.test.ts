@@ -1147,6 +1147,78 @@ describe("SubscriptionHub", () => {
     for (const client of room) client.session.dispose();
   });
 
+  test("once the fsync a room's frames wait for has returned, the slice ends: they go out before the next update, not after the rest of the slice's", async () => {
+    const group = `landed-${crypto.randomUUID()}`;
+    await insertItems(group, 1);
+    // One shared query: after its run, each socket's update is a few
+    // microseconds of synchronous work, so a slice holds hundreds of them.
+    const room = Array.from({ length: 3_000 }, () => new FakeClient());
+    for (const client of room) client.add("items:range", { group });
+    await expectUpToDate(room, "first results");
+    const sender = new FakeClient();
+    // Each commit's fsync starts with the room's query run, so that it
+    // returns while the room's updates run (before them, every frame would
+    // go out at once either way).
+    let startFsync = () => undefined as void;
+    const runQuery = runner.runQuery.bind(runner);
+    runner.runQuery = (request, visibility, onValid) => {
+      startFsync();
+      return runQuery(request, visibility, onValid);
+    };
+    let updates = 0;
+    let landedAt: number | null = null;
+    let firstFrameAt: number | null = null;
+    for (const client of room) {
+      const session = client.session;
+      const update = session.update.bind(session);
+      // Counts the room's updates, and notes the one during which the
+      // fsync returned on the writer thread (its answer not yet taken).
+      session.update = (slot) => {
+        updates++;
+        const done = update(slot);
+        if (landedAt === null && db.landedSync !== 0) landedAt = updates;
+        return done;
+      };
+      client.onTransition = () => (firstFrameAt ??= updates);
+    }
+    const seen: { landedAt: number; firstFrameAt: number }[] = [];
+    try {
+      // An fsync may also return between two slices (a slow disk), where
+      // the event loop takes its answer at once: tried until one returns
+      // inside a slice, at most five commits.
+      for (let attempt = 0; attempt < 5 && seen.length === 0; attempt++) {
+        updates = 0;
+        landedAt = null;
+        firstFrameAt = null;
+        fsyncGate = new Promise<void>((resolve) => (startFsync = resolve));
+        // The sender's answer waits for the fsync too, from the commit on.
+        sender.mutate(attempt, "items:insert", { group, rank: 1 + attempt });
+        await expect
+          .poll(
+            () =>
+              sender.sent.filter((m) => m.type === "MutationResponse")
+                .length ===
+              attempt + 1,
+            { timeout: 30_000 },
+          )
+          .toBe(true);
+        await expectUpToDate(room, `after insert ${attempt}`);
+        if (landedAt !== null && landedAt < room.length)
+          seen.push({ landedAt, firstFrameAt: firstFrameAt! });
+      }
+    } finally {
+      runner.runQuery = runQuery;
+      fsyncGate = null;
+      startFsync();
+    }
+    expect(seen).toHaveLength(1);
+    // At most the update that saw it (and one per other lane) ran before
+    // the frames went out; without the check, the rest of the slice's did
+    // (hundreds).
+    expect(seen[0].firstFrameAt - seen[0].landedAt).toBeLessThanOrEqual(4);
+    for (const client of [...room, sender]) client.session.dispose();
+  });
+
   test("a client that stops reading is sent at most two Transitions, then the latest state once it reads again", async () => {
     const group = `slow-${crypto.randomUUID()}`;
     const slow = new FakeClient();

@@ -231,6 +231,8 @@ export class SubscriptionHub {
   /** The first of `#released` not yet resumed. */
   #releasedNext = 0;
   #releasing = false;
+  /** The landed fsync a lane last ended its slice for (`Database.landedSync`). */
+  #endedForSync = 0;
   readonly #unlisten: () => void;
 
   constructor(db: Database, runner: FunctionRunner) {
@@ -509,6 +511,17 @@ export class SubscriptionHub {
     try {
       for (;;) {
         if (!this.#slices.open() || !this.#resumeReleased()) {
+          await this.#slices.next();
+          continue;
+        }
+        // The fsync that outboxes wait for has returned: its answer comes at
+        // the next poll, so the slice ends here and they are written first,
+        // rather than after a whole slice of updates (the sender's answer and
+        // the first sockets' frames of a large room waited up to a slice).
+        const landed = this.#awaitingDurable.size > 0 ? this.db.landedSync : 0;
+        if (landed !== 0 && landed !== this.#endedForSync) {
+          this.#endedForSync = landed;
+          this.#slices.end();
           await this.#slices.next();
           continue;
         }

@@ -276,6 +276,8 @@ async function closedLoop(
   start: (round: number, marker: string) => void,
   onFrame?: (round: number, text: string) => void,
   committedAt?: () => number,
+  /** Runs after each round, outside its time (`PageSplits.splitIfDue`). */
+  between?: () => Promise<void>,
 ): Promise<RoundResult> {
   const perPeer: number[] = [];
   const last: number[] = [];
@@ -299,6 +301,7 @@ async function closedLoop(
     if (committedAt !== undefined)
       sinceCommit.push(Math.max(...at) - committedAt());
     total += slowest;
+    await between?.();
   }
   return { perPeer, last, sinceCommit, seconds: total / 1000 };
 }
@@ -345,18 +348,131 @@ export type FanOutCase = {
   extra?: Record<string, number>;
 };
 
+/**
+ * What `usePaginatedQuery` does with a page that grew (convex 1.48
+ * `use_paginated_query.ts`): a subscribed page keeps its end cursor, so the
+ * first page gains every new message; once a result holds more than twice
+ * `initialNumItems` (or the server asks for a split) and has a
+ * `splitCursor`, the client adds two queries, up to the split cursor and from
+ * it to the page's end, and removes the page once both have results. Bare
+ * peers do the same here, or the first page would grow by a message a round
+ * for good and later rounds would re-run and ship pages no browser keeps.
+ * Every peer holds the very same page (one query, the same arguments), so the
+ * first peer's frame decides for all, and the split runs between two rounds,
+ * outside their time.
+ */
+class PageSplits {
+  #peers: Peer[];
+  #pageId: number;
+  #nextId: number;
+  /** Every peer's query set version (they change in step). */
+  #version = 1;
+  #paginationOpts: Record<string, unknown>;
+  #due: { splitCursor: string; continueCursor: string } | null = null;
+  /** Splits made so far. */
+  count = 0;
+
+  constructor(
+    peers: Peer[],
+    page: { queryId: number; paginationOpts: Record<string, unknown> },
+    nextQueryId: number,
+  ) {
+    this.#peers = peers;
+    this.#pageId = page.queryId;
+    this.#paginationOpts = page.paginationOpts;
+    this.#nextId = nextQueryId;
+  }
+
+  /** Looks at a frame of the first peer's: does the page's result call for a split? */
+  inspect(text: string): void {
+    const frame = JSON.parse(text) as {
+      modifications?: {
+        type: string;
+        queryId: number;
+        value?: {
+          page: unknown[];
+          splitCursor: string | null;
+          continueCursor: string;
+          pageStatus?: string | null;
+        };
+      }[];
+    };
+    for (const m of frame.modifications ?? []) {
+      if (m.type !== "QueryUpdated" || m.queryId !== this.#pageId) continue;
+      const value = m.value!;
+      const initial = this.#paginationOpts.numItems as number;
+      if (
+        value.splitCursor &&
+        (value.pageStatus === "SplitRecommended" ||
+          value.pageStatus === "SplitRequired" ||
+          value.page.length > initial * 2)
+      )
+        this.#due = {
+          splitCursor: value.splitCursor,
+          continueCursor: value.continueCursor,
+        };
+    }
+  }
+
+  /** Splits the page on every peer if its last result called for it. */
+  async splitIfDue(): Promise<void> {
+    const due = this.#due;
+    if (due === null) return;
+    this.#due = null;
+    const [newer, older] = [this.#nextId, this.#nextId + 1];
+    this.#nextId += 2;
+    const add = (queryId: number, paginationOpts: Record<string, unknown>) => ({
+      type: "Add",
+      queryId,
+      udfPath: "messages:list",
+      args: [{ paginationOpts }],
+    });
+    const newerOpts = { ...this.#paginationOpts, endCursor: due.splitCursor };
+    await this.#modify(`"queryId":${older}`, [
+      add(newer, newerOpts),
+      add(older, {
+        ...this.#paginationOpts,
+        cursor: due.splitCursor,
+        endCursor: due.continueCursor,
+      }),
+    ]);
+    await this.#modify('"QueryRemoved"', [
+      { type: "Remove", queryId: this.#pageId },
+    ]);
+    this.#pageId = newer;
+    this.#paginationOpts = newerOpts;
+    this.count++;
+  }
+
+  /** One query set change on every peer, until each has its Transition. */
+  async #modify(seen: string, modifications: object[]): Promise<void> {
+    const baseVersion = this.#version++;
+    await Promise.all(
+      this.#peers.map((peer) => {
+        const answered = peer.expect(seen);
+        peer.send({
+          type: "ModifyQuerySet",
+          baseVersion,
+          newVersion: baseVersion + 1,
+          modifications,
+        });
+        return answered;
+      }),
+    );
+  }
+}
+
 async function identicalCase(
   backend: Child,
   subscribers: number,
   rounds: number,
 ): Promise<FanOutCase> {
-  const page = {
-    udfPath: "messages:list",
-    args: { paginationOpts: { numItems: 30, cursor: null, id: 1 } },
-  };
+  const paginationOpts = { numItems: 30, cursor: null, id: 1 };
+  const page = { udfPath: "messages:list", args: { paginationOpts } };
   const peers = await openMany(subscribers, () =>
     syncPeer(backend.url, [page]),
   );
+  const splits = new PageSplits(peers, { queryId: 0, paginationOpts }, 1);
   const sender = await syncPeer(backend.url, []);
   const committedAt = answers(sender);
   // A new guest every MESSAGE_BURST sends, so the chat's per-user rate limit
@@ -384,15 +500,27 @@ async function identicalCase(
       args: [{ sessionId, body }],
     });
   };
-  await closedLoop(peers, 3, (_, marker) => send(marker));
+  const splitting = () => splits.splitIfDue();
+  await closedLoop(
+    peers,
+    3,
+    (_, marker) => send(marker),
+    (_, text) => splits.inspect(text),
+    undefined,
+    splitting,
+  );
   const frames: string[] = [];
   await backend.request("reset");
   const ours = await closedLoop(
     peers,
     rounds,
     (_, marker) => send(marker),
-    (round, text) => (frames[round] = text),
+    (round, text) => {
+      frames[round] = text;
+      splits.inspect(text);
+    },
     committedAt,
+    splitting,
   );
   const oursStall = await backend.request<Stall>("stall");
   for (const peer of [...peers, sender]) peer.close();
@@ -428,7 +556,10 @@ async function identicalCase(
     stallMs: { ours: oursStall.maxMs, floor: floorStall.maxMs },
     onCpuMs: onCpu(oursStall, floorStall),
     cpuUsPerDelivery: cpuPerDelivery(oursStall, floorStall, deliveries),
-    extra: { frameBytes: Buffer.byteLength(frames.at(-1) ?? "") },
+    extra: {
+      frameBytes: Buffer.byteLength(frames.at(-1) ?? ""),
+      pageSplits: splits.count,
+    },
   };
 }
 
@@ -580,15 +711,14 @@ async function chatCase(
     { length: Math.ceil((warmUp + rounds) / MESSAGE_BURST) },
     () => crypto.randomUUID(),
   );
+  const paginationOpts = { numItems: 30, cursor: null, id: 1 };
   const peers = await openMany(pages, () =>
     syncPeer(backend.url, [
       { udfPath: "users:me", args: { sessionId: crypto.randomUUID() } },
-      {
-        udfPath: "messages:list",
-        args: { paginationOpts: { numItems: 30, cursor: null, id: 1 } },
-      },
+      { udfPath: "messages:list", args: { paginationOpts } },
     ]),
   );
+  const splits = new PageSplits(peers, { queryId: 1, paginationOpts }, 2);
   const sender = await syncPeer(backend.url, []);
   const committedAt = answers(sender);
   const answered = mutations(sender);
@@ -610,15 +740,27 @@ async function chatCase(
       failures.push(error);
     });
   };
-  await closedLoop(peers, warmUp, (_, marker) => send(marker));
+  const splitting = () => splits.splitIfDue();
+  await closedLoop(
+    peers,
+    warmUp,
+    (_, marker) => send(marker),
+    (_, text) => splits.inspect(text),
+    undefined,
+    splitting,
+  );
   const frames: string[] = [];
   await backend.request("reset");
   const ours = await closedLoop(
     peers,
     rounds,
     (_, marker) => send(marker),
-    (round, text) => (frames[round] = text),
+    (round, text) => {
+      frames[round] = text;
+      splits.inspect(text);
+    },
     committedAt,
+    splitting,
   );
   const oursStall = await backend.request<Stall>("stall");
   if (failures.length > 0) throw failures[0];
@@ -650,6 +792,7 @@ async function chatCase(
       // Queries updated in a page's frame: 1 when only `messages.list` changed.
       queriesInFrame: (frames.at(-1) ?? "").split('"QueryUpdated"').length - 1,
       frameBytes: Buffer.byteLength(frames.at(-1) ?? ""),
+      pageSplits: splits.count,
       lastP50RatioToFloor:
         Math.round(
           (100 * summarize(ours.last).p50) / summarize(floor.last).p50,

@@ -2,7 +2,8 @@
  * Fan-out benchmarks (issue 7), each case beside a raw `ws` broadcast of the
  * same frames measured in the same run (`rawBroadcast.ts`):
  * - identical subscriptions: N sockets subscribed to the chat's first page
- *   (`messages.list`, as `usePaginatedQuery` asks for it), closed loop: one
+ *   (`messages.list`, as `usePaginatedQuery` asks for it, and split as it
+ *   splits a page past twice its size: `PageSplits`), closed loop: one
  *   `messages.send`, wait until all N have a frame with the new message, repeat;
  * - idle subscriptions: 20,000 subscriptions over 1,000 channels (200 sockets
  *   of 100 fixture `items.range` queries, 20 per channel), one insert into one

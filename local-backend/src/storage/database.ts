@@ -476,9 +476,9 @@ export class Database {
   /**
    * The fsync in flight has returned, and what waits for it is released at
    * the event loop's next poll: that fsync's number (they count from 1), or
-   * 0. Work that holds the main thread for a slice can end it then, once per
-   * fsync, so that frames waiting for it go out first (subscriptions.ts
-   * `#lane`).
+   * 0. Work that holds the main thread for a slice can end it then and wait
+   * for the next poll, which takes the answer, so that frames waiting for it
+   * go out first (subscriptions.ts `#lane`).
    */
   get landedSync(): number {
     return this.#syncing && this.#store.syncLanded ? this.#syncNumber : 0;

@@ -231,8 +231,6 @@ export class SubscriptionHub {
   /** The first of `#released` not yet resumed. */
   #releasedNext = 0;
   #releasing = false;
-  /** The landed fsync a lane last ended its slice for (`Database.landedSync`). */
-  #endedForSync = 0;
   readonly #unlisten: () => void;
 
   constructor(db: Database, runner: FunctionRunner) {
@@ -322,6 +320,16 @@ export class SubscriptionHub {
   /** How work of the hub's goes on in a later turn, inside its slices (`TimeSlices.later`). */
   get pace(): Pace {
     return this.#pace;
+  }
+
+  /**
+   * Whether a socket's frame may be handled now: inside the hub's slice,
+   * starting one if none runs. Frames share the slices with the hub's
+   * updates, so frames of many sockets that arrive in one poll are handled
+   * over several turns (`SyncSession.receive`), not in one stretch.
+   */
+  receiving(): boolean {
+    return this.#slices.open();
   }
 
   /**
@@ -514,15 +522,16 @@ export class SubscriptionHub {
           await this.#slices.next();
           continue;
         }
-        // The fsync that outboxes wait for has returned: its answer comes at
-        // the next poll, so the slice ends here and they are written first,
-        // rather than after a whole slice of updates (the sender's answer and
-        // the first sockets' frames of a large room waited up to a slice).
-        const landed = this.#awaitingDurable.size > 0 ? this.db.landedSync : 0;
-        if (landed !== 0 && landed !== this.#endedForSync) {
-          this.#endedForSync = landed;
+        // The fsync that outboxes wait for has returned: its answer is taken
+        // at the next poll, so the slice ends here and the lane goes on after
+        // that poll (an immediate set now runs after it; the slice's own end
+        // may come before it), and the frames are written first, rather than
+        // after a whole slice of updates (the sender's answer and the first
+        // sockets' frames of a large room waited up to a slice). Only until
+        // the answer is taken: the next poll takes it.
+        if (this.#awaitingDurable.size > 0 && this.db.landedSync !== 0) {
           this.#slices.end();
-          await this.#slices.next();
+          await new Promise((resolve) => setImmediate(resolve));
           continue;
         }
         const next = this.#queue.take(this.#heavyRunning < HEAVY_LANES);

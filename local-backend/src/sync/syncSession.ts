@@ -286,7 +286,11 @@ export class SyncSession implements Subscriber {
   #identity: Identity = ANONYMOUS;
   readonly #authenticator: Authenticator | null;
   #held: ClientMessage[] | null = null;
-  /** Frames received while a large one is parsed over several turns (`receive`), in order. */
+  /**
+   * Frames waiting to be handled, in order (`receive`): received while a
+   * large one is parsed over several turns, or after the hub's slice ran out
+   * in the turn they arrived in. Null when none waits.
+   */
   #inbox: string[] | null = null;
   /** Their characters: at most MAX_FRAME_BYTES wait, as one frame may be. */
   #inboxChars = 0;
@@ -341,10 +345,19 @@ export class SyncSession implements Subscriber {
     return this.#closed;
   }
 
+  /** Frames received and not handled yet (`receive`). */
+  get waitingFrames(): number {
+    return this.#inbox?.length ?? 0;
+  }
+
   /**
    * Handles one text frame, in the order received; a malformed one closes
    * this socket only. A large one is parsed over several turns
    * (`parseClientMessageInTurns`), the frames after it waiting for it.
+   * Frames are handled inside the hub's slice (`SubscriptionHub.receiving`):
+   * once frames of many sockets that arrived in one poll have used it up,
+   * the rest wait for a later turn, each socket's in order (1,000 clients'
+   * ModifyQuerySets at once were 12 ms in one stretch).
    */
   receive(frame: string): void {
     if (this.#closed) return;
@@ -355,11 +368,17 @@ export class SyncSession implements Subscriber {
         this.#inboxChars > MAX_FRAME_BYTES
       ) {
         this.#fail(
-          `More than ${MAX_HELD_MESSAGES} messages or ${MAX_FRAME_BYTES} characters sent while a large message was being read`,
+          `More than ${MAX_HELD_MESSAGES} messages or ${MAX_FRAME_BYTES} characters sent while earlier ones waited to be read`,
         );
         return;
       }
       this.#inbox.push(frame);
+      return;
+    }
+    if (!this.#hub.receiving()) {
+      this.#inbox = [frame];
+      this.#inboxChars = frame.length;
+      this.#hub.pace(() => this.#drainInbox());
       return;
     }
     if (frame.length >= LARGE_FRAME_CHARS) {
@@ -367,6 +386,39 @@ export class SyncSession implements Subscriber {
       return;
     }
     this.#accept(() => parseClientMessage(frame));
+  }
+
+  /**
+   * Handles the frames that wait (`#inbox`), in order, while the hub's slice
+   * lasts; what is left waits for a later one.
+   */
+  #drainInbox(): void {
+    if (this.#closed) return;
+    const inbox = this.#inbox ?? [];
+    let next = 0;
+    try {
+      while (next < inbox.length && this.#hub.receiving()) {
+        const frame = inbox[next++];
+        this.#inboxChars -= frame.length;
+        // Another large one: the rest waits behind it, in order.
+        if (frame.length >= LARGE_FRAME_CHARS) {
+          this.#receiveLarge(frame, inbox.slice(next));
+          return;
+        }
+        this.#accept(() => parseClientMessage(frame));
+        if (this.#closed) return;
+      }
+    } catch (error) {
+      this.#internalError("receive", error);
+      return;
+    }
+    if (next < inbox.length) {
+      this.#inbox = inbox.slice(next);
+      this.#hub.pace(() => this.#drainInbox());
+    } else {
+      this.#inbox = null;
+      this.#inboxChars = 0;
+    }
   }
 
   /** `waiting`: frames received after it, handled once it is (`#inbox`). */
@@ -382,20 +434,11 @@ export class SyncSession implements Subscriber {
         // As the socket's own handler does for a frame it was given.
         try {
           this.#accept(() => message);
-          const inbox = this.#inbox ?? [];
-          this.#inbox = null;
-          for (let i = 0; i < inbox.length && !this.#closed; i++) {
-            const next = inbox[i];
-            // Another large one: the rest waits behind it, in order.
-            if (next.length >= LARGE_FRAME_CHARS) {
-              this.#receiveLarge(next, inbox.slice(i + 1));
-              return;
-            }
-            this.#accept(() => parseClientMessage(next));
-          }
         } catch (error) {
           this.#internalError("receive", error);
+          return;
         }
+        this.#drainInbox();
       },
       (error: unknown) => {
         if (this.#closed) return;

@@ -327,8 +327,6 @@ export class Database {
   #undurableCommits = 0;
   #undurableBytes = 0;
   #syncing = false;
-  /** The fsyncs started so far (`landedSync`). */
-  #syncNumber = 0;
   #failure: Error | null = null;
   /** The commit running now; left set if a watchdog cut it short (`recoverCut`). */
   #inFlight: PreparedCommit | null = null;
@@ -475,13 +473,12 @@ export class Database {
 
   /**
    * The fsync in flight has returned, and what waits for it is released at
-   * the event loop's next poll: that fsync's number (they count from 1), or
-   * 0. Work that holds the main thread for a slice can end it then and wait
-   * for the next poll, which takes the answer, so that frames waiting for it
-   * go out first (subscriptions.ts `#lane`).
+   * the event loop's next poll. Work that holds the main thread for a slice
+   * can end it then and wait for that poll, so that frames waiting for the
+   * fsync go out first (subscriptions.ts `#lane`).
    */
-  get landedSync(): number {
-    return this.#syncing && this.#store.syncLanded ? this.#syncNumber : 0;
+  get syncLanded(): boolean {
+    return this.#syncing && this.#store.syncLanded;
   }
 
   /** Too many commits wait for an fsync: the committer should await `durable` before the next. */
@@ -1202,7 +1199,6 @@ export class Database {
     if (this.#syncing || this.#closed || this.isDurable(this.#lastCommitTs))
       return;
     this.#syncing = true;
-    this.#syncNumber++;
     // What the fsync covers is fixed when it is issued: every commit before.
     let upTo = this.#lastCommitTs;
     let commits = 0;

@@ -1211,7 +1211,7 @@ describe("SubscriptionHub", () => {
       session.update = (slot) => {
         updates++;
         const done = update(slot);
-        if (landedAt === null && db.landedSync !== 0) landedAt = updates;
+        if (landedAt === null && db.syncLanded) landedAt = updates;
         return done;
       };
       client.onTransition = () => (firstFrameAt ??= updates);

@@ -529,7 +529,7 @@ export class SubscriptionHub {
         // after a whole slice of updates (the sender's answer and the first
         // sockets' frames of a large room waited up to a slice). Only until
         // the answer is taken: the next poll takes it.
-        if (this.#awaitingDurable.size > 0 && this.db.landedSync !== 0) {
+        if (this.#awaitingDurable.size > 0 && this.db.syncLanded) {
           this.#slices.end();
           await new Promise((resolve) => setImmediate(resolve));
           continue;

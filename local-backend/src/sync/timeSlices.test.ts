@@ -4,8 +4,10 @@
  * once; work paused between turns goes on a slice's worth at a time.
  */
 import fs from "node:fs";
+import net from "node:net";
+import { MessageChannel } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
-import { describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test, vi } from "vitest";
 import { TurnCounter } from "../../test/turnCounter.ts";
 import { TimeSlices } from "./timeSlices.ts";
 
@@ -98,5 +100,78 @@ describe("TimeSlices", () => {
     // An 8 ms slice holds three 3 ms steps: the third crosses its deadline.
     // With a plain setImmediate each, all six went on in every turn.
     expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(3);
+  });
+
+  describe("a slice ended early", () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    /** Resolves with true once `promise` settles, false if `turns` check phases pass first. */
+    async function settlesWithin(
+      promise: Promise<void>,
+      turns: number,
+    ): Promise<boolean> {
+      let settled = false;
+      void promise.then(() => (settled = true));
+      for (let i = 0; i < turns && !settled; i++)
+        await new Promise((resolve) => setImmediate(resolve));
+      return settled;
+    }
+
+    test("gives way to the next slice after one poll of I/O, not at the slice's timer", async () => {
+      // Only the timers are held: the slice's own timer (1 ms steps) never
+      // fires here, so a turn that waited for it would never end.
+      vi.useFakeTimers({ toFake: ["setTimeout"] });
+      const slices = new TimeSlices(8);
+      expect(slices.open()).toBe(true);
+      slices.end();
+      expect(slices.open()).toBe(false);
+      // What a poll hands over meanwhile (a finished fsync's answer) starts
+      // the next slice as soon as the turn ends.
+      let polled = false;
+      fs.stat(import.meta.filename, () => (polled = true));
+      // The poll of I/O comes first: the fs callback may need a few turns.
+      while (!polled) await new Promise((resolve) => setImmediate(resolve));
+      expect(await settlesWithin(slices.next(), 3)).toBe(true);
+      expect(slices.open()).toBe(true);
+    });
+
+    test("is still followed by a poll before the next slice when ended in an I/O callback", async () => {
+      const slices = new TimeSlices(8);
+      // A socket's data is handled in the poll phase, as a client's frame
+      // is; a message posted to a port there is taken at the next poll.
+      const server = net.createServer((socket) => socket.end("frame"));
+      await new Promise<void>((resolve) =>
+        server.listen(0, "127.0.0.1", resolve),
+      );
+      const { port } = server.address() as net.AddressInfo;
+      const { port1, port2 } = new MessageChannel();
+      let polled = false;
+      port1.on("message", () => (polled = true));
+      let polledBeforeTheTurnEnded: boolean | null = null;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const socket = net.connect(port, "127.0.0.1");
+          socket.on("error", reject);
+          socket.once("data", () => {
+            expect(slices.open()).toBe(true);
+            slices.end();
+            port2.postMessage("poll");
+            void slices.next().then(() => {
+              polledBeforeTheTurnEnded = polled;
+              socket.destroy();
+              resolve();
+            });
+          });
+        });
+      } finally {
+        port1.close();
+        server.close();
+      }
+      // Not in the check phase right after the callback that ended it
+      // (one immediate would be): the next slice starts after a poll.
+      expect(polledBeforeTheTurnEnded).toBe(true);
+    });
   });
 });

@@ -23,6 +23,9 @@
  *   the turn's end whether the loop has been through its timers (and so its
  *   poll) since; if not, the timer ends the turn with a `setImmediate` of
  *   its own (after that turn's poll), rather than spinning the loop.
+ * - work may end a slice early (`end()`) to let the loop poll now (a lane
+ *   whose frames wait for an fsync that has returned): that turn ends at
+ *   the first check phase after a poll, without waiting for the timer.
  *
  * Work that pauses between turns (a query run whose window ended) goes on
  * through `later`: in a later turn, inside a slice, each continuation in an
@@ -50,6 +53,8 @@ export class TimeSlices {
    * - set when a slice starts; cleared, with the deadline, at that turn's end
    */
   #turn: Promise<void> | null = null;
+  /** Ends the current slice's turn; null once `end()` has asked for it (or none runs). */
+  #endTurn: (() => void) | null = null;
 
   constructor(sliceMs: number) {
     this.#sliceMs = sliceMs;
@@ -70,11 +75,16 @@ export class TimeSlices {
     let timersRan = false;
     let immediateRan = false;
     this.#turn = new Promise((resolve) => {
+      let ended = false;
       const end = () => {
+        if (ended) return;
+        ended = true;
         this.#turn = null;
+        this.#endTurn = null;
         this.#deadline = 0;
         resolve();
       };
+      this.#endTurn = end;
       setTimeout(() => {
         timersRan = true;
         if (immediateRan) setImmediate(end);
@@ -87,9 +97,25 @@ export class TimeSlices {
     return true;
   }
 
-  /** Ends the current slice now: work waits for the next turn (`next()`). */
+  /**
+   * Ends the current slice now: work waits for the next turn (`next()`),
+   * which comes as soon as the event loop has polled I/O once, not at the
+   * slice's timer (up to 1 ms later: Node's timers have 1 ms steps). Work
+   * that ends a slice early does so for that poll (a finished fsync's
+   * answer is taken there), and what that poll hands over (the frames it
+   * made durable) must not then wait out the timer of a slice that did
+   * nothing: a lane that ended its slice for an fsync's answer held the
+   * room's frames and the sender's answer 1.1 ms longer.
+   */
   end(): void {
-    if (this.#turn !== null) this.#deadline = 0;
+    const end = this.#endTurn;
+    if (end === null) return;
+    this.#deadline = 0;
+    this.#endTurn = null;
+    // An immediate set in a check phase runs in the next turn's, after its
+    // poll; one set in any other phase runs in this turn's, before the
+    // next poll. The second immediate always comes after a poll.
+    setImmediate(() => setImmediate(end));
   }
 
   /**

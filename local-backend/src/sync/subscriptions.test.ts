@@ -972,6 +972,40 @@ describe("SubscriptionHub", () => {
     for (const client of room) client.session.dispose();
   });
 
+  test("a socket's frames that wait for a slice are handled before the next slice's updates, not behind a greedy socket's whole pass", async () => {
+    const group = `greedy-${crypto.randomUUID()}`;
+    await insertItems(group, 2);
+    // 300 distinct queries of at least 1 ms each: a pass of 300 ms or more.
+    slowGroups.set(group, 1);
+    slowRunTurns.length = 0;
+    const greedy = new FakeClient();
+    const other = new FakeClient();
+    greedy.addMany(distinctRanges(group, 300));
+    // Until the greedy pass holds the slices (lanes run its queries back to
+    // back inside each slice), then the other socket's frame arrives.
+    while (slowRunTurns.length < 30)
+      await new Promise((resolve) => setImmediate(resolve));
+    let waited = false;
+    for (let i = 0; i < 200 && !waited; i++) {
+      other.add("items:count", {});
+      waited = other.session.waitingFrames > 0;
+      if (!waited) await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(waited).toBe(true);
+    const runsAtArrival = slowRunTurns.length;
+    while (other.session.waitingFrames > 0)
+      await new Promise((resolve) => setImmediate(resolve));
+    const runsUntilHandled = slowRunTurns.length - runsAtArrival;
+    slowGroups.delete(group);
+    // At most what is left of the slice it arrived in (8 ms of 1 ms runs).
+    expect(runsUntilHandled).toBeLessThanOrEqual(10);
+    await expect
+      .poll(() => other.transitions().length, { timeout: 10_000 })
+      .toBeGreaterThanOrEqual(1);
+    greedy.session.dispose();
+    other.session.dispose();
+  });
+
   test("a closed socket's subscriptions are released inside the hub's slices, at most UNSUBSCRIBE_PER_SLICE in the turn that closed it, and soon all of them", async () => {
     const group = `closing-${crypto.randomUUID()}`;
     const before = hub.subscriptionCount;

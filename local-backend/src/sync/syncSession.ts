@@ -378,7 +378,7 @@ export class SyncSession implements Subscriber {
     if (!this.#hub.receiving()) {
       this.#inbox = [frame];
       this.#inboxChars = frame.length;
-      this.#hub.pace(() => this.#drainInbox());
+      this.#hub.whenReceiving(() => this.#drainInbox());
       return;
     }
     if (frame.length >= LARGE_FRAME_CHARS) {
@@ -414,7 +414,7 @@ export class SyncSession implements Subscriber {
     }
     if (next < inbox.length) {
       this.#inbox = inbox.slice(next);
-      this.#hub.pace(() => this.#drainInbox());
+      this.#hub.whenReceiving(() => this.#drainInbox());
     } else {
       this.#inbox = null;
       this.#inboxChars = 0;

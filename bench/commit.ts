@@ -16,6 +16,13 @@
  *   a user may send MESSAGE_BURST at once, so each writer rotates over a pool
  *   of guests created beforehand.
  *
+ * The concurrent fixture cases start with as many untimed mutations as the
+ * single writer's case (1,500), whose rate is reported beside the measured
+ * one: the first ~2,000 after a start ran at half the steady rate, with V8's
+ * helper threads at ~50 µs of CPU per mutation (compiling the hot paths,
+ * growing the heap) against ~5 later, so a case measured from a cold start
+ * told more about the start than about the steady rate.
+ *
  * Usage: npm run bench -- --only=commit [--quick]
  */
 import fs from "node:fs";
@@ -44,6 +51,12 @@ type CommitCase = {
   writers: number;
   mutations: number;
   perSec: number;
+  /**
+   * The untimed mutations run first (concurrent fixture cases): the first
+   * thousands after a start run at about half the steady rate while V8
+   * compiles the hot paths and the heap grows to its working size.
+   */
+  warmup?: { mutations: number; perSec: number };
   ackMs: Summary;
   fsyncsPerMutation: number;
   /** The backend's CPU time per mutation: what the machine's load does not change much. */
@@ -91,7 +104,20 @@ async function closedLoops(
   sends: Send[],
   perWriter: number,
   next: (writer: number, i: number) => [string, Record<string, unknown>],
+  warmupPerWriter = 0,
 ): Promise<CommitCase> {
+  let warmupPerSec: number | undefined;
+  if (warmupPerWriter > 0) {
+    const started = performance.now();
+    await Promise.all(
+      sends.map(async (send, writer) => {
+        for (let i = 0; i < warmupPerWriter; i++)
+          await send(...next(writer, perWriter + i));
+      }),
+    );
+    warmupPerSec =
+      (sends.length * warmupPerWriter) / ((performance.now() - started) / 1000);
+  }
   const ack: number[] = [];
   const syncsBefore = (await backend.request<{ count: number }>("syncs")).count;
   await backend.request("reset");
@@ -115,6 +141,14 @@ async function closedLoops(
     writers: sends.length,
     mutations: ack.length,
     perSec: ack.length / seconds,
+    ...(warmupPerSec === undefined
+      ? {}
+      : {
+          warmup: {
+            mutations: sends.length * warmupPerWriter,
+            perSec: warmupPerSec,
+          },
+        }),
     ackMs: summarize(ack),
     fsyncsPerMutation: syncs / ack.length,
     cpuMsPerMutation: stall.cpuMs / ack.length,
@@ -188,6 +222,10 @@ async function fixtureCases(quick: boolean): Promise<CommitCase[]> {
     "messages:send",
     { author: `w${writer}`, body: `message ${i}` },
   ];
+  // Before each concurrent case, as many untimed mutations again as the
+  // single writer's: the steady rate is what is measured (the warm-up's own
+  // rate is reported beside it).
+  const warmupEach = single / CONCURRENT;
   return withBackend(FIXTURE, async (backend) => {
     const cases: CommitCase[] = [];
     for (const writers of [1, CONCURRENT]) {
@@ -201,6 +239,7 @@ async function fixtureCases(quick: boolean): Promise<CommitCase[]> {
           sockets.map((s) => s.send),
           writers === 1 ? single : each,
           send,
+          writers === 1 ? 0 : warmupEach,
         ),
       );
       for (const s of sockets) s.peer.close();
@@ -213,6 +252,7 @@ async function fixtureCases(quick: boolean): Promise<CommitCase[]> {
           Array.from({ length: writers }, () => httpWriter(backend.url)),
           writers === 1 ? single : each,
           send,
+          writers === 1 ? 0 : warmupEach,
         ),
       );
     }
@@ -295,7 +335,10 @@ export async function commitBenchmarks(options: {
   for (const c of cases) {
     console.log(
       formatSummary(`  ${c.name}: ${c.perSec.toFixed(0)}/s; ack`, c.ackMs) +
-        `  fsyncs/mutation ${c.fsyncsPerMutation.toFixed(2)}, backend CPU/mutation ${c.cpuMsPerMutation.toFixed(3)} ms, longest stall ${c.stallMs.toFixed(1)} ms, longest stretch on a CPU ${c.longestOnCpuMs.toFixed(1)} ms`,
+        `  fsyncs/mutation ${c.fsyncsPerMutation.toFixed(2)}, backend CPU/mutation ${c.cpuMsPerMutation.toFixed(3)} ms, longest stall ${c.stallMs.toFixed(1)} ms, longest stretch on a CPU ${c.longestOnCpuMs.toFixed(1)} ms` +
+        (c.warmup === undefined
+          ? ""
+          : `; after ${c.warmup.mutations} untimed at ${c.warmup.perSec.toFixed(0)}/s`),
     );
   }
   const json = JSON.stringify({ commit: { baselines: floor, cases } }, null, 2);

@@ -445,6 +445,23 @@ describe("protocol violations close only the offending socket", () => {
   });
 });
 
+describe("close reasons", () => {
+  test("a reason with the client's multibyte text is cut to the 123 bytes a close frame holds, and the socket closes with it", async () => {
+    const raw = await h.raw();
+    await raw.connect(randomUUID());
+    // "Unknown message type ..." quotes the type the client sent.
+    await raw.send({ type: "é".repeat(200) });
+    const closed = await withTimeout(
+      raw.closed,
+      "the offending socket to close",
+    );
+    expect(closed.code).toBe(4000);
+    expect(closed.reason).toMatch(/^Unknown message type "é+$/);
+    expect(Buffer.byteLength(closed.reason)).toBeLessThanOrEqual(123);
+    expect(Buffer.byteLength(closed.reason)).toBeGreaterThan(118);
+  });
+});
+
 describe("endpoints", () => {
   test.each([
     `/api/${CLIENT_VERSION}/sync`,

@@ -7,6 +7,7 @@
  * with a huge query set nor one that stops reading can hold the others.
  */
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { JSONValue } from "convex/values";
@@ -1004,6 +1005,92 @@ describe("SubscriptionHub", () => {
       .toBeGreaterThanOrEqual(1);
     greedy.session.dispose();
     other.session.dispose();
+  });
+
+  test("a socket that keeps a backlog of frames gets its share of each slice, and another socket's update goes out while the backlog lasts", async () => {
+    const group = `backlog-${crypto.randomUUID()}`;
+    await insertItems(group, 1);
+    const observer = new FakeClient();
+    observer.add("items:range", { group });
+    await expect
+      .poll(() => observer.transitions().length, { timeout: 10_000 })
+      .toBe(1);
+    // Frames of ~180 KB (a few ms each to parse), 20 at every read of a real
+    // socket, in the poll phase: more than the slices can take.
+    const flooder = new FakeClient();
+    const event = JSON.stringify({
+      type: "Event",
+      eventType: "flood",
+      event: {
+        pad: "y".repeat(150_000),
+        items: Array.from({ length: 3_000 }, (_, i) => ({ i })),
+      },
+    });
+    const server = net.createServer((socket) =>
+      socket.on("data", () => {
+        for (let i = 0; i < 20; i++) flooder.session.receive(event);
+      }),
+    );
+    await new Promise<void>((resolve) =>
+      server.listen(0, "127.0.0.1", resolve),
+    );
+    const pump = net.connect(
+      (server.address() as net.AddressInfo).port,
+      "127.0.0.1",
+    );
+    await new Promise((resolve) => pump.once("connect", resolve));
+    let pumping = true;
+    const write = (): void => {
+      if (!pumping) return;
+      pump.write("x");
+      setImmediate(write);
+    };
+    write();
+    try {
+      await expect
+        .poll(() => flooder.session.waitingFrames, { timeout: 10_000 })
+        .toBeGreaterThan(40);
+      await runner.runMutation({
+        path: "items:insert",
+        args: { group, rank: 1, value: 1 },
+      });
+      await expect
+        .poll(() => observer.transitions().length, { timeout: 10_000 })
+        .toBe(2);
+      // While the backlog lasted: when frames took every slice, the update
+      // went out only once the flooder was closed for its backlog.
+      expect(flooder.closed).toBeNull();
+      expect(flooder.session.waitingFrames).toBeGreaterThan(0);
+    } finally {
+      pumping = false;
+      pump.destroy();
+      server.close();
+      flooder.session.dispose();
+      observer.session.dispose();
+    }
+  });
+
+  test("a socket's frame handler that throws is failed alone, and the sockets queued behind it are still served", async () => {
+    // Frames wait for a slice only once the current one is used up.
+    while (hub.receiving()) {
+      /* spins to the slice's end */
+    }
+    const failed: unknown[] = [];
+    let served = false;
+    hub.whenReceiving(
+      () => {
+        throw new Error("handler broke");
+      },
+      (error) => failed.push(error),
+    );
+    hub.whenReceiving(
+      () => {
+        served = true;
+      },
+      () => undefined,
+    );
+    await expect.poll(() => served, { timeout: 5_000 }).toBe(true);
+    expect(failed).toEqual([new Error("handler broke")]);
   });
 
   test("a closed socket's subscriptions are released inside the hub's slices, at most UNSUBSCRIBE_PER_SLICE in the turn that closed it, and soon all of them", async () => {

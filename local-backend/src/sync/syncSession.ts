@@ -130,6 +130,8 @@ const LONG_UPDATE_AFTER_MS = 20;
 const LONG_UPDATE_SLICE_MS = 1;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
+/** What a close frame's reason may hold (`closeReason`). */
+const MAX_CLOSE_REASON_BYTES = 123;
 /**
  * A Transition of this many queries goes on after the turn that checked its
  * results, this many a turn (`#sendTransition`): for 10,000 results one
@@ -378,7 +380,7 @@ export class SyncSession implements Subscriber {
     if (!this.#hub.receiving()) {
       this.#inbox = [frame];
       this.#inboxChars = frame.length;
-      this.#hub.whenReceiving(() => this.#drainInbox());
+      this.#hub.whenReceiving(this.#drainInboxLater, this.#drainFailed);
       return;
     }
     if (frame.length >= LARGE_FRAME_CHARS) {
@@ -387,6 +389,10 @@ export class SyncSession implements Subscriber {
     }
     this.#accept(() => parseClientMessage(frame));
   }
+
+  readonly #drainInboxLater = (): void => this.#drainInbox();
+  readonly #drainFailed = (error: unknown): void =>
+    this.#internalError("receive", error);
 
   /**
    * Handles the frames that wait (`#inbox`), in order, while the hub's slice
@@ -414,7 +420,7 @@ export class SyncSession implements Subscriber {
     }
     if (next < inbox.length) {
       this.#inbox = inbox.slice(next);
-      this.#hub.whenReceiving(() => this.#drainInbox());
+      this.#hub.whenReceiving(this.#drainInboxLater, this.#drainFailed);
     } else {
       this.#inbox = null;
       this.#inboxChars = 0;
@@ -1384,9 +1390,27 @@ export class SyncSession implements Subscriber {
   #fail(reason: string): void {
     // Close codes other than 1000/1001/1005/4040 make the client log the reason
     // and reconnect with backoff; FatalError would stop it for good.
-    this.#transport.close(4000, reason.slice(0, 120));
+    this.#transport.close(4000, closeReason(reason));
     this.dispose();
   }
+}
+
+/**
+ * A close frame's payload is at most 125 bytes, 2 of them the code (RFC
+ * 6455 5.5), and `ws` throws for a longer reason: cut to 123 bytes of
+ * UTF-8 at a character's end. Reasons quote what the client sent (an
+ * unknown message type), so their length in bytes is the client's to pick.
+ */
+function closeReason(reason: string): string {
+  if (Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES) return reason;
+  let bytes = 0;
+  let end = 0;
+  for (const char of reason) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > MAX_CLOSE_REASON_BYTES) break;
+    end += char.length;
+  }
+  return reason.slice(0, end);
 }
 
 function credentialOf(

@@ -609,6 +609,17 @@ describe("group commit", () => {
     expect(reopened.getDocument(id)).toMatchObject({ body: "at close" });
   });
 
+  test("a commit after close is refused: its fsync would never come", () => {
+    const dir = tempDir();
+    const db = Database.open(dir);
+    const tx = new Transaction(db, { readOnly: false });
+    tx.insert("messages", { author: "a", body: "too late" });
+    db.close();
+    expect(() => db.commit(tx.pendingWrites())).toThrow(
+      "The database is closed",
+    );
+  });
+
   test("a snapshot keeps showing the state it was pinned at while commits change, add and delete documents", () => {
     const db = openDb(tempDir());
     db.setSchema(messagesSchema);

@@ -1017,6 +1017,8 @@ export class Database {
     sessionRequest?: SessionRequestRecord,
   ): CommitResult {
     if (this.#failure !== null) throw this.#failure;
+    // Its fsync would never come (`#startSync`), nor its `durable`.
+    if (this.#closed) throw new Error("The database is closed");
     this.recoverCut();
     const commit = this.#prepareCommit(writes, sessionRequest);
     // Ahead of the savepoint, so that no later commit can take the same ts

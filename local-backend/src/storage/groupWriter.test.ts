@@ -281,4 +281,32 @@ describe("a group the writer's thread fails to write", () => {
       null,
     ]);
   });
+
+  test("the groups posted behind it before its answer came are not written either", async () => {
+    const { store, file } = openStore();
+    const table = { name: "t", number: FIRST_USER_TABLE_NUMBER, count: 0 };
+    store.commit(batch(1n, [{ id: "a", json: '"a"' }], { newTables: [table] }));
+    store.commit(batch(2n, [{ id: "b", json: '"b"' }], { newTables: [table] }));
+    // A snapshot posts the failing group; the next one (which may build on
+    // its writes) goes to the thread before the main thread has its answer.
+    store.snapshot()?.release();
+    store.commit(batch(3n, [{ id: "c", json: '"c"' }]));
+    await expect(store.sync()).rejects.toThrow(/UNIQUE/);
+    store.close();
+    stores.splice(stores.indexOf(store), 1);
+    const reader = fileReader(file);
+    expect(["a", "b", "c"].map((id) => reader.document(id))).toEqual([
+      null,
+      null,
+      null,
+    ]);
+    reader.close();
+    const reopened = SqliteStore.open(file);
+    stores.push(reopened);
+    expect(["a", "b", "c"].map((id) => reopened.getDocument(id))).toEqual([
+      null,
+      null,
+      null,
+    ]);
+  });
 });

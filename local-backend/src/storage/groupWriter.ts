@@ -304,6 +304,8 @@ export class GroupWriter {
   >();
   #failure: Error | null = null;
   #closed = false;
+  /** The thread is gone: nothing it could answer is waited for. */
+  #exited = false;
 
   constructor(file: string, options: GroupWriterOptions) {
     this.#onCommitted = options.onCommitted;
@@ -326,6 +328,7 @@ export class GroupWriter {
     this.#worker.unref();
     this.#worker.on("error", (error) => this.#fail(error));
     this.#worker.on("exit", () => {
+      this.#exited = true;
       if (!this.#closed)
         this.#fail(new Error("the group writer thread exited"));
     });
@@ -456,6 +459,10 @@ export class GroupWriter {
       // Closing anyway: what failed was never acknowledged.
     }
     this.#closed = true;
+    if (this.#exited) {
+      this.#port.close();
+      return;
+    }
     this.#port.postMessage({ close: true });
     const deadline = performance.now() + WAIT_MAX_MS;
     while (Atomics.load(this.#state, SLOTS.CLOSED) === 0) {

@@ -21,7 +21,9 @@
 // runs at a time, and the syncs asked for meanwhile share the next one, so
 // they are answered in order and SYNCED only grows.
 // A group that fails is rolled back whole and answered with its error; the
-// main thread then stops all commits (a failed write, as a failed fsync).
+// main thread then stops all commits (a failed write, as a failed fsync),
+// and this thread writes nothing more: every later message, the groups
+// already on their way among them, gets the same error (`failure`).
 import fs from "node:fs";
 import { workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -69,8 +71,17 @@ function writeGroup(batches) {
   }
 }
 
-function handle({ seq, batches, sync }) {
-  if (openError !== null) return { seq, error: openError };
+/**
+ * The first group or fdatasync that failed. From then on nothing is written
+ * and every message is answered with it: the groups posted before the main
+ * thread learned of it may build on the failed one's writes (a later group
+ * COMMITted without it would leave a file no order of commits produces),
+ * and a retried fsync may report success for pages the kernel dropped.
+ */
+let failure = openError;
+
+function handle({ seq, batches }) {
+  if (failure !== null) return { seq, error: failure };
   try {
     let capCheckpoint = false;
     if (batches.length > 0) {
@@ -87,10 +98,8 @@ function handle({ seq, batches, sync }) {
     }
     return { seq, walBytes, capCheckpoint };
   } catch (error) {
-    return {
-      seq,
-      error: error instanceof Error ? error.message : String(error),
-    };
+    failure = error instanceof Error ? error.message : String(error);
+    return { seq, error: failure };
   }
 }
 
@@ -146,8 +155,16 @@ function startSync() {
   syncing = true;
   fs.fdatasync(walFd, (error) => {
     syncing = false;
-    for (const seq of covered) synced(seq, error);
-    if (syncsWaiting.length > 0) startSync();
-    else if (closing) close();
+    if (error !== null) failure ??= error.message;
+    const answer = failure === null ? null : new Error(failure);
+    for (const seq of covered) synced(seq, answer);
+    if (syncsWaiting.length > 0) {
+      if (failure === null) startSync();
+      else {
+        for (const seq of syncsWaiting) synced(seq, answer);
+        syncsWaiting = [];
+      }
+    }
+    if (!syncing && closing) close();
   });
 }

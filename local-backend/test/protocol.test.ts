@@ -4,6 +4,7 @@
  * chaining, and what the backend does with frames a real client never sends.
  */
 import { randomUUID } from "node:crypto";
+import net from "node:net";
 import type { GenericId } from "convex/values";
 import WebSocket from "ws";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
@@ -445,6 +446,62 @@ describe("protocol violations close only the offending socket", () => {
   });
 });
 
+describe("backpressure", () => {
+  test("a socket whose mutations pile up behind a slow one is closed once 64 MiB of them wait, and the ones still queued never run", async () => {
+    const raw = await h.raw();
+    await raw.connect(randomUUID());
+    // Runs about a second (its limit): the socket's mutations run in order.
+    await raw.send({
+      type: "Mutation",
+      requestId: 0,
+      udfPath: "runaway:writeThenSpin",
+      args: [{ name: `spin-${randomUUID()}`, async: false }],
+    });
+    const author = `queued-${randomUUID()}`;
+    const body = "x".repeat(500 * 1024);
+    for (let i = 1; i <= 140 && !raw.isClosed; i++)
+      await raw.send(sendMutation(i, body, author));
+    const closed = await withTimeout(raw.closed, "the piling socket to close");
+    expect(closed).toEqual({
+      code: 4000,
+      reason:
+        "More than 10000 mutations and actions, or 67108864 characters of them, wait for their answers",
+    });
+    // Past the slow one's end: what was queued behind it was dropped.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(
+      await h.httpClient().query(api.messages.byAuthor, { author }),
+    ).toEqual([]);
+  });
+});
+
+describe("frame limits", () => {
+  test.each([
+    // An escaped key: the scan that parses a large frame over several turns
+    // cannot place the array, and the frame is parsed whole.
+    ["parsed whole", '"modific\\u0061tions"'],
+    ["parsed over several turns", '"modifications"'],
+  ])(
+    "a ModifyQuerySet of more than 500,000 modifications (%s) closes its socket with a reason, and others carry on",
+    async (_name, key) => {
+      const raw = await h.raw();
+      await raw.connect(randomUUID());
+      await raw.sendRaw(
+        `{"type":"ModifyQuerySet","baseVersion":0,"newVersion":1,${key}:[${Array(600_000).fill("1").join(",")}]}`,
+      );
+      const closed = await withTimeout(raw.closed, "the socket to close");
+      expect(closed).toEqual({
+        code: 4000,
+        reason:
+          "ModifyQuerySet carries more than 500000 modifications, the most one message may",
+      });
+      expect(
+        await h.httpClient().query(api.messages.byAuthor, { author: "nobody" }),
+      ).toEqual([]);
+    },
+  );
+});
+
 describe("close reasons", () => {
   test("a reason with the client's multibyte text is cut to the 123 bytes a close frame holds, and the socket closes with it", async () => {
     const raw = await h.raw();
@@ -486,6 +543,35 @@ describe("endpoints", () => {
     const status = await upgradeStatus(syncUrl(h.url, "/api/1.48.0/other"));
     expect(status).toBe(404);
   });
+
+  test.each([
+    ["at another path", "/api/1.48.0/other", "127.0.0.1"],
+    ["for another site", `/api/${CLIENT_VERSION}/sync`, "evil.example"],
+  ])(
+    "a client that resets its connection after an upgrade refused %s leaves the backend serving",
+    async (_name, pathname, host) => {
+      const port = Number(new URL(h.url).port);
+      const refused = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, "127.0.0.1", () =>
+          socket.write(
+            `GET ${pathname} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+          ),
+        );
+        socket.once("data", (data) => {
+          // A TCP RST: the backend's socket gets ECONNRESET.
+          socket.resetAndDestroy();
+          resolve(data.toString().split("\r\n")[0]);
+        });
+        socket.on("error", reject);
+      });
+      expect(refused).toMatch(/^HTTP\/1\.1 40[34] /);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(
+        await h.httpClient().query(api.messages.byAuthor, { author: "nobody" }),
+      ).toEqual([]);
+    },
+  );
 
   test("a Host header naming another site is refused on HTTP and on the WebSocket upgrade", async () => {
     const evil = { Host: "evil.example" };

@@ -105,6 +105,11 @@ export function createApiServer(options: HttpServerOptions): ApiServer {
   });
 
   server.on("upgrade", (req, socket, head) => {
+    // Node takes its own `error` listener off the socket before it emits
+    // `upgrade`; `ws` adds one for the sockets it takes, and a refused one
+    // needs its own, or a client's reset (ECONNRESET) is an unhandled
+    // 'error' event that ends the process.
+    socket.on("error", () => socket.destroy());
     const pathname = normalizePath(req.url ?? "/");
     const refuse = (status: number, reason: string) => {
       socket.end(

@@ -205,6 +205,7 @@ export function parseClientMessage(frame: string): ClientMessage {
       need(isCount(m.baseVersion), "ModifyQuerySet.baseVersion");
       need(isCount(m.newVersion), "ModifyQuerySet.newVersion");
       need(Array.isArray(m.modifications), "ModifyQuerySet.modifications");
+      checkModificationCount(m.modifications.length);
       for (const mod of m.modifications as unknown[]) checkModification(mod);
       return m as ClientMessage;
     case "Mutation":
@@ -261,6 +262,23 @@ function checkModification(mod: unknown): void {
 
 /** Characters of a large frame scanned in one turn (`parseClientMessageInTurns`). */
 export const SCAN_PIECE_CHARS = 128 * 1024;
+/**
+ * Query-set changes one ModifyQuerySet may carry. A 64 MiB frame holds 33
+ * million tiny array elements, each of which the parse made an object of:
+ * one such frame took the process from 131 MB to 4.5 GB for 15 s, two at
+ * once past its heap limit. The official client sends one change per
+ * query it adds or removes, and a frame of 500,000 real ones is most of
+ * the 64 MiB; 50 times the largest query set the benchmarks hold (10,000
+ * subscriptions on one socket).
+ */
+export const MAX_MODIFICATIONS = 500_000;
+
+function checkModificationCount(count: number): void {
+  if (count > MAX_MODIFICATIONS)
+    throw new ProtocolError(
+      `ModifyQuerySet carries more than ${MAX_MODIFICATIONS} modifications, the most one message may`,
+    );
+}
 /** Query-set changes parsed and checked in one turn (`parseClientMessageInTurns`). */
 export const PARSE_PIECE_CHANGES = 1_000;
 
@@ -272,7 +290,9 @@ export const PARSE_PIECE_CHANGES = 1_000;
  * the message is parsed with the array left empty. One of 10,000 queries
  * (1.3 MB) took 15-23 ms in one go (bench/fairness.ts). The result, and
  * the error for a frame that is not a valid message, are exactly
- * `parseClientMessage`'s: any other message, a frame whose array it cannot
+ * `parseClientMessage`'s (one with more than MAX_MODIFICATIONS is refused
+ * as soon as the scan counts them, whatever else is wrong with it): any
+ * other message, a frame whose array it cannot
  * place (a second `modifications` key, an escaped one) or one that fails to
  * parse in pieces is parsed whole.
  */
@@ -407,6 +427,8 @@ async function modificationsArray(
           if (element === -1) return null;
           elements.push([element, i]);
           element = -1;
+          // Refused before it costs memory (the whole parse refuses it too).
+          checkModificationCount(elements.length);
         }
         break;
     }

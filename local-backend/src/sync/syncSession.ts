@@ -130,6 +130,17 @@ const LONG_UPDATE_AFTER_MS = 20;
 const LONG_UPDATE_SLICE_MS = 1;
 /** Messages held while a token is verified; more is a misbehaving client. */
 const MAX_HELD_MESSAGES = 10_000;
+/**
+ * Mutations and actions of one socket waiting for their answers at most, and
+ * their frames' characters: as many as may wait to be read, so a call of
+ * any size a frame can carry fits (one over Convex's 16 MiB of arguments
+ * gets Convex's error, not a closed socket).
+ */
+const MAX_PENDING_REQUESTS = MAX_HELD_MESSAGES;
+const MAX_PENDING_CHARS = MAX_FRAME_BYTES;
+
+/** A message held while a token is verified, with its frame's size. */
+type HeldMessage = { message: ClientMessage; chars: number };
 /** What a close frame's reason may hold (`closeReason`). */
 const MAX_CLOSE_REASON_BYTES = 123;
 /**
@@ -287,7 +298,13 @@ export class SyncSession implements Subscriber {
   /** The identity everything from this socket runs as (and the sharing key's slot). */
   #identity: Identity = ANONYMOUS;
   readonly #authenticator: Authenticator | null;
-  #held: ClientMessage[] | null = null;
+  #held: HeldMessage[] | null = null;
+  /** Their frames' characters: at most MAX_FRAME_BYTES are held. */
+  #heldChars = 0;
+  /** Mutations and actions received and not yet answered (`#request`). */
+  #pendingRequests = 0;
+  /** The characters of their frames. */
+  #pendingChars = 0;
   /**
    * Frames waiting to be handled, in order (`receive`): received while a
    * large one is parsed over several turns, or after the hub's slice ran out
@@ -387,7 +404,7 @@ export class SyncSession implements Subscriber {
       this.#receiveLarge(frame);
       return;
     }
-    this.#accept(() => parseClientMessage(frame));
+    this.#accept(() => parseClientMessage(frame), frame.length);
   }
 
   readonly #drainInboxLater = (): void => this.#drainInbox();
@@ -411,7 +428,7 @@ export class SyncSession implements Subscriber {
           this.#receiveLarge(frame, inbox.slice(next));
           return;
         }
-        this.#accept(() => parseClientMessage(frame));
+        this.#accept(() => parseClientMessage(frame), frame.length);
         if (this.#closed) return;
       }
     } catch (error) {
@@ -439,7 +456,7 @@ export class SyncSession implements Subscriber {
         if (this.#closed) return;
         // As the socket's own handler does for a frame it was given.
         try {
-          this.#accept(() => message);
+          this.#accept(() => message, frame.length);
         } catch (error) {
           this.#internalError("receive", error);
           return;
@@ -454,20 +471,27 @@ export class SyncSession implements Subscriber {
     );
   }
 
-  /** Handles (or holds, while a token is verified) the message `parse` gives. */
-  #accept(parse: () => ClientMessage): void {
+  /**
+   * Handles (or holds, while a token is verified) the message `parse` gives,
+   * from a frame of `chars` characters.
+   */
+  #accept(parse: () => ClientMessage, chars: number): void {
     try {
       const message = parse();
       if (this.#held !== null) {
-        if (this.#held.length >= MAX_HELD_MESSAGES) {
+        this.#heldChars += chars;
+        if (
+          this.#held.length >= MAX_HELD_MESSAGES ||
+          this.#heldChars > MAX_FRAME_BYTES
+        ) {
           throw new ProtocolError(
-            `More than ${MAX_HELD_MESSAGES} messages while a token was being verified`,
+            `More than ${MAX_HELD_MESSAGES} messages or ${MAX_FRAME_BYTES} characters while a token was being verified`,
           );
         }
-        this.#held.push(message);
+        this.#held.push({ message, chars });
         return;
       }
-      this.#handle(message);
+      this.#handle(message, chars);
     } catch (error) {
       if (error instanceof ProtocolError) {
         this.#fail(error.message);
@@ -505,7 +529,7 @@ export class SyncSession implements Subscriber {
     this.#scheduleUpdate();
   }
 
-  #handle(message: ClientMessage): void {
+  #handle(message: ClientMessage, chars: number): void {
     switch (message.type) {
       case "Connect":
         this.#clientSessionId = message.sessionId;
@@ -551,15 +575,18 @@ export class SyncSession implements Subscriber {
       case "Mutation": {
         const { requestId, udfPath, args } = message;
         const identity = this.#identity;
+        const done = this.#request(chars);
         this.#mutations = this.#mutations
           .then(() => this.#runMutation(requestId, udfPath, args, identity))
-          .catch((error: unknown) => this.#internalError("mutation", error));
+          .catch((error: unknown) => this.#internalError("mutation", error))
+          .finally(done);
         return;
       }
       case "Action": {
-        this.#runAction(message.requestId, message.udfPath, message.args).catch(
-          (error: unknown) => this.#internalError("action", error),
-        );
+        const done = this.#request(chars);
+        this.#runAction(message.requestId, message.udfPath, message.args)
+          .catch((error: unknown) => this.#internalError("action", error))
+          .finally(done);
         return;
       }
       case "Authenticate": {
@@ -578,8 +605,32 @@ export class SyncSession implements Subscriber {
     }
   }
 
+  /**
+   * Counts a mutation or action from a frame of `chars` until it is
+   * answered (the returned function): a socket that sends them faster than
+   * they run is closed once MAX_PENDING_REQUESTS or MAX_PENDING_CHARS wait,
+   * rather than holding their arguments in memory without end.
+   */
+  #request(chars: number): () => void {
+    if (
+      this.#pendingRequests >= MAX_PENDING_REQUESTS ||
+      this.#pendingChars + chars > MAX_PENDING_CHARS
+    ) {
+      throw new ProtocolError(
+        `More than ${MAX_PENDING_REQUESTS} mutations and actions, or ${MAX_PENDING_CHARS} characters of them, wait for their answers`,
+      );
+    }
+    this.#pendingRequests++;
+    this.#pendingChars += chars;
+    return () => {
+      this.#pendingRequests--;
+      this.#pendingChars -= chars;
+    };
+  }
+
   #authenticate(baseVersion: number, credential: Credential): void {
     this.#held = [];
+    this.#heldChars = 0;
     const verified =
       credential.type === "None"
         ? Promise.resolve(ANONYMOUS)
@@ -620,11 +671,13 @@ export class SyncSession implements Subscriber {
     this.#held = null;
     while (held.length > 0 && !this.#closed) {
       if (this.#held !== null) {
-        (this.#held as ClientMessage[]).push(...held);
+        (this.#held as HeldMessage[]).push(...held);
+        for (const { chars } of held) this.#heldChars += chars;
         return;
       }
+      const { message, chars } = held.shift()!;
       try {
-        this.#handle(held.shift()!);
+        this.#handle(message, chars);
       } catch (error) {
         if (error instanceof ProtocolError) {
           this.#fail(error.message);
@@ -683,6 +736,10 @@ export class SyncSession implements Subscriber {
     args: JSONValue[],
     identity: Identity,
   ): Promise<void> {
+    // The socket closed while it waited: as Convex's sync worker drops its
+    // pending work with the connection; the client sends it again on its
+    // next connection, where its request id finds any earlier outcome.
+    if (this.#closed) return;
     const dedupe =
       this.#clientSessionId === null
         ? undefined

@@ -271,15 +271,7 @@ describe("a group the writer's thread fails to write", () => {
     expect(() => store.commit(batch(3n, [{ id: "c", json: '"c"' }]))).toThrow(
       CommitGroupLostError,
     );
-    store.close();
-    stores.splice(stores.indexOf(store), 1);
-    const reopened = SqliteStore.open(file);
-    stores.push(reopened);
-    expect(["a", "b", "c"].map((id) => reopened.getDocument(id))).toEqual([
-      null,
-      null,
-      null,
-    ]);
+    expectNoneAfterReopen(store, file, ["a", "b", "c"]);
   });
 
   test("the groups posted behind it before its answer came are not written either", async () => {
@@ -292,21 +284,24 @@ describe("a group the writer's thread fails to write", () => {
     store.snapshot()?.release();
     store.commit(batch(3n, [{ id: "c", json: '"c"' }]));
     await expect(store.sync()).rejects.toThrow(/UNIQUE/);
-    store.close();
-    stores.splice(stores.indexOf(store), 1);
-    const reader = fileReader(file);
-    expect(["a", "b", "c"].map((id) => reader.document(id))).toEqual([
-      null,
-      null,
-      null,
-    ]);
-    reader.close();
-    const reopened = SqliteStore.open(file);
-    stores.push(reopened);
-    expect(["a", "b", "c"].map((id) => reopened.getDocument(id))).toEqual([
-      null,
-      null,
-      null,
-    ]);
+    expectNoneAfterReopen(store, file, ["a", "b", "c"]);
   });
 });
+
+/** Closes `store`: neither its file nor the store reopened on it has any of `ids`. */
+function expectNoneAfterReopen(
+  store: SqliteStore,
+  file: string,
+  ids: string[],
+): void {
+  store.close();
+  stores.splice(stores.indexOf(store), 1);
+  const reader = fileReader(file);
+  expect(ids.map((id) => reader.document(id))).toEqual(ids.map(() => null));
+  reader.close();
+  const reopened = SqliteStore.open(file);
+  stores.push(reopened);
+  expect(ids.map((id) => reopened.getDocument(id))).toEqual(
+    ids.map(() => null),
+  );
+}

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import vm from "node:vm";
 import { afterEach, describe, expect, test } from "vitest";
 import { type SerializedQuery, Transaction } from "../functions/transaction.ts";
 import { compileSearch, tokenize } from "../query/textSearch.ts";
@@ -116,6 +117,48 @@ describe("search index storage", () => {
       numDocs: 2,
       numTokens: 4,
     });
+  });
+
+  test("a search the watchdog cuts while it reads postings leaves the connection usable: the next search and commit succeed", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    db.setSchema(schema);
+    const tx = new Transaction(db, { readOnly: false });
+    for (let i = 0; i < 5_000; i++)
+      tx.insert("notes", { text: `common word ${i}`, tag: "a" });
+    db.commit(tx.pendingWrites());
+    const compiled = compileSearch(definition, [
+      { type: "Search", fieldPath: "text", value: "common" },
+    ]);
+    // A search is host code inside a function's window: V8's watchdog ends
+    // it at any call (no catch, no finally), as when the machine stalls.
+    const context = vm.createContext({
+      spinThenSearch(spinMs: number) {
+        const until = performance.now() + spinMs;
+        while (performance.now() < until) {
+          // the watchdog may fire here, or in the search
+        }
+        db.textSearch.search(definition, compiled);
+      },
+    });
+    let cuts = 0;
+    for (let round = 0; round < 200 && cuts < 20; round++) {
+      context.spinMs = Math.random() * 1.5;
+      try {
+        vm.runInContext("spinThenSearch(spinMs)", context, { timeout: 1 });
+      } catch (error) {
+        expect((error as { code?: string }).code).toBe(
+          "ERR_SCRIPT_EXECUTION_TIMEOUT",
+        );
+        cuts++;
+      }
+      expect(db.textSearch.search(definition, compiled).hits).toHaveLength(
+        1024,
+      );
+    }
+    expect(cuts).toBeGreaterThan(0);
+    insert(db, "common after the cuts");
   });
 
   test("an index added to the schema is built from existing documents; a removed one is dropped", () => {

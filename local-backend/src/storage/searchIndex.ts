@@ -43,6 +43,8 @@ import {
   DerivedIndexes,
   derivedIndexKey as keyOf,
   type DocumentsAfter,
+  PAGE_ROWS,
+  pages,
 } from "./derivedIndexes.ts";
 
 export type SearchHit = { id: string; score: number; creationTime: number };
@@ -159,10 +161,15 @@ export class SearchIndexes {
     const terms = this.#matchTerms(key, compiled);
     const scores = new Map<string, SearchHit>();
     for (const { term, boost, docFrequency } of terms) {
-      const postings = this.#stmt.postings.raw().iterate(key, term) as Iterable<
-        [string, number, number, number]
-      >;
-      for (const [docId, tf, length, creationTime] of postings) {
+      for (const [docId, tf, length, creationTime] of pages(
+        (after) =>
+          this.#stmt.postings.raw().all(key, term, after, PAGE_ROWS) as [
+            string,
+            number,
+            number,
+            number,
+          ][],
+      )) {
         let hit = scores.get(docId);
         if (hit === undefined) {
           hit = {
@@ -293,7 +300,7 @@ function prepare(db: BetterSqlite3.Database) {
       "SELECT term, COUNT(*) AS n FROM search_postings WHERE key = ? AND term >= ? AND term < ? GROUP BY term ORDER BY term LIMIT ?",
     ),
     postings: db.prepare(
-      "SELECT doc_id, tf, length, creation_time FROM search_postings WHERE key = ? AND term = ?",
+      "SELECT doc_id, tf, length, creation_time FROM search_postings WHERE key = ? AND term = ? AND doc_id > ? ORDER BY doc_id LIMIT ?",
     ),
   };
 }

@@ -29,6 +29,8 @@ import {
   DerivedIndexes,
   derivedIndexKey as keyOf,
   type DocumentsAfter,
+  PAGE_ROWS,
+  pages,
 } from "./derivedIndexes.ts";
 
 export type VectorIndexDefinition = {
@@ -130,12 +132,15 @@ export class VectorIndexes {
     const query = normalize(Float32Array.from(vector));
     const best: VectorHit[] = [];
     if (limit <= 0) return best;
-    const rows = this.#stmt.entries.iterate(keyOf(definition)) as Iterable<{
-      doc_id: string;
-      vector: Buffer;
-      filters: string;
-    }>;
-    for (const row of rows) {
+    const key = keyOf(definition);
+    for (const row of pages(
+      (after) =>
+        this.#stmt.entries.all(key, after, PAGE_ROWS) as {
+          doc_id: string;
+          vector: Buffer;
+          filters: string;
+        }[],
+    )) {
       if (
         conditions.length > 0 &&
         !anyConditionMatches(definition, row.filters, conditions)
@@ -192,7 +197,7 @@ function prepare(db: BetterSqlite3.Database) {
       "DELETE FROM vector_entries WHERE key = ? AND doc_id = ?",
     ),
     entries: db.prepare(
-      "SELECT doc_id, vector, filters FROM vector_entries WHERE key = ?",
+      "SELECT doc_id, vector, filters FROM vector_entries WHERE key = ? AND doc_id > ? ORDER BY doc_id LIMIT ?",
     ),
   };
 }

@@ -54,6 +54,38 @@ function insert(db: Database, text: string, tag = "a"): string {
   return id;
 }
 
+/**
+ * Runs `search` (host code inside a function's window, as a search syscall
+ * is) under a 1 ms watchdog after a random spin, up to 200 times or until
+ * 20 cuts; V8's watchdog ends it at any call (no catch, no finally), as when
+ * the machine stalls. `check` runs after every round. Returns the cuts.
+ */
+function cutRepeatedly(search: () => void, check: () => void): number {
+  const context = vm.createContext({
+    spinThenSearch(spinMs: number) {
+      const until = performance.now() + spinMs;
+      while (performance.now() < until) {
+        // the watchdog may fire here, or in the search
+      }
+      search();
+    },
+  });
+  let cuts = 0;
+  for (let round = 0; round < 200 && cuts < 20; round++) {
+    context.spinMs = Math.random() * 1.5;
+    try {
+      vm.runInContext("spinThenSearch(spinMs)", context, { timeout: 1 });
+    } catch (error) {
+      expect((error as { code?: string }).code).toBe(
+        "ERR_SCRIPT_EXECUTION_TIMEOUT",
+      );
+      cuts++;
+    }
+    check();
+  }
+  return cuts;
+}
+
 function searchQuery(text: string): SerializedQuery {
   return {
     source: {
@@ -131,34 +163,61 @@ describe("search index storage", () => {
     const compiled = compileSearch(definition, [
       { type: "Search", fieldPath: "text", value: "common" },
     ]);
-    // A search is host code inside a function's window: V8's watchdog ends
-    // it at any call (no catch, no finally), as when the machine stalls.
-    const context = vm.createContext({
-      spinThenSearch(spinMs: number) {
-        const until = performance.now() + spinMs;
-        while (performance.now() < until) {
-          // the watchdog may fire here, or in the search
-        }
-        db.textSearch.search(definition, compiled);
-      },
-    });
-    let cuts = 0;
-    for (let round = 0; round < 200 && cuts < 20; round++) {
-      context.spinMs = Math.random() * 1.5;
-      try {
-        vm.runInContext("spinThenSearch(spinMs)", context, { timeout: 1 });
-      } catch (error) {
-        expect((error as { code?: string }).code).toBe(
-          "ERR_SCRIPT_EXECUTION_TIMEOUT",
-        );
-        cuts++;
-      }
-      expect(db.textSearch.search(definition, compiled).hits).toHaveLength(
-        1024,
-      );
-    }
+    const cuts = cutRepeatedly(
+      () => db.textSearch.search(definition, compiled),
+      () =>
+        expect(db.textSearch.search(definition, compiled).hits).toHaveLength(
+          1024,
+        ),
+    );
     expect(cuts).toBeGreaterThan(0);
     insert(db, "common after the cuts");
+  });
+
+  test("a vector search the watchdog cuts while it reads entries leaves the connection usable too", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "search-test-"));
+    dirs.push(dir);
+    const db = openDb(dir);
+    const vectors = {
+      table: "points",
+      name: "by_embedding",
+      vectorField: "embedding",
+      dimensions: 4,
+      filterFields: [],
+    };
+    db.setSchema({
+      tables: [
+        {
+          tableName: "points",
+          indexes: [],
+          vectorIndexes: [
+            {
+              indexDescriptor: vectors.name,
+              vectorField: vectors.vectorField,
+              dimensions: vectors.dimensions,
+              filterFields: [],
+            },
+          ],
+          documentType: { type: "any" },
+        },
+      ],
+      schemaValidation: false,
+    });
+    const tx = new Transaction(db, { readOnly: false });
+    for (let i = 0; i < 5_000; i++)
+      tx.insert("points", { embedding: [1, i % 7, i % 11, i % 13] });
+    db.commit(tx.pendingWrites());
+    const cuts = cutRepeatedly(
+      () => db.vectorSearch.search(vectors, [1, 2, 3, 4], 10, []),
+      () =>
+        expect(
+          db.vectorSearch.search(vectors, [1, 2, 3, 4], 10, []),
+        ).toHaveLength(10),
+    );
+    expect(cuts).toBeGreaterThan(0);
+    const after = new Transaction(db, { readOnly: false });
+    after.insert("points", { embedding: [0, 0, 0, 1] });
+    db.commit(after.pendingWrites());
   });
 
   test("an index added to the schema is built from existing documents; a removed one is dropped", () => {

@@ -361,26 +361,24 @@ export class DerivedIndexes<D extends { table: string }> {
 }
 
 /**
- * Rows read a page at a time (PAGE_ROWS, keyed on the first column, a
- * document id, after the last page's last), not through one `.iterate()`:
+ * Rows read a page at a time (PAGE_ROWS, keyed on a document id, `idOf`,
+ * after the last page's last), not through one `.iterate()`:
  * a function's watchdog may cut the host code that reads them (a search is
  * a syscall inside the function's window), and an iterator cut open left
  * its statement, and with it the whole connection, busy ("This database
  * connection is busy executing a query"), so every later commit failed.
  * A page is one native call, which a cut cannot split.
  */
-export function* pages<Row extends readonly unknown[] | { doc_id: string }>(
+export function* pages<Row>(
   page: (after: string) => Row[],
+  idOf: (row: Row) => string,
 ): Generator<Row> {
   let after = "";
   for (;;) {
     const rows = page(after);
     yield* rows;
     if (rows.length < PAGE_ROWS) return;
-    const last = rows[rows.length - 1];
-    after = Array.isArray(last)
-      ? (last[0] as string)
-      : (last as { doc_id: string }).doc_id;
+    after = idOf(rows[rows.length - 1]);
   }
 }
 

@@ -169,6 +169,7 @@ export class SearchIndexes {
             number,
             number,
           ][],
+        ([docId]) => docId,
       )) {
         let hit = scores.get(docId);
         if (hit === undefined) {

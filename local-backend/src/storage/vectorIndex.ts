@@ -140,6 +140,7 @@ export class VectorIndexes {
           vector: Buffer;
           filters: string;
         }[],
+      (row) => row.doc_id,
     )) {
       if (
         conditions.length > 0 &&

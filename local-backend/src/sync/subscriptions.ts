@@ -82,8 +82,53 @@ export const SLICE_MS = 8;
 /** The share of a slice that sockets' frames get while updates wait (`receiving`). */
 const FRAMES_SHARE = 0.5;
 
-/** A socket whose frames wait for a slice (`whenReceiving`). */
-type Receiver = { resume: () => void; fail: (error: unknown) => void };
+/**
+ * What waits for a slice: an outbox whose commit is durable, or a socket
+ * whose frames wait (`whenReceiving`). `fail` gets what `resume` throws.
+ */
+type Waiter = { resume: () => void; fail: (error: unknown) => void };
+
+/**
+ * Waiters resumed in arrival order while a slice allows; those a stop
+ * leaves keep their order, and the resumed ones go at once (under a lasting
+ * backlog the queue may not empty for a while, and they hold closed
+ * sockets' sessions).
+ */
+class ResumeQueue {
+  #waiters: Waiter[] = [];
+  /** The first of `#waiters` not yet resumed. */
+  #next = 0;
+
+  push(...waiters: Waiter[]): void {
+    this.#waiters.push(...waiters);
+  }
+
+  clear(): void {
+    this.#waiters = [];
+    this.#next = 0;
+  }
+
+  /** Resumes waiters while `mayRun()`: true once none is left. */
+  resumeWhile(mayRun: () => boolean): boolean {
+    while (this.#next < this.#waiters.length) {
+      if (!mayRun()) {
+        if (this.#next > 0) {
+          this.#waiters = this.#waiters.slice(this.#next);
+          this.#next = 0;
+        }
+        return false;
+      }
+      const waiter = this.#waiters[this.#next++];
+      try {
+        waiter.resume();
+      } catch (error) {
+        waiter.fail(error);
+      }
+    }
+    this.clear();
+    return true;
+  }
+}
 /**
  * Queries of a closed socket released in one slice at most
  * (`unsubscribeAll`): 10,000 at once held the event loop 13 ms.
@@ -193,8 +238,6 @@ export function sharingKey(query: SharedQuery): string {
   ]);
 }
 
-type DurableWaiter = { resume: () => void; fail: (error: unknown) => void };
-
 export class SubscriptionHub {
   readonly runner: FunctionRunner;
   readonly db: Database;
@@ -230,11 +273,9 @@ export class SubscriptionHub {
    * - a ts joins with its first waiter, and one `db.durable(ts)` for all
    * - leaves when that resolves (its waiters move to `#released`) or fails
    */
-  readonly #awaitingDurable = new Map<bigint, DurableWaiter[]>();
+  readonly #awaitingDurable = new Map<bigint, Waiter[]>();
   /** Outboxes whose commit is durable, resumed in arrival order, in slices. */
-  #released: DurableWaiter[] = [];
-  /** The first of `#released` not yet resumed. */
-  #releasedNext = 0;
+  readonly #released = new ResumeQueue();
   #releasing = false;
   /**
    * Sockets whose frames wait for a slice (`whenReceiving`), in arrival
@@ -248,11 +289,11 @@ export class SubscriptionHub {
    * frames otherwise held every other client's updates until it was closed
    * for the backlog (1.2 s with 20 Event frames of 180 KB a read).
    */
-  #receivers: Receiver[] = [];
-  /** The first of `#receivers` not yet resumed. */
-  #receiversNext = 0;
+  readonly #receivers = new ResumeQueue();
   /** The deadline of the slice a frame was last handled in (`receiving`). */
   #framesSlice = 0;
+  readonly #sliceOpen = (): boolean => this.#slices.open();
+  readonly #framesMayRunNow = (): boolean => this.#framesMayRun();
   readonly #unlisten: () => void;
 
   constructor(db: Database, runner: FunctionRunner) {
@@ -512,7 +553,7 @@ export class SubscriptionHub {
   ): void {
     let waiters = this.#awaitingDurable.get(ts);
     if (waiters === undefined) {
-      const forTs: DurableWaiter[] = [];
+      const forTs: Waiter[] = [];
       waiters = forTs;
       this.#awaitingDurable.set(ts, forTs);
       this.db.durable(ts).then(
@@ -540,10 +581,8 @@ export class SubscriptionHub {
   close(): void {
     this.#unlisten();
     this.#awaitingDurable.clear();
-    this.#released = [];
-    this.#releasedNext = 0;
-    this.#receivers = [];
-    this.#receiversNext = 0;
+    this.#released.clear();
+    this.#receivers.clear();
     this.#subscribers.clear();
     this.#queue.clear();
     this.#entries.clear();
@@ -650,43 +689,10 @@ export class SubscriptionHub {
    * is read before more updates run.
    */
   #resumeReleased(forUpdate = false): boolean {
-    while (this.#releasedNext < this.#released.length) {
-      if (!this.#slices.open()) {
-        if (this.#releasedNext > 0) {
-          this.#released = this.#released.slice(this.#releasedNext);
-          this.#releasedNext = 0;
-        }
-        return false;
-      }
-      const waiter = this.#released[this.#releasedNext++];
-      try {
-        waiter.resume();
-      } catch (error) {
-        waiter.fail(error);
-      }
-    }
-    this.#released = [];
-    this.#releasedNext = 0;
+    if (!this.#released.resumeWhile(this.#sliceOpen)) return false;
     // A socket whose frames outlast the slice asks again, at the end.
-    while (this.#receiversNext < this.#receivers.length) {
-      if (!this.#framesMayRun()) {
-        // Served ones go now: under a lasting backlog the queue may not
-        // empty for a while, and they hold closed sockets' sessions.
-        if (this.#receiversNext > 0) {
-          this.#receivers = this.#receivers.slice(this.#receiversNext);
-          this.#receiversNext = 0;
-        }
-        return forUpdate && this.#slices.open();
-      }
-      const receiver = this.#receivers[this.#receiversNext++];
-      try {
-        receiver.resume();
-      } catch (error) {
-        receiver.fail(error);
-      }
-    }
-    this.#receivers = [];
-    this.#receiversNext = 0;
+    if (!this.#receivers.resumeWhile(this.#framesMayRunNow))
+      return forUpdate && this.#slices.open();
     return true;
   }
 }

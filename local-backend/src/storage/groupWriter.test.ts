@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import vm from "node:vm";
 import BetterSqlite3 from "better-sqlite3";
 import { afterEach, describe, expect, test } from "vitest";
 import { FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
@@ -285,6 +286,92 @@ describe("a group the writer's thread fails to write", () => {
     store.commit(batch(3n, [{ id: "c", json: '"c"' }]));
     await expect(store.sync()).rejects.toThrow(/UNIQUE/);
     expectNoneAfterReopen(store, file, ["a", "b", "c"]);
+  });
+});
+
+describe("a blocking wait that a function's watchdog cuts", () => {
+  // An inline commit that keeps a search index waits for the thread inside
+  // the function's window (`quiesce`), where V8's watchdog ends host code at
+  // any call, with no `finally`: between taking an answer and noting it,
+  // say. Cuts land at random points of waits for 30 groups at a time.
+  const context = vm.createContext({
+    spin(ms: number) {
+      const until = performance.now() + ms;
+      while (performance.now() < until) {
+        // the watchdog may fire here, or in the wait
+      }
+    },
+  });
+  function cutWhile(work: () => void): boolean {
+    context.work = work;
+    context.spinMs = Math.random() * 0.2;
+    try {
+      vm.runInContext("spin(spinMs); work()", context, { timeout: 1 });
+      return false;
+    } catch (error) {
+      expect((error as { code?: string }).code).toBe(
+        "ERR_SCRIPT_EXECUTION_TIMEOUT",
+      );
+      return true;
+    }
+  }
+
+  test(
+    "loses no answer: the next wait ends, reads see the newest write, and syncs settle",
+    { timeout: 120_000 },
+    async () => {
+      const { store, file } = openStore();
+      let ts = 0n;
+      let cuts = 0;
+      for (let round = 0; round < 300; round++) {
+        for (let group = 0; group < 30; group++) {
+          ts++;
+          store.commit(batch(ts, [{ id: "x", json: `"${ts}"` }]));
+          // Posts the group: 30 answers to take.
+          store.snapshot()?.release();
+        }
+        if (cutWhile(() => store.setMeta("mark", String(ts)))) cuts++;
+        // No COMMITted group's layer left to shadow a later one.
+        expect(store.getDocument("x")).toBe(`"${ts}"`);
+        // Before: an answer lost to a cut left this wait to run out its 30 s,
+        // and fail the store ("the group writer thread did not answer").
+        store.setMeta("mark", String(ts));
+        await store.sync();
+      }
+      expect(cuts).toBeGreaterThan(30);
+      store.close();
+      stores.splice(stores.indexOf(store), 1);
+      const reader = fileReader(file);
+      expect(reader.document("x")).toBe(`"${ts}"`);
+      reader.close();
+    },
+  );
+
+  test("a group that failed fails the store even when a cut lost its answer", async () => {
+    let cuts = 0;
+    for (let round = 0; round < 40; round++) {
+      const { store, file } = openStore();
+      const table = { name: "t", number: FIRST_USER_TABLE_NUMBER, count: 0 };
+      store.commit(
+        batch(1n, [{ id: "a", json: '"a"' }], { newTables: [table] }),
+      );
+      // The same table registered twice (see above): the thread fails it.
+      store.commit(
+        batch(2n, [{ id: "b", json: '"b"' }], { newTables: [table] }),
+      );
+      let failed = false;
+      try {
+        if (cutWhile(() => store.setMeta("mark", "m"))) cuts++;
+      } catch (error) {
+        expect(error).toBeInstanceOf(CommitGroupLostError);
+        failed = true;
+      }
+      if (!failed)
+        expect(() => store.setMeta("mark", "m")).toThrow(CommitGroupLostError);
+      await expect(store.sync()).rejects.toThrow();
+      expectNoneAfterReopen(store, file, ["a", "b"]);
+    }
+    expect(cuts).toBeGreaterThan(0);
   });
 });
 

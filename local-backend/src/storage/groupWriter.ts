@@ -34,6 +34,13 @@
  * `failure` is set: nothing more is committed or acknowledged (the store's
  * caller stops, as for a failed fsync).
  *
+ * What the thread has done is read from its shared state (the last group
+ * COMMITted, the last fsync, whether one failed) as well as from its
+ * answers, and acted on by an idempotent `#reconcile`: `quiesce` can run
+ * inside a function's window (an inline commit that keeps a search index),
+ * where a watchdog may end it at any call, between taking an answer and
+ * noting it among others.
+ *
  * Usage:
  *   const writer = new GroupWriter(file, { walCapBytes, prune, onCommitted });
  *   writer.add(batch);                 // a commit, readable at once
@@ -53,7 +60,7 @@ import type { GroupState, RowBatch } from "./commitRows.mjs";
 
 const WORKER_URL = new URL("./groupWriterWorker.mjs", import.meta.url);
 /** Slots of the shared state (groupWriterWorker.mjs). */
-const SLOTS = { DONE: 0, CLOSED: 1, SYNCED: 2 } as const;
+const SLOTS = { DONE: 0, CLOSED: 1, SYNCED: 2, FAILED: 3 } as const;
 /**
  * The longest a blocking wait (`quiesce`, `close`) waits for the thread: a
  * group's COMMIT and fsync take milliseconds; a disk that hangs longer than
@@ -278,8 +285,15 @@ export function mergeScan(
 export type GroupWriterOptions = {
   walCapBytes: number;
   prune: { retentionNs: bigint; pruneBatch: number; pruneIntervalNs: bigint };
-  /** After each group the thread COMMITted: the `-wal` file's size, and whether it checkpointed at the cap. */
-  onCommitted: (walBytes: number, capCheckpoint: boolean) => void;
+  /**
+   * After groups the thread COMMITted: the `-wal` file's size, and whether it
+   * checkpointed at the cap; both unknown (undefined, null) when their answer
+   * was lost (`#reconcile`).
+   */
+  onCommitted: (
+    walBytes: number | undefined,
+    capCheckpoint: boolean | null,
+  ) => void;
 };
 
 export class GroupWriter {
@@ -303,6 +317,11 @@ export class GroupWriter {
     { sync: boolean; resolve: () => void; reject: (error: Error) => void }
   >();
   #failure: Error | null = null;
+  /** The last group the thread COMMITted, and fsynced, as far as this side knows. */
+  #doneThrough = 0;
+  #syncedThrough = 0;
+  /** The newest COMMIT answer's report, not yet given to `onCommitted`. */
+  #report: { walBytes: number; capCheckpoint: boolean } | null = null;
   #closed = false;
   /** The thread is gone: nothing it could answer is waited for. */
   #exited = false;
@@ -332,7 +351,10 @@ export class GroupWriter {
       if (!this.#closed)
         this.#fail(new Error("the group writer thread exited"));
     });
-    port1.on("message", (answer: Answer) => this.#answered(answer));
+    port1.on("message", (answer: Answer) => {
+      this.#note(answer);
+      this.#reconcile();
+    });
     port1.unref();
   }
 
@@ -394,6 +416,7 @@ export class GroupWriter {
    * Throws the failure if a group failed.
    */
   quiesce(): void {
+    this.#reconcile();
     if (this.busy) {
       if (this.#open !== null) void this.seal(false).catch(() => {});
       this.#await(SLOTS.DONE, () => this.#posted.length === 0);
@@ -429,9 +452,8 @@ export class GroupWriter {
     const target = this.#seq;
     const deadline = performance.now() + WAIT_MAX_MS;
     for (;;) {
-      let message;
-      while ((message = receiveMessageOnPort(this.#port)) !== undefined)
-        this.#answered(message.message as Answer);
+      this.#take();
+      this.#reconcile();
       if (done() || this.#failure !== null) return;
       const left = deadline - performance.now();
       if (left <= 0) {
@@ -474,41 +496,93 @@ export class GroupWriter {
     void this.#worker.terminate();
   }
 
-  #answered(answer: Answer): void {
+  /** Notes every answer that has arrived, without waiting. */
+  #take(): void {
+    let message;
+    while ((message = receiveMessageOnPort(this.#port)) !== undefined)
+      this.#note(message.message as Answer);
+  }
+
+  /** Notes what an answer says; `#reconcile` acts on it. */
+  #note(answer: Answer): void {
     if (answer.error !== undefined) {
-      this.#fail(new Error(answer.error));
-      return;
-    }
-    const waiter = this.#waiting.get(answer.seq);
-    if (answer.synced === true) {
-      this.#settled(answer.seq);
-      waiter?.resolve();
-      return;
-    }
-    const posted = this.#posted[0];
-    // COMMITs are answered in order.
-    if (posted === undefined || posted.seq !== answer.seq) return;
-    this.#posted.shift();
-    if (posted.layer !== null) {
-      this.#layers = this.#layers.filter((layer) => layer !== posted.layer);
-      this.#onCommitted(answer.walBytes ?? 0, answer.capCheckpoint === true);
-    }
-    if (waiter !== undefined && !waiter.sync) {
-      this.#settled(answer.seq);
-      waiter.resolve();
+      this.#failure ??= new Error(answer.error);
+    } else if (answer.synced === true) {
+      this.#syncedThrough = Math.max(this.#syncedThrough, answer.seq);
+    } else {
+      this.#doneThrough = Math.max(this.#doneThrough, answer.seq);
+      this.#report = {
+        walBytes: answer.walBytes ?? 0,
+        capCheckpoint:
+          answer.capCheckpoint === true ||
+          (this.#report?.capCheckpoint ?? false),
+      };
     }
   }
 
-  #settled(seq: number): void {
-    this.#waiting.delete(seq);
+  /**
+   * Brings this side up to what the thread has done: drops the layers of the
+   * groups it COMMITted, tells `onCommitted`, and settles what waited.
+   *
+   * Progress is read from the state's slots as well as from answers, and
+   * every step is idempotent and leaves a state the next call completes:
+   * this runs inside a function's window when an inline commit waits for the
+   * thread (`quiesce`, for a commit that keeps a search index), and V8's
+   * watchdog ends host code there at any call, with no `finally`. A cut
+   * between taking an answer and noting it lost the answer, and the next
+   * wait then ran into WAIT_MAX_MS and failed the store (30 s, then every
+   * commit refused); a cut inside the old bookkeeping could leave a
+   * COMMITted group's layer to shadow later writes.
+   */
+  #reconcile(): void {
+    // DONE and SYNCED before FAILED: the thread sets FAILED after a failed
+    // answer is posted and before its slot moves, so slots read before a
+    // clear FAILED count only groups and fsyncs that succeeded.
+    const done = Atomics.load(this.#state, SLOTS.DONE);
+    const synced = Atomics.load(this.#state, SLOTS.SYNCED);
+    if (Atomics.load(this.#state, SLOTS.FAILED) !== 0) {
+      // Its answer, with the error's text, is here unless a cut lost it.
+      if (this.#failure === null) this.#take();
+      this.#failure ??= new Error("the group writer thread failed to write");
+    } else {
+      this.#doneThrough = Math.max(this.#doneThrough, done);
+      this.#syncedThrough = Math.max(this.#syncedThrough, synced);
+    }
+    let committed = false;
+    while (
+      this.#posted.length > 0 &&
+      this.#posted[0].seq <= this.#doneThrough
+    ) {
+      const { layer } = this.#posted[0];
+      // The layer first: a cut before the shift repeats a no-op filter.
+      if (layer !== null) {
+        this.#layers = this.#layers.filter((other) => other !== layer);
+        committed = true;
+      }
+      this.#posted.shift();
+    }
+    // A cut before this call skips one report (the next commit's brings the
+    // WAL's size up to date); a cut before the reset repeats it.
+    if (committed) {
+      const report = this.#report;
+      this.#onCommitted(report?.walBytes, report?.capCheckpoint ?? null);
+      this.#report = null;
+    }
+    // What the thread did settles first (progress counts only answers and
+    // slots that succeeded), then a failure the rest. Settled before
+    // deleted: a cut between leaves a second settle, a no-op.
+    for (const [seq, waiter] of this.#waiting) {
+      if (seq <= (waiter.sync ? this.#syncedThrough : this.#doneThrough))
+        waiter.resolve();
+      else if (this.#failure !== null) waiter.reject(this.#failure);
+      else continue;
+      this.#waiting.delete(seq);
+    }
     if (this.#waiting.size === 0) this.#port.unref();
   }
 
   #fail(error: Error): void {
-    if (this.#failure !== null) return;
-    this.#failure = error;
-    for (const waiter of this.#waiting.values()) waiter.reject(error);
-    this.#waiting.clear();
-    this.#port.unref();
+    this.#failure ??= error;
+    this.#reconcile();
   }
 }

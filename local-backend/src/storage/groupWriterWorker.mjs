@@ -14,9 +14,14 @@
 //                 COMMITted, then, with `sync`, { seq, synced: true, error? }
 //                 once the fdatasync issued after that COMMIT returned
 // and, in `state` (an Int32Array over a SharedArrayBuffer): DONE, the seq of
-// the last group COMMITted (answered), SYNCED, the seq of the last fsync,
-// and CLOSED once the connection is closed, each followed by Atomics.notify,
-// for a main thread that waits. The fdatasync runs on the thread pool, so
+// the last group answered, SYNCED, the seq of the last fsync answered,
+// FAILED once an answer carried an error, and CLOSED once the connection is
+// closed, each followed by Atomics.notify, for a main thread that waits. Each
+// answer is posted before its slot moves, and FAILED is set after an error's
+// answer and before its slot: the main thread reads progress from the slots,
+// so an answer it lost (a watchdog cut host code that had just taken it,
+// groupWriter.ts `#reconcile`) loses no progress, and a DONE or SYNCED read
+// before FAILED is clean when FAILED is not set. The fdatasync runs on the thread pool, so
 // the groups posted meanwhile are written and COMMITted while it runs; one
 // runs at a time, and the syncs asked for meanwhile share the next one, so
 // they are answered in order and SYNCED only grows.
@@ -125,6 +130,7 @@ function synced(seq, error) {
       ? { seq, synced: true }
       : { seq, synced: true, error: error.message },
   );
+  if (error !== null) Atomics.store(state, slots.FAILED, 1);
   Atomics.store(state, slots.SYNCED, seq);
   Atomics.notify(state, slots.SYNCED);
 }
@@ -138,6 +144,7 @@ port.on("message", (message) => {
   }
   const answer = handle(message);
   port.postMessage(answer);
+  if (answer.error !== undefined) Atomics.store(state, slots.FAILED, 1);
   Atomics.store(state, slots.DONE, message.seq);
   Atomics.notify(state, slots.DONE);
   if (!message.sync) return;

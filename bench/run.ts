@@ -25,11 +25,15 @@
  * - runaway (bench/runaway.ts): other clients' latency while a runaway query
  *   runs, and the chat's validation of huge inputs.
  *
+ * - memory (bench/subscriptionMemory.ts): the backend's heap per subscription,
+ *   20,000 distinct or identical queries on one socket, beside a bare Map
+ *   holding the same query set.
+ *
  * - sign-up (bench/signUpLatency.ts, only with `--only=signup`: it needs
  *   Chromium): a guest's click on "Sign up" until the reloaded page shows
  *   their old messages as theirs, beside a guest's plain reload.
  *
- * Usage: npm run bench [-- --quick] [-- --only=clients|chat|identical|fanout|fairness|storage|runaway|commit|signup] [-- --json=path]
+ * Usage: npm run bench [-- --quick] [-- --only=clients|chat|identical|fanout|fairness|storage|runaway|commit|memory|signup] [-- --json=path]
  * (`clients` is the ConvexClient cases above, `chat` only the open-pages case of fan-out,
  * `identical` only its identical-subscriptions cases).
  */
@@ -53,6 +57,7 @@ import { fanOutBenchmarks } from "./fanout.ts";
 import { runawayBench } from "./runaway.ts";
 import { signUpBenchmarks } from "./signUpLatency.ts";
 import { storageBenchmarks } from "./storage.ts";
+import { subscriptionMemoryBenchmarks } from "./subscriptionMemory.ts";
 import { formatSummary, rssMiB, summarize } from "./stats.ts";
 
 const QUICK = process.argv.includes("--quick");
@@ -273,6 +278,8 @@ async function main(): Promise<void> {
   if (ONLY === undefined || ONLY === "fairness")
     await fairnessBenchmarks({ quick: QUICK });
   if (ONLY === undefined || ONLY === "runaway") await runawayBench();
+  if (ONLY === undefined || ONLY === "memory")
+    await subscriptionMemoryBenchmarks({ quick: QUICK });
 }
 
 async function chatCases(): Promise<void> {

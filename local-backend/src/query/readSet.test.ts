@@ -61,6 +61,51 @@ describe("ReadSet", () => {
     expect(reads.overlaps(inserted(doc(25)))).toBe(false);
   });
 
+  test("scans that differ in table, fields, order or either bound are records of their own, and each repeated one shares its record, however many a read set holds", () => {
+    const reads = new ReadSet();
+    const key = (n: number) => encodeKey([n, `id${n}`]);
+    // 40 distinct scans: past the few a read set compares one by one.
+    const distinct: [string, string[], { lo: Buffer; hi: Buffer }, Order][] =
+      [];
+    for (let i = 0; i < 10; i++) {
+      distinct.push([
+        "messages",
+        KEY_FIELDS,
+        { lo: key(i), hi: key(100) },
+        "asc",
+      ]);
+      distinct.push([
+        "messages",
+        KEY_FIELDS,
+        { lo: key(0), hi: key(101 + i) },
+        "asc",
+      ]);
+      distinct.push([
+        "messages",
+        ["author", ...KEY_FIELDS],
+        { lo: key(i), hi: key(100) },
+        "desc",
+      ]);
+      distinct.push([`t${i}`, KEY_FIELDS, { lo: key(0), hi: key(100) }, "asc"]);
+    }
+    const records = distinct.map(([table, fields, interval, order]) =>
+      reads.addScan(table, fields, interval, order),
+    );
+    expect(new Set(records).size).toBe(distinct.length);
+    // The same again, with equal (not identical) keys and fields.
+    distinct.forEach(([table, fields, { lo, hi }, order], i) =>
+      expect(
+        reads.addScan(
+          table,
+          [...fields],
+          { lo: Buffer.from(lo), hi: Buffer.from(hi) },
+          order,
+        ),
+      ).toBe(records[i]),
+    );
+    expect(reads.scans).toEqual(records);
+  });
+
   test("a newest-first first page is invalidated by a newer row, not by an older one below it", () => {
     const reads = new ReadSet();
     const scan = addScan(reads, KEY_FIELDS, WHOLE, "desc", undefined);

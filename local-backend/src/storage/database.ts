@@ -237,6 +237,13 @@ export type PhysicalIndex = StoredIndex;
 export class Table {
   /** Every physical index; while a schema change backfills, an index name may have two. */
   readonly indexes: PhysicalIndex[] = [];
+  /**
+   * A table new to the data whose registration has not run to its end
+   * (`Database.#registerTable`): a watchdog cut it; the next use finishes it.
+   */
+  registering = false;
+  /** Its row is among the unpersisted tables, or was written (a new table). */
+  listed = false;
 
   constructor(
     readonly name: string,
@@ -678,7 +685,10 @@ export class Database {
       }
     }
     const built = new Map<string, number[]>();
-    for (const table of this.#tablesByName.values()) {
+    for (const named of this.#tablesByName.values()) {
+      const table = named.registering
+        ? this.#registerTable(named.name, named.number)
+        : named;
       const ids: number[] = [];
       built.set(table.name, ids);
       for (const want of indexesOf(schema, table.name)) {
@@ -828,7 +838,10 @@ export class Database {
   // ---- reading -----------------------------------------------------------
 
   table(name: string): Table | undefined {
-    return this.#tablesByName.get(name);
+    const table = this.#tablesByName.get(name);
+    return table?.registering === true
+      ? this.#registerTable(name, table.number)
+      : table;
   }
 
   /** A committed document, from the cache or SQLite. */
@@ -927,8 +940,11 @@ export class Database {
   /** The table for `name`, registering a new user table if there is none yet. */
   tableForWrite(name: string): Table {
     const existing = this.#tablesByName.get(name);
-    if (existing !== undefined) return existing;
-    return this.#registerTable(name, this.#nextTableNumber);
+    if (existing === undefined)
+      return this.#registerTable(name, this.#nextTableNumber);
+    return existing.registering
+      ? this.#registerTable(name, existing.number)
+      : existing;
   }
 
   /** The table an ID belongs to, or undefined for malformed IDs and unknown tables. */
@@ -1272,17 +1288,41 @@ export class Database {
     return table;
   }
 
-  /** A table new to the data, with its built-in indexes and any the schema declares (all empty, so ready). */
+  /**
+   * A table new to the data, with its built-in indexes and any the schema
+   * declares (all empty, so ready). It runs inside a function's window (a
+   * mutation's first insert into the table), where V8's watchdog may end it
+   * at any call: each step checks whether it was done, the table is published
+   * by name first (a rerun then keeps its number) and stays `registering`
+   * until the last one, and its next use finishes it (`tableForWrite`,
+   * `table`, a schema's preparation). A cut used to leave the table without
+   * its indexes for good: documents then committed had no index entries (a
+   * query of the table returned nothing), and the next schema push failed.
+   */
   #registerTable(name: string, number: number): Table {
-    const table = this.#addTable(name, number, 0);
-    this.#unpersistedTables.push({ name, number, count: 0 });
+    let table = this.#tablesByName.get(name);
+    if (table === undefined) {
+      table = new Table(name, number, 0);
+      table.registering = true;
+      this.#tablesByName.set(name, table);
+    }
+    if (this.#tablesByNumber.get(table.number) !== table)
+      this.#tablesByNumber.set(table.number, table);
+    if (table.number >= this.#nextTableNumber)
+      this.#nextTableNumber = table.number + 1;
+    if (!table.listed) {
+      // The flag right after the push, with no call between: listed once.
+      this.#unpersistedTables.push({ name, number: table.number, count: 0 });
+      table.listed = true;
+    }
     for (const { name: indexName, keyFields } of indexesOf(
       this.#schema,
       name,
     )) {
+      if (table.indexes.some((index) => index.name === indexName)) continue;
       const index: StoredIndex = {
         indexId: this.#nextIndexId++,
-        tableNumber: number,
+        tableNumber: table.number,
         name: indexName,
         keyFields,
         state: "ready",
@@ -1290,6 +1330,7 @@ export class Database {
       table.indexes.push(index);
       this.#unpersistedIndexes.push(index);
     }
+    table.registering = false;
     return table;
   }
 

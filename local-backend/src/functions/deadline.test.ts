@@ -78,3 +78,68 @@ describe("windows of a run that awaits the database", () => {
     expect(await turnsDuring(100, 2)).toBeGreaterThanOrEqual(89);
   });
 });
+
+describe("a shared window cut after a run's first window", () => {
+  test("the run goes on, and the realm keeps every context in use", async () => {
+    type Paused = { paused(): Promise<string>; quick(): Promise<string> };
+    const convex: ConvexGlobal = {
+      syscall: () => "null",
+      jsSyscall: () => null,
+      asyncSyscall: () => Promise.resolve("null"),
+      asyncSyscallNow: () => "null",
+    };
+    const timed = new TimedRealm<Paused>((hooks) => {
+      // A host promise that is no syscall, as Web Crypto's are: the run's
+      // first window ends with it still going, and its window's tail
+      // schedules the next look (`#pollIfIdle`), where the cut may land.
+      const subtle = {
+        sign: () => new Promise((resolve) => setImmediate(resolve)),
+      };
+      const context = vm.createContext(
+        { Convex: hooks.wrapConvex(convex), crypto: { subtle } },
+        { microtaskMode: "afterEvaluate" },
+      );
+      hooks.installEntry(context);
+      vm.runInContext(hooks.prelude, context);
+      const modules = vm.runInContext(
+        `({
+          paused: async () => { await crypto.subtle.sign(); return "signed"; },
+          quick: async () => "quick",
+        })`,
+        context,
+      ) as Paused;
+      return { context, modules };
+    });
+    let cuts = 0;
+    const runs: Promise<string>[] = [];
+    for (let round = 0; round < 2_000; round++) {
+      const spinMs = Math.random() * 1.2;
+      const cut = timed.shared(1, () => {
+        busyWait(spinMs);
+        const result = timed.invokeNow(USER_TIMEOUT_MS, (modules) =>
+          modules.paused(),
+        );
+        if (result instanceof Promise) {
+          result.catch(() => undefined);
+          runs.push(result);
+        }
+      });
+      if (cut !== null) cuts++;
+      for (let turn = 0; turn < 4; turn++) await new Promise(setImmediate);
+      // Before: after eight cuts there, every context was held by a run
+      // nothing looked at again, and this waited for good.
+      if (round % 20 === 19)
+        expect(
+          await timed.invoke(USER_TIMEOUT_MS, (modules) => modules.quick()),
+        ).toBe("quick");
+    }
+    expect(cuts).toBeGreaterThan(100);
+    // Every run that was still going settles: signed, or stopped in its own
+    // window by the cut (moved, as a watchdog of its own would have).
+    const settled = await Promise.allSettled(runs);
+    expect(
+      settled.filter((s) => s.status === "fulfilled" && s.value === "signed")
+        .length,
+    ).toBeGreaterThan(0);
+  }, 120_000);
+});

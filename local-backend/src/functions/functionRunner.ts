@@ -1016,10 +1016,10 @@ export class FunctionRunner {
     result: Settled | Promise<Settled>,
   ): Promise<void> | null {
     if (result instanceof Promise) {
-      if (run.mark === null && run.item.conflicts < MAX_OPTIMISTIC_RUNS) {
-        run.mark = this.#commits.begin();
-        run.tx.release();
-      }
+      // The chain first, then the mark it ends (it reads `run.mark` when the
+      // run settles): a shared window's cut between the two (at `release`)
+      // would leave a mark nothing ends, and the commit log would keep the
+      // changes of every later commit, up to its cap, for good.
       const ended = result
         .then(async (settled) => {
           if (this.#current(run)) await this.#conclude(run, settled);
@@ -1029,6 +1029,11 @@ export class FunctionRunner {
           run.mark = null;
           run.item.reject(error);
         });
+      if (run.mark === null && run.item.conflicts < MAX_OPTIMISTIC_RUNS) {
+        run.mark = this.#commits.begin();
+        run.tx.release();
+        return null;
+      }
       return run.mark === null ? ended : null;
     }
     if ("error" in result && result.error instanceof MovedError)

@@ -349,10 +349,17 @@ export function createSyscalls(host: {
     },
     asyncSyscallNow(op, jsonArgs) {
       const result = async(op, JSON.parse(jsonArgs) as Args);
+      if (result instanceof Promise) {
+        // Handled at once, with no call in between: a watchdog cut before
+        // the function's `await` reached it (this runs inside its window)
+        // would leave a rejection (a page read on after its transaction
+        // closed) that nothing handles, and Node reports it as a bug.
+        const text = result.then(resultText);
+        text.catch(() => undefined);
+        return text;
+      }
       if (isInWindow(result)) return result.inWindow;
-      return result instanceof Promise
-        ? result.then(resultText)
-        : resultText(result);
+      return resultText(result);
     },
     later(resume) {
       later(currentRequest() ?? null, resume);

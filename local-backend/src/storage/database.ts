@@ -1302,6 +1302,11 @@ export class Database {
   #registerTable(name: string, number: number): Table {
     let table = this.#tablesByName.get(name);
     if (table === undefined) {
+      // Its number is taken first: a cut after this leaves a gap, never two
+      // tables of one number (a cut between publishing the table and taking
+      // its number gave the next new table the same one, and the commit that
+      // wrote both failed on `tables.number`, losing it and every later one).
+      if (number >= this.#nextTableNumber) this.#nextTableNumber = number + 1;
       table = new Table(name, number, 0);
       table.registering = true;
       this.#tablesByName.set(name, table);

@@ -892,7 +892,6 @@ type CursorPosition = { type: "end" } | { type: "after"; key: Buffer };
 
 const softLimit = (hard: number) => Math.floor((hard * 3) / 4);
 
-/** What a cursor is tied to: the query's source, order, filters, and the index's fields. */
 /**
  * An index's key fields with the implicit suffix, made once per index: a
  * subscription's read set keeps the key fields of each scan, and a copy per
@@ -910,6 +909,7 @@ function keyFieldsOf(fields: readonly string[]): string[] {
   return suffixed;
 }
 
+/** What a cursor is tied to: the query's source, order, filters, and the index's fields. */
 function queryFingerprint(query: SerializedQuery, keyFields: string[]): Buffer {
   return createHash("sha256")
     .update(

@@ -54,7 +54,7 @@ export type ScanRecord = {
 export type ReadPredicate = { table: string; matches: (doc: Doc) => boolean };
 
 /** What the getters give for a kind of read a read set has none of; never written to. */
-const NO_IDS: ReadonlySet<string> = new Set();
+const NO_STRINGS: ReadonlySet<string> = new Set();
 const NO_PREDICATES: readonly ReadPredicate[] = [];
 const NO_SCANS: readonly ScanRecord[] = [];
 
@@ -156,12 +156,12 @@ export class ReadSet {
 
   /** The IDs fetched with `db.get`. */
   get ids(): ReadonlySet<string> {
-    return this.#ids ?? NO_IDS;
+    return this.#ids ?? NO_STRINGS;
   }
 
   /** The tables read whole (`count()`). */
   get wholeTables(): ReadonlySet<string> {
-    return this.#wholeTables ?? NO_IDS;
+    return this.#wholeTables ?? NO_STRINGS;
   }
 
   /** The predicate reads (`query/readSetIndex.ts` checks them per table). */

@@ -1,16 +1,15 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import vm from "node:vm";
 import BetterSqlite3 from "better-sqlite3";
 import { jsonToConvex } from "convex/values";
 import { afterEach, describe, expect, test } from "vitest";
 import { Transaction } from "../functions/transaction.ts";
+import { cutAfterSpin } from "../../test/watchdogCut.ts";
 import { decodeId, FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
 import { FULL_RANGE, rangeToInterval } from "../query/keys.ts";
 import {
   Database,
-  type PendingWrite,
   type SchemaJson,
   SchemaViolationError,
   type SyncHook,
@@ -516,15 +515,6 @@ describe("group commit", () => {
       db.onCommit(({ commit }) => announced.push(commit));
       const committed = new Map<string, string>();
       const seen = { none: 0, undone: 0, kept: 0 };
-      const context = vm.createContext({
-        spinThenCommit(spinMs: number, writes: Map<string, PendingWrite>) {
-          const until = performance.now() + spinMs;
-          while (performance.now() < until) {
-            // the watchdog may fire here, or in the commit
-          }
-          db.commit(writes);
-        },
-      });
       let round = 0;
       while ((seen.kept < 3 || seen.undone < undone) && round < 4_000) {
         round++;
@@ -540,17 +530,8 @@ describe("group commit", () => {
         if (victim !== undefined) tx.delete(victim);
         const before = db.commitCount;
         db.holdAnnouncements = true;
-        context.spinMs = Math.random() * 1.5;
-        context.writes = tx.pendingWrites();
-        try {
-          vm.runInContext("spinThenCommit(spinMs, writes)", context, {
-            timeout: 1,
-          });
-        } catch (error) {
-          expect((error as { code?: string }).code).toBe(
-            "ERR_SCRIPT_EXECUTION_TIMEOUT",
-          );
-        }
+        const writes = tx.pendingWrites();
+        cutAfterSpin(() => db.commit(writes), Math.random() * 1.5);
         const outcome = db.recoverCut();
         db.releaseAnnouncements();
         tx.close();
@@ -604,28 +585,14 @@ describe("group commit", () => {
       const dir = tempDir();
       const db = openDb(dir);
       let tables = 0;
-      const context = vm.createContext({
-        run(spinMs: number) {
-          const until = performance.now() + spinMs;
-          while (performance.now() < until) {
-            // the watchdog may fire here
-          }
+      for (let round = 0; round < 600; round++) {
+        cutAfterSpin(() => {
           const tx = new Transaction(db, { readOnly: false });
           for (let i = 0; i < 5; i++) tx.insert(`t${tables++}`, { n: i });
           for (;;) {
             // or here, after the inserts
           }
-        },
-      });
-      for (let round = 0; round < 600; round++) {
-        context.spinMs = Math.random() * 0.9;
-        try {
-          vm.runInContext("run(spinMs)", context, { timeout: 1 });
-        } catch (error) {
-          expect((error as { code?: string }).code).toBe(
-            "ERR_SCRIPT_EXECUTION_TIMEOUT",
-          );
-        }
+        }, Math.random() * 0.9);
         expect(db.recoverCut()).toBe("none");
       }
       const names = Array.from({ length: tables }, (_, i) => `t${i}`);

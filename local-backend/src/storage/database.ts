@@ -686,9 +686,7 @@ export class Database {
     }
     const built = new Map<string, number[]>();
     for (const named of this.#tablesByName.values()) {
-      const table = named.registering
-        ? this.#registerTable(named.name, named.number)
-        : named;
+      const table = this.#registered(named);
       const ids: number[] = [];
       built.set(table.name, ids);
       for (const want of indexesOf(schema, table.name)) {
@@ -839,9 +837,7 @@ export class Database {
 
   table(name: string): Table | undefined {
     const table = this.#tablesByName.get(name);
-    return table?.registering === true
-      ? this.#registerTable(name, table.number)
-      : table;
+    return table === undefined ? undefined : this.#registered(table);
   }
 
   /** A committed document, from the cache or SQLite. */
@@ -940,11 +936,9 @@ export class Database {
   /** The table for `name`, registering a new user table if there is none yet. */
   tableForWrite(name: string): Table {
     const existing = this.#tablesByName.get(name);
-    if (existing === undefined)
-      return this.#registerTable(name, this.#nextTableNumber);
-    return existing.registering
-      ? this.#registerTable(name, existing.number)
-      : existing;
+    return existing === undefined
+      ? this.#registerTable(name, this.#nextTableNumber)
+      : this.#registered(existing);
   }
 
   /** The table an ID belongs to, or undefined for malformed IDs and unknown tables. */
@@ -1313,8 +1307,6 @@ export class Database {
     }
     if (this.#tablesByNumber.get(table.number) !== table)
       this.#tablesByNumber.set(table.number, table);
-    if (table.number >= this.#nextTableNumber)
-      this.#nextTableNumber = table.number + 1;
     if (!table.listed) {
       // The flag right after the push, with no call between: listed once.
       this.#unpersistedTables.push({ name, number: table.number, count: 0 });
@@ -1337,6 +1329,13 @@ export class Database {
     }
     table.registering = false;
     return table;
+  }
+
+  /** `table`, its registration finished if a cut ended it (`#registerTable`). */
+  #registered(table: Table): Table {
+    return table.registering
+      ? this.#registerTable(table.name, table.number)
+      : table;
   }
 
   /** Forgets an index now and deletes its entries in slices that yield. */

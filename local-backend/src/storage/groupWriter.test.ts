@@ -1,9 +1,9 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import vm from "node:vm";
 import BetterSqlite3 from "better-sqlite3";
 import { afterEach, describe, expect, test } from "vitest";
+import { cutAfterSpin } from "../../test/watchdogCut.ts";
 import { FIRST_USER_TABLE_NUMBER } from "../values/ids.ts";
 import type { KeyInterval, Order } from "../query/keys.ts";
 import {
@@ -294,27 +294,8 @@ describe("a blocking wait that a function's watchdog cuts", () => {
   // the function's window (`quiesce`), where V8's watchdog ends host code at
   // any call, with no `finally`: between taking an answer and noting it,
   // say. Cuts land at random points of waits for 30 groups at a time.
-  const context = vm.createContext({
-    spin(ms: number) {
-      const until = performance.now() + ms;
-      while (performance.now() < until) {
-        // the watchdog may fire here, or in the wait
-      }
-    },
-  });
-  function cutWhile(work: () => void): boolean {
-    context.work = work;
-    context.spinMs = Math.random() * 0.2;
-    try {
-      vm.runInContext("spin(spinMs); work()", context, { timeout: 1 });
-      return false;
-    } catch (error) {
-      expect((error as { code?: string }).code).toBe(
-        "ERR_SCRIPT_EXECUTION_TIMEOUT",
-      );
-      return true;
-    }
-  }
+  const cutWhile = (work: () => void) =>
+    cutAfterSpin(work, Math.random() * 0.2);
 
   test(
     "loses no answer: the next wait ends, reads see the newest write, and syncs settle",

@@ -1,10 +1,10 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import vm from "node:vm";
 import { afterEach, describe, expect, test } from "vitest";
 import { type SerializedQuery, Transaction } from "../functions/transaction.ts";
 import { compileSearch, tokenize } from "../query/textSearch.ts";
+import { cutAfterSpin } from "../../test/watchdogCut.ts";
 import { Database, type SchemaJson } from "./database.ts";
 import { BACKFILL_CHUNK_DOCS } from "./derivedIndexes.ts";
 
@@ -61,26 +61,9 @@ function insert(db: Database, text: string, tag = "a"): string {
  * the machine stalls. `check` runs after every round. Returns the cuts.
  */
 function cutRepeatedly(search: () => void, check: () => void): number {
-  const context = vm.createContext({
-    spinThenSearch(spinMs: number) {
-      const until = performance.now() + spinMs;
-      while (performance.now() < until) {
-        // the watchdog may fire here, or in the search
-      }
-      search();
-    },
-  });
   let cuts = 0;
   for (let round = 0; round < 200 && cuts < 20; round++) {
-    context.spinMs = Math.random() * 1.5;
-    try {
-      vm.runInContext("spinThenSearch(spinMs)", context, { timeout: 1 });
-    } catch (error) {
-      expect((error as { code?: string }).code).toBe(
-        "ERR_SCRIPT_EXECUTION_TIMEOUT",
-      );
-      cuts++;
-    }
+    if (cutAfterSpin(search, Math.random() * 1.5)) cuts++;
     check();
   }
   return cuts;

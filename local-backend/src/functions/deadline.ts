@@ -643,18 +643,6 @@ export class TimedRealm<M> {
       // A run that settled in a window this cut interrupted, or whose window
       // ended just before it, before its context went back.
       for (const settled of this.#releasing) this.#discard(settled);
-      // A run still going whose window ended before the cut: the cut may
-      // have come in its window's tail before it scheduled the run's next
-      // look (`#pollIfIdle`), and then nothing would ever enter its context
-      // again; it held the context for good, and after eight such cuts
-      // every query and mutation waited for one. Looked at again (a second
-      // look is an empty window). Its caller may start the call again
-      // (`#afterCut`), having closed its transaction: then it fails there.
-      for (const held of this.#holding) {
-        if (held === cut || held.settled || held.terminated) continue;
-        held.polling = false;
-        this.#pollIfIdle(held);
-      }
       if (cut === null || cut.settled) {
         // In host code, or in a run's window after the run settled: the run
         // is not to blame (a settled run's context, cut mid-drain, goes).

@@ -394,45 +394,6 @@ describe("a shared window whose watchdog cuts host code", () => {
       }
     },
   );
-
-  test(
-    "mutations that await Web Crypto are all answered and each commits once, however many windows are cut after their first",
-    { timeout: 120_000 },
-    async () => {
-      // Their first window ends with the run still going; a cut in the host
-      // code after it used to leave the run holding its context for good,
-      // and after eight of those every run waited for a context (this hung).
-      const cutRunner = new FunctionRunner(db, { sharedWindowMs: 1 });
-      cutRunner.setIsolate(isolate);
-      try {
-        // Ten a batch: `countNamed` counts up to ten.
-        for (let batch = 0; batch < 200; batch++) {
-          const name = `cut-paused-${batch}-${crypto.randomUUID()}`;
-          const outcomes = await Promise.all(
-            Array.from({ length: 10 }, (_, i) =>
-              cutRunner.executeMutation({
-                path: "concurrency:insertAfterPause",
-                args: { name },
-                dedupe: { sessionId: name, requestId: i },
-              }),
-            ),
-          );
-          expect(
-            outcomes.map((outcome) =>
-              outcome.status === "success" ? "success" : outcome.errorMessage,
-            ),
-          ).toEqual(outcomes.map(() => "success"));
-          const count = await cutRunner.runQuery({
-            path: "concurrency:countNamed",
-            args: { name },
-          });
-          expect(count).toMatchObject({ status: "success", value: 10 });
-        }
-      } finally {
-        cutRunner.close();
-      }
-    },
-  );
 });
 
 async function getValue(name: string): Promise<JSONValue> {

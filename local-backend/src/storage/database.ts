@@ -244,6 +244,10 @@ export class Table {
   registering = false;
   /** Its row is among the unpersisted tables, or was written (a new table). */
   listed = false;
+  /** A new table's indexes, made once (`Database.#registerTable`). */
+  created: StoredIndex[] | undefined = undefined;
+  /** Its new indexes are among the unpersisted ones, or were written. */
+  indexesListed = false;
 
   constructor(
     readonly name: string,
@@ -1312,21 +1316,26 @@ export class Database {
       this.#unpersistedTables.push({ name, number: table.number, count: 0 });
       table.listed = true;
     }
-    for (const { name: indexName, keyFields } of indexesOf(
-      this.#schema,
-      name,
-    )) {
-      if (table.indexes.some((index) => index.name === indexName)) continue;
-      const index: StoredIndex = {
+    // Its indexes are made once, with no effect but their ids (a cut while
+    // making them leaves gaps), then listed and added each by one push with
+    // its flag right after. A cut between adding an index to the table and
+    // listing it used to keep the index in memory only: after a restart the
+    // table had no `by_id`, and the next schema push failed with a TypeError.
+    const created = (table.created ??= indexesOf(this.#schema, name).map(
+      ({ name: indexName, keyFields }): StoredIndex => ({
         indexId: this.#nextIndexId++,
         tableNumber: table.number,
         name: indexName,
         keyFields,
         state: "ready",
-      };
-      table.indexes.push(index);
-      this.#unpersistedIndexes.push(index);
+      }),
+    ));
+    if (!table.indexesListed) {
+      this.#unpersistedIndexes.push(...created);
+      table.indexesListed = true;
     }
+    // A new table has no index before this push.
+    if (table.indexes.length === 0) table.indexes.push(...created);
     table.registering = false;
     return table;
   }

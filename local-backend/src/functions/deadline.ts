@@ -369,6 +369,14 @@ export async function withWallClockLimit<T>(
 export type Settled = { value: string } | { error: Error };
 
 /**
+ * Filled in by `invokeNow` with the run it starts, before the run's first
+ * window, so that a caller whose shared window was cut (HostCodeCut) can stop
+ * that run before it starts the call again (`TimedRealm.stop`); `stopped`
+ * keeps one still waiting for a context from starting.
+ */
+export type RunHandle = { run: object | null; stopped?: boolean };
+
+/**
  * One top-level function run and everything it calls in the same transaction
  * (nested `ctx.runQuery` / `ctx.runMutation` share the budget, as in Convex),
  * in the context it leased for the run.
@@ -559,6 +567,7 @@ export class TimedRealm<M> {
   invokeNow(
     limitMs: number,
     start: (modules: M) => Promise<string>,
+    handle?: RunHandle,
   ): Settled | Promise<string> {
     // A context promise is only ever observed through host-realm callbacks
     // here, whose reactions the host's own queue runs; a context-realm derived
@@ -570,7 +579,7 @@ export class TimedRealm<M> {
       });
     }
     const idle = this.#idle.pop();
-    if (idle !== undefined) return this.#run(limitMs, idle, start);
+    if (idle !== undefined) return this.#run(limitMs, idle, start, handle);
     if (this.#live < MAX_CONTEXTS) {
       this.#live++;
       let context: Leased<M>;
@@ -582,18 +591,27 @@ export class TimedRealm<M> {
           error instanceof Error ? error : new Error(String(error)),
         );
       }
-      return this.#run(limitMs, context, start);
+      return this.#run(limitMs, context, start, handle);
     }
-    return new Promise<Leased<M>>((resolve) =>
+    const waited = new Promise<Leased<M>>((resolve) =>
       this.#waiting.push(resolve),
     ).then((context) => {
       this.#handed--;
-      const result = this.#run(limitMs, context, start);
+      if (handle?.stopped === true) {
+        // Stopped while it waited: the context goes to the next one.
+        this.#pass(context);
+        return Promise.reject<string>(new HostCodeCut());
+      }
+      const result = this.#run(limitMs, context, start, handle);
       if (result instanceof Promise) return result;
       return "value" in result
         ? result.value
         : Promise.reject<string>(result.error);
     });
+    // A caller whose shared window was cut may have lost this promise
+    // (it stops the run, `stop`): its failure must not go unhandled.
+    if (handle !== undefined) waited.catch(() => undefined);
+    return waited;
   }
 
   /**
@@ -606,8 +624,11 @@ export class TimedRealm<M> {
    * short functions pays for one. When the watchdog fires in a run's window,
    * that run fails as its own watchdog would have made it, and `body` is cut
    * short: the error is returned, and the caller must finish the run it was
-   * in (its promise is not awaited by anyone). `body` must keep its own work
-   * between runs short and must not be cut inside it: see `sharedTimeLeft`.
+   * in (its promise is not awaited by anyone). When it fires in host code
+   * (HostCodeCut), what `body` was doing is lost wherever it was: a caller
+   * that starts a call again first stops the run it had started for it
+   * (`stop`). `body` must keep its own work between runs short and must not
+   * be cut inside it: see `sharedTimeLeft`.
    */
   shared(timeoutMs: number, body: () => void): Error | null {
     if (this.#shared !== null || this.#active !== null) {
@@ -697,6 +718,32 @@ export class TimedRealm<M> {
     return starting;
   }
 
+  /**
+   * Stops the run `handle` was filled in with, unless it has ended: its
+   * context is dropped (never entered again) and its promise fails with
+   * HostCodeCut. For a caller that starts a call again after a shared
+   * window's cut (HostCodeCut): a run of the call still going would
+   * otherwise go on with nobody waiting for it, and one whose first window
+   * the cut ended before it scheduled its next look (it awaited a host
+   * promise nothing tracks, `#pollIfIdle`) would hold its context for good:
+   * with eight such, every query and mutation waited for a context forever.
+   * A run still waiting for a context never starts (a cut after its caller
+   * got the waiting promise left it to start later, unobserved, and its
+   * failure was an unhandled rejection).
+   */
+  stop(handle: RunHandle): void {
+    handle.stopped = true;
+    const budget = handle.run as Budget<M> | null;
+    if (budget === null || budget.settled) return;
+    budget.terminated = true;
+    budget.fail(new HostCodeCut());
+  }
+
+  /** Contexts held by runs that have not ended (a diagnostic: 0 when none runs). */
+  get contextsHeld(): number {
+    return this.#holding.size;
+  }
+
   /** How long the open shared window has before its watchdog fires (Infinity outside one). */
   sharedTimeLeft(): number {
     return this.#shared === null ? Infinity : this.#shared.deadline - now();
@@ -706,10 +753,12 @@ export class TimedRealm<M> {
     limitMs: number,
     context: Leased<M>,
     start: (modules: M) => Promise<string>,
+    handle: RunHandle | undefined,
   ): Settled | Promise<string> {
     const budget = new Budget(limitMs, context, (settled) =>
       this.#release(settled),
     );
+    if (handle !== undefined) handle.run = budget;
     this.#starting = budget;
     this.#holding.add(budget);
     this.#window(budget, () => {
@@ -746,6 +795,11 @@ export class TimedRealm<M> {
       this.#dispose(budget);
       context = undefined;
     }
+    this.#pass(context);
+  }
+
+  /** A context freed (or, if undefined, a fresh one) to the next waiting run, or to the idle list. */
+  #pass(context: Leased<M> | undefined): void {
     const next = this.#waiting.shift();
     if (next === undefined) {
       if (context !== undefined) this.#idle.push(context);
@@ -962,9 +1016,9 @@ export class TimedRealm<M> {
   }
 
   /**
-   * A function still pending with no syscall in flight awaits some other host
-   * promise (Web Crypto, a Blob): its continuation sits in the context's queue,
-   * so look again after the event loop turns. A promise that never settles
+   * A function still pending with nothing tracked in flight (`#track`)
+   * awaits some other host promise (a Blob's): its continuation sits in the
+   * context's queue, so look again after the event loop turns. A promise that never settles
    * keeps costing windows until the budget runs out.
    */
   #pollIfIdle(budget: Budget<M>): void {
@@ -1052,18 +1106,40 @@ export class TimedRealm<M> {
             else setImmediate(resume);
           });
         }
-        budget.outstanding++;
-        const settle = () => {
-          budget.outstanding--;
-          if (budget.outstanding === 0) budget.onIdle?.();
-          if (budget.settled) return;
-          if (!delivered()) this.#window(budget, () => undefined);
-          else this.#pollIfIdle(budget);
-        };
-        result.then(settle, settle);
+        this.#track(budget, result, delivered);
         return result;
       },
+      pending: (promise, delivered) => {
+        const budget = this.#active;
+        if (budget !== null && !dropped.value)
+          this.#track(budget, promise, delivered);
+        return promise;
+      },
     };
+  }
+
+  /**
+   * A host promise the run awaits (an async syscall's, Web Crypto's): counted
+   * as outstanding until it settles, when a new window delivers its result
+   * unless one already did. A dropped context's last drain waits for the
+   * count to reach 0 (`#dispose`): a result that settled after it would queue
+   * a continuation in a queue never drained again, which would keep the
+   * context alive for good.
+   */
+  #track(
+    budget: Budget<M>,
+    promise: Promise<unknown>,
+    delivered: () => boolean,
+  ): void {
+    budget.outstanding++;
+    const settle = () => {
+      budget.outstanding--;
+      if (budget.outstanding === 0) budget.onIdle?.();
+      if (budget.settled) return;
+      if (!delivered()) this.#window(budget, () => undefined);
+      else this.#pollIfIdle(budget);
+    };
+    promise.then(settle, settle);
   }
 
   /** Whether the current window has run long enough to be split at this syscall. */
@@ -1088,6 +1164,8 @@ export type TimedConvexHost = {
     jsonArgs: string,
     delivered: () => boolean,
   ): string | Promise<string>;
+  /** A host promise the run awaits (Web Crypto's), returned as it is (`#track`). */
+  pending<T>(promise: Promise<T>, delivered: () => boolean): Promise<T>;
 };
 
 /**
@@ -1102,6 +1180,7 @@ const TIMED_PRELUDE = `
   const host = globalThis.Convex;
   const ContextPromise = globalThis.Promise;
   const hostAsync = host.asyncSyscall;
+  const hostPending = host.pending;
   const adopt = (start) => {
     let delivered = false;
     const result = start(() => delivered);
@@ -1135,10 +1214,10 @@ const TIMED_PRELUDE = `
               // Computed in place, it resolves in this window's drain.
               const hash = host.digestNow(algorithm, data);
               return hash === undefined
-                ? adopt(() => method(algorithm, data))
+                ? adopt((delivered) => hostPending(method(algorithm, data), delivered))
                 : ContextPromise.resolve(hash);
             }
-          : (...args) => adopt(() => method(...args));
+          : (...args) => adopt((delivered) => hostPending(method(...args), delivered));
     }
   }
 })();

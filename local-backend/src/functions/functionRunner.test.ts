@@ -209,8 +209,13 @@ describe("concurrent queries", () => {
       };
       return got;
     };
+    // Pauses that span several turns of the event loop, so commits land
+    // during each of its runs.
     const query = runner
-      .runQuery({ path: "concurrency:getAfterPause", args: { name } })
+      .runQuery({
+        path: "concurrency:getAfterPause",
+        args: { name, pauses: 4 },
+      })
       .finally(() => (done = true));
     // Committed, not waiting for their fsyncs: one commit every turn or so.
     for (let i = 0; i < 2_000 && !done; i++) {
@@ -389,6 +394,42 @@ describe("a shared window whose watchdog cuts host code", () => {
           Array.from({ length: 200 }, (_, i) => i + 1),
         );
         expect(await getValue(name)).toBe(200);
+      } finally {
+        cutRunner.close();
+      }
+    },
+  );
+});
+
+describe("a shared window cut after a mutation's first window", () => {
+  test(
+    "mutations that await Web Crypto are all answered, each commits once, and every context is free after",
+    { timeout: 120_000 },
+    async () => {
+      // Each mutation pauses on Web Crypto, so its first window ends with it
+      // still going; a 1 ms shared window is often cut right after, in the
+      // host code that would schedule its next look. Before, such a run held
+      // its context for good (the runner started the call again), and after
+      // eight of them every call waited for a context forever.
+      const cutRunner = new FunctionRunner(db, { sharedWindowMs: 1 });
+      cutRunner.setIsolate(isolate);
+      try {
+        const name = `cut-pause-${crypto.randomUUID()}`;
+        for (let round = 0; round < 10; round++) {
+          const outcomes = await Promise.all(
+            Array.from({ length: 40 }, (_, i) =>
+              cutRunner.executeMutation({
+                path: "concurrency:incrementAfterPause",
+                args: { name },
+                dedupe: { sessionId: name, requestId: round * 40 + i },
+              }),
+            ),
+          );
+          expect(outcomes.filter((o) => o.status !== "success")).toEqual([]);
+        }
+        expect(await getValue(name)).toBe(400);
+        // Every run ended, so none holds a context.
+        expect(isolate.udf.contextsHeld).toBe(0);
       } finally {
         cutRunner.close();
       }

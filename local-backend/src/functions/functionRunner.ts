@@ -72,6 +72,7 @@ import {
   HostCodeCut,
   MAIN_SLICE_MS,
   MovedError,
+  type RunHandle,
   type Settled,
   USER_TIMEOUT_MS,
   UserTimeoutError,
@@ -296,6 +297,8 @@ type QueuedMutation = {
     before: number;
     outcome: (ts: bigint) => MutationOutcome;
   } | null;
+  /** The realm's run of its current attempt, once started (`#mutationNow`). */
+  started: RunHandle | null;
 };
 
 /** A mutation being run: what finishing it takes, however it ends. */
@@ -482,6 +485,7 @@ export class FunctionRunner {
             attempt: 0,
             answered: false,
             committing: null,
+            started: null,
           };
           this.#enqueue(item);
         }),
@@ -581,8 +585,9 @@ export class FunctionRunner {
     this.#running = null;
     if (error instanceof HostCodeCut && run !== null) {
       // Cut before its function started (checking very large arguments can
-      // outlast a window): nothing was written, so it runs again, outside
-      // any shared window.
+      // outlast a window), or in the host code after its first window:
+      // nothing was committed, so it runs again, outside any shared window
+      // (and a run of it still going is stopped first, `#mutationNow`).
       run.tx.close();
       return this.#mutationNow(item);
     }
@@ -915,6 +920,10 @@ export class FunctionRunner {
   #mutationNow(item: QueuedMutation): Promise<void> | null {
     const attempt = ++item.attempt;
     item.committing = null;
+    // An earlier attempt's run that a shared window's cut left going (its
+    // outcome lost with the frames that would have taken it) is stopped
+    // first: nobody waits for it, and it may hold its context for good.
+    if (item.started !== null) this.#isolate!.udf.stop(item.started);
     const { request, visibility } = item;
     const replay = this.#replay(request);
     if (replay !== null) {
@@ -975,7 +984,9 @@ export class FunctionRunner {
         ...target,
         argsJson: JSON.stringify([args]),
       };
-      result = this.#invokeTimedNow(context, run.call);
+      const started: RunHandle = { run: null };
+      item.started = started;
+      result = this.#invokeTimedNow(context, run.call, started);
     } catch (error) {
       result = { error: error as Error };
     }
@@ -1647,10 +1658,15 @@ export class FunctionRunner {
   #invokeTimedNow(
     context: RequestContext,
     call: UdfCall,
+    handle: RunHandle,
   ): Settled | Promise<string> {
     const realm = this.#isolate!.udf;
     return requestStorage.run(context, () =>
-      realm.invokeNow(USER_TIMEOUT_MS, (modules) => invokeUdf(modules, call)),
+      realm.invokeNow(
+        USER_TIMEOUT_MS,
+        (modules) => invokeUdf(modules, call),
+        handle,
+      ),
     );
   }
 

@@ -422,6 +422,11 @@ export class Database {
     );
   }
 
+  /** The document cache: documents, their bytes, and its count of them (tests). */
+  get cacheStats(): DocumentCache["stats"] {
+    return this.#cache.stats;
+  }
+
   /** The WAL's checkpoints so far (tests and benchmarks). */
   get checkpointStats(): SqliteStore["checkpointStats"] {
     return this.#store.checkpointStats;
@@ -1591,7 +1596,15 @@ function* scanPages(
   }
 }
 
-/** Least recently used documents go first once either bound is passed. */
+/**
+ * Least recently used documents go first once either bound is passed.
+ *
+ * Reads run inside functions' windows, where V8's watchdog ends host code at
+ * any call: every change of the map is followed by its change of the byte
+ * count with no call between, so a cut leaves the two in step (a cut between
+ * the count's change and the map's left it off by a document each time, for
+ * good, and the byte bound with it).
+ */
 class DocumentCache {
   readonly #docs = new Map<string, { doc: Doc; bytes: number }>();
   #bytes = 0;
@@ -1601,8 +1614,11 @@ class DocumentCache {
   get(id: string): { doc: Doc; bytes: number } | undefined {
     const entry = this.#docs.get(id);
     if (entry === undefined) return undefined;
+    // To the back, as most recently used.
     this.#docs.delete(id);
+    this.#bytes -= entry.bytes;
     this.#docs.set(id, entry);
+    this.#bytes += entry.bytes;
     return entry;
   }
 
@@ -1612,10 +1628,17 @@ class DocumentCache {
     this.#bytes += bytes;
     while (
       this.#docs.size > DOC_CACHE_MAX_DOCS ||
-      this.#bytes > DOC_CACHE_MAX_BYTES
+      (this.#bytes > DOC_CACHE_MAX_BYTES && this.#docs.size > 0)
     ) {
       this.#evictOldest();
     }
+  }
+
+  /** What it holds: documents, and their bytes as counted (tests). */
+  get stats(): { docs: number; bytes: number; countedBytes: number } {
+    let bytes = 0;
+    for (const entry of this.#docs.values()) bytes += entry.bytes;
+    return { docs: this.#docs.size, bytes, countedBytes: this.#bytes };
   }
 
   /**
@@ -1643,8 +1666,8 @@ class DocumentCache {
   delete(id: string): void {
     const entry = this.#docs.get(id);
     if (entry === undefined) return;
-    this.#bytes -= entry.bytes;
     this.#docs.delete(id);
+    this.#bytes -= entry.bytes;
   }
 }
 

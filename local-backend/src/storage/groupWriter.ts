@@ -88,6 +88,25 @@ type Answer = {
   error?: string;
 };
 
+/** What waits for a posted group: its COMMIT, or with `sync` its fsync. */
+type Waiter = {
+  sync: boolean;
+  resolve: () => void;
+  reject: (error: Error) => void;
+};
+
+/** A group being posted (`GroupWriter.seal`), and how far that got. */
+type Sealing = {
+  seq: number;
+  layer: GroupLayer | null;
+  waiter: Waiter;
+  promise: Promise<void>;
+  /** Queued in `#posted`. */
+  posted: boolean;
+  /** Sent to the thread. */
+  sent: boolean;
+};
+
 /** One index's entries in a layer: key (latin1) -> document id, or null where the entry was removed. */
 type LayerIndex = {
   entries: Map<string, string | null>;
@@ -311,11 +330,10 @@ export class GroupWriter {
   #seq = 0;
   /** The layer each commit went into, for an `add` repeated after a cut. */
   readonly #placed = new WeakMap<PendingBatch, GroupLayer>();
-  /** What waits for a posted group: its COMMIT, or with `sync` its fsync. */
-  readonly #waiting = new Map<
-    number,
-    { sync: boolean; resolve: () => void; reject: (error: Error) => void }
-  >();
+  /** What waits for each posted group. */
+  readonly #waiting = new Map<number, Waiter>();
+  /** A seal a watchdog cut short, finished by the next call (`#resumeSeal`). */
+  #sealing: Sealing | null = null;
   #failure: Error | null = null;
   /** The last group the thread COMMITted, and fsynced, as far as this side knows. */
   #doneThrough = 0;
@@ -352,6 +370,7 @@ export class GroupWriter {
         this.#fail(new Error("the group writer thread exited"));
     });
     port1.on("message", (answer: Answer) => {
+      this.#resumeSeal();
       this.#note(answer);
       this.#reconcile();
     });
@@ -370,7 +389,9 @@ export class GroupWriter {
 
   /** Posted groups and commits of the open one that the thread has not COMMITted. */
   get busy(): boolean {
-    return this.#posted.length > 0 || this.#open !== null;
+    return (
+      this.#posted.length > 0 || this.#open !== null || this.#sealing !== null
+    );
   }
 
   /**
@@ -379,12 +400,17 @@ export class GroupWriter {
    * not added twice, and one cut before that goes whole into the open group.
    */
   add(batch: PendingBatch): void {
+    this.#resumeSeal();
     const placed = this.#placed.get(batch);
     if (placed !== undefined && placed !== this.#open && placed.holds(batch))
       return;
     if (this.#open === null) {
-      this.#open = new GroupLayer();
-      this.#layers = [...this.#layers, this.#open];
+      // Both published with no call between: a cut that left the open layer
+      // out of `layers` hid its commits from every read.
+      const open = new GroupLayer();
+      const layers = [...this.#layers, open];
+      this.#layers = layers;
+      this.#open = open;
     }
     this.#placed.set(batch, this.#open);
     this.#open.add(batch);
@@ -397,17 +423,65 @@ export class GroupWriter {
    */
   seal(sync: boolean): Promise<void> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
+    this.#resumeSeal();
     const layer = this.#open;
-    this.#open = null;
     if (layer === null && !sync) return Promise.resolve();
-    const seq = ++this.#seq;
+    let waiter!: Waiter;
+    const promise = new Promise<void>((resolve, reject) => {
+      waiter = { sync, resolve, reject };
+    });
+    const sealing: Sealing = {
+      seq: this.#seq + 1,
+      layer,
+      waiter,
+      promise,
+      posted: false,
+      sent: false,
+    };
+    // Three assignments with no call between: a cut lands before them all
+    // (nothing happened) or after (`#resumeSeal` finishes what follows).
+    this.#sealing = sealing;
+    this.#open = null;
+    this.#seq = sealing.seq;
+    this.#finishSeal(sealing);
+    return promise;
+  }
+
+  /**
+   * Posts the group of `sealing`. Runs inside a function's window when an
+   * inline commit waits for the thread (`quiesce`), where V8's watchdog ends
+   * host code at any call: each step is idempotent or has its flag set right
+   * after it, with no call between, so running it again after a cut does
+   * only what is left. A cut used to lose commits already reported durable:
+   * between taking the open layer and queueing it, the group was never
+   * posted (the file never got it); between queueing it and posting it, the
+   * next group's answer counted it as written and its layer was dropped.
+   */
+  #finishSeal(sealing: Sealing): void {
     // Keeps the process up until the thread has answered.
-    if (this.#waiting.size === 0) this.#port.ref();
-    this.#posted.push({ seq, layer });
-    this.#port.postMessage({ seq, batches: layer?.batches ?? [], sync });
-    return new Promise<void>((resolve, reject) =>
-      this.#waiting.set(seq, { sync, resolve, reject }),
-    );
+    this.#port.ref();
+    this.#waiting.set(sealing.seq, sealing.waiter);
+    if (!sealing.posted) {
+      this.#posted.push({ seq: sealing.seq, layer: sealing.layer });
+      sealing.posted = true;
+    }
+    if (!sealing.sent) {
+      this.#port.postMessage({
+        seq: sealing.seq,
+        batches: sealing.layer?.batches ?? [],
+        sync: sealing.waiter.sync,
+      });
+      sealing.sent = true;
+    }
+    this.#sealing = null;
+  }
+
+  /** Finishes a seal a cut left half done; its caller, cut too, no longer waits for it. */
+  #resumeSeal(): void {
+    const sealing = this.#sealing;
+    if (sealing === null) return;
+    sealing.promise.catch(() => undefined);
+    this.#finishSeal(sealing);
   }
 
   /**
@@ -416,6 +490,7 @@ export class GroupWriter {
    * Throws the failure if a group failed.
    */
   quiesce(): void {
+    this.#resumeSeal();
     this.#reconcile();
     if (this.busy) {
       if (this.#open !== null) void this.seal(false).catch(() => {});
@@ -440,6 +515,7 @@ export class GroupWriter {
 
   /** `seal(true)`, blocking until the fsync has returned (the last commits before a close). */
   syncNow(): void {
+    this.#resumeSeal();
     if (this.#failure === null) {
       void this.seal(true).catch(() => {});
       this.#await(SLOTS.SYNCED, () => this.#waiting.size === 0);

@@ -898,8 +898,11 @@ export class SqliteStore {
       // Until the WAL has rewound the worker starts no checkpoint: under a
       // busy disk it could hold the lock at every COMMIT, and one running at
       // the next BEGIN keeps the WAL from rewinding there.
-      this.#checkpointer.hold(true);
+      // The flag first: a watchdog cut between the two (this runs inside a
+      // window after a group's COMMIT) then leaves the worker free rather
+      // than held with nothing to release it.
       this.#holding = true;
+      this.#checkpointer.hold(true);
       if (writerCheckpointed === null) {
         this.#capCheckpoints++;
         this.#db.pragma("wal_checkpoint(PASSIVE)");

@@ -1610,6 +1610,12 @@ class DocumentCache {
   #bytes = 0;
   /** Where eviction goes on (`#evictOldest`). */
   #oldest: Iterator<string> | null = null;
+  /**
+   * The entry eviction is removing: a cut after the iterator passed it and
+   * before it went would leave it behind the iterator, kept until the cache
+   * empties; the next eviction removes it first.
+   */
+  #evicting: string | undefined = undefined;
 
   get(id: string): { doc: Doc; bytes: number } | undefined {
     const entry = this.#docs.get(id);
@@ -1651,11 +1657,19 @@ class DocumentCache {
    * it ends only when the cache is empty.
    */
   #evictOldest(): void {
+    // One the iterator passed and a cut kept from going (`#evicting`).
+    const passed = this.#evicting;
+    if (passed !== undefined) {
+      this.#evicting = undefined;
+      this.delete(passed);
+    }
     for (;;) {
       this.#oldest ??= this.#docs.keys();
       const next = this.#oldest.next();
       if (next.done !== true) {
+        this.#evicting = next.value;
         this.delete(next.value);
+        this.#evicting = undefined;
         return;
       }
       this.#oldest = null;

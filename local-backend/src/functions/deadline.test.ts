@@ -8,7 +8,12 @@ import vm from "node:vm";
 import { describe, expect, test } from "vitest";
 import { TurnCounter } from "../../test/turnCounter.ts";
 import type { ConvexGlobal } from "./syscalls.ts";
-import { TimedRealm, USER_TIMEOUT_MS } from "./deadline.ts";
+import {
+  HostCodeCut,
+  type RunHandle,
+  TimedRealm,
+  USER_TIMEOUT_MS,
+} from "./deadline.ts";
 
 type Modules = { loop(syscalls: number): Promise<string> };
 
@@ -76,5 +81,86 @@ describe("windows of a run that awaits the database", () => {
     // 100 syscalls of 2 ms: at most 10 fit in the first 20 ms; each later one
     // ends its window (with 5 ms windows it would be every third).
     expect(await turnsDuring(100, 2)).toBeGreaterThanOrEqual(89);
+  });
+});
+
+describe("stopping a run whose caller lost it", () => {
+  /** A realm whose one function awaits an async syscall that the test settles. */
+  function heldRealm() {
+    const held: (() => void)[] = [];
+    const convex: ConvexGlobal = {
+      syscall: () => "null",
+      jsSyscall: () => null,
+      asyncSyscall: () =>
+        new Promise<string>((resolve) => held.push(() => resolve("null"))),
+    };
+    const realm = new TimedRealm<Modules>((hooks) => {
+      const context = vm.createContext(
+        { Convex: hooks.wrapConvex(convex) },
+        { microtaskMode: "afterEvaluate" },
+      );
+      hooks.installEntry(context);
+      vm.runInContext(hooks.prelude, context);
+      const modules = vm.runInContext(
+        `({
+          loop: async (syscalls) => {
+            for (let i = 0; i < syscalls; i++) await Convex.asyncSyscall("op", "{}");
+            return "done";
+          },
+        })`,
+        context,
+      ) as Modules;
+      return { context, modules };
+    });
+    return { realm, held };
+  }
+
+  test("a stopped run that is going fails with HostCodeCut and gives its context back", async () => {
+    const { realm, held } = heldRealm();
+    const handle: RunHandle = { run: null };
+    const result = realm.invokeNow(
+      USER_TIMEOUT_MS,
+      (modules) => modules.loop(1),
+      handle,
+    );
+    expect(result).toBeInstanceOf(Promise);
+    expect(realm.contextsHeld).toBe(1);
+    realm.stop(handle);
+    await expect(result).rejects.toBeInstanceOf(HostCodeCut);
+    expect(realm.contextsHeld).toBe(0);
+    // Its syscall settling later reaches nothing.
+    held.shift()!();
+    await new Promise(setImmediate);
+    expect(realm.contextsHeld).toBe(0);
+  });
+
+  test("a stopped run still waiting for a context never starts, and the context goes to the next one", async () => {
+    const { realm, held } = heldRealm();
+    // Every context leased by a run awaiting its syscall.
+    const leasing = Array.from({ length: 8 }, () =>
+      realm.invoke(USER_TIMEOUT_MS, (modules) => modules.loop(1)),
+    );
+    expect(realm.contextsHeld).toBe(8);
+    let started = 0;
+    const handle: RunHandle = { run: null };
+    const waiting = realm.invokeNow(
+      USER_TIMEOUT_MS,
+      (modules) => {
+        started++;
+        return modules.loop(0);
+      },
+      handle,
+    ) as Promise<string>;
+    const next = realm.invoke(USER_TIMEOUT_MS, (modules) => modules.loop(0));
+    realm.stop(handle);
+    expect(handle.run).toBeNull();
+    // One run ends: its context passes over the stopped run to the next.
+    held.shift()!();
+    await expect(waiting).rejects.toBeInstanceOf(HostCodeCut);
+    expect(await next).toBe("done");
+    expect(started).toBe(0);
+    for (const release of held.splice(0)) release();
+    expect(await Promise.all(leasing)).toEqual(Array(8).fill("done"));
+    expect(realm.contextsHeld).toBe(0);
   });
 });

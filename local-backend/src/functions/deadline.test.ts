@@ -22,17 +22,8 @@ function busyWait(ms: number): void {
   while (performance.now() < end);
 }
 
-/** A realm whose one function awaits `syscalls` async syscalls of `syscallMs` each. */
-function realm(syscallMs: number): TimedRealm<Modules> {
-  const convex: ConvexGlobal = {
-    syscall: () => "null",
-    jsSyscall: () => null,
-    asyncSyscall: () => Promise.resolve("null"),
-    asyncSyscallNow: () => {
-      busyWait(syscallMs);
-      return "null";
-    },
-  };
+/** A realm whose one function, `loop`, awaits `syscalls` async syscalls of `convex`. */
+function loopRealm(convex: ConvexGlobal): TimedRealm<Modules> {
   return new TimedRealm<Modules>((hooks) => {
     const context = vm.createContext(
       { Convex: hooks.wrapConvex(convex) },
@@ -50,6 +41,19 @@ function realm(syscallMs: number): TimedRealm<Modules> {
       context,
     ) as Modules;
     return { context, modules };
+  });
+}
+
+/** `loopRealm` with async syscalls that answer synchronously after `syscallMs` of busy wait. */
+function realm(syscallMs: number): TimedRealm<Modules> {
+  return loopRealm({
+    syscall: () => "null",
+    jsSyscall: () => null,
+    asyncSyscall: () => Promise.resolve("null"),
+    asyncSyscallNow: () => {
+      busyWait(syscallMs);
+      return "null";
+    },
   });
 }
 
@@ -85,32 +89,14 @@ describe("windows of a run that awaits the database", () => {
 });
 
 describe("stopping a run whose caller lost it", () => {
-  /** A realm whose one function awaits an async syscall that the test settles. */
+  /** `loopRealm` whose async syscalls settle when the test says (`held`). */
   function heldRealm() {
     const held: (() => void)[] = [];
-    const convex: ConvexGlobal = {
+    const realm = loopRealm({
       syscall: () => "null",
       jsSyscall: () => null,
       asyncSyscall: () =>
         new Promise<string>((resolve) => held.push(() => resolve("null"))),
-    };
-    const realm = new TimedRealm<Modules>((hooks) => {
-      const context = vm.createContext(
-        { Convex: hooks.wrapConvex(convex) },
-        { microtaskMode: "afterEvaluate" },
-      );
-      hooks.installEntry(context);
-      vm.runInContext(hooks.prelude, context);
-      const modules = vm.runInContext(
-        `({
-          loop: async (syscalls) => {
-            for (let i = 0; i < syscalls; i++) await Convex.asyncSyscall("op", "{}");
-            return "done";
-          },
-        })`,
-        context,
-      ) as Modules;
-      return { context, modules };
     });
     return { realm, held };
   }

@@ -4,6 +4,7 @@
  * often a run lets the event loop turn. Another client's request needs a few
  * turns, so this is what a long query costs everyone else.
  */
+import v8 from "node:v8";
 import vm from "node:vm";
 import { describe, expect, test } from "vitest";
 import { TurnCounter } from "../../test/turnCounter.ts";
@@ -148,5 +149,80 @@ describe("stopping a run whose caller lost it", () => {
     for (const release of held.splice(0)) release();
     expect(await Promise.all(leasing)).toEqual(Array(8).fill("done"));
     expect(realm.contextsHeld).toBe(0);
+  });
+});
+
+describe("a stopped run that awaits Web Crypto", () => {
+  test("its context is collected, also when the continuation its last drain runs calls Web Crypto again", async () => {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    const held: (() => void)[] = [];
+    const marks: string[] = [];
+    const contexts: WeakRef<object>[] = [];
+    const realm = new TimedRealm<{ run(): Promise<string> }>((hooks) => {
+      const context = vm.createContext(
+        {
+          Convex: hooks.wrapConvex({
+            syscall: () => "null",
+            jsSyscall: () => null,
+            asyncSyscall: () => Promise.resolve("null"),
+          }),
+          mark: (m: string) => marks.push(m),
+          // A host `sign` that settles when the test says.
+          crypto: {
+            subtle: {
+              sign: () =>
+                new Promise<ArrayBuffer>((resolve) =>
+                  held.push(() => resolve(new ArrayBuffer(1))),
+                ),
+            },
+          },
+        },
+        { microtaskMode: "afterEvaluate" },
+      );
+      contexts.push(new WeakRef(context));
+      hooks.installEntry(context);
+      vm.runInContext(hooks.prelude, context);
+      const modules = vm.runInContext(
+        `({
+          run: async () => {
+            await crypto.subtle.sign();
+            mark("after first");
+            await crypto.subtle.sign();
+            mark("after second");
+            return "done";
+          },
+        })`,
+        context,
+      ) as { run(): Promise<string> };
+      return { context, modules };
+    });
+    const turns = async (n: number) => {
+      for (let i = 0; i < n; i++) await new Promise(setImmediate);
+    };
+    const handle: RunHandle = { run: null };
+    const result = realm.invokeNow(
+      USER_TIMEOUT_MS,
+      (modules) => modules.run(),
+      handle,
+    ) as Promise<string>;
+    realm.stop(handle);
+    await expect(result).rejects.toBeInstanceOf(HostCodeCut);
+    handle.run = null;
+    // The first signature settles: the last drain runs the continuation,
+    // which signs again; that one settles after the drain.
+    held.shift()!();
+    await turns(5);
+    expect(marks).toEqual(["after first"]);
+    for (const release of held.splice(0)) release();
+    await turns(5);
+    for (let i = 0; i < 10; i++) {
+      gc();
+      await turns(2);
+    }
+    // Before: the second signature's reaction, queued in the dropped
+    // context's queue, kept the context alive for good.
+    expect(contexts[0].deref()).toBeUndefined();
+    expect(marks).toEqual(["after first"]);
   });
 });

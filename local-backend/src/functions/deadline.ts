@@ -1018,8 +1018,8 @@ export class TimedRealm<M> {
   /**
    * A function still pending with nothing tracked in flight (`#track`)
    * awaits some other host promise (a Blob's): its continuation sits in the
-   * context's queue, so look again after the event loop turns. A promise that never settles
-   * keeps costing windows until the budget runs out.
+   * context's queue, so look again after the event loop turns. A promise
+   * that never settles keeps costing windows until the budget runs out.
    */
   #pollIfIdle(budget: Budget<M>): void {
     if (budget.settled || budget.outstanding > 0 || budget.polling) return;
@@ -1110,9 +1110,15 @@ export class TimedRealm<M> {
         return result;
       },
       pending: (promise, delivered) => {
+        if (dropped.value) {
+          // As a dropped context's async syscall: never settles, so its
+          // continuation stops here rather than queue, after the last drain,
+          // in a queue never drained again (which kept the context alive).
+          promise.catch(() => undefined);
+          return new Promise<never>(() => undefined);
+        }
         const budget = this.#active;
-        if (budget !== null && !dropped.value)
-          this.#track(budget, promise, delivered);
+        if (budget !== null) this.#track(budget, promise, delivered);
         return promise;
       },
     };

@@ -59,6 +59,16 @@ function insert(
   return id;
 }
 
+/** The ids of a table's documents, by a full table scan (its `by_creation_time` index). */
+function scanIds(db: Database, table: string): string[] {
+  return [
+    ...new Transaction(db, { readOnly: true }).stream({
+      source: { type: "FullTableScan", tableName: table, order: null },
+      operators: [],
+    }),
+  ].map((doc) => doc._id);
+}
+
 /** The schema with a text search index on `messages.body`. */
 function withSearchIndex(schema: SchemaJson): SchemaJson {
   return {
@@ -598,13 +608,6 @@ describe("group commit", () => {
         expect(db.recoverCut()).toBe("none");
       }
       const names = Array.from({ length: tables }, (_, i) => `t${i}`);
-      const scan = (from: Database, table: string) =>
-        [
-          ...new Transaction(from, { readOnly: true }).stream({
-            source: { type: "FullTableScan", tableName: table, order: null },
-            operators: [],
-          }),
-        ].map((doc) => doc._id);
       // Later mutations write into every table the cut ones touched (a few
       // thousand per mutation, inside its limit of 16,000 writes).
       const ids: string[] = [];
@@ -619,13 +622,13 @@ describe("group commit", () => {
       // failed: tables.number"), and the reopened file had none of it.
       await db.durable(db.lastTs);
       // Before: a table left without its indexes returned [] here.
-      expect(names.map((table) => scan(db, table))).toEqual(
+      expect(names.map((table) => scanIds(db, table))).toEqual(
         ids.map((id) => [id]),
       );
       db.setSchema(null);
       closeDb(db);
       const reopened = openDb(dir);
-      expect(names.map((table) => scan(reopened, table))).toEqual(
+      expect(names.map((table) => scanIds(reopened, table))).toEqual(
         ids.map((id) => [id]),
       );
       // Before: a table whose `by_id` a cut had kept in memory only failed
@@ -646,13 +649,6 @@ describe("group commit", () => {
       const db = openDb(dir);
       db.setSchema(withSearchIndex(messagesSchema));
       const kept: string[] = [];
-      const scanPlain = () =>
-        [
-          ...new Transaction(db, { readOnly: true }).stream({
-            source: { type: "FullTableScan", tableName: "plain", order: null },
-            operators: [],
-          }),
-        ].map((doc) => doc._id);
       let cuts = 0;
       for (let round = 0; round < 600; round++) {
         db.holdAnnouncements = true;
@@ -668,10 +664,10 @@ describe("group commit", () => {
         await db.durable(db.lastTs);
         // Before: a cut between posting the group and sending it let the
         // next group's answer drop its layer, and its commit was gone here.
-        if (round % 50 === 49) expect(scanPlain()).toEqual(kept);
+        if (round % 50 === 49) expect(scanIds(db, "plain")).toEqual(kept);
       }
       expect(cuts).toBeGreaterThan(0);
-      expect(scanPlain()).toEqual(kept);
+      expect(scanIds(db, "plain")).toEqual(kept);
       closeDb(db);
       // Before: a cut between taking the open group and posting it kept it
       // in memory only, reported durable but never written.
